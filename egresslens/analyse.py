@@ -1,0 +1,132 @@
+"""Shared inputs for every analysis: an observation window and hourly views over raw rows or rollups.
+
+Recommendations, SNAT and DNS analytics must work whether the store holds raw events
+(`flows`, `dns_queries`) or hourly aggregates pulled from Kusto (`flow_rollups`, `dns_rollups`).
+These views give them one shape: for each (firewall, hour) raw rows are used when present,
+rollups otherwise, so a window ingested both ways is never counted twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30m`, `24h`, `7d`, `2w` → timedelta (the `--since` syntax)."""
+    m = _DURATION.match(text or "")
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use forms like 30m, 24h, 7d, 2w)")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 date or timestamp → naive UTC datetime (the store's convention)."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open observation window [start, end) in naive UTC."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+    def describe(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC ({self.hours:g} h)"
+
+
+_DATA_END_SQL = """
+SELECT max(t) FROM (
+  SELECT max(time) AS t FROM flows UNION ALL SELECT max(last_seen) FROM flow_rollups
+  UNION ALL SELECT max(time) FROM dns_queries UNION ALL SELECT max(last_seen) FROM dns_rollups
+)
+"""
+
+
+def resolve_window(
+    con: duckdb.DuckDBPyConnection,
+    since: str | None = None,
+    start: str | datetime | None = None,
+    end: str | datetime | None = None,
+) -> Window:
+    """The window a command analyses. Without `--end`, it ends at the newest data in the store
+    (not at the wall clock), so an analysis of an archive from last month still sees it."""
+    end_dt = parse_time(end) if isinstance(end, str) else end
+    if end_dt is None:
+        newest = con.execute(_DATA_END_SQL).fetchall()[0][0]
+        end_dt = (newest + timedelta(microseconds=1)) if newest else datetime.now(timezone.utc).replace(tzinfo=None)
+    start_dt = parse_time(start) if isinstance(start, str) else start
+    if start_dt is None:
+        start_dt = end_dt - parse_duration(since or "7d")
+    if start_dt >= end_dt:
+        raise ValueError(f"empty window: start {start_dt} is not before end {end_dt}")
+    return Window(start_dt, end_dt)
+
+
+FLOW_HOURS_SQL = """
+WITH raw_hours AS (
+  SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM flows
+  WHERE time >= $start AND time < $end
+)
+SELECT date_trunc('hour', time) AS hour, firewall, kind, protocol, source_ip, destination_ip,
+       destination_fqdn, destination_port, action, action_reason, policy, rule_collection_group,
+       rule_collection, rule, count(*)::BIGINT AS hits, min(time) AS first_seen, max(time) AS last_seen
+FROM flows
+WHERE time >= $start AND time < $end
+GROUP BY ALL
+UNION ALL
+SELECT r.hour, r.firewall, r.kind, r.protocol, r.source_ip, r.destination_ip, r.destination_fqdn,
+       r.destination_port, r.action, r.action_reason, r.policy, r.rule_collection_group,
+       r.rule_collection, r.rule, r.hits, r.first_seen, r.last_seen
+FROM flow_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
+WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
+"""
+
+DNS_HOURS_SQL = """
+WITH raw_hours AS (
+  SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM dns_queries
+  WHERE time >= $start AND time < $end
+)
+SELECT date_trunc('hour', time) AS hour, firewall, source_ip, query_name, query_type, response_code,
+       count(*)::BIGINT AS queries, count(error_message)::BIGINT AS errors,
+       coalesce(sum(duration_s), 0) AS total_duration_s, max(duration_s) AS max_duration_s,
+       min(time) AS first_seen, max(time) AS last_seen
+FROM dns_queries
+WHERE time >= $start AND time < $end
+GROUP BY ALL
+UNION ALL
+SELECT r.hour, r.firewall, r.source_ip, r.query_name, r.query_type, r.response_code, r.queries,
+       r.errors, r.total_duration_s, r.max_duration_s, r.first_seen, r.last_seen
+FROM dns_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
+WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
+"""
+
+
+def flow_hours(con: duckdb.DuckDBPyConnection, window: Window) -> duckdb.DuckDBPyRelation:
+    """Hourly flow groups in the window, from raw `flows` or `flow_rollups` (never both for one hour)."""
+    return con.sql(FLOW_HOURS_SQL, params={"start": window.start, "end": window.end})
+
+
+def dns_hours(con: duckdb.DuckDBPyConnection, window: Window) -> duckdb.DuckDBPyRelation:
+    """Hourly DNS groups in the window, from raw `dns_queries` or `dns_rollups`."""
+    return con.sql(DNS_HOURS_SQL, params={"start": window.start, "end": window.end})
+
+
+def newest_hour_may_be_incomplete(window: Window, now: datetime | None = None, lag: timedelta = timedelta(minutes=15)) -> bool:
+    """Log Analytics and storage archives deliver minutes late: warn when the window's end is that recent."""
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    return window.end > now - lag

@@ -1,0 +1,327 @@
+"""Land record batches in the store: normalise, de-duplicate, quarantine, commit — one transaction per batch.
+
+Every reader (files, Log Analytics, storage blobs) hands batches of raw records to an `Ingestor`.
+A batch is committed whole or not at all, together with the progress of its source, so a run
+killed at any point leaves the store consistent and a re-run resumes with no duplicate and no gap.
+Invariant, per batch and per run: records read = stored + duplicates + quarantined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import duckdb
+import pyarrow as pa
+
+from egresslens import normalise
+from egresslens.schema import DNS_QUERIES, EVENT_TABLES, FLOWS, THREATS, Table
+
+BATCH_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("record_index", pa.int32()),
+        ("raw", pa.string()),
+    ]
+)
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    per_table: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "Counts") -> None:
+        self.read += other.read
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        for k, v in other.per_table.items():
+            self.per_table[k] = self.per_table.get(k, 0) + v
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.stored + self.duplicates + self.quarantined
+
+    def summary(self) -> str:
+        return (
+            f"read {self.read:,} = stored {self.stored:,} + duplicates {self.duplicates:,}"
+            f" + quarantined {self.quarantined:,}"
+        )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# Envelopes ({"records": [...]}) are exploded into their records; other lines are records.
+_EXPLODE_SQL = """
+CREATE OR REPLACE TEMP TABLE batch AS
+WITH lines AS (
+  SELECT source, position, record_index, raw,
+         coalesce(CASE WHEN json_valid(raw) THEN json_type(raw, '$.records') = 'ARRAY' END, false) AS is_envelope
+  FROM raw_lines
+), envelopes AS (
+  SELECT source, position, json_extract(raw, '$.records[*]') AS recs FROM lines WHERE is_envelope
+)
+SELECT source, position, record_index, raw, raw AS rec FROM lines WHERE NOT is_envelope
+UNION ALL
+SELECT source, position, (unnest(range(len(recs))) + 1)::INTEGER AS record_index,
+       unnest(recs)::VARCHAR AS raw, unnest(recs)::VARCHAR AS rec
+FROM envelopes
+"""
+
+
+class Ingestor:
+    """One ingest run against one store connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, source_kind: str, sources: str):
+        self.con = con
+        self.counts = Counts()
+        self._mark_interrupted_runs()
+        self.run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM ingest_runs").fetchall()[0][0]
+        con.execute(
+            "INSERT INTO ingest_runs VALUES (?, ?, NULL, ?, ?, 'running', 0, 0, 0, 0, NULL)",
+            [self.run_id, _utcnow(), source_kind, sources],
+        )
+
+    def _mark_interrupted_runs(self) -> None:
+        # The store file is locked by one writer at a time, so a run still marked running is dead.
+        self.con.execute(
+            "UPDATE ingest_runs SET status = 'interrupted' WHERE status = 'running'"
+        )
+
+    # -- progress of each source ------------------------------------------------------------------
+    def source_state(self, source: str) -> dict | None:
+        rows = self.con.execute(
+            "SELECT size, mtime_ns, records_done, offset_done, complete FROM ingest_sources WHERE source = ?",
+            [source],
+        ).fetchall()
+        if not rows:
+            return None
+        size, mtime_ns, records_done, offset_done, complete = rows[0]
+        return {"size": size, "mtime_ns": mtime_ns, "records_done": records_done,
+                "offset_done": offset_done, "complete": complete}
+
+    def _save_progress(self, source: str, size: int | None, mtime_ns: int | None,
+                       records_done: int, offset_done: int, complete: bool) -> None:
+        self.con.execute("DELETE FROM ingest_sources WHERE source = ?", [source])
+        self.con.execute(
+            "INSERT INTO ingest_sources VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [source, size, mtime_ns, records_done, offset_done, complete, _utcnow()],
+        )
+
+    def mark_source(self, source: str, *, size: int | None = None, mtime_ns: int | None = None,
+                    records_done: int = 0, offset_done: int = 0, complete: bool) -> None:
+        """Record progress of a source that yielded no batch (empty file, finished window)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._save_progress(source, size, mtime_ns, records_done, offset_done, complete)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    # -- batches ----------------------------------------------------------------------------------
+    def ingest_lines(self, lines: pa.Table, *, progress: dict | None = None) -> Counts:
+        """Store a batch of raw text records (JSON lines, envelopes, exported rows as JSON).
+
+        `lines` follows BATCH_SCHEMA. `progress` (source, size, mtime_ns, records_done,
+        offset_done, complete) is committed in the same transaction as the rows.
+        """
+        self.con.register("raw_lines", lines)
+        try:
+            self.con.execute(_EXPLODE_SQL)
+        finally:
+            self.con.unregister("raw_lines")
+        return self._store(progress)
+
+    def ingest_rows(self, rows: pa.Table, *, source: str, log_table: str | None = None,
+                    position_offset: int = 0, progress: dict | None = None) -> Counts:
+        """Store a batch of tabular rows (Log Analytics result, CSV export) with named columns.
+
+        Each row becomes a JSON object record; `log_table` supplies `Type` when the rows lack it.
+        """
+        self.con.register("raw_rows", rows)
+        try:
+            type_expr = "NULL" if log_table is None else "?"
+            params = [] if log_table is None else [log_table]
+            names = rows.column_names
+            pack = ", ".join(f'{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)' for n in names)
+            has_type = "Type" in names
+            type_field = "" if has_type else f", \"Type\" := {type_expr}"
+            self.con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE batch AS
+                SELECT ?::VARCHAR AS source,
+                       (row_number() OVER () + ?)::BIGINT AS position,
+                       NULL::INTEGER AS record_index,
+                       to_json(struct_pack({pack}{type_field}))::VARCHAR AS raw
+                FROM raw_rows r
+                """,
+                [source, position_offset, *params],
+            )
+            self.con.execute("ALTER TABLE batch ADD COLUMN rec VARCHAR")
+            self.con.execute("UPDATE batch SET rec = raw")
+        finally:
+            self.con.unregister("raw_rows")
+        return self._store(progress)
+
+    def quarantine_raw(self, source: str, items: list[tuple[int, str, str]], *,
+                       progress: dict | None = None) -> Counts:
+        """Quarantine records refused before normalisation (CSV lines the reader rejected,
+        unreadable documents): (position, raw, reason)."""
+        table = pa.table(
+            {
+                "source": [source] * len(items),
+                "position": [p for p, _, _ in items],
+                "record_index": pa.nulls(len(items), pa.int32()),
+                "raw": [r for _, r, _ in items],
+                "reason": [why for _, _, why in items],
+            }
+        )
+        self.con.register("pre_rejects", table)
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                new = self._insert_quarantine("pre_rejects")
+                counts = Counts(read=len(items), quarantined=new, duplicates=len(items) - new)
+                self._finish_batch(counts, progress)
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        finally:
+            self.con.unregister("pre_rejects")
+        self.counts.add(counts)
+        return counts
+
+    def _insert_quarantine(self, relation: str) -> int:
+        return self.con.execute(
+            f"""
+            INSERT INTO quarantine
+            SELECT q.quarantine_id, q.source, q.position, q.raw, q.reason, ?, ?
+            FROM (
+              SELECT md5(concat_ws(chr(31), source, position::VARCHAR, coalesce(record_index::VARCHAR, ''), raw))
+                       AS quarantine_id, source, position, raw, reason
+              FROM {relation}
+              QUALIFY row_number() OVER (PARTITION BY quarantine_id) = 1
+            ) q
+            WHERE NOT EXISTS (SELECT 1 FROM quarantine x WHERE x.quarantine_id = q.quarantine_id)
+            """,
+            [self.run_id, _utcnow()],
+        ).fetchall()[0][0]
+
+    def _store(self, progress: dict | None) -> Counts:
+        con = self.con
+        normalise.normalise_batch(con)
+        read = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
+        counts = Counts(read=read)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            good_total = 0
+            for table in EVENT_TABLES:
+                good, inserted = self._insert_events(table)
+                good_total += good
+                counts.stored += inserted
+                if inserted:
+                    counts.per_table[table.name] = inserted
+            rejects = " UNION ALL ".join(
+                [f"SELECT source, position, record_index, raw, reject_reason AS reason FROM {normalise.canon_table(t)}"
+                 " WHERE reject_reason IS NOT NULL" for t in EVENT_TABLES]
+                + ["SELECT source, position, record_index, raw, reason FROM stage_rejects"]
+            )
+            con.execute(f"CREATE OR REPLACE TEMP TABLE batch_rejects AS {rejects}")
+            rejected = con.execute("SELECT count(*) FROM batch_rejects").fetchall()[0][0]
+            new_q = self._insert_quarantine("batch_rejects")
+            counts.quarantined = new_q
+            counts.duplicates = (good_total - counts.stored) + (rejected - new_q)
+            if good_total + rejected != read:
+                raise AssertionError(
+                    f"normalisation lost records: read {read}, routed {good_total} + rejected {rejected}"
+                )
+            self._finish_batch(counts, progress)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.counts.add(counts)
+        return counts
+
+    def _insert_events(self, table: Table) -> tuple[int, int]:
+        con = self.con
+        canon = normalise.canon_table(table)
+        good, tmin, tmax = con.execute(
+            f"SELECT count(*), min(time), max(time) FROM {canon} WHERE reject_reason IS NULL"
+        ).fetchall()[0]
+        if not good:
+            return 0, 0
+        cols = [c for c in table.column_names if c not in ("event_id", "ingest_run_id")]
+        inserted = con.execute(
+            f"""
+            INSERT INTO {table.name} (event_id, {", ".join(cols)}, ingest_run_id)
+            SELECT event_id, {", ".join(cols)}, ? FROM (
+              SELECT {normalise.event_id_sql(table)} AS event_id, * FROM {canon} WHERE reject_reason IS NULL
+            ) c
+            WHERE NOT EXISTS (
+              SELECT 1 FROM {table.name} x
+              WHERE x.event_id = c.event_id AND x.time BETWEEN ? AND ?
+            )
+            QUALIFY row_number() OVER (PARTITION BY event_id) = 1
+            """,
+            [self.run_id, tmin, tmax],
+        ).fetchall()[0][0]
+        return good, inserted
+
+    def _finish_batch(self, counts: Counts, progress: dict | None) -> None:
+        if progress is not None:
+            self._save_progress(**progress)
+        self.con.execute(
+            """UPDATE ingest_runs SET records_read = records_read + ?, stored = stored + ?,
+               duplicates = duplicates + ?, quarantined = quarantined + ? WHERE run_id = ?""",
+            [counts.read, counts.stored, counts.duplicates, counts.quarantined, self.run_id],
+        )
+
+    # -- end of run -------------------------------------------------------------------------------
+    def finish(self, status: str = "completed", message: str | None = None) -> Counts:
+        self.con.execute(
+            "UPDATE ingest_runs SET finished_at = ?, status = ?, message = ? WHERE run_id = ?",
+            [_utcnow(), status, message, self.run_id],
+        )
+        return self.counts
+
+
+def _ident(name: str) -> str:
+    """A safely quoted SQL identifier (column names come from input files)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def store_canonical_frames(con: duckdb.DuckDBPyConnection, *, flows=None, dns_queries=None,
+                           threats=None, log_format: str = "structured") -> dict[str, int]:
+    """Insert canonical Polars/Arrow frames (simulator output, tests, benchmarks) directly.
+
+    The frames carry the canonical columns; `event_id` is computed exactly as ingest computes it,
+    so frames and ingested logs of the same events coincide.
+    """
+    inserted: dict[str, int] = {}
+    for table, frame in ((FLOWS, flows), (DNS_QUERIES, dns_queries), (THREATS, threats)):
+        if frame is None:
+            continue
+        arrow = frame.to_arrow() if hasattr(frame, "to_arrow") else frame
+        con.register("canonical_frame", arrow)
+        try:
+            cols = normalise.canonical_columns(table)
+            inserted[table.name] = con.execute(
+                f"""
+                INSERT INTO {table.name} (event_id, {", ".join(cols)}, log_format)
+                SELECT {normalise.event_id_sql(table)}, {", ".join(cols)}, ? FROM canonical_frame
+                """,
+                [log_format],
+            ).fetchall()[0][0]
+        finally:
+            con.unregister("canonical_frame")
+    return inserted

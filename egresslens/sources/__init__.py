@@ -1,0 +1,1 @@
+"""Readers for every place Azure Firewall logs live: files, Log Analytics, storage."""
