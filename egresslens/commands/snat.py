@@ -1,0 +1,105 @@
+"""`egresslens snat`: SNAT port capacity findings per destination."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from egresslens import exitcodes
+
+
+def register(app: typer.Typer) -> None:
+    app.command("snat")(snat_command)
+
+
+def snat_command(
+    db: Optional[str] = typer.Option(None, "--db", help="Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."),
+    since: str = typer.Option("24h", "--since", help="Window length ending at the newest data (30m, 24h, 7d)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Window start, ISO 8601 UTC (overrides --since)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
+    public_ips: Optional[int] = typer.Option(None, "--public-ips", help="Public IPs on the firewall (1..250)."),
+    instances: Optional[int] = typer.Option(None, "--instances", help="Backend instances (at least 2; plan on the minimum)."),
+    nat_gateway_ips: Optional[int] = typer.Option(None, "--nat-gateway-ips", help="Public IPs of a NAT Gateway on AzureFirewallSubnet (0 = none)."),
+    port_rule: Optional[str] = typer.Option(None, "--port-rule", help="Which public IPs add SNAT ports: 'all' or 'first-five'."),
+    hold_time: Optional[str] = typer.Option(None, "--hold-time", help="Seconds (or 4m) each connection holds a port (default 240)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file: public_ips, instances, nat_gateway_ips, hold_time, port_rule, [thresholds]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """SNAT port exhaustion risk per destination, with the fix (public IPs, NAT Gateway, private endpoint).
+
+    Exit code 1 when a destination reaches the critical threshold."""
+    from egresslens import snat
+    from egresslens.analyse import resolve_window
+    from egresslens.store import connect
+
+    try:
+        cfg = snat.load_config(
+            config, public_ips=public_ips, instances=instances, nat_gateway_ips=nat_gateway_ips,
+            port_rule=port_rule.replace("_", "-").lower() if port_rule else None,
+            hold_time_s=snat._seconds(hold_time) if hold_time else None)
+    except (ValueError, OSError, TypeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exitcodes.USAGE)
+    try:
+        con = connect(db, read_only=True)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exitcodes.INPUT_ERROR)
+    try:
+        try:
+            window = resolve_window(con, since=since, start=start, end=end)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exitcodes.USAGE)
+        result = snat.analyse_snat(con, window, cfg)
+    finally:
+        con.close()
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        render(result)
+    raise typer.Exit(exitcodes.FINDINGS if result.has_critical else exitcodes.OK)
+
+
+def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]SNAT capacity[/bold] {result.window.describe()}")
+    console.print(f"Assumes: {result.config.describe()}")
+    console.print(f"Demand: each allowed flow holds a port for {result.config.hold_time_s:g} s; "
+                  f"rates {result.rate_basis}; warning {result.config.warning:.0%}, critical {result.config.critical:.0%}, "
+                  f"fix target < {result.config.effective_target:.0%}")
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    if result.findings.height == 0:
+        console.print("[green]No destination reaches the warning threshold.[/green]")
+    else:
+        t = Table(title="Destinations near SNAT exhaustion", show_lines=True)
+        for col in ("severity", "destination", "peak", "ports", "peak at (UTC)", "min. over warning",
+                    "exhaustion in", "fix"):
+            t.add_column(col, overflow="fold")
+        for r in result.findings.iter_rows(named=True):
+            sev = "[red]critical[/red]" if r["severity"] == "critical" else "[yellow]warning[/yellow]"
+            tte = r["minutes_to_exhaustion"]
+            t.add_row(sev, f"{r['destination']}:{r['port']}/{r['protocol']}", f"{r['peak_utilisation']:.0%}",
+                      f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
+                      "-" if tte is None else ("now" if tte == 0 else f"{tte:.0f} min"), r["fix"] or "")
+        console.print(t)
+    if result.metric_fit.height:
+        t = Table(title="SNATPortUtilization metric beside the estimate")
+        for col in ("firewall", "points", "peak metric", "peak estimate", "metric / estimate", "correlation",
+                    "calibrated hold time"):
+            t.add_column(col, overflow="fold")
+        for r in result.metric_fit.iter_rows(named=True):
+            def pct(v):  # noqa: ANN001, ANN202
+                return "-" if v is None else f"{v:.0%}"
+            t.add_row(r["firewall"].rsplit("/", 1)[-1], str(r["points"]), pct(r["peak_metric"]), pct(r["peak_estimate"]),
+                      "-" if r["scale"] is None else f"{r['scale']:.2f}",
+                      "-" if r["correlation"] is None else f"{r['correlation']:.2f}",
+                      "-" if r["calibrated_hold_time_s"] is None else f"{r['calibrated_hold_time_s']:.0f} s")
+        console.print(t)
