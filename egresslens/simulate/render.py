@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,14 @@ from egresslens.simulate.scenario import (
     RESOURCE_GROUP,
     SUBSCRIPTION,
     Scenario,
+    _naive_utc,
     _uniform,
-    generate,
+    _World,
+    build_truth,
+    check_args,
+    default_start,
+    iter_hours,
+    used_rules,
 )
 
 RESOURCE_ID = (
@@ -408,15 +414,35 @@ def write(sc: Scenario, out_dir: str | Path, fmt: str = "structured", layout: st
 def simulate_to_dir(out_dir: str | Path, hours: int = 24, events_per_hour: int = 100_000, seed: int = 7,
                     fmt: str = "structured", layout: str = "storage", start: datetime | None = None,
                     hot_share: float = 0.35) -> dict[str, Any]:
-    """Generate and write in one go; returns counts per table, the files written and their bytes."""
-    sc = generate(hours=hours, events_per_hour=events_per_hour, seed=seed, start=start, hot_share=hot_share)
-    paths = write(sc, out_dir, fmt=fmt, layout=layout)
+    """Generate and write hour by hour (memory stays at one hour's rows); returns counts, files, bytes.
+
+    The files are byte-identical to ``write(generate(...), ...)`` with the same arguments.
+    """
+    check_args(hours, events_per_hour, hot_share)
+    if fmt not in FORMATS or layout not in LAYOUTS:
+        raise ValueError(f"fmt must be one of {FORMATS} and layout one of {LAYOUTS}")
+    start = _naive_utc(start) if start is not None else default_start(hours)
+    world = _World(seed)
+    counts = {"flows": 0, "dns_queries": 0, "threats": 0}
+    used: set[tuple[str, str, str]] = set()
+
+    def hours_iter():
+        for h, flows, dns, threats in iter_hours(hours, events_per_hour, seed, start, hot_share, world):
+            counts["flows"] += flows.height
+            counts["dns_queries"] += dns.height
+            counts["threats"] += threats.height
+            used.update(used_rules(flows))
+            yield h, start + timedelta(hours=h), {"flows": flows, "dns_queries": dns, "threats": threats}
+
+    files, _ = write_hours(hours_iter(), out_dir, seed=seed, fmt=fmt, layout=layout)
+    truth = build_truth(world, used, start, hours, hot_share)
+    paths = files + _write_meta(truth, world.policy, Path(out_dir))
     return {
-        "counts": {"flows": sc.flows.height, "dns_queries": sc.dns_queries.height, "threats": sc.threats.height},
+        "counts": counts,
         "files": [str(p) for p in paths],
         "bytes": sum(p.stat().st_size for p in paths),
-        "start": sc.truth["start"],
-        "end": sc.truth["end"],
+        "start": truth["start"],
+        "end": truth["end"],
         "fmt": fmt,
         "layout": layout,
         "seed": seed,

@@ -567,7 +567,17 @@ def iter_hours(hours: int, events_per_hour: int, seed: int, start: datetime, hot
         yield h, flows.select([pl.col(c).cast(t) for c, t in FLOW_SCHEMA.items()]), dns, threats
 
 
-def _truth(world: _World, flows: pl.DataFrame, start: datetime, hours: int, hot_share: float) -> dict[str, Any]:
+def used_rules(flows: pl.DataFrame) -> set[tuple[str, str, str]]:
+    """(rule collection group, rule collection, rule) of every rule that logged a hit."""
+    return set(
+        flows.filter(pl.col("rule").is_not_null())
+        .select("rule_collection_group", "rule_collection", "rule").unique().iter_rows()
+    )
+
+
+def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime, hours: int,
+                hot_share: float) -> dict[str, Any]:
+    """The ground truth written as ``truth.json``; ``used`` are the rules that logged hits."""
     legit = []
     pairs = world.pairs
     for tid, t in enumerate(world.templates):
@@ -587,10 +597,6 @@ def _truth(world: _World, flows: pl.DataFrame, start: datetime, hours: int, hot_
             "initially": "allowed" if acts == {"Allow"} else "denied",
             "bundle": t.bundle,
         })
-    used = set(
-        flows.filter(pl.col("rule").is_not_null())
-        .select("rule_collection_group", "rule_collection", "rule").unique().iter_rows()
-    )
     unused = [r for (g, c, r) in rule_names(world.policy) if (g, c, r) not in used]
     b0, b1 = burst_window(hours)
     noise = sorted({WPAD_NAME} | {
@@ -629,18 +635,22 @@ def _truth(world: _World, flows: pl.DataFrame, start: datetime, hours: int, hot_
 def generate(hours: int = 24, events_per_hour: int = 100_000, seed: int = 7, start: datetime | None = None,
              hot_share: float = 0.35) -> Scenario:
     """Simulate ``hours`` of logs; ``events_per_hour`` counts flow rows (DNS and threats come on top)."""
-    if hours < 1 or events_per_hour < 1:
-        raise ValueError("hours and events_per_hour must be positive")
-    if not 0.0 <= hot_share < 1.0:
-        raise ValueError("hot_share must be in [0, 1)")
+    check_args(hours, events_per_hour, hot_share)
     start = _naive_utc(start) if start is not None else default_start(hours)
     world = _World(seed)
     parts = list(iter_hours(hours, events_per_hour, seed, start, hot_share, world))
     flows = pl.concat([p[1] for p in parts])
     dns = pl.concat([p[2] for p in parts])
     threats = pl.concat([p[3] for p in parts])
-    truth = _truth(world, flows, start, hours, hot_share)
+    truth = build_truth(world, used_rules(flows), start, hours, hot_share)
     return Scenario(flows, dns, threats, truth, world.policy, seed, start, hours)
+
+
+def check_args(hours: int, events_per_hour: int, hot_share: float) -> None:
+    if hours < 1 or events_per_hour < 1:
+        raise ValueError("hours and events_per_hour must be positive")
+    if not 0.0 <= hot_share < 1.0:
+        raise ValueError("hot_share must be in [0, 1)")
 
 
 def _naive_utc(dt: datetime) -> datetime:
