@@ -1,0 +1,78 @@
+"""Recommendation settings, optionally from a TOML file (`--config`).
+
+```toml
+[sources]                      # name -> CIDRs (source groups); unmatched sources are inferred
+aks-prod-nodes = ["10.1.0.0/16"]
+
+[thresholds]
+min_hits = 3                   # fewer hits in the window -> investigate, not allow
+min_hours = 2                  # seen in fewer distinct hours -> investigate
+wildcard_min_siblings = 3      # shard-like sibling names needed for `*.parent`
+cidr_min_fill = 0.5            # observed / total addresses a proposed CIDR must keep (slack)
+cidr_max_prefix = 24           # never aggregate IPv4 destinations wider than /24
+narrow_max_names = 25          # a wildcard/`*` rule used by at most this many names -> narrow it
+infer_prefix = 24              # inferred source subnets are built from /24 blocks
+
+[output]
+rule_collection_group = "egresslens-proposed"
+priority = 64000               # RCG priority for new rules (default: after every existing group)
+remove_after_days = 30         # disable, then delete after N days
+```
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    min_hits: int = 3
+    min_hours: int = 2
+    wildcard_min_siblings: int = 3
+    cidr_min_fill: float = 0.5
+    cidr_max_prefix: int = 24
+    narrow_max_names: int = 25
+    infer_prefix: int = 24
+    rule_collection_group: str = "egresslens-proposed"
+    priority: int | None = None
+    remove_after_days: int = 30
+    sample_events: int = 3
+    dns_min_recall: float = 0.8
+    dns_max_gap_s: float = 2.0
+    tunnel_min_names: int = 20
+    ip_group_min_uses: int = 3
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Config":
+        cfg = cls()
+        for name, cidrs in (doc.get("sources") or {}).items():
+            cidrs = [cidrs] if isinstance(cidrs, str) else list(cidrs)
+            for c in cidrs:
+                try:
+                    ipaddress.ip_network(c, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"source group {name!r}: {c!r} is not a CIDR") from exc
+            cfg.sources[str(name)] = cidrs
+        for section in ("thresholds", "output"):
+            for k, v in (doc.get(section) or {}).items():
+                if not hasattr(cfg, k) or k == "sources":
+                    raise ConfigError(f"unknown setting [{section}] {k}")
+                setattr(cfg, k, type(getattr(cfg, k))(v) if getattr(cfg, k) is not None else int(v))
+        return cfg

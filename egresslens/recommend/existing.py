@@ -1,0 +1,180 @@
+"""Existing allow rules: unused, shadowed, broader than their use; permissiveness scores."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from typing import Any
+
+import polars as pl
+
+from egresslens.recommend.detect import Danger
+from egresslens.recommend.model import Evidence, ProposedRule, Recommendation
+from egresslens.recommend.policy import Rule, permissiveness, shadowed_by
+from egresslens.recommend.sources import sources_for
+from egresslens.recommend.wildcards import is_valid_fqdn, propose_wildcards
+from egresslens.recommend.netaggr import aggregate_ips
+
+
+def _size(entries: list[str]) -> float:
+    total = 0.0
+    for e in entries:
+        if e == "*":
+            return 2.0**32
+        try:
+            total += ipaddress.ip_network(e, strict=False).num_addresses
+        except ValueError:
+            total += 2.0**16
+    return total
+
+
+def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str, Any]]:
+    from egresslens.recommend.engine import _iso, _rid, _safe_name
+
+    allowed = groups.filter(pl.col("action") == "Allow")
+    obs: dict[tuple, list[dict]] = defaultdict(list)
+    for row in allowed.iter_rows(named=True):
+        obs[(row["rule_collection_group"], row["rule_collection"], row["rule"])].append(row)
+    by_rc_rule: dict[tuple, list[dict]] = defaultdict(list)
+    for (g, c, r), rows in obs.items():
+        by_rc_rule[(c, r)].extend(rows)
+    scores: list[dict[str, Any]] = []
+    if not ctx.policy:
+        for (g, c, r), rows in sorted(obs.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+            scores.append({"rule_collection_group": g, "rule_collection": c, "rule": r, "rule_type": rows[0]["kind"],
+                           "hits": sum(x["hits"] for x in rows), "permissiveness": None})
+        return scores
+    shadows = shadowed_by(ctx.policy)
+    hours = ctx.window.hours
+    days = ctx.config.remove_after_days
+    for rule in ctx.policy:
+        if rule.rule_type == "nat" or rule.action != "Allow":
+            continue
+        rows = obs.get(rule.key) or by_rc_rule.get((rule.rule_collection, rule.name)) or []
+        hits = sum(x["hits"] for x in rows)
+        score = permissiveness(rule, ctx.service_tags.tags if ctx.service_tags else None)
+        scores.append({"rule_collection_group": rule.rule_collection_group, "rule_collection": rule.rule_collection,
+                       "rule": rule.name, "rule_type": rule.rule_type, "hits": hits, "permissiveness": score,
+                       "parent_policy": rule.parent})
+        existing = {**rule.describe(), "permissiveness": score}
+        if rule.parent:
+            continue  # a child policy cannot change its parent's rules
+        if rule.key in shadows:
+            a = shadows[rule.key]
+            rec = Recommendation(
+                id=_rid("shadow", *rule.key), kind="remove-rule",
+                title=f"Remove shadowed rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
+                rule=None, evidence=Evidence(hits=hits, notes=[f"shadowed by {a.rule_collection_group}/{a.rule_collection}/{a.name}"]),
+                confidence="high", risk="low",
+                rationale=(f"every flow it could match is matched first by {a.rule_collection_group}/{a.rule_collection}/{a.name} "
+                           "(Azure order: network before application, then group, collection and rule order)"),
+                window=ctx.window_info, existing_rule=existing, permissiveness=score,
+                rollout=["disable the rule", f"delete it after {days} days without side effects"])
+            ctx.add(rec)
+            continue
+        if hits == 0:
+            rec = Recommendation(
+                id=_rid("unused", *rule.key), kind="remove-rule",
+                title=f"Remove unused rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
+                rule=None, evidence=Evidence(hits=0, notes=[f"no hits in the {hours:g}-hour window"]),
+                confidence="medium" if hours < 24 * 30 else "high", risk="low",
+                rationale=f"no traffic matched this rule in the {hours:g}-hour window ({ctx.window_info['description']}); "
+                          "rules for rare jobs (monthly, quarterly) may need a longer window",
+                window=ctx.window_info, existing_rule=existing, permissiveness=score,
+                rollout=["disable the rule (or move it to a disabled collection)",
+                         f"delete it after {days} days without denies for its traffic"])
+            ctx.add(rec)
+            continue
+        _narrow(ctx, rule, rows, danger, existing, score)
+    return sorted(scores, key=lambda s: -(s["permissiveness"] or 0))
+
+
+def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, score: float) -> None:
+    from egresslens.recommend.engine import _rid, _safe_name
+
+    cfg = ctx.config
+    safe, bad = [], []
+    for r in rows:
+        dest = r["destination_fqdn"] or r["destination_ip"]
+        reason = (danger.name_reason(r["destination_fqdn"]) if r["destination_fqdn"] else None) or danger.ips.get(r["destination_ip"] or "")
+        if r["destination_fqdn"] and not is_valid_fqdn(r["destination_fqdn"]):
+            reason = reason or "invalid name"
+        (bad if reason else safe).append((r, reason))
+    changes: list[str] = []
+    groups = {r["sgroup"] for r, _ in safe}
+    new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule.sources)
+    if "*" in rule.sources or _size(rule.sources) > 4 * max(1.0, _size(new_sources)):
+        changes.append(f"sources {', '.join(rule.sources) or '(IP Groups)'} -> {', '.join(new_sources)} (observed source subnets)")
+    else:
+        new_sources = list(rule.sources)
+    proposed = dict(rule_collection_group=rule.rule_collection_group, rule_collection_group_priority=rule.rcg_priority,
+                    rule_collection=_safe_name(f"{rule.rule_collection}-narrow"),
+                    rule_collection_priority=max(100, rule.collection_priority - 1), name=_safe_name(f"{rule.name}-narrow"),
+                    source_addresses=new_sources)
+    if rule.rule_type == "application":
+        names = sorted({r["destination_fqdn"] for r, _ in safe if r["destination_fqdn"]})
+        broad = any(t == "*" or t.startswith("*.") for t in rule.target_fqdns) or rule.web_categories
+        targets = list(rule.target_fqdns)
+        tags = list(rule.fqdn_tags)
+        if broad and names and len(names) <= cfg.narrow_max_names:
+            wild, explicit, _rej = propose_wildcards(names, min_siblings=cfg.wildcard_min_siblings)
+            targets = sorted(set(explicit) | set(wild))
+            if set(targets) != set(rule.target_fqdns):
+                changes.append(f"destinations {', '.join(rule.target_fqdns + rule.web_categories)} -> {len(targets)} observed name(s)")
+                tags = [t for t in rule.fqdn_tags]
+        protos = sorted({f"{r['protocol'].capitalize() if r['protocol'] != 'MSSQL' else 'Mssql'}:{r['destination_port']}" for r, _ in safe})
+        rule_protos = {f"{p.capitalize() if p != 'MSSQL' else 'Mssql'}:{n}" for p, n in rule.app_protocols}
+        if protos and set(protos) < rule_protos:
+            changes.append(f"protocols {', '.join(sorted(rule_protos))} -> {', '.join(protos)}")
+        else:
+            protos = sorted(rule_protos)
+        pr = ProposedRule(rule_type="ApplicationRule", protocols=protos, target_fqdns=targets, fqdn_tags=tags, **proposed)
+    else:
+        ips = sorted({r["destination_ip"] for r, _ in safe if r["destination_ip"]})
+        addrs = list(rule.destination_addresses)
+        fqdns = list(rule.destination_fqdns)
+        plain = [a for a in addrs if a == "*" or "/" in a]
+        if plain and ips and _size(addrs) > 4 * len(ips) and not any(a[:1].isalpha() and a != "*" for a in addrs):
+            named = {ip: next(iter(ctx.dns_map[ip])) for ip in ips if len(ctx.dns_map.get(ip, ())) == 1}
+            addrs = aggregate_ips([ip for ip in ips if ip not in named], min_fill=cfg.cidr_min_fill, max_prefix=cfg.cidr_max_prefix)
+            fqdns = sorted(set(fqdns) | set(named.values()))
+            changes.append(f"destinations {', '.join(rule.destination_addresses)} -> {len(addrs) + len(fqdns)} observed destination(s)")
+        ports = sorted({str(r["destination_port"]) for r, _ in safe if r["destination_port"] is not None}, key=int)
+        from egresslens.recommend.policy import _port_count
+        old = _port_count(rule.destination_ports)
+        if ports and old > 4 * len(ports) and old > 1:
+            changes.append(f"ports {', '.join(rule.destination_ports)} ({old} ports) -> {', '.join(ports)}")
+        else:
+            ports = list(rule.destination_ports)
+        pr = ProposedRule(rule_type="NetworkRule", ip_protocols=[p.capitalize() if p != "ANY" else "Any" for p in rule.ip_protocols]
+                          if False else list(rule.ip_protocols), destination_addresses=addrs, destination_fqdns=fqdns,
+                          destination_ports=ports, **proposed)
+    if not changes and not bad:
+        return
+    if not changes:
+        changes.append("drop the destinations listed in would_be_denied")
+    still = sorted(({"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],
+                     "port": r["destination_port"], "hits": r["hits"]} for r, _ in safe), key=lambda d: -d["hits"])
+    cut = [{"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],
+            "port": r["destination_port"], "hits": r["hits"], "reason": why} for r, why in bad]
+    hits = sum(r["hits"] for r, _ in safe) + sum(r["hits"] for r, _ in bad)
+    ev = Evidence(hits=hits, distinct_sources=sum(r["sources"] for r, _ in safe),
+                  destinations=sorted({str(r["destination_fqdn"] or r["destination_ip"]) for r, _ in safe})[:50],
+                  notes=changes)
+    firsts = [r["first_seen"] for r, _ in safe + bad]
+    lasts = [r["last_seen"] for r, _ in safe + bad]
+    from egresslens.recommend.engine import _iso
+    ev.first_seen, ev.last_seen = _iso(min(firsts)), _iso(max(lasts))
+    ev.days_seen = max(r["days"] for r, _ in safe + bad)
+    ctx.add(Recommendation(
+        id=_rid("narrow", *rule.key), kind="narrow-rule",
+        title=f"Narrow {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
+        rule=pr, evidence=ev, confidence="medium", risk="medium" if cut else "low",
+        rationale="; ".join(changes) + f" — based on the {ctx.window.hours:g}-hour window",
+        window=ctx.window_info, existing_rule=existing, permissiveness=score,
+        rollout=[f"add {pr.rule_collection}/{pr.name} above the broad rule (collection priority {pr.rule_collection_priority})",
+                 "keep the broad rule until the narrow rule has carried all its traffic for a full cycle (e.g. 14 days)",
+                 f"then disable the broad rule, and delete it after {ctx.config.remove_after_days} days"],
+        still_allowed=still[:200], would_be_denied=cut,
+        what_if={"deny_to_allow_hits": 0, "allow_to_deny_hits": sum(r["hits"] for r, _ in bad),
+                 "allow_to_deny_after_broad_rule_removed": sum(r["hits"] for r, _ in bad)}))

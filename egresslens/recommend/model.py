@@ -1,0 +1,72 @@
+"""Recommendation objects: the stable shape every emitter and the JSON schema rely on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+KINDS = ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class ProposedRule:
+    """One Azure Firewall rule as it would be written (az list JSON vocabulary, snake_case)."""
+
+    rule_type: str  # ApplicationRule | NetworkRule
+    rule_collection_group: str
+    rule_collection_group_priority: int
+    rule_collection: str
+    rule_collection_priority: int
+    name: str
+    action: str = "Allow"
+    source_addresses: list[str] = field(default_factory=list)
+    source_group: str | None = None  # the source group name (config or inferred)
+    source_ip_group: str | None = None  # suggested IP Group name when the source set repeats
+    # application rules
+    protocols: list[str] = field(default_factory=list)  # "Https:443"
+    target_fqdns: list[str] = field(default_factory=list)
+    fqdn_tags: list[str] = field(default_factory=list)
+    # network rules
+    ip_protocols: list[str] = field(default_factory=list)  # TCP | UDP | ICMP | Any
+    destination_addresses: list[str] = field(default_factory=list)  # IPs, CIDRs, service tags
+    destination_fqdns: list[str] = field(default_factory=list)
+    destination_ports: list[str] = field(default_factory=list)
+    enabled: bool = True
+
+
+@dataclass
+class Evidence:
+    hits: int = 0
+    distinct_sources: int = 0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    days_seen: int = 0
+    hours_seen: int = 0
+    destinations: list[str] = field(default_factory=list)  # observed names / IPs behind the rule
+    derived_from: dict[str, list[str]] = field(default_factory=dict)  # wildcard/tag -> observed names
+    sample_events: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recommendation:
+    id: str
+    kind: str
+    title: str
+    rule: ProposedRule | None
+    evidence: Evidence
+    confidence: str  # high | medium | low
+    risk: str  # low | medium | high
+    rationale: str
+    window: dict[str, Any]
+    rollout: list[str] = field(default_factory=list)
+    existing_rule: dict[str, Any] | None = None  # narrow/remove: the rule concerned
+    permissiveness: float | None = None  # narrow/remove: score of the existing rule (0..100)
+    still_allowed: list[dict[str, Any]] = field(default_factory=list)  # narrow: traffic still allowed
+    would_be_denied: list[dict[str, Any]] = field(default_factory=list)  # narrow/remove: traffic cut
+    bundle: str | None = None
+    what_if: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
