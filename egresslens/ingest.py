@@ -127,11 +127,12 @@ class Ingestor:
             raise
 
     # -- batches ----------------------------------------------------------------------------------
-    def ingest_lines(self, lines: pa.Table, *, progress: dict | None = None) -> Counts:
+    def ingest_lines(self, lines: pa.Table, *, progress: dict | list[dict] | None = None) -> Counts:
         """Store a batch of raw text records (JSON lines, envelopes, exported rows as JSON).
 
         `lines` follows BATCH_SCHEMA. `progress` (source, size, mtime_ns, records_done,
-        offset_done, complete) is committed in the same transaction as the rows.
+        offset_done, complete; or a list of them, one per source in the batch) is committed in
+        the same transaction as the rows.
         """
         self.con.register("raw_lines", lines)
         try:
@@ -148,12 +149,11 @@ class Ingestor:
         """
         self.con.register("raw_rows", rows)
         try:
-            type_expr = "NULL" if log_table is None else "?"
-            params = [] if log_table is None else [log_table]
             names = rows.column_names
             pack = ", ".join(f'{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)' for n in names)
-            has_type = "Type" in names
-            type_field = "" if has_type else f", \"Type\" := {type_expr}"
+            add_type = "Type" not in names and log_table is not None
+            type_field = ', "Type" := ?::VARCHAR' if add_type else ""
+            params = [log_table] if add_type else []
             self.con.execute(
                 f"""
                 CREATE OR REPLACE TEMP TABLE batch AS
@@ -277,9 +277,9 @@ class Ingestor:
         ).fetchall()[0][0]
         return good, inserted
 
-    def _finish_batch(self, counts: Counts, progress: dict | None) -> None:
-        if progress is not None:
-            self._save_progress(**progress)
+    def _finish_batch(self, counts: Counts, progress: dict | list[dict] | None) -> None:
+        for entry in [progress] if isinstance(progress, dict) else (progress or []):
+            self._save_progress(**entry)
         self.con.execute(
             """UPDATE ingest_runs SET records_read = records_read + ?, stored = stored + ?,
                duplicates = duplicates + ?, quarantined = quarantined + ? WHERE run_id = ?""",

@@ -49,12 +49,12 @@ LEGACY_CATEGORIES = ("AzureFirewallApplicationRule", "AzureFirewallNetworkRule",
 
 # Legacy msg_s grammars (RE2). Each names its groups so one regexp_extract yields a struct.
 APP_RE = (
-    r"^(HTTPS|HTTP|MSSQL)\s+request from ([^\s:]*):?(\d*)(?: to (\S+?):(\d+))?\.(?: Url: (.*?)\.)? "
+    r"^(HTTPS|HTTP|MSSQL)\s+request from ([^\s:]*)(?::(\d*))?(?: to (\S+?):(\d+))?\.(?: Url: (.*?)\.)? "
     r"Action: ([A-Za-z]+)\.*\s*(.*?)\s*$"
 )
 APP_GROUPS = ["proto", "src", "sport", "host", "dport", "url", "action", "tail"]
 NET_RE = (
-    r"^(TCP|UDP|ICMP)(?: Type=(\d+))? request from ([^\s:]+):?(\d*) to ([^\s:]+?):?(\d*)\.? "
+    r"^(TCP|UDP|ICMP)(?: Type=(\d+))? request from ([^\s:]+)(?::(\d*))? to ([^\s:]+?)(?::(\d*))?\.? "
     r"Action: ([A-Za-z]+)\.*\s*(.*?)\s*$"
 )
 NET_GROUPS = ["proto", "icmp_type", "src", "sport", "dst", "dport", "action", "tail"]
@@ -64,12 +64,12 @@ NAT_RE = (
 )
 NAT_GROUPS = ["proto", "src", "sport", "dst", "dport", "tip", "tport", "tail"]
 TI_RE = (
-    r"^(\S+)\s+request from ([^\s:]*):?(\d*)(?: to (\S+?):?(\d*))?\.(?: Url: (.*?)\.)? "
+    r"^(\S+)\s+request from ([^\s:]*)(?::(\d*))?(?: to (\S+?)(?::(\d*))?)?\.(?: Url: (.*?)\.)? "
     r"Action: ([A-Za-z]+)\.*\s*ThreatIntel: (.*?)\.?\s*$"
 )
 TI_GROUPS = ["proto", "src", "sport", "dst", "dport", "url", "action", "description"]
 IDS_RE = (
-    r"^(\S+)\s+request from ([^\s:]*):?(\d*) to ([^\s:]*?):?(\d*)\.? Action: ([A-Za-z]+)\.*\s*"
+    r"^(\S+)\s+request from ([^\s:]*)(?::(\d*))? to ([^\s:]*?)(?::(\d*))?\.? Action: ([A-Za-z]+)\.*\s*"
     r"Signature: (\d+)\. IDS: (.*)\. Priority: (\d+)\. Classification: (.*?)\.?\s*$"
 )
 IDS_GROUPS = ["proto", "src", "sport", "dst", "dport", "action", "sid", "description", "priority", "category"]
@@ -281,10 +281,11 @@ SELECT source, position, record_index, raw, log_format, unparsed,
   {_proto('protocol')} AS protocol,
   try_cast(icmp_type AS INTEGER) AS icmp_type,
   nullif(source_ip, '') AS source_ip,
-  CASE WHEN {_proto('protocol')} = 'ICMP' THEN NULL ELSE try_cast(nullif(source_port, '') AS INTEGER) END AS source_port,
+  -- port 0 is how structured logs write "no port" (ICMP, SNI-missing requests)
+  CASE WHEN {_proto('protocol')} = 'ICMP' THEN NULL ELSE nullif(try_cast(nullif(source_port, '') AS INTEGER), 0) END AS source_port,
   nullif(destination_ip, '') AS destination_ip,
   {_name('destination_fqdn')} AS destination_fqdn,
-  CASE WHEN {_proto('protocol')} = 'ICMP' THEN NULL ELSE try_cast(nullif(destination_port, '') AS INTEGER) END AS destination_port,
+  CASE WHEN {_proto('protocol')} = 'ICMP' THEN NULL ELSE nullif(try_cast(nullif(destination_port, '') AS INTEGER), 0) END AS destination_port,
   nullif(target_url, '') AS target_url,
   CASE lower(action) WHEN 'allow' THEN 'Allow' WHEN 'deny' THEN 'Deny' WHEN 'dnat' THEN 'DNAT' ELSE action END AS action,
   CASE WHEN lower(action) = 'deny' AND nullif(rtrim(rule), '') IS NULL AND {_reason('action_reason')} IS NULL

@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
 from egresslens.normalise import STRUCTURED_TARGETS
 
-CHUNK_BYTES = 32 << 20  # raw text per batch: bounds memory whatever the file size
+# Raw text per batch (one transaction): bounds memory whatever the file size.
+CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 32 << 20))
 CSV_BATCH_ROWS = 200_000
 LOG_TABLES = set(STRUCTURED_TARGETS) | {"AzureDiagnostics"}
 
@@ -59,25 +60,27 @@ def _open(path: Path) -> io.BufferedIOBase:
 
 
 def detect_format(path: Path) -> str:
-    """`jsonl`, `json` (one document), `csv`, or `empty`."""
+    """`jsonl`, `json` (one document), `csv`, or `empty`, from the first non-blank line."""
     with _open(path) as f:
-        head = f.read(1 << 16)
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    stripped = text.lstrip()
-    if not stripped:
-        return "empty"
-    if stripped[0] in "{[":
-        first_line = stripped.split("\n", 1)[0].strip()
-        try:
-            doc = json.loads(first_line)
-        except ValueError:
-            return "json" if "\n" in stripped or len(head) == 1 << 16 else "jsonl"
-        if isinstance(doc, dict) and "tables" in doc:
-            return "json"
-        if isinstance(doc, list):
-            return "json"
-        return "jsonl"
-    return "csv"
+        first = b""
+        while not first.strip():
+            line = f.readline(1 << 28)  # a whole Event Hub body can be one long line
+            if not line:
+                return "empty"
+            first = line
+        complete = first.endswith(b"\n") or not f.read(1)
+    text = first.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+    if text[0] not in "{[":
+        return "csv"
+    try:
+        doc = json.loads(text) if complete else None
+    except ValueError:
+        doc = None
+    if doc is None:
+        return "json"  # a document spread over lines (pretty-printed) or too long to be a record
+    if isinstance(doc, list) or (isinstance(doc, dict) and "tables" in doc):
+        return "json"
+    return "jsonl"
 
 
 def _table_hint(path: Path) -> str | None:
@@ -105,45 +108,43 @@ def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
     return table.filter(keep)
 
 
-def read_jsonl(ingestor: Ingestor, path: Path, source: str, state: dict | None, stat: os.stat_result,
-               on_bytes) -> tuple[Counts, int]:
-    counts = Counts()
+def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_result,
+                 on_bytes) -> Iterator[tuple[pa.Table | None, dict]]:
+    """Complete lines in chunks of about CHUNK_BYTES, each with the progress to commit with it.
+
+    Resumes after `state["offset_done"]` (uncompressed bytes) when an earlier run stopped mid-file.
+    """
     offset = state["offset_done"] if state else 0
     line_no = state["records_done"] if state else 0
-    resumed = offset
     with _open(path) as f:
         _skip(f, offset)
         carry = b""
-        raw_file = getattr(f, "fileobj", f)
+        raw_file = getattr(f, "fileobj", None) or f
         last_pos = raw_file.tell()
         while True:
             data = f.read(CHUNK_BYTES)
             at_end = not data
             buf = carry + data
-            if at_end:
-                block, carry = buf, b""
-            else:
-                cut = buf.rfind(b"\n")
-                if cut < 0:
-                    carry = buf
-                    continue
-                block, carry = buf[: cut + 1], buf[cut + 1 :]
-            if block:
-                offset += len(block)
-                block = block[:-1] if block.endswith(b"\n") else block
-                batch = _split_lines(block, source, line_no + 1)
-                line_no += block.count(b"\n") + 1
-                progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                                records_done=line_no, offset_done=offset, complete=False)
-                counts.add(ingestor.ingest_lines(batch, progress=progress))
+            cut = len(buf) - 1 if at_end else buf.rfind(b"\n")
+            if cut < 0 and not at_end:
+                carry = buf
+                continue
+            block, carry = buf[: cut + 1], buf[cut + 1 :]
             pos = raw_file.tell()
             on_bytes(pos - last_pos)
             last_pos = pos
+            table = None
+            if block:
+                offset += len(block)
+                block = block[:-1] if block.endswith(b"\n") else block
+                table = _split_lines(block, source, line_no + 1)
+                line_no += block.count(b"\n") + 1
+            progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                            records_done=line_no, offset_done=offset, complete=at_end)
+            if table is not None or at_end:
+                yield table, progress
             if at_end:
-                break
-    ingestor.mark_source(source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                         records_done=line_no, offset_done=offset, complete=True)
-    return counts, resumed
+                return
 
 
 def _skip(f: io.BufferedIOBase, offset: int) -> None:
@@ -212,21 +213,18 @@ def _ingest_query_api_response(ingestor: Ingestor, doc: dict, source: str, hint:
 
 def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, on_bytes) -> Counts:
     """Log Analytics CSV export: any column order, `[UTC]` header suffixes, booleans as 0/1."""
-    import duckdb  # noqa: F401  (the ingestor's connection does the reading)
-
     counts = Counts()
     reader_con = ingestor.con.cursor()
     try:
         reader_con.execute("SET TimeZone = 'UTC'")
-        rel = reader_con.execute(
-            "SELECT * FROM read_csv(?, all_varchar = true, header = true, store_rejects = true, "
+        rel = reader_con.sql(
+            "SELECT * FROM read_csv($path, all_varchar = true, header = true, store_rejects = true, "
             "rejects_table = 'csv_rejects', rejects_scan = 'csv_scans', strict_mode = false, "
             "null_padding = false, parallel = false)",
-            [str(path)],
+            params={"path": str(path)},
         )
-        names = [d[0] for d in rel.description]
-        clean = [n.split(" [", 1)[0].strip() for n in names]
-        reader = rel.fetch_record_batch(CSV_BATCH_ROWS)
+        clean = [n.split(" [", 1)[0].strip() for n in rel.columns]
+        reader = rel.to_arrow_reader(CSV_BATCH_ROWS)
         offset = 0
         hint = _table_hint(path)
         for rb in reader:
@@ -234,7 +232,8 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
             counts.add(ingestor.ingest_rows(table, source=source, log_table=hint, position_offset=offset))
             offset += table.num_rows
         rejects = reader_con.execute(
-            "SELECT line, csv_line, error_message FROM csv_rejects ORDER BY line"
+            "SELECT line, ltrim(any_value(csv_line), chr(13) || chr(10)), arg_min(error_message, column_idx) "
+            "FROM csv_rejects GROUP BY line ORDER BY line"
         ).fetchall()
     finally:
         reader_con.close()
@@ -250,7 +249,37 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
     return counts
 
 
-def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes=lambda n: None) -> FileResult:
+class LineBatcher:
+    """Gathers line chunks of many small files (hourly blobs) into one batch per ~CHUNK_BYTES:
+    each batch has a fixed cost, so one per file would dominate on archives of small blobs."""
+
+    def __init__(self, ingestor: Ingestor):
+        self.ingestor = ingestor
+        self.tables: list[pa.Table] = []
+        self.progress: list[dict] = []
+        self.bytes = 0
+        self.counts_by_source: dict[str, Counts] = {}
+
+    def add(self, table: pa.Table | None, progress: dict) -> None:
+        if table is not None:
+            self.tables.append(table)
+            self.bytes += table.nbytes
+        self.progress.append(progress)
+        if self.bytes >= CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> Counts:
+        if not self.progress:
+            return Counts()
+        tables = [t for t in self.tables if t.num_rows]
+        batch = pa.concat_tables(tables) if tables else BATCH_SCHEMA.empty_table()
+        counts = self.ingestor.ingest_lines(batch, progress=self.progress)
+        self.tables, self.progress, self.bytes = [], [], 0
+        return counts
+
+
+def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes=lambda n: None,
+                batcher: LineBatcher | None = None) -> FileResult:
     source = str(path.resolve())
     stat = path.stat()
     state = None if force else ingestor.source_state(source)
@@ -265,8 +294,14 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
         on_bytes(stat.st_size)
         return FileResult(source, fmt, Counts())
     if fmt == "jsonl":
-        counts, resumed = read_jsonl(ingestor, path, source, state, stat, on_bytes)
-        return FileResult(source, fmt, counts, resumed_from=resumed)
+        own = batcher is None
+        batcher = batcher or LineBatcher(ingestor)
+        for table, progress in jsonl_chunks(path, source, state, stat, on_bytes):
+            batcher.add(table, progress)
+        counts = batcher.flush() if own else Counts()
+        return FileResult(source, fmt, counts, resumed_from=state["offset_done"] if state else 0)
+    if batcher is not None:
+        batcher.flush()
     if fmt == "json":
         counts = read_json_document(ingestor, path, source, stat)
         on_bytes(stat.st_size)
@@ -276,3 +311,25 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
 
 def iter_files(paths: list[str | os.PathLike[str]]) -> Iterator[Path]:
     yield from discover(paths)
+
+
+def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = False,
+                 progress=None) -> tuple[Counts, list[FileResult], int]:
+    """Ingest files and directories as one run. Returns (counts, per-file results, run id).
+
+    `progress`, if given, is a callable (total_bytes) -> callable(n_bytes) used for a progress bar.
+    """
+    files = discover(paths)
+    ingestor = Ingestor(con, "files", " ".join(str(p) for p in paths))
+    advance = progress(sum(f.stat().st_size for f in files)) if progress else (lambda n: None)
+    results: list[FileResult] = []
+    batcher = LineBatcher(ingestor)
+    try:
+        for path in files:
+            results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher))
+        batcher.flush()
+    except BaseException as exc:
+        ingestor.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    counts = ingestor.finish()
+    return counts, results, ingestor.run_id

@@ -1,0 +1,164 @@
+"""The `egresslens` command line: a thin layer over the library (`egresslens.*`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from egresslens import exitcodes, store
+from egresslens.commands import register_all
+
+app = typer.Typer(
+    help="EgressLens: Azure Firewall logs in, least-privilege egress rules and SNAT warnings out.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+console = Console(stderr=True)
+DbOption = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb).")
+
+
+def byte_progress(description: str, *, quiet: bool = False):
+    """A rich progress bar over bytes, as the `progress` callback the readers accept."""
+    bar = Progress(
+        TextColumn(f"[bold]{description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=console, transient=True, disable=quiet,
+    )
+
+    def start(total: int):
+        task = bar.add_task(description, total=total or None)
+        return lambda n: bar.advance(task, n)
+
+    return bar, start
+
+
+@ingest_app.command("files")
+def ingest_files(
+    paths: list[Path] = typer.Argument(..., help="Files or directories (searched recursively)."),
+    db: Optional[Path] = DbOption,
+    force: bool = typer.Option(False, "--force", help="Re-read files already ingested (duplicates are still skipped)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Ingest storage-archive trees (PT1H.json), Event Hub bodies, Log Analytics CSV/JSON exports, gzip of any.
+
+    Exit codes: 0 all records stored or already present, 5 some records quarantined, 3 input missing.
+    """
+    from egresslens.sources.files import ingest_paths
+
+    con = store.connect(db)
+    bar, start = byte_progress("ingest", quiet=quiet or json_out)
+    try:
+        with bar:
+            counts, results, run_id = ingest_paths(con, paths, force=force, progress=start)
+    except FileNotFoundError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.INPUT_ERROR)
+    finally:
+        con.close()
+    skipped = sum(r.skipped for r in results)
+    if json_out:
+        print(json.dumps({"run_id": run_id, "files": len(results), "files_unchanged": skipped,
+                          "records_read": counts.read, "stored": counts.stored, "duplicates": counts.duplicates,
+                          "quarantined": counts.quarantined, "stored_per_table": counts.per_table}))
+    else:
+        per_table = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.per_table.items()))
+        print(f"run {run_id}: {len(results)} files ({skipped} unchanged): {counts.summary()}"
+              + (f" [{per_table}]" if per_table else ""))
+    raise typer.Exit(exitcodes.PARTIAL if counts.quarantined else exitcodes.OK)
+
+
+@app.command("sql")
+def sql(
+    query: str = typer.Argument(..., help="SQL to run against the store (read-only)."),
+    db: Optional[Path] = DbOption,
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json (one object per line)."),
+) -> None:
+    """Run read-only SQL on the store: `egresslens sql "SELECT action, count(*) FROM flows GROUP BY 1"`."""
+    if fmt not in ("table", "csv", "json"):
+        console.print(f"[red]error:[/] --format must be table, csv or json, not {fmt!r}")
+        raise typer.Exit(exitcodes.USAGE)
+    try:
+        con = store.connect(db, read_only=True)
+    except FileNotFoundError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.INPUT_ERROR)
+    try:
+        cur = con.execute(query)
+        if cur.description is None:
+            return
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    except duckdb.Error as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.USAGE)
+    finally:
+        con.close()
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(rows)
+    elif fmt == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(names, row)), default=str))
+    else:
+        table = Table(*names)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+
+
+@app.command("simulate")
+def simulate(
+    out: Path = typer.Option(..., "--out", help="Directory to write into."),
+    hours: int = typer.Option(24, "--hours", min=1),
+    events_per_hour: int = typer.Option(10_000, "--events-per-hour", min=1),
+    seed: int = typer.Option(7, "--seed"),
+    fmt: str = typer.Option("structured", "--format", help="structured, legacy or both."),
+    layout: str = typer.Option("storage", "--layout", help="storage, eventhub or csv."),
+    start: Optional[str] = typer.Option(None, "--start", help="First hour, ISO 8601 UTC (default: now - hours)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write realistic Azure Firewall logs of an AKS hub-and-spoke deployment, plus truth.json and policy.json."""
+    from egresslens.analyse import parse_time
+    from egresslens.simulate import simulate_to_dir
+
+    if fmt not in ("structured", "legacy", "both") or layout not in ("storage", "eventhub", "csv"):
+        console.print("[red]error:[/] --format is structured|legacy|both and --layout storage|eventhub|csv")
+        raise typer.Exit(exitcodes.USAGE)
+    summary = simulate_to_dir(out, hours=hours, events_per_hour=events_per_hour, seed=seed, fmt=fmt,
+                              layout=layout, start=parse_time(start) if start else None)
+    if json_out:
+        print(json.dumps(summary, default=str))
+    else:
+        print(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+
+
+@app.command("demo")
+def demo(
+    directory: Path = typer.Option(Path("demo-output"), "--dir", help="Where the simulated logs and the store go."),
+    events_per_hour: int = typer.Option(20_000, "--events-per-hour", min=100),
+    seed: int = typer.Option(7, "--seed"),
+) -> None:
+    """Offline demo: simulate a day of a busy AKS egress firewall, ingest it, and analyse it."""
+    from egresslens.demo import run_demo
+
+    raise typer.Exit(run_demo(directory, events_per_hour=events_per_hour, seed=seed, console=Console(),
+                              progress=byte_progress))
+
+
+register_all(app)
+
+if __name__ == "__main__":
+    app()

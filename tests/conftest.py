@@ -1,0 +1,40 @@
+"""Shared helpers: an in-memory store and a way to push raw records through the real ingest path."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from egresslens import store
+from egresslens.ingest import BATCH_SCHEMA, Ingestor
+
+FIREWALL_ID = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000001/RESOURCEGROUPS/HUB/PROVIDERS/MICROSOFT.NETWORK/AZUREFIREWALLS/FW-HUB"
+
+
+@pytest.fixture
+def con():
+    c = store.connect_memory()
+    yield c
+    c.close()
+
+
+def legacy_record(msg: str, *, time: str = "2025-11-26T14:16:47.1397390Z", category: str = "AzureFirewallNetworkRule") -> str:
+    return json.dumps({"category": category, "operationName": "AzureFirewallNetworkRuleLog",
+                       "properties": {"msg": msg}, "resourceId": FIREWALL_ID, "time": time})
+
+
+def ingest_raw(con, raws: list[str], source: str = "test"):
+    """Run raw record texts through the real ingest path; return the run's counts."""
+    batch = pa.table({"source": [source] * len(raws), "position": list(range(1, len(raws) + 1)),
+                      "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws}, schema=BATCH_SCHEMA)
+    ingestor = Ingestor(con, "test", source)
+    ingestor.ingest_lines(batch)
+    return ingestor.finish()
+
+
+def rows(con, sql: str, params=None) -> list[dict]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]

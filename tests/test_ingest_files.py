@@ -1,0 +1,242 @@
+"""`egresslens ingest files`: every container format, idempotent, resumable after a kill, nothing lost."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import FIREWALL_ID, legacy_record, rows
+from egresslens import store
+from egresslens.sources.files import detect_format, ingest_paths
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDS = (FIXTURES / "reference_records.jsonl").read_text().splitlines()
+START = datetime(2026, 3, 2)
+
+
+def _ingest(db: Path, *paths, force=False):
+    con = store.connect(db)
+    try:
+        counts, results, run_id = ingest_paths(con, list(paths), force=force)
+        return counts
+    finally:
+        con.close()
+
+
+def _count(db: Path, table: str) -> int:
+    con = store.connect(db, read_only=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_json_lines_archive_is_detected_and_stored(tmp_path):
+    blob = tmp_path / "PT1H.json"
+    blob.write_text("\n".join(RECORDS) + "\n")
+    assert detect_format(blob) == "jsonl"
+    counts = _ingest(tmp_path / "s.duckdb", blob)
+    assert (counts.read, counts.stored, counts.quarantined) == (4, 4, 0)
+
+
+def test_pre_2018_records_document_and_event_hub_bodies(tmp_path):
+    records = [json.loads(r) for r in RECORDS]
+    old = tmp_path / "old" / "PT1H.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"records": records}, indent=2))
+    hub = tmp_path / "hub.json"
+    hub.write_text("\n".join(json.dumps({"records": records[i:i + 2]}) for i in (0, 2)) + "\n")
+    assert detect_format(old) == "json" and detect_format(hub) == "jsonl"
+    db = tmp_path / "s.duckdb"
+    counts = _ingest(db, old)
+    assert (counts.read, counts.stored) == (4, 4)
+    counts = _ingest(db, hub)  # the same four events, delivered again through Event Hub
+    assert (counts.read, counts.stored, counts.duplicates) == (4, 0, 4)
+
+
+def test_gzip_of_any_container(tmp_path):
+    with gzip.open(tmp_path / "PT1H.json.gz", "wt") as f:
+        f.write("\n".join(RECORDS) + "\n")
+    counts = _ingest(tmp_path / "s.duckdb", tmp_path / "PT1H.json.gz")
+    assert counts.stored == 4
+
+
+def test_log_analytics_csv_export_any_column_order_booleans_as_digits(tmp_path):
+    header = ["Fqdn", "TimeGenerated [UTC]", "Action", "SourceIp", "IsTlsInspected", "Protocol", "DestinationPort",
+              "SourcePort", "Rule", "_ResourceId", "Type", "IsExplicitProxyRequest", "TenantId"]
+    path = tmp_path / "export.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerow(["api.example.com", "11/26/2025, 2:16:47.139 PM", "Allow", "10.1.0.4", "1", "HTTPS", "443", "50001",
+                    "allow-api ", FIREWALL_ID.lower(), "AZFWApplicationRule", "0", "t"])
+        w.writerow(["x.example.com", "2025-11-26T14:17:00Z", "Deny", "10.1.0.5", "0", "HTTPS", "443", "50002",
+                    "", FIREWALL_ID.lower(), "AZFWApplicationRule", "0", "t"])
+        f.write("too,few\n")
+    assert detect_format(path) == "csv"
+    db = tmp_path / "s.duckdb"
+    counts = _ingest(db, path)
+    assert (counts.read, counts.stored, counts.quarantined) == (3, 2, 1)
+    con = store.connect(db, read_only=True)
+    got = rows(con, "SELECT * FROM flows ORDER BY time")
+    quarantined = rows(con, "SELECT * FROM quarantine")
+    con.close()
+    assert got[0]["time"] == datetime(2025, 11, 26, 14, 16, 47, 139000)
+    assert got[0]["is_tls_inspected"] is True and got[0]["rule"] == "allow-api"
+    assert got[1]["action_reason"] == "Default Action"
+    assert "malformed CSV line" in quarantined[0]["reason"] and quarantined[0]["raw"] == "too,few"
+
+
+def test_csv_named_after_its_table_needs_no_type_column(tmp_path):
+    path = tmp_path / "AZFWNetworkRule.csv"
+    path.write_text("TimeGenerated,Protocol,SourceIp,SourcePort,DestinationIp,DestinationPort,Action,ActionReason\n"
+                    "2025-11-26T14:17:00Z,UDP,10.1.0.4,40000,91.189.91.157,123,Deny,Default Action\n")
+    counts = _ingest(tmp_path / "s.duckdb", path)
+    assert counts.stored == 1
+
+
+def test_log_analytics_query_api_json(tmp_path):
+    response = {"tables": [{"name": "PrimaryResult", "columns": [
+        {"name": "TimeGenerated", "type": "datetime"}, {"name": "Type", "type": "string"},
+        {"name": "SourceIp", "type": "string"}, {"name": "SourcePort", "type": "int"},
+        {"name": "QueryName", "type": "string"}, {"name": "QueryType", "type": "string"},
+        {"name": "ResponseCode", "type": "string"}, {"name": "DnssecOkBit", "type": "bool"},
+        {"name": "RequestDurationSecs", "type": "real"}, {"name": "_ResourceId", "type": "string"}],
+        "rows": [["2025-11-26T14:16:47.1397390Z", "AZFWDnsQuery", "10.1.0.4", 5353, "Example.COM.", "A", "NOERROR", False, 0.0012, "/x/fw"],
+                 ["2025-11-26T14:16:48Z", "AZFWDnsQuery", "10.1.0.4", "5354", "b.example.com.", "TXT", "NXDOMAIN", "true", "0.5", "/x/fw"]]}]}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(response))
+    db = tmp_path / "s.duckdb"
+    counts = _ingest(db, path)
+    assert counts.stored == 2
+    con = store.connect(db, read_only=True)
+    got = rows(con, "SELECT query_name, dnssec_ok, duration_s FROM dns_queries ORDER BY query_name")
+    con.close()
+    assert got == [{"query_name": "b.example.com", "dnssec_ok": True, "duration_s": 0.5},
+                   {"query_name": "example.com", "dnssec_ok": False, "duration_s": 0.0012}]
+
+
+def test_truncated_json_document_is_quarantined_whole(tmp_path):
+    path = tmp_path / "PT1H.json"
+    text = json.dumps({"records": [json.loads(r) for r in RECORDS]}, indent=1)[:-40]
+    path.write_text(text)
+    counts = _ingest(tmp_path / "s.duckdb", path)
+    assert (counts.read, counts.quarantined) == (1, 1)
+
+
+def test_reingest_adds_nothing_even_when_forced(tmp_path):
+    blob = tmp_path / "logs" / "PT1H.json"
+    blob.parent.mkdir()
+    blob.write_text("\n".join(RECORDS + ["{broken"]) + "\n")
+    db = tmp_path / "s.duckdb"
+    first = _ingest(db, tmp_path / "logs")
+    assert (first.read, first.stored, first.quarantined) == (5, 4, 1)
+    again = _ingest(db, tmp_path / "logs")
+    assert again.read == 0  # unchanged file: skipped
+    forced = _ingest(db, tmp_path / "logs", force=True)
+    assert (forced.read, forced.stored, forced.duplicates, forced.quarantined) == (5, 0, 5, 0)
+    assert _count(db, "flows") == 3 and _count(db, "quarantine") == 1
+
+
+def test_a_growing_blob_is_read_again_without_duplicates(tmp_path):
+    blob = tmp_path / "PT1H.json"
+    blob.write_text("\n".join(RECORDS[:2]) + "\n")
+    db = tmp_path / "s.duckdb"
+    assert _ingest(db, blob).stored == 2
+    with open(blob, "a") as f:
+        f.write("\n".join(RECORDS[2:]) + "\n")
+    second = _ingest(db, blob)
+    assert (second.stored, second.duplicates) == (2, 2)
+
+
+def test_ingest_runs_record_the_invariant(tmp_path):
+    blob = tmp_path / "PT1H.json"
+    blob.write_text("\n".join(RECORDS + ["nope", ""]) + "\n")
+    db = tmp_path / "s.duckdb"
+    _ingest(db, blob)
+    con = store.connect(db, read_only=True)
+    run = rows(con, "SELECT * FROM ingest_runs")[0]
+    con.close()
+    assert run["status"] == "completed"
+    assert run["records_read"] == run["stored"] + run["duplicates"] + run["quarantined"] == 5
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(
+    st.text(max_size=200).filter(lambda s: "\n" not in s and "\r" not in s),
+    st.sampled_from(RECORDS).map(lambda r: r[: len(r) // 2]),  # truncated JSON
+    st.sampled_from(RECORDS),
+    st.builds(lambda t: legacy_record(t), st.text(max_size=120).filter(lambda s: "\n" not in s)),
+), min_size=1, max_size=30))
+def test_garbage_never_crashes_and_every_record_is_accounted_for(con, lines):
+    from conftest import ingest_raw
+
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return
+    counts = ingest_raw(con, lines)
+    assert counts.read == len(lines)
+    assert counts.balanced
+
+
+# -- a run killed mid-way, then resumed ------------------------------------------------------------
+
+def _write_big_archive(directory: Path, files: int, lines_per_file: int) -> int:
+    records = [json.loads(r) for r in RECORDS if '"AZFWNetworkRule"' in r]
+    base = records[0]
+    n = 0
+    for i in range(files):
+        path = directory / f"h={i:02d}" / "PT1H.json"
+        path.parent.mkdir(parents=True)
+        with open(path, "w") as f:
+            for j in range(lines_per_file):
+                rec = dict(base, time=f"2026-03-02T{i % 24:02d}:{j // 600 % 60:02d}:{j % 60:02d}.{j:06d}Z")
+                rec["properties"] = dict(base["properties"], SourcePort=1024 + j % 60000, DestinationPort=1 + i)
+                f.write(json.dumps(rec) + "\n")
+                n += 1
+    return n
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_exact_counts(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    total = _write_big_archive(logs, files=6, lines_per_file=60_000)
+    db = tmp_path / "s.duckdb"
+    env = dict(os.environ, EGRESSLENS_CHUNK_BYTES=str(4 << 20))
+    cmd = [sys.executable, "-m", "egresslens.cli", "ingest", "files", str(logs), "--db", str(db), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    wal = Path(str(db) + ".wal")
+    # kill once a few batches have been committed (the store or its WAL has grown)
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        size = (db.stat().st_size if db.exists() else 0) + (wal.stat().st_size if wal.exists() else 0)
+        if size > 8 << 20:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = _count(db, "flows")
+    assert 0 < stored < total, "the run should have been killed mid-way"
+    result = subprocess.run(cmd[:-1] + ["--json"], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["duplicates"] == 0  # resumed after the last committed batch, not from the start
+    assert _count(db, "flows") == total
+    con = store.connect(db, read_only=True)
+    statuses = [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()]
+    con.close()
+    assert statuses == ["interrupted", "completed"]
