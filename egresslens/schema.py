@@ -250,6 +250,24 @@ DNS_ROLLUPS = _t(
     ("ingest_run_id", "BIGINT", "run that stored the row"),
 )
 
+METRICS = _t(
+    "metrics",
+    "Azure Firewall platform metrics (SNATPortUtilization, Throughput, rule hits, health), one row per time grain.",
+    ("metric_id", "VARCHAR", "deterministic key over firewall, metric, dimension and time"),
+    ("time", "TIMESTAMP", "start of the time grain, UTC"),
+    ("firewall", "VARCHAR", "lower-case ARM id of the firewall"),
+    ("metric", "VARCHAR", "metric name, e.g. `SNATPortUtilization`"),
+    ("dimension", "VARCHAR", "dimension values as `Name=value` pairs joined by `;` (NULL when none)"),
+    ("unit", "VARCHAR", "Percent, BitsPerSecond, Count, ..."),
+    ("grain_s", "INTEGER", "time grain in seconds"),
+    ("average", "DOUBLE", ""),
+    ("minimum", "DOUBLE", ""),
+    ("maximum", "DOUBLE", ""),
+    ("total", "DOUBLE", ""),
+    ("count", "DOUBLE", ""),
+    ("ingest_run_id", "BIGINT", "run that stored the row"),
+)
+
 QUARANTINE = _t(
     "quarantine",
     "Every record that could not be parsed, kept with its raw text and the reason.",
@@ -301,7 +319,7 @@ EVENT_TABLES: tuple[Table, ...] = (
     NETWORK_RULE_AGGREGATIONS,
     NAT_RULE_AGGREGATIONS,
 )
-ROLLUP_TABLES: tuple[Table, ...] = (FLOW_ROLLUPS, DNS_ROLLUPS)
+ROLLUP_TABLES: tuple[Table, ...] = (FLOW_ROLLUPS, DNS_ROLLUPS, METRICS)
 BOOKKEEPING_TABLES: tuple[Table, ...] = (QUARANTINE, INGEST_RUNS, INGEST_SOURCES)
 ALL_TABLES: tuple[Table, ...] = EVENT_TABLES + ROLLUP_TABLES + BOOKKEEPING_TABLES
 TABLES_BY_NAME = {t.name: t for t in ALL_TABLES}
