@@ -244,11 +244,12 @@ class SnatResult:
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-    return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())  # type: ignore[return-value]
+    used = {k: v for k, v in (params or {}).items() if f"${k}" in sql}
+    return pl.from_arrow(con.sql(sql, params=used or None).to_arrow_table())  # type: ignore[return-value]
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> None:
-    con.execute(sql, params or {}).fetchall()
+    con.execute(sql, {k: v for k, v in (params or {}).items() if f"${k}" in sql}).fetchall()
 
 
 def _rows(df: pl.DataFrame) -> list[dict[str, Any]]:

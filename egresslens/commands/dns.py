@@ -1,0 +1,122 @@
+"""`egresslens dns`: DNS-proxy analytics and suspicious domains."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from egresslens import exitcodes
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dns")(dns_command)
+
+
+def dns_command(
+    db: Optional[str] = typer.Option(None, "--db", help="Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."),
+    since: str = typer.Option("24h", "--since", help="Window length ending at the newest data (30m, 24h, 7d)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Window start, ISO 8601 UTC (overrides --since)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
+    top: int = typer.Option(10, "--top", help="Rows per table in the human output."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """DNS-proxy analytics: volumes, failure rates and latency per source group and name, search-domain
+    noise, names resolved then denied, tunnelling-like and newly seen domains.
+
+    Exit code 1 when a domain is flagged never-allow (tunnelling, threat intelligence)."""
+    from egresslens import dns
+    from egresslens.analyse import resolve_window
+    from egresslens.store import connect
+
+    try:
+        con = connect(db, read_only=True)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exitcodes.INPUT_ERROR)
+    try:
+        try:
+            window = resolve_window(con, since=since, start=start, end=end)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exitcodes.USAGE)
+        result = dns.analyse_dns(con, window)
+    finally:
+        con.close()
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        render(result, top)
+    raise typer.Exit(exitcodes.FINDINGS if result.has_findings else exitcodes.OK)
+
+
+def _pct(v) -> str:  # noqa: ANN001
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _ms(v) -> str:  # noqa: ANN001
+    return "-" if v is None else f"{v * 1000:.1f}"
+
+
+def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported lazily
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = result.totals
+    console.print(f"[bold]DNS proxy[/bold] {result.window.describe()}: {t['queries']:,} queries, {t['names']:,} names; "
+                  f"search-domain noise {t['noise_queries']:,}, real failures {t['real_failures']:,}, "
+                  f"upstream errors {t['upstream_errors']:,}")
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+
+    s = Table(title="Suspicious domains (never_allow feeds `recommend`)")
+    for col in ("reason", "domain", "zone", "never allow", "queries", "sources", "detail"):
+        s.add_column(col, overflow="fold")
+    for r in result.suspicious.iter_rows(named=True):
+        colour = "red" if r["never_allow"] else "yellow"
+        s.add_row(f"[{colour}]{r['reason']}[/{colour}]", r["domain"], r["zone"] or "", "yes" if r["never_allow"] else "no",
+                  "-" if r["queries"] is None else f"{r['queries']:,}", ", ".join((r["sources"] or [])[:3]), r["detail"] or "")
+    console.print(s if result.suspicious.height else "[green]No suspicious domains.[/green]")
+
+    g = Table(title="Per source group")
+    for col in ("group", "queries", "names", "NXDOMAIN", "SERVFAIL", "REFUSED", "upstream err", "noise",
+                "p50 ms", "p95 ms", "p99 ms"):
+        g.add_column(col, overflow="fold")
+    for r in result.by_group.head(top).iter_rows(named=True):
+        g.add_row(r["source_group"], f"{r['queries']:,}", f"{r['names']:,}", _pct(r["nxdomain_rate"]),
+                  _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _pct(r["upstream_errors_rate"]),
+                  f"{r['noise_queries']:,}", _ms(r["p50_latency_s"]), _ms(r["p95_latency_s"]), _ms(r["p99_latency_s"]))
+    console.print(g)
+
+    n = Table(title=f"Top {top} names")
+    for col in ("name", "queries", "sources", "NXDOMAIN", "SERVFAIL", "REFUSED", "p95 ms", "noise"):
+        n.add_column(col, overflow="fold")
+    for r in result.by_name.head(top).iter_rows(named=True):
+        n.add_row(r["query_name"], f"{r['queries']:,}", str(r["sources"]), _pct(r["nxdomain_rate"]),
+                  _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _ms(r["p95_latency_s"]), r["noise_kind"] or "")
+    console.print(n)
+
+    f = Table(title="Real failures (search-domain noise removed; names under flagged domains last)")
+    for col in ("name", "failures", "rate", "NXDOMAIN", "SERVFAIL", "REFUSED", "sources"):
+        f.add_column(col, overflow="fold")
+    for r in result.failures.head(top).iter_rows(named=True):
+        f.add_row(r["query_name"], f"{r['failures']:,}", _pct(r["failure_rate"]), str(r["nxdomain"]),
+                  str(r["servfail"]), str(r["refused"]), str(r["sources"]))
+    console.print(f)
+
+    z = Table(title="Search-domain noise")
+    for col in ("kind", "intended name", "queries", "upstream err"):
+        z.add_column(col, overflow="fold")
+    for r in result.noise.head(top).iter_rows(named=True):
+        z.add_row(r["noise_kind"], r["intended_name"] or "", f"{r['queries']:,}", str(r["upstream_errors"]))
+    console.print(z)
+
+    d = Table(title="Resolved, then denied")
+    for col in ("layer", "name", "sources", "denials", "denied destinations / reason"):
+        d.add_column(col, overflow="fold")
+    for r in result.resolved_then_denied.head(top).iter_rows(named=True):
+        d.add_row(r["layer"], r["query_name"], str(r["sources"]), f"{r['denials']:,}",
+                  ", ".join(r["denied_destinations"] or []) or (r["reason"] or ""))
+    console.print(d)

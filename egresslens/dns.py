@@ -1,0 +1,448 @@
+"""DNS-proxy analytics: volumes, failure rates and latency per source group and per name; names
+resolved and then denied; search-domain noise apart from real failures; tunnelling-like and newly
+seen domains (the `recommend` never-allow list comes from :func:`suspicious_domains`).
+
+Counts come from `analyse.dns_hours` (raw `dns_queries`, or `dns_rollups` for hours only held as
+rollups); latency percentiles and the network-layer "resolved then denied" link need raw rows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import polars as pl
+from publicsuffixlist import PublicSuffixList
+
+from egresslens.analyse import DNS_HOURS_SQL, Window
+
+# Suffixes a resolver's search list appends (Kubernetes ndots:5, Azure's default VNet DNS suffix).
+NOISE_SUFFIXES: tuple[str, ...] = (".svc.cluster.local", ".cluster.local", ".reddog.microsoft.com",
+                                   ".internal.cloudapp.net")
+FAILURE_CODES = ("NXDOMAIN", "SERVFAIL", "REFUSED")
+TUNNEL_TYPES = ("TXT", "NULL")
+
+_PSL: PublicSuffixList | None = None
+
+
+def _psl() -> PublicSuffixList:
+    global _PSL
+    if _PSL is None:
+        _PSL = PublicSuffixList()
+    return _PSL
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """Grouping and detection thresholds."""
+
+    # source group name -> CIDRs; sources outside every group fall back to their /24 (IPv6: /64)
+    groups: dict[str, list[str]] | None = None
+    noise_suffixes: tuple[str, ...] = NOISE_SUFFIXES
+    # tunnelling: needs this many unique names under one registrable domain, and `min_signals` of
+    # long labels / high entropy / TXT-NULL share / NXDOMAIN share / unique-name ratio, one of
+    # them long labels or high entropy
+    min_unique_names: int = 25
+    min_signals: int = 3
+    long_label: float = 24.0  # mean length of the part left of the registrable domain
+    high_entropy: float = 3.5  # bits per character of that part
+    txt_null_share: float = 0.3
+    nxdomain_share: float = 0.5
+    unique_ratio: float = 0.5
+    # newly seen: first query after the baseline (history before the window, else its first hours)
+    baseline_hours: float = 6.0
+    lookback_days: int = 30
+    resolve_deny_gap_s: float = 5.0  # network deny attributed to the name resolved just before
+    entropy_sample: int = 200  # unique names per domain used for the entropy estimate
+
+
+def registrable_domain(name: str | None) -> str | None:
+    """eTLD+1 of a query name (`PublicSuffixList().privatesuffix`), None for single labels/suffixes."""
+    if not name:
+        return None
+    return _psl().privatesuffix(name.lower().rstrip("."))
+
+
+def strip_noise(name: str, suffixes: tuple[str, ...] = NOISE_SUFFIXES) -> str:
+    for s in suffixes:
+        if name.endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+@dataclass
+class DnsResult:
+    window: Window
+    config: DnsConfig
+    notes: list[str]
+    by_group: pl.DataFrame
+    by_name: pl.DataFrame
+    failures: pl.DataFrame  # real failures (noise removed), per name
+    noise: pl.DataFrame  # search-domain noise, per noise kind and intended name
+    upstream_errors: pl.DataFrame  # forwarder failures (`i/o timeout`), per name
+    resolved_then_denied: pl.DataFrame
+    suspicious: pl.DataFrame
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_findings(self) -> bool:
+        return self.suspicious.height > 0 and bool(self.suspicious["never_allow"].any())
+
+    def to_dict(self, limit: int = 200) -> dict[str, Any]:
+        def rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+            return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+                    for r in df.head(limit).to_dicts()]
+        return {
+            "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()},
+            "config": {k: v for k, v in asdict(self.config).items()},
+            "notes": self.notes,
+            "totals": self.totals,
+            "suspicious": rows(self.suspicious),
+            "by_group": rows(self.by_group),
+            "by_name": rows(self.by_name),
+            "failures": rows(self.failures),
+            "noise": rows(self.noise),
+            "upstream_errors": rows(self.upstream_errors),
+            "resolved_then_denied": rows(self.resolved_then_denied),
+        }
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+    used = {k: v for k, v in (params or {}).items() if f"${k}" in sql}
+    return pl.from_arrow(con.sql(sql, params=used or None).to_arrow_table())  # type: ignore[return-value]
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> None:
+    con.execute(sql, {k: v for k, v in (params or {}).items() if f"${k}" in sql}).fetchall()
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> None:
+    _run(con, f"DROP TABLE IF EXISTS {name}")
+    con.register(f"{name}_in", df.to_arrow())
+    try:
+        _run(con, f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_in")
+    finally:
+        con.unregister(f"{name}_in")
+
+
+def _noise_case(suffixes: tuple[str, ...]) -> str:
+    whens = " ".join(f"WHEN ends_with(query_name, '{s}') THEN 'search suffix {s}'" for s in suffixes)
+    return (f"CASE WHEN query_name = 'wpad' OR starts_with(query_name, 'wpad.') THEN 'wpad' {whens} END")
+
+
+def _source_groups(ips: list[str | None], groups: dict[str, list[str]] | None) -> pl.DataFrame:
+    """Distinct source IPs -> group name (configured CIDRs first, else the /24 or /64)."""
+    nets = [(g, ipaddress.ip_network(c, strict=False)) for g, cs in (groups or {}).items() for c in cs]
+    nets.sort(key=lambda x: -x[1].prefixlen)  # most specific first
+    out = []
+    for ip in ips:
+        if ip is None:
+            out.append("(firewall upstream)")
+            continue
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            out.append(ip)
+            continue
+        name = next((g for g, n in nets if addr.version == n.version and addr in n), None)
+        if name is None:
+            prefix = 24 if addr.version == 4 else 64
+            name = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+        out.append(name)
+    return pl.DataFrame({"source_ip": ips, "source_group": out}, schema={"source_ip": pl.String, "source_group": pl.String})
+
+
+def _names_table(con: duckdb.DuckDBPyConnection, config: DnsConfig) -> pl.DataFrame:
+    """Distinct names in `dns_h` with noise kind and registrable domain (Python only on distinct parents)."""
+    names = _frame(con, f"""
+      SELECT query_name, {_noise_case(config.noise_suffixes)} AS noise_kind,
+             CASE WHEN contains(query_name, '.') THEN substr(query_name, strpos(query_name, '.') + 1) END AS parent
+      FROM (SELECT DISTINCT query_name FROM dns_h WHERE query_name IS NOT NULL)
+    """)
+    parents = names["parent"].drop_nulls().unique().to_list()
+    psl = _psl()
+    pmap = pl.DataFrame({"parent": parents, "preg": [psl.privatesuffix(p) for p in parents]},
+                        schema={"parent": pl.String, "preg": pl.String})
+    names = names.join(pmap, on="parent", how="left")
+    direct = names.filter(pl.col("preg").is_null())["query_name"].to_list()
+    dmap = pl.DataFrame({"query_name": direct, "dreg": [psl.privatesuffix(n) for n in direct]},
+                        schema={"query_name": pl.String, "dreg": pl.String})
+    names = names.join(dmap, on="query_name", how="left").with_columns(
+        pl.coalesce("preg", "dreg").alias("domain")).drop("preg", "dreg")
+    base = pl.col("query_name")
+    for s in reversed(config.noise_suffixes):  # the first listed suffix wins (outermost `when`)
+        base = pl.when(pl.col("query_name").str.ends_with(s)).then(pl.col("query_name").str.slice(0, pl.col("query_name").str.len_chars() - len(s))).otherwise(base)
+    names = names.with_columns(
+        pl.when(pl.col("noise_kind").is_not_null()).then(base).otherwise(None).alias("intended_name"),
+        # the part left of the registrable domain
+        pl.when(pl.col("domain").is_not_null() & (pl.col("query_name") != pl.col("domain")))
+        .then(pl.col("query_name").str.slice(0, pl.col("query_name").str.len_chars() - pl.col("domain").str.len_chars() - 1))
+        .otherwise(pl.lit("")).alias("subdomain"),
+    )
+    return names
+
+
+def _domain_entropy(names: pl.DataFrame, domains: list[str], sample: int) -> pl.DataFrame:
+    """Mean Shannon entropy (bits/char) of the subdomain part over up to `sample` unique names per domain."""
+    s = (names.filter(pl.col("domain").is_in(domains) & (pl.col("subdomain") != ""))
+         .select("domain", "query_name", pl.col("subdomain").str.replace_all(".", "", literal=True).alias("s"))
+         .sort("query_name").group_by("domain").head(sample))
+    if s.height == 0:
+        return pl.DataFrame(schema={"domain": pl.String, "entropy": pl.Float64})
+    chars = (s.with_columns(pl.col("s").str.split("").alias("c"), pl.col("s").str.len_chars().alias("n"))
+             .explode("c").group_by("domain", "query_name", "c").agg(pl.len().alias("k"), pl.col("n").first()))
+    ent = (chars.with_columns((pl.col("k") / pl.col("n")).alias("p"))
+           .group_by("domain", "query_name").agg((-(pl.col("p") * pl.col("p").log(2))).sum().alias("h")))
+    return ent.group_by("domain").agg(pl.col("h").mean().alias("entropy"))
+
+
+def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> DnsResult:
+    """Every DNS analysis over the window (see the module docstring)."""
+    config = config or DnsConfig()
+    params = {"start": window.start, "end": window.end}
+    notes: list[str] = []
+    _run(con, "DROP TABLE IF EXISTS dns_h")
+    _run(con, f"CREATE TEMP TABLE dns_h AS {DNS_HOURS_SQL}", params)
+    raw_rows = con.execute("SELECT count(*) FROM dns_queries WHERE time >= $start AND time < $end", params).fetchall()[0][0]
+    total = con.execute("SELECT coalesce(sum(queries), 0) FROM dns_h").fetchall()[0][0]
+    if total > raw_rows:
+        notes.append("Some hours come from hourly rollups: latency there is a mean and maximum only, and "
+                     "the network-layer resolve-then-deny link uses raw rows only.")
+
+    names = _names_table(con, config)
+    _register(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
+    srcs = [r[0] for r in con.execute("SELECT DISTINCT source_ip FROM dns_h").fetchall()]
+    _register(con, "dns_groups", _source_groups(srcs, config.groups))
+
+    rates = """
+      sum(queries)::BIGINT AS queries,
+      sum(queries) FILTER (WHERE response_code = 'NXDOMAIN')::BIGINT AS nxdomain,
+      sum(queries) FILTER (WHERE response_code = 'SERVFAIL')::BIGINT AS servfail,
+      sum(queries) FILTER (WHERE response_code = 'REFUSED')::BIGINT AS refused,
+      sum(errors)::BIGINT AS upstream_errors,
+      sum(total_duration_s) / nullif(sum(queries), 0) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
+    rate_cols = [pl.col(c).fill_null(0) for c in ("nxdomain", "servfail", "refused", "upstream_errors")]
+
+    def with_rates(df: pl.DataFrame) -> pl.DataFrame:
+        df = df.with_columns(rate_cols)
+        return df.with_columns(*[(pl.col(c) / pl.col("queries")).alias(f"{c}_rate")
+                                 for c in ("nxdomain", "servfail", "refused", "upstream_errors")])
+
+    lat = """approx_quantile(duration_s, 0.5) AS p50_latency_s, approx_quantile(duration_s, 0.95) AS p95_latency_s,
+             approx_quantile(duration_s, 0.99) AS p99_latency_s"""
+    by_group = with_rates(_frame(con, f"""
+      WITH c AS (SELECT g.source_group, {rates}, count(DISTINCT h.query_name) AS names,
+                        sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL)::BIGINT AS noise_queries
+                 FROM dns_h h JOIN dns_groups g ON h.source_ip IS NOT DISTINCT FROM g.source_ip
+                 LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
+      l AS (SELECT g.source_group, {lat} FROM dns_queries q JOIN dns_groups g ON q.source_ip = g.source_ip
+            WHERE q.time >= $start AND q.time < $end AND q.error_message IS NULL GROUP BY g.source_group)
+      SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s FROM c LEFT JOIN l USING (source_group)
+      ORDER BY queries DESC
+    """, params)).with_columns(pl.col("noise_queries").fill_null(0))
+    by_name = with_rates(_frame(con, f"""
+      WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
+                 FROM dns_h h GROUP BY h.query_name),
+      l AS (SELECT query_name, {lat} FROM dns_queries
+            WHERE time >= $start AND time < $end AND error_message IS NULL GROUP BY query_name)
+      SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s
+      FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
+      ORDER BY queries DESC
+    """, params))
+    fail_expr = pl.col("nxdomain") + pl.col("servfail") + pl.col("refused")
+    failures = (by_name.filter(pl.col("noise_kind").is_null() & (fail_expr > 0))
+                .with_columns(fail_expr.alias("failures"), (fail_expr / pl.col("queries")).alias("failure_rate"))
+                .select("query_name", "domain", "queries", "failures", "failure_rate", "nxdomain", "servfail",
+                        "refused", "sources").sort("failures", descending=True))
+    noise = (by_name.filter(pl.col("noise_kind").is_not_null())
+             .join(names.select("query_name", "intended_name"), on="query_name", how="left")
+             .group_by("noise_kind", "intended_name").agg(pl.col("queries").sum(), pl.col("nxdomain").sum(),
+                                                          pl.col("upstream_errors").sum(), pl.col("sources").max())
+             .sort("queries", descending=True))
+    upstream = (by_name.filter(pl.col("upstream_errors") > 0)
+                .select("query_name", "upstream_errors", "noise_kind").sort("upstream_errors", descending=True))
+
+    rtd = _resolved_then_denied(con, window, config)
+    suspicious = _suspicious(con, window, config, names)
+    flagged = suspicious.filter(pl.col("reason") == "tunnelling")["domain"].implode()
+    failures = failures.with_columns(pl.col("domain").is_in(flagged).fill_null(False).alias("suspicious_domain")).sort(
+        ["suspicious_domain", "failures"], descending=[False, True])
+    totals = {
+        "queries": int(total),
+        "noise_queries": int(by_name.filter(pl.col("noise_kind").is_not_null())["queries"].sum() or 0),
+        "real_failures": int(failures["failures"].sum() or 0),
+        "upstream_errors": int(by_name["upstream_errors"].sum() or 0),
+        "names": by_name.height,
+        "source_groups": by_group.height,
+    }
+    for t in ("dns_h", "dns_names", "dns_groups"):
+        _run(con, f"DROP TABLE IF EXISTS {t}")
+    return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, totals)
+
+
+def _flows_sql(con: duckdb.DuckDBPyConnection, window: Window, where: str) -> str:
+    """Raw flows plus rollup-only hours, as (time, kind, source_ip, destination_ip, fqdn, port, rule..., n)."""
+    cols = "kind, source_ip, destination_ip, destination_fqdn, destination_port, action_reason, rule_collection, rule"
+    has_rollups = con.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM flow_rollups WHERE hour >= date_trunc('hour', $start::TIMESTAMP) AND hour < $end LIMIT 1)",
+        {"start": window.start, "end": window.end}).fetchall()[0][0] > 0
+    sql = f"SELECT time, {cols}, 1::BIGINT AS n FROM flows WHERE time >= $start AND time < $end AND {where}"
+    if has_rollups:
+        sql += f"""
+          UNION ALL SELECT r.hour, {', '.join('r.' + c.strip() for c in cols.split(','))}, r.hits
+          FROM flow_rollups r ANTI JOIN (SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM flows
+                                         WHERE time >= $start AND time < $end) x ON r.firewall = x.firewall AND r.hour = x.hour
+          WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end AND {where.replace('action', 'r.action').replace('kind', 'r.kind')}"""
+    return sql
+
+
+def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig) -> pl.DataFrame:
+    params = {"start": window.start, "end": window.end}
+    app = _frame(con, f"""
+      WITH d AS (SELECT source_ip, destination_fqdn AS query_name, sum(n)::BIGINT AS denials,
+                        any_value(coalesce(action_reason, rule)) AS reason
+                 FROM ({_flows_sql(con, window, "action = 'Deny' AND kind = 'application'")})
+                 WHERE destination_fqdn IS NOT NULL GROUP BY ALL),
+      r AS (SELECT source_ip, query_name, sum(queries)::BIGINT AS resolutions FROM dns_h
+            WHERE response_code = 'NOERROR' AND source_ip IS NOT NULL GROUP BY ALL)
+      SELECT 'application' AS layer, r.query_name, count(DISTINCT r.source_ip) AS sources, sum(r.resolutions)::BIGINT AS resolutions,
+             sum(d.denials)::BIGINT AS denials, list(DISTINCT r.source_ip ORDER BY r.source_ip)[:5] AS example_sources,
+             NULL::VARCHAR[] AS denied_destinations, any_value(d.reason) AS reason
+      FROM r JOIN d ON r.source_ip = d.source_ip AND r.query_name = d.query_name
+      GROUP BY r.query_name
+    """, params)
+    # Network layer: no answer IPs in the logs, so a denied connection is attributed to the name its
+    # source resolved last, at most `resolve_deny_gap_s` earlier (ASOF join on raw rows).
+    net = _frame(con, f"""
+      WITH d AS (SELECT source_ip, time, destination_ip || ':' || coalesce(destination_port::VARCHAR, '') AS dest
+                 FROM flows WHERE time >= $start AND time < $end AND action = 'Deny' AND kind = 'network'),
+      q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
+            WHERE time >= $start - INTERVAL 1 MINUTE AND time < $end AND response_code = 'NOERROR'
+              AND query_type IN ('A', 'AAAA') AND source_ip IS NOT NULL),
+      j AS (SELECT d.*, q.query_name, q.qtime FROM d ASOF JOIN q ON d.source_ip = q.source_ip AND d.time >= q.qtime)
+      SELECT 'network (inferred)' AS layer, query_name, count(DISTINCT source_ip) AS sources, NULL::BIGINT AS resolutions,
+             count(*)::BIGINT AS denials, list(DISTINCT source_ip ORDER BY source_ip)[:5] AS example_sources,
+             list(DISTINCT dest ORDER BY dest)[:5] AS denied_destinations, NULL::VARCHAR AS reason
+      FROM j WHERE time - qtime <= to_microseconds({int(config.resolve_deny_gap_s * 1e6)})
+        AND query_name NOT IN (SELECT query_name FROM dns_names WHERE noise_kind IS NOT NULL)
+      GROUP BY query_name
+    """, params)
+    out = pl.concat([app, net], how="vertical_relaxed")
+    return out.sort("denials", descending=True)
+
+
+def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, names: pl.DataFrame) -> pl.DataFrame:
+    params = {"start": window.start, "end": window.end}
+    per = _frame(con, f"""
+      SELECT n.domain, sum(h.queries)::BIGINT AS queries,
+             count(DISTINCT h.query_name) FILTER (WHERE h.query_name <> n.domain) AS unique_names,
+             sum(h.queries) FILTER (WHERE h.query_type IN {TUNNEL_TYPES})::DOUBLE / sum(h.queries) AS txt_null_share,
+             sum(h.queries) FILTER (WHERE h.response_code = 'NXDOMAIN')::DOUBLE / sum(h.queries) AS nxdomain_share,
+             list(DISTINCT h.source_ip ORDER BY h.source_ip) FILTER (WHERE h.source_ip IS NOT NULL)[:10] AS sources,
+             min(h.first_seen) AS first_seen, max(h.last_seen) AS last_seen,
+             mode(substr(h.query_name, strpos(h.query_name, '.') + 1)) FILTER (WHERE h.query_name <> n.domain) AS zone
+      FROM dns_h h JOIN dns_names n USING (query_name)
+      WHERE n.noise_kind IS NULL AND n.domain IS NOT NULL
+      GROUP BY n.domain
+    """, params)
+    sub = (names.filter(pl.col("noise_kind").is_null() & (pl.col("subdomain") != ""))
+           .group_by("domain").agg(pl.col("subdomain").str.len_chars().mean().alias("mean_label_length"),
+                                   pl.col("subdomain").str.len_chars().max().alias("max_label_length")))
+    per = per.join(sub, on="domain", how="left").with_columns(
+        (pl.col("unique_names") / pl.col("queries")).alias("unique_ratio"), pl.col("zone").fill_null(pl.col("domain")))
+    cand = per.filter(pl.col("unique_names") >= config.min_unique_names)["domain"].to_list()
+    per = per.join(_domain_entropy(names, cand, config.entropy_sample), on="domain", how="left")
+    long_ = pl.col("mean_label_length").fill_null(0) >= config.long_label
+    ent = pl.col("entropy").fill_null(0) >= config.high_entropy
+    sig = {
+        "long labels": long_, "high entropy": ent,
+        "TXT/NULL queries": pl.col("txt_null_share") >= config.txt_null_share,
+        "high NXDOMAIN share": pl.col("nxdomain_share") >= config.nxdomain_share,
+        "mostly unique names": pl.col("unique_ratio") >= config.unique_ratio,
+    }
+    per = per.with_columns(
+        pl.sum_horizontal([e.cast(pl.Int32) for e in sig.values()]).alias("signals"),
+        pl.concat_list([pl.when(e).then(pl.lit(k)).otherwise(None) for k, e in sig.items()]).list.drop_nulls()
+        .list.join(", ").alias("signal_list"),
+    )
+    tunnel = per.filter((pl.col("unique_names") >= config.min_unique_names) & (long_ | ent)
+                        & (pl.col("signals") >= config.min_signals)).with_columns(
+        pl.lit("tunnelling").alias("reason"), pl.lit(True).alias("never_allow"),
+        pl.format("{} unique names; {}", "unique_names", "signal_list").alias("detail"))
+
+    # Newly seen registrable domains: absent from the baseline (history before the window, else its first hours).
+    before = con.execute("SELECT count(*) FROM (SELECT 1 FROM dns_queries WHERE time < $start LIMIT 1)",
+                         {"start": window.start}).fetchall()[0][0]
+    if before:
+        seen = _frame(con, """SELECT DISTINCT query_name FROM dns_queries WHERE time < $start AND time >= $lb
+                              UNION SELECT DISTINCT query_name FROM dns_rollups WHERE hour < $start AND hour >= $lb""",
+                      {"start": window.start, "lb": window.start - timedelta(days=config.lookback_days)})
+        known = (seen.join(names.select("query_name", "domain"), on="query_name", how="left")["domain"]
+                 .drop_nulls().unique())
+        if known.len() < seen.height:  # names not in the window: classify them too
+            extra = seen.filter(~pl.col("query_name").is_in(names["query_name"].implode()))["query_name"].to_list()
+            known = pl.concat([known, pl.Series([registrable_domain(n) for n in extra], dtype=pl.String)]).drop_nulls().unique()
+        cutoff = window.start
+    else:
+        data_start = per["first_seen"].min() if per.height else window.start
+        cutoff = max(window.start, data_start or window.start) + timedelta(hours=config.baseline_hours)
+        known = per.filter(pl.col("first_seen") < cutoff)["domain"]
+    new = per.filter(~pl.col("domain").is_in(known.implode()) & (pl.col("first_seen") >= cutoff)).with_columns(
+        pl.lit("newly_seen").alias("reason"),
+        # new alone is no reason to block; new plus another signal is
+        (pl.col("signals") >= 1).alias("never_allow"),
+        pl.format("first seen {}; {}", pl.col("first_seen").dt.strftime("%Y-%m-%d %H:%M"),
+                  pl.when(pl.col("signal_list") == "").then(pl.lit("no other signal")).otherwise(pl.col("signal_list")))
+        .alias("detail"))
+    ti = _frame(con, """
+      SELECT fqdn AS query_name, count(*)::BIGINT AS hits, string_agg(DISTINCT description, '; ') AS what,
+             list(DISTINCT source_ip ORDER BY source_ip)[:10] AS ti_sources, min(time) AS first_seen_ti
+      FROM threats WHERE time >= $start AND time < $end AND fqdn IS NOT NULL AND kind = 'threat_intel'
+      GROUP BY fqdn""", params)
+    ti = ti.with_columns(pl.col("query_name").map_elements(registrable_domain, return_dtype=pl.String).alias("domain"))
+    tid = (ti.group_by("domain").agg(pl.col("hits").sum(), pl.col("what").first(), pl.col("query_name").first().alias("zone"),
+                                     pl.col("ti_sources").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("ti_sources"),
+                                     pl.col("first_seen_ti").min()).drop_nulls("domain"))
+    ti_rows = tid.join(per, on="domain", how="left", suffix="_dns").with_columns(
+        pl.coalesce("zone_dns", "zone").alias("zone"), pl.coalesce("sources", "ti_sources").alias("sources"),
+        pl.coalesce("first_seen", "first_seen_ti").alias("first_seen"),
+        pl.lit("threat_intel").alias("reason"), pl.lit(True).alias("never_allow"),
+        pl.format("threat intelligence: {} ({} hits)", "what", "hits").alias("detail"))
+    cols = {"domain": pl.String, "zone": pl.String, "reason": pl.String, "never_allow": pl.Boolean,
+            "detail": pl.String, "queries": pl.Int64, "unique_names": pl.Int64, "unique_ratio": pl.Float64,
+            "mean_label_length": pl.Float64, "entropy": pl.Float64, "txt_null_share": pl.Float64,
+            "nxdomain_share": pl.Float64, "signals": pl.Int32, "sources": pl.List(pl.String),
+            "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us")}
+    seen_already = pl.concat([tunnel["domain"], ti_rows["domain"]]).implode()
+    new = new.filter(~pl.col("domain").is_in(seen_already))
+    frames = [f.select([pl.col(c).cast(t) if c in f.columns else pl.lit(None, t).alias(c) for c, t in cols.items()])
+              for f in (tunnel, ti_rows, new)]
+    out = pl.concat(frames, how="vertical")
+    order = pl.col("reason").replace_strict({"tunnelling": 0, "threat_intel": 1, "newly_seen": 2}, return_dtype=pl.Int32)
+    return out.sort([order, pl.col("queries").fill_null(0)], descending=[False, True])
+
+
+def suspicious_domains(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> pl.DataFrame:
+    """Registrable domains that must never be allowed, or that deserve a look, one row per (domain, reason).
+
+    Columns: domain (registrable, eTLD+1), zone (most common parent of the queried names, e.g.
+    `t.exfil-example.net`), reason (`tunnelling`, `threat_intel`, `newly_seen`), never_allow (bool:
+    True for tunnelling and threat intelligence, and for newly seen domains with another signal),
+    detail, queries, unique_names, unique_ratio, mean_label_length, entropy, txt_null_share,
+    nxdomain_share, signals, sources (list), first_seen, last_seen.
+    """
+    config = config or DnsConfig()
+    params = {"start": window.start, "end": window.end}
+    _run(con, "DROP TABLE IF EXISTS dns_h")
+    _run(con, f"CREATE TEMP TABLE dns_h AS {DNS_HOURS_SQL}", params)
+    try:
+        names = _names_table(con, config)
+        _register(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
+        return _suspicious(con, window, config, names)
+    finally:
+        _run(con, "DROP TABLE IF EXISTS dns_h")
+        _run(con, "DROP TABLE IF EXISTS dns_names")

@@ -1,0 +1,147 @@
+"""DNS-proxy analytics: hand-made queries (noise, failures, resolve-then-deny) and simulated done-when checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import polars as pl
+import typer
+from typer.testing import CliRunner
+
+from egresslens import dns
+from egresslens.analyse import Window, resolve_window
+from egresslens.commands import dns as dns_cmd
+from egresslens.ingest import store_canonical_frames
+from egresslens.simulate import generate
+from egresslens.store import connect, connect_memory
+
+T0 = datetime(2025, 7, 1, 0, 0)
+FW = "fw1"
+WINDOW = Window(T0, T0 + timedelta(hours=12))
+
+
+def _q(rows: list[tuple]) -> pl.DataFrame:
+    """rows: (seconds after T0, source_ip, name, type, rcode, duration_s, error_message)."""
+    return pl.DataFrame([(T0 + timedelta(seconds=s), FW, src, name, typ, rc, dur, err)
+                         for s, src, name, typ, rc, dur, err in rows],
+                        schema={"time": pl.Datetime("us"), "firewall": pl.String, "source_ip": pl.String,
+                                "query_name": pl.String, "query_type": pl.String, "response_code": pl.String,
+                                "duration_s": pl.Float64, "error_message": pl.String}, orient="row")
+
+
+def _load(con, queries: pl.DataFrame | None = None, flows: pl.DataFrame | None = None) -> None:
+    for table, df in (("dns_queries", queries), ("flows", flows)):
+        if df is None:
+            continue
+        con.register("f", df.to_arrow())
+        con.execute(f"INSERT INTO {table} BY NAME SELECT *, md5(random()::VARCHAR) AS event_id, 'structured' AS log_format FROM f").fetchall()
+        con.unregister("f")
+
+
+def test_registrable_domain_and_noise():
+    assert dns.registrable_domain("abc.t.exfil-example.net") == "exfil-example.net"
+    assert dns.registrable_domain("x.blob.core.windows.net") == "x.blob.core.windows.net"
+    assert dns.strip_noise("time.windows.com.reddog.microsoft.com") == "time.windows.com"
+
+
+def test_noise_failures_latency_and_resolved_then_denied():
+    rows = []
+    for i in range(100):
+        rows.append((i * 60, "10.244.1.5", "api.example.com", "A", "NOERROR", 0.001 * (i + 1), None))
+        rows.append((i * 60 + 1, "10.244.1.5", "api.example.com.svc.cluster.local", "A", "NXDOMAIN", 0.001, None))
+    rows += [(10, "10.241.0.4", "wpad.corp.example", "A", "NXDOMAIN", 0.001, None),
+             (20, "10.241.0.4", "missing.example.org", "A", "NXDOMAIN", 0.002, None),
+             (21, "10.241.0.4", "broken.example.org", "A", "SERVFAIL", 0.5, None),
+             (30, None, "time.windows.com.reddog.microsoft.com", "A", None, 0.0, "i/o timeout"),
+             (40, "10.241.0.4", "blocked.example.net", "A", "NOERROR", 0.002, None),
+             (50, "10.241.0.4", "db.example.net", "A", "NOERROR", 0.002, None)]
+    flows = pl.DataFrame([
+        (T0 + timedelta(seconds=41), FW, "application", "HTTPS", "10.241.0.4", None, "blocked.example.net", 443, "Deny", "Default Action"),
+        (T0 + timedelta(seconds=51), FW, "network", "TCP", "10.241.0.4", "203.0.113.9", None, 5432, "Deny", "Default Action"),
+        (T0 + timedelta(seconds=900), FW, "network", "TCP", "10.241.0.4", "203.0.113.10", None, 5432, "Deny", "Default Action"),
+    ], schema={"time": pl.Datetime("us"), "firewall": pl.String, "kind": pl.String, "protocol": pl.String,
+               "source_ip": pl.String, "destination_ip": pl.String, "destination_fqdn": pl.String,
+               "destination_port": pl.Int32, "action": pl.String, "action_reason": pl.String}, orient="row")
+    con = connect_memory()
+    _load(con, _q(rows), flows)
+    r = dns.analyse_dns(con, WINDOW, dns.DnsConfig(groups={"checkout": ["10.244.1.0/24"]}))
+    g = {x["source_group"]: x for x in r.by_group.iter_rows(named=True)}
+    assert g["checkout"]["queries"] == 200 and g["checkout"]["noise_queries"] == 100
+    assert g["checkout"]["nxdomain_rate"] == 0.5
+    assert g["checkout"]["p50_latency_s"] < 0.01 < 0.09 < g["checkout"]["p95_latency_s"] <= g["checkout"]["p99_latency_s"]
+    assert g["(firewall upstream)"]["upstream_errors"] == 1
+    assert set(r.failures["query_name"]) == {"missing.example.org", "broken.example.org"}
+    kinds = dict(zip(r.noise["intended_name"], r.noise["noise_kind"]))
+    assert kinds["api.example.com"] == "search suffix .svc.cluster.local"
+    assert kinds["time.windows.com"] == "search suffix .reddog.microsoft.com" and kinds["wpad.corp.example"] == "wpad"
+    assert r.upstream_errors["query_name"].to_list() == ["time.windows.com.reddog.microsoft.com"]
+    rtd = {(x["layer"], x["query_name"]): x for x in r.resolved_then_denied.iter_rows(named=True)}
+    assert rtd[("application", "blocked.example.net")]["denials"] == 1
+    net = rtd[("network (inferred)", "db.example.net")]
+    assert net["denials"] == 1 and net["denied_destinations"] == ["203.0.113.9:5432"]  # the one 850 s later is not linked
+    assert r.totals["real_failures"] == 2
+
+
+@lru_cache(maxsize=None)
+def _sim():
+    s = generate(hours=8, events_per_hour=50_000, seed=11, hot_share=0.0)
+    con = connect_memory()
+    store_canonical_frames(con, flows=s.flows, dns_queries=s.dns_queries, threats=s.threats)
+    return con, s.truth
+
+
+def test_simulated_tunnel_flagged_benign_names_not():
+    con, truth = _sim()
+    window = resolve_window(con, since="24h")
+    sus = dns.suspicious_domains(con, window)
+    never = sus.filter(pl.col("never_allow"))
+    tunnel = sus.filter(pl.col("reason") == "tunnelling")
+    assert tunnel["zone"].to_list() == [truth["malicious"]["tunnel_domain"]]
+    assert truth["malicious"]["compromised_source"] in tunnel["sources"][0]
+    # benign high-volume names: telemetry shards, CDNs, the busy API, Microsoft, cluster noise
+    flagged = set(never["domain"])
+    for name in ("eu-1.telemetry.example-saas.io", "production.cloudflare.docker.com", "mcr.microsoft.com",
+                 "api.payments-example.com", "westeurope.data.mcr.microsoft.com", "azure.archive.ubuntu.com"):
+        assert dns.registrable_domain(name) not in flagged, name
+    assert not any(d.endswith(("cluster.local", "reddog.microsoft.com")) for d in sus["domain"])
+    # threat-intel names are never-allow too
+    assert {dns.registrable_domain(f) for f in truth["malicious"]["threat_intel_fqdns"]} <= flagged
+    r = dns.analyse_dns(con, window)
+    assert r.has_findings and r.totals["noise_queries"] > 0
+    noise = set(r.by_name.filter(pl.col("noise_kind").is_not_null())["query_name"])
+    present = set(r.by_name["query_name"]) & set(truth["noise_names"])
+    assert present and present <= noise
+    assert not (noise & set(r.failures["query_name"]))
+
+
+def test_newly_seen_against_history():
+    con = connect_memory()
+    rows = [(h * 3600, "10.244.1.5", "old.example.com", "A", "NOERROR", 0.001, None) for h in range(12)]
+    rows.append((11 * 3600, "10.244.1.5", "brand-new.example.org", "A", "NOERROR", 0.001, None))
+    _load(con, _q(rows))
+    sus = dns.suspicious_domains(con, Window(T0 + timedelta(hours=6), T0 + timedelta(hours=12)))
+    assert sus["domain"].to_list() == ["example.org"]
+    row = sus.row(0, named=True)
+    assert row["reason"] == "newly_seen" and row["never_allow"] is False
+
+
+def test_cli(tmp_path):
+    db = tmp_path / "d.duckdb"
+    con = connect(db)
+    con_mem, _ = _sim()
+    s = generate(hours=3, events_per_hour=20_000, seed=11, hot_share=0.0)
+    store_canonical_frames(con, flows=s.flows, dns_queries=s.dns_queries, threats=s.threats)
+    con.close()
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    dns_cmd.register(app)
+    runner = CliRunner()
+    r = runner.invoke(app, ["dns", "--db", str(db), "--json"])
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.stdout)
+    assert any(x["reason"] == "tunnelling" for x in out["suspicious"])
+    r = runner.invoke(app, ["dns", "--db", str(db)])
+    assert r.exit_code == 1 and "tunnelling" in r.stdout and "Per source group" in r.stdout
+    assert runner.invoke(app, ["dns", "--db", str(tmp_path / "none.duckdb")]).exit_code == 3
