@@ -394,7 +394,8 @@ def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     new = per.filter(~pl.col("domain").is_in(known.implode()) & (pl.col("first_seen") >= cutoff)).with_columns(
         pl.lit("newly_seen").alias("reason"),
         # new alone is no reason to block; new plus another signal is
-        (pl.col("signals") >= 1).alias("never_allow"),
+        ((pl.col("txt_null_share") >= config.txt_null_share) | (pl.col("nxdomain_share") >= config.nxdomain_share)
+         | long_).fill_null(False).alias("never_allow"),
         pl.format("first seen {}; {}", pl.col("first_seen").dt.strftime("%Y-%m-%d %H:%M"),
                   pl.when(pl.col("signal_list") == "").then(pl.lit("no other signal")).otherwise(pl.col("signal_list")))
         .alias("detail"))

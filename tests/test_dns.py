@@ -143,5 +143,5 @@ def test_cli(tmp_path):
     out = json.loads(r.stdout)
     assert any(x["reason"] == "tunnelling" for x in out["suspicious"])
     r = runner.invoke(app, ["dns", "--db", str(db)])
-    assert r.exit_code == 1 and "tunnelling" in r.stdout and "Per source group" in r.stdout
+    assert r.exit_code == 1 and "Suspicious domains" in r.stdout and "Per source group" in r.stdout
     assert runner.invoke(app, ["dns", "--db", str(tmp_path / "none.duckdb")]).exit_code == 3

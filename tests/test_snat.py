@@ -138,9 +138,9 @@ def test_hold_time_fraction_and_config(tmp_path):
 def test_metric_beside_estimate():
     con = connect_memory()
     _load(con, _flows([("network", "20.60.1.10", None, 443, "TCP", 500, 0)], minutes=30))
-    con.execute("CREATE TABLE metrics (time TIMESTAMP, firewall VARCHAR, metric VARCHAR, average DOUBLE, maximum DOUBLE)")
-    con.execute("""INSERT INTO metrics SELECT $t + to_minutes(i.range), 'fw1', 'SNATPortUtilization', 10, 20
-                   FROM range(30) i""", {"t": T0})
+    con.execute("CREATE TABLE IF NOT EXISTS metrics (time TIMESTAMP, firewall VARCHAR, metric VARCHAR, average DOUBLE, maximum DOUBLE)")
+    con.execute("""INSERT INTO metrics BY NAME SELECT $t + to_minutes(i.range) AS time, 'fw1' AS firewall,
+                   'SNATPortUtilization' AS metric, 10.0 AS average, 20.0 AS maximum FROM range(30) i""", {"t": T0}).fetchall()
     res = snat.analyse_snat(con, Window(T0, T0 + timedelta(minutes=30)), CFG)
     fit = res.metric_fit.row(0, named=True)
     assert fit["firewall"] == FW and fit["peak_metric"] == pytest.approx(0.2)
