@@ -98,7 +98,7 @@ def test_denied_traffic_becomes_rules_and_dangerous_traffic_investigate():
     assert apps[0].evidence.sample_events
     nets = recs.by_kind("add-network-rule")
     assert len(nets) == 1 and nets[0].rule.destination_ports == ["123"] and nets[0].rule.ip_protocols == ["UDP"]
-    assert sorted(nets[0].rule.destination_addresses) == ["203.0.113.10", "203.0.113.11"]
+    assert nets[0].rule.destination_addresses == ["203.0.113.10/31"]  # both addresses of the /31 observed
     inv = " ".join(r.title + r.rationale for r in recs.by_kind("investigate"))
     assert "evil.bad-example.net" in inv and "once.example.org" in inv
     assert "198.51.100.99" in inv  # only the flagged (threat-intel) source went there
@@ -140,7 +140,7 @@ def test_existing_rules_unused_and_narrow():
     assert len(narrow) == 1
     assert narrow[0].rule.target_fqdns == ["a.example.com", "b.example.com"]
     assert narrow[0].rule.source_addresses == ["10.1.0.0/24"]
-    assert narrow[0].rule.rule_collection_priority < 200
+    assert narrow[0].rule.rule_collection_group_priority < 300
     assert {s["destination"] for s in narrow[0].still_allowed} == {"a.example.com", "b.example.com"}
     assert any("keep the broad rule" in step for step in narrow[0].rollout)
     assert recs.rule_scores[0]["rule"] == "any-web"

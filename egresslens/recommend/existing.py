@@ -107,9 +107,12 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
         changes.append(f"sources {', '.join(rule.sources) or '(IP Groups)'} -> {', '.join(new_sources)} (observed source subnets)")
     else:
         new_sources = list(rule.sources)
-    proposed = dict(rule_collection_group=rule.rule_collection_group, rule_collection_group_priority=rule.rcg_priority,
+    # The narrow rule goes into its own group just above the broad rule's group (same rule type, so
+    # Azure evaluates it first); the broad rule stays until the narrow one has proven itself.
+    proposed = dict(rule_collection_group=_safe_name(f"{rule.rule_collection_group}-narrow"),
+                    rule_collection_group_priority=max(100, rule.rcg_priority - 1),
                     rule_collection=_safe_name(f"{rule.rule_collection}-narrow"),
-                    rule_collection_priority=max(100, rule.collection_priority - 1), name=_safe_name(f"{rule.name}-narrow"),
+                    rule_collection_priority=rule.collection_priority, name=_safe_name(f"{rule.name}-narrow"),
                     source_addresses=new_sources)
     if rule.rule_type == "application":
         names = sorted({r["destination_fqdn"] for r, _ in safe if r["destination_fqdn"]})
@@ -172,7 +175,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
         rule=pr, evidence=ev, confidence="medium", risk="medium" if cut else "low",
         rationale="; ".join(changes) + f" — based on the {ctx.window.hours:g}-hour window",
         window=ctx.window_info, existing_rule=existing, permissiveness=score,
-        rollout=[f"add {pr.rule_collection}/{pr.name} above the broad rule (collection priority {pr.rule_collection_priority})",
+        rollout=[f"add {pr.rule_collection_group}/{pr.rule_collection}/{pr.name} above the broad rule (group priority {pr.rule_collection_group_priority})",
                  "keep the broad rule until the narrow rule has carried all its traffic for a full cycle (e.g. 14 days)",
                  f"then disable the broad rule, and delete it after {ctx.config.remove_after_days} days"],
         still_allowed=still[:200], would_be_denied=cut,

@@ -12,6 +12,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from functools import lru_cache
 from typing import Any, Iterable
 
 from egresslens.recommend.catalogue import tag_matches
@@ -165,6 +166,7 @@ def load_policy(path: str | Path, parent: str | Path | None = None) -> list[Rule
 
 # ---------------------------------------------------------------- matching
 
+@lru_cache(maxsize=262144)
 def _ip(text: str | None):
     if not text:
         return None
@@ -172,6 +174,11 @@ def _ip(text: str | None):
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=65536)
+def _netparse(text: str):
+    return ipaddress.ip_network(text, strict=False)
 
 
 def address_matches(ip: str | None, entries: Iterable[str], service_tags: dict[str, list] | None = None,
@@ -187,9 +194,9 @@ def address_matches(ip: str | None, entries: Iterable[str], service_tags: dict[s
             continue
         if "/" in e or _ip(e) is not None:
             try:
-                if addr in ipaddress.ip_network(e, strict=False):
+                if addr in _netparse(e):
                     return True
-            except ValueError:
+            except (ValueError, TypeError):
                 pass
             continue
         if "-" in e and all(_ip(x) for x in e.split("-", 1)):

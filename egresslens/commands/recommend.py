@@ -1,0 +1,92 @@
+"""`egresslens recommend`: least-privilege rule changes with evidence, as Markdown, JSON, az, Terraform or Bicep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from egresslens import exitcodes
+
+FORMATS = ("markdown", "json", "az", "terraform", "bicep")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recommend")(recommend_command)
+
+
+def recommend_command(
+    db: Optional[str] = typer.Option(None, "--db", help="Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."),
+    since: str = typer.Option("7d", "--since", help="Window length ending at the newest data (30m, 24h, 7d, 2w)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Window start, ISO 8601 UTC (overrides --since)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy: JSON of `az network firewall policy rule-collection-group list`, or an ARM export."),
+    parent_policy: Optional[Path] = typer.Option(None, "--parent-policy", help="Parent policy (same formats); its groups are evaluated first."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML: [sources] name = [CIDRs], [thresholds], [output]."),
+    service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="Azure Service Tags JSON (ServiceTags_Public_*.json) to map IPs to tags."),
+    fmt: str = typer.Option("markdown", "--format", "-f", help="markdown | json | az | terraform | bicep."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of standard output."),
+    what_if: bool = typer.Option(False, "--what-if", help="Replay the window's flows through the policy plus the proposals and show what changes."),
+) -> None:
+    """Least-privilege Azure Firewall rule changes from denied and allowed traffic, with evidence.
+
+    Exit code 0 when nothing needs attention, 1 when there are recommendations."""
+    from egresslens.analyse import resolve_window
+    from egresslens.recommend import Config, ConfigError, PolicyError, ServiceTags, load_policy, recommend
+    from egresslens.store import connect
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        typer.echo(f"error: --format must be one of {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(exitcodes.USAGE)
+    try:
+        cfg = Config.from_toml(config) if config else Config()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exitcodes.USAGE)
+    try:
+        rules = load_policy(policy, parent_policy) if policy else None
+        tags = ServiceTags.load(service_tags) if service_tags else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        typer.echo(f"error: cannot read input: {exc}", err=True)
+        raise typer.Exit(exitcodes.INPUT_ERROR)
+    try:
+        con = connect(db, read_only=True)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exitcodes.INPUT_ERROR)
+    try:
+        try:
+            window = resolve_window(con, since=since, start=start, end=end)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exitcodes.USAGE)
+        recs = recommend(con, window, policy=rules, config=cfg, service_tags=tags)
+        if what_if:
+            from egresslens.recommend import whatif
+
+            whatif.apply(recs, whatif.replay(con, window, recs, rules, tags))
+    finally:
+        con.close()
+    text = render(recs, fmt, what_if=what_if)
+    if out:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {len(recs.items)} recommendation(s) as {fmt} to {out}", err=True)
+    else:
+        typer.echo(text, nl=False)
+    raise typer.Exit(exitcodes.FINDINGS if any(r.kind != "investigate" or r.risk == "high" for r in recs.items) else exitcodes.OK)
+
+
+def render(recs, fmt: str, what_if: bool = False) -> str:
+    from egresslens.recommend import emit_az, emit_bicep, emit_json, emit_terraform, markdown
+
+    if fmt == "json":
+        return emit_json.emit(recs)
+    if fmt == "az":
+        return emit_az.emit(recs)
+    if fmt == "terraform":
+        return emit_terraform.emit(recs)
+    if fmt == "bicep":
+        return emit_bicep.emit(recs)
+    return markdown.emit(recs, what_if=what_if)

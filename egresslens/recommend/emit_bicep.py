@@ -1,0 +1,83 @@
+"""Bicep `Microsoft.Network/firewallPolicies/ruleCollectionGroups` resources."""
+
+from __future__ import annotations
+
+import re
+
+from egresslens.recommend.emit_common import groups, unique_priorities
+
+API = "2023-09-01"
+
+
+def bicep_string(value: str) -> str:
+    """A single-quoted Bicep string literal (escapes backslash, quote, `${` and control characters)."""
+    s = str(value).replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    s = s.replace("${", "\\${")
+    return f"'{s}'"
+
+
+def _list(values, indent: str) -> str:
+    if not values:
+        return "[]"
+    return "[\n" + "".join(f"{indent}  {bicep_string(v)}\n" for v in values) + f"{indent}]"
+
+
+def _ident(name: str, i: int) -> str:
+    return "rcg" + str(i) + "_" + (re.sub(r"[^A-Za-z0-9_]", "_", name)[:40])
+
+
+def emit(recs) -> str:
+    gs, rejected, removes = groups(recs)
+    out = [f"// EgressLens recommendations. Observation window: {recs.window.describe()}",
+           "param firewallPolicyName string", "",
+           f"resource policy 'Microsoft.Network/firewallPolicies@{API}' existing = {{", "  name: firewallPolicyName", "}", ""]
+    out += ["// " + m.replace("\n", " ") for m in rejected]
+    prev = None
+    for i, g in enumerate(gs):
+        ident = _ident(g.name, i)
+        out.append(f"resource {ident} 'Microsoft.Network/firewallPolicies/ruleCollectionGroups@{API}' = {{")
+        out.append("  parent: policy")
+        out.append(f"  name: {bicep_string(g.name)}")
+        if prev:
+            out.append(f"  dependsOn: [\n    {prev}\n  ]")
+        out.append("  properties: {")
+        out.append(f"    priority: {int(g.priority)}")
+        out.append("    ruleCollections: [")
+        for c in unique_priorities(g):
+            out.append("      {")
+            out.append("        ruleCollectionType: 'FirewallPolicyFilterRuleCollection'")
+            out.append(f"        name: {bicep_string(c.name)}")
+            out.append(f"        priority: {int(c.priority)}")
+            out.append("        action: {\n          type: 'Allow'\n        }")
+            out.append("        rules: [")
+            ind = "            "
+            for r in c.rules:
+                out.append("          {")
+                out.append(f"{ind}ruleType: {bicep_string(r.rule_type)}")
+                out.append(f"{ind}name: {bicep_string(r.name)}")
+                out.append(f"{ind}sourceAddresses: {_list(r.source_addresses, ind)}")
+                if r.rule_type == "ApplicationRule":
+                    protos = []
+                    for p in r.protocols:
+                        t, _, n = p.partition(":")
+                        protos.append(f"{ind}  {{\n{ind}    protocolType: {bicep_string(t)}\n{ind}    port: {int(n)}\n{ind}  }}\n")
+                    out.append(f"{ind}protocols: [\n{''.join(protos)}{ind}]")
+                    out.append(f"{ind}targetFqdns: {_list(r.target_fqdns, ind)}")
+                    out.append(f"{ind}fqdnTags: {_list(r.fqdn_tags, ind)}")
+                else:
+                    out.append(f"{ind}ipProtocols: {_list(r.ip_protocols, ind)}")
+                    out.append(f"{ind}destinationAddresses: {_list(r.destination_addresses, ind)}")
+                    out.append(f"{ind}destinationFqdns: {_list(r.destination_fqdns, ind)}")
+                    out.append(f"{ind}destinationPorts: {_list(r.destination_ports, ind)}")
+                out.append("          }")
+            out.append("        ]")
+            out.append("      }")
+        out.append("    ]")
+        out.append("  }")
+        out.append("}")
+        out.append("")
+        prev = ident
+    for r in removes:
+        e = r.existing_rule
+        out.append(f"// remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']} (disable first, then delete)".replace("\n", " "))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,86 @@
+"""Terraform (azurerm) `azurerm_firewall_policy_rule_collection_group` resources."""
+
+from __future__ import annotations
+
+import re
+
+from egresslens.recommend.emit_common import groups, unique_priorities
+
+
+def hcl_string(value: str) -> str:
+    """A double-quoted HCL string literal; template sequences `${` and `%{` are escaped."""
+    s = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    s = s.replace("${", "$${").replace("%{", "%%{")
+    return f'"{s}"'
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(hcl_string(v) for v in values) + "]"
+
+
+def _ident(name: str) -> str:
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "rcg"
+    return ident if ident[0].isalpha() else "rcg_" + ident
+
+
+def emit(recs) -> str:
+    gs, rejected, removes = groups(recs)
+    out = [f"# EgressLens recommendations. Observation window: {recs.window.describe()}",
+           'variable "firewall_policy_id" {', "  type = string", "}", ""]
+    out += ["# " + m.replace("\n", " ") for m in rejected]
+    seen: set[str] = set()
+    prev = None
+    for g in gs:
+        ident = _ident(g.name)
+        while ident in seen:
+            ident += "_x"
+        seen.add(ident)
+        out.append(f'resource "azurerm_firewall_policy_rule_collection_group" "{ident}" {{')
+        out.append(f"  name               = {hcl_string(g.name)}")
+        out.append("  firewall_policy_id = var.firewall_policy_id")
+        out.append(f"  priority           = {int(g.priority)}")
+        if prev:
+            out.append(f"  depends_on         = [azurerm_firewall_policy_rule_collection_group.{prev}]")
+        for c in unique_priorities(g):
+            block = "application_rule_collection" if c.rule_type == "ApplicationRule" else "network_rule_collection"
+            out.append(f"  {block} {{")
+            out.append(f"    name     = {hcl_string(c.name)}")
+            out.append(f"    priority = {int(c.priority)}")
+            out.append('    action   = "Allow"')
+            for r in c.rules:
+                out.append("    rule {")
+                out.append(f"      name             = {hcl_string(r.name)}")
+                out.append(f"      source_addresses = {_list(r.source_addresses)}")
+                if c.rule_type == "ApplicationRule":
+                    for p in r.protocols:
+                        t, _, n = p.partition(":")
+                        out.append(f"      protocols {{\n        type = {hcl_string(t)}\n        port = {int(n)}\n      }}")
+                    if r.target_fqdns:
+                        out.append(f"      destination_fqdns = {_list(r.target_fqdns)}")
+                    if r.fqdn_tags:
+                        out.append(f"      destination_fqdn_tags = {_list(r.fqdn_tags)}")
+                else:
+                    out.append(f"      protocols             = {_list([p.upper() if p.upper() != 'ANY' else 'Any' for p in r.ip_protocols])}")
+                    if r.destination_addresses:
+                        out.append(f"      destination_addresses = {_list(r.destination_addresses)}")
+                    if r.destination_fqdns:
+                        out.append(f"      destination_fqdns     = {_list(r.destination_fqdns)}")
+                    out.append(f"      destination_ports     = {_list(r.destination_ports)}")
+                out.append("    }")
+            out.append("  }")
+        out.append("}")
+        out.append("")
+        prev = ident
+    for r in removes:
+        e = r.existing_rule
+        out.append(f"# remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']}: delete the rule block from its "
+                   f"resource after disabling it for {recs_days(r)} days".replace("\n", " "))
+    return "\n".join(out) + "\n"
+
+
+def recs_days(r) -> str:
+    for step in r.rollout:
+        m = re.search(r"after (\d+) days", step)
+        if m:
+            return m.group(1)
+    return "30"

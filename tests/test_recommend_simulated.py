@@ -1,0 +1,61 @@
+"""Done-when: on simulated scenarios the proposals cover >= 98% of the legitimate denied flows in truth.json,
+propose nothing for the malicious destinations, and never put a wildcard over a public/multi-tenant suffix."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from egresslens.recommend import parse_policy, recommend, whatif
+from egresslens.recommend.wildcards import wildcard_problem
+
+from test_recommend_support import simulated_store
+
+
+def _legit_denied(truth: dict, replayed: pl.DataFrame) -> pl.DataFrame:
+    keys = []
+    for l in truth["legitimate"]:
+        if l["initially"] != "denied":
+            continue
+        keys.append({"destination": l["destination"], "protocol": l["protocol"], "port": l["port"]})
+    k = pl.DataFrame(keys).unique()
+    r = replayed.with_columns(destination=pl.coalesce("destination_fqdn", "destination_ip"))
+    return r.filter(pl.col("action") == "Deny").join(k, left_on=["destination", "protocol", "destination_port"],
+                                                     right_on=["destination", "protocol", "port"], how="semi")
+
+
+@pytest.mark.parametrize("seed,hours,eph", [(7, 24, 20_000), (11, 48, 8_000), (23, 12, 40_000)])
+def test_done_when(seed, hours, eph):
+    sc, con, window = simulated_store(seed=seed, hours=hours, events_per_hour=eph)
+    policy = parse_policy(sc.policy)
+    recs = recommend(con, window, policy=policy)
+    replayed = whatif.replay(con, window, recs, policy)
+    legit = _legit_denied(sc.truth, replayed)
+    assert legit.height > 0
+    covered = legit.filter(pl.col("with_proposals") == "Allow")["hits"].sum()
+    total = legit["hits"].sum()
+    assert covered / total >= 0.98, (covered, total, legit.filter(pl.col("with_proposals") != "Allow"))
+
+    mal = sc.truth["malicious"]
+    bad = set(mal["threat_intel_fqdns"]) | set(mal["idps_destination_ips"]) | set(mal["denied_destinations"])
+    tunnel = mal["tunnel_domain"]
+    changed = replayed.filter(pl.col("changed_by").is_not_null()).with_columns(
+        destination=pl.coalesce("destination_fqdn", "destination_ip"))
+    assert not set(changed["destination"].to_list()) & bad
+    assert not any(d.endswith(tunnel) for d in changed["destination"].to_list())
+    for r in recs.items:
+        if r.rule is None:
+            continue
+        dests = r.rule.target_fqdns + r.rule.destination_fqdns + r.rule.destination_addresses
+        assert not set(dests) & bad
+        for d in dests:
+            assert not d.endswith(tunnel)
+            if d.startswith("*.") and r.bundle is None:
+                assert wildcard_problem(d[2:]) is None, d
+    inv = " ".join(r.title for r in recs.by_kind("investigate"))
+    for d in mal["threat_intel_fqdns"] + mal["idps_destination_ips"]:
+        assert d in inv
+    assert tunnel in inv
+    unused = {u if isinstance(u, str) else u["rule"] for u in sc.truth.get("unused_rules", [])}
+    removed = {r.existing_rule["rule"] for r in recs.by_kind("remove-rule")}
+    assert unused <= removed
