@@ -145,7 +145,7 @@ WITH valid AS (
     {fields}
   FROM parsed
 )
-SELECT *, row_number() OVER () AS rid,
+SELECT * EXCLUDE (r, v), row_number() OVER () AS rid,
   coalesce(try_cast(time_text AS TIMESTAMPTZ)::TIMESTAMP,
            try_strptime(time_text, ['%m/%d/%Y, %I:%M:%S.%g %p', '%m/%d/%Y, %I:%M:%S %p', '%m/%d/%Y %I:%M:%S %p'])) AS ts,
   CASE WHEN msg IS NOT NULL THEN 'legacy' ELSE 'structured' END AS log_format,
