@@ -110,7 +110,7 @@ def _stage_sql() -> str:
     fields = ",\n      ".join(f"{_field(f)} AS f_{f}" for f in STRUCTURED_FIELDS)
     structure = _lit(_json_structure())
     variants = "[" + ", ".join(_lit(p) for p in CASE_VARIANTS) + "]"
-    legacy_target = f"""
+    legacy_target = """
       CASE
         WHEN regexp_matches(msg, '^\\s*DNS Request:') OR regexp_matches(msg, '^\\s*Error: \\d+ ') THEN 'dns'
         WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'

@@ -13,7 +13,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

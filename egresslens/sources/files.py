@@ -258,7 +258,6 @@ class LineBatcher:
         self.tables: list[pa.Table] = []
         self.progress: list[dict] = []
         self.bytes = 0
-        self.counts_by_source: dict[str, Counts] = {}
 
     def add(self, table: pa.Table | None, progress: dict) -> None:
         if table is not None:
@@ -307,10 +306,6 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
         on_bytes(stat.st_size)
         return FileResult(source, fmt, counts)
     return FileResult(source, fmt, read_csv(ingestor, path, source, stat, on_bytes))
-
-
-def iter_files(paths: list[str | os.PathLike[str]]) -> Iterator[Path]:
-    yield from discover(paths)
 
 
 def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = False,
