@@ -63,7 +63,9 @@ _EXPLODE_SQL = """
 CREATE OR REPLACE TEMP TABLE batch AS
 WITH lines AS (
   SELECT source, position, record_index, raw,
-         coalesce(CASE WHEN json_valid(raw) THEN json_type(raw, '$.records') = 'ARRAY' END, false) AS is_envelope
+         -- a cheap substring test first: only candidate lines pay for a JSON parse
+         CASE WHEN contains(raw, '"records"')
+              THEN coalesce(try(json_type(raw, '$.records')) = 'ARRAY', false) ELSE false END AS is_envelope
   FROM raw_lines
 ), envelopes AS (
   SELECT source, position, json_extract(raw, '$.records[*]') AS recs FROM lines WHERE is_envelope

@@ -101,7 +101,7 @@ def _json_structure() -> str:
 
 
 def _field(name: str) -> str:
-    return f"coalesce(nullif(trim(r.properties.{name}), ''), nullif(trim(r.{name}), ''))"
+    return f"coalesce(nullif(r.properties.{name}, ''), nullif(r.{name}, ''))"
 
 
 # -- stage 1: one struct per record, the target table decided ------------------------------------
@@ -122,19 +122,19 @@ def _stage_sql() -> str:
     targets = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in STRUCTURED_TARGETS.items())
     return f"""
 CREATE OR REPLACE TEMP TABLE stage AS
-WITH valid AS (
-  SELECT source, position, record_index, raw, json_valid(rec) AS is_json,
-         CASE WHEN json_valid(rec) THEN rec END AS jrec
+WITH parsed AS (
+  -- one JSON parse per record: invalid JSON gives NULL here and a reason in stage_rejects
+  SELECT source, position, record_index, raw, rec, try(json_transform(rec, {structure})) AS r
   FROM batch
-), typed AS (
-  SELECT *, json_type(jrec) AS json_kind FROM valid
-), parsed AS (
-  SELECT source, position, record_index, raw, is_json, json_kind,
-         json_transform(CASE WHEN json_kind = 'OBJECT' THEN jrec END, {structure}) AS r,
-         json_extract_string(CASE WHEN json_kind = 'OBJECT' THEN jrec END, {variants}) AS v
-  FROM typed
+), varied AS (
+  SELECT *,
+    CASE WHEN coalesce(r.category, nullif(r.Type, 'AzureDiagnostics')) IS NULL
+              OR coalesce(r.resourceId, r._ResourceId) IS NULL
+              OR r.Type = 'AZFWIdpsSignature'  -- its classification column is named Category
+         THEN try(json_extract_string(rec, {variants})) END AS v
+  FROM parsed
 ), shaped AS (
-  SELECT source, position, record_index, raw, is_json, json_kind, r, v,
+  SELECT source, position, record_index, raw, r, v,
     coalesce(nullif(r.time, ''), nullif(r.TimeGenerated, '')) AS time_text,
     coalesce(nullif(r.category, ''), CASE WHEN r.Type <> 'AzureDiagnostics' THEN nullif(r.Type, '') END,
              CASE WHEN v[1] LIKE 'AzureFirewall%' OR v[1] LIKE 'AZFW%' THEN v[1] END) AS log_category,
@@ -143,7 +143,7 @@ WITH valid AS (
     CASE WHEN r.Type = 'AZFWIdpsSignature' OR r.category = 'AZFWIdpsSignature'
          THEN coalesce(nullif(r.properties.Category, ''), nullif(v[1], '')) END AS f_Category,
     {fields}
-  FROM parsed
+  FROM varied
 )
 SELECT * EXCLUDE (r, v), row_number() OVER () AS rid,
   coalesce(try_cast(time_text AS TIMESTAMPTZ)::TIMESTAMP,
@@ -490,8 +490,8 @@ _REJECTS_SQL = """
 CREATE OR REPLACE TEMP TABLE stage_rejects AS
 SELECT source, position, record_index, raw,
   CASE
-    WHEN NOT is_json THEN 'not valid JSON (truncated or corrupt record)'
-    WHEN json_kind <> 'OBJECT' THEN 'record is not a JSON object'
+    WHEN NOT json_valid(raw) THEN 'not valid JSON (truncated or corrupt record)'
+    WHEN json_type(raw) <> 'OBJECT' THEN 'record is not a JSON object'
     WHEN log_format = 'legacy' THEN 'unrecognised Azure Firewall message text'
     WHEN log_category IS NULL THEN 'no category or table name: not an Azure Firewall log record'
     ELSE 'not an Azure Firewall log category: ' || log_category
