@@ -154,20 +154,22 @@ def recommend(
                            ctx.params).fetchall()
     mapping, group_cidrs = assign_groups([r[0] for r in src_rows], config)
     ctx.group_cidrs = group_cidrs
-    srcmap = pl.DataFrame({"source_ip": list(mapping), "sgroup": list(mapping.values())},
-                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8})
+    srcmap = pl.DataFrame({"source_ip": list(mapping), "sgroup": list(mapping.values()),
+                           "flagged": [ip in danger.sources for ip in mapping]},
+                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "flagged": pl.Boolean})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
         groups = con.sql(f"""
             SELECT m.sgroup, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port, f.action,
+                   hash(m.sgroup, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port) AS gkey,
                    f.action_reason, f.rule_collection_group, f.rule_collection, f.rule,
-                   sum(f.hits)::BIGINT AS hits, count(DISTINCT f.source_ip)::BIGINT AS sources,
+                   sum(f.hits)::BIGINT AS hits, approx_count_distinct(f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
-                   count(DISTINCT f.hour)::BIGINT AS hours, count(DISTINCT f.hour::DATE)::BIGINT AS days,
-                   bool_or(list_contains($flagged::VARCHAR[], f.source_ip)) AS any_flagged,
-                   bool_and(list_contains($flagged::VARCHAR[], f.source_ip)) AS all_flagged
+                   approx_count_distinct(f.hour)::BIGINT AS hours,
+                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days,
+                   bool_or(m.flagged) AS any_flagged, bool_and(m.flagged) AS all_flagged
             FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip)
-            GROUP BY ALL""", params={**ctx.params, "flagged": sorted(danger.sources)}).pl()
+            GROUP BY ALL""", params=ctx.params).pl()
         ctx.stats_rows = groups.height
         dns_map = _attribute_ips(ctx, danger) if groups.filter(
             (pl.col("kind") == "network") & (pl.col("action") == "Deny")).height else {}
@@ -206,7 +208,7 @@ def _investigate(ctx: _Ctx, title: str, reason: str, ev: Evidence, risk: str, ke
 
 
 def _key_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
-    return df.select("sgroup", "kind", "protocol", "destination_fqdn", "destination_ip", "destination_port").to_dicts()
+    return df.select("gkey").to_dicts()
 
 
 def _priority(ctx: _Ctx) -> int:
@@ -249,7 +251,7 @@ def _triage(ctx: _Ctx, df: pl.DataFrame, danger: Danger, dest_col: str, extra_da
             ev = Evidence(hits=row["hits"], distinct_sources=row["sources"], destinations=[str(dest)])
             _investigate(ctx, f"Do not allow {dest!r} ({row['protocol']}:{row['destination_port']}) from {row['sgroup']}",
                          reason, ev, risk, key=(row["sgroup"], dest, row["protocol"], row["destination_port"]),
-                         rows=[{k: row[k] for k in ("sgroup", "kind", "protocol", "destination_fqdn", "destination_ip", "destination_port")}])
+                         rows=[{"gkey": row["gkey"]}])
             continue
         keep.append(row)
     if not keep:
@@ -269,7 +271,7 @@ def _triage(ctx: _Ctx, df: pl.DataFrame, danger: Danger, dest_col: str, extra_da
                      f"below the evidence thresholds (min {cfg.min_hits} hits and {cfg.min_hours} distinct hours in the window): "
                      "one-off traffic is not turned into allow rules", ev, "low",
                      key=("noise", dest, rows[0]["protocol"], rows[0]["destination_port"]),
-                     rows=[{k: r[k] for k in ("sgroup", "kind", "protocol", "destination_fqdn", "destination_ip", "destination_port")} for r in rows])
+                     rows=[{"gkey": r["gkey"]} for r in rows])
     return cand.filter((pl.col("t_hits") >= cfg.min_hits) & (pl.col("t_hours") >= cfg.min_hours)).drop("t_hits", "t_hours")
 
 
@@ -497,10 +499,11 @@ def _denied_network(ctx: _Ctx, groups: pl.DataFrame, danger: Danger, dns_map: di
                 rationale=f"denied {proto} traffic from {label} to {len(ips)} address(es) on port(s) {', '.join(port_list)}",
                 window=ctx.window_info, rollout=["add the rule in a new rule collection group after the existing ones"])
             ctx.add(rec)
-            for row in cand.filter(pl.col("destination_ip").is_in(ips) & pl.col("sgroup").is_in(list(sg))
-                                   & (pl.col("protocol") == proto)).pipe(_key_rows):
-                if (str(row["destination_port"]) if row["destination_port"] is not None else "*") in ports:
-                    ctx.evidence_keys.append({**row, "rec_id": rid})
+            sel = cand.filter(pl.col("destination_ip").is_in(ips) & pl.col("sgroup").is_in(list(sg))
+                              & (pl.col("protocol") == proto))
+            for gkey, port in sel.select("gkey", "destination_port").iter_rows():
+                if (str(port) if port is not None else "*") in ports:
+                    ctx.evidence_keys.append({"gkey": gkey, "rec_id": rid})
 
 
 def _valid(name: str) -> bool:
@@ -569,24 +572,19 @@ def _fill_evidence(ctx: _Ctx) -> None:
     """Exact evidence per recommendation: one more pass over the window, joined on the mapped keys."""
     if not ctx.evidence_keys:
         return
-    keys = pl.DataFrame(ctx.evidence_keys, schema={
-        "sgroup": pl.Utf8, "kind": pl.Utf8, "protocol": pl.Utf8, "destination_fqdn": pl.Utf8,
-        "destination_ip": pl.Utf8, "destination_port": pl.Int32, "rec_id": pl.Utf8}).unique()
+    keys = pl.DataFrame(ctx.evidence_keys, schema={"gkey": pl.UInt64, "rec_id": pl.Utf8}).unique()
     ctx.con.register("_rec_keys", keys.to_arrow())
     try:
         rows = ctx.con.execute(f"""
-            WITH f AS (SELECT f.*, m.sgroup FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip)),
-            j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k
-                  ON f.sgroup = k.sgroup AND f.kind = k.kind AND f.protocol = k.protocol
-                 AND f.destination_fqdn IS NOT DISTINCT FROM k.destination_fqdn
-                 AND f.destination_ip IS NOT DISTINCT FROM k.destination_ip
-                 AND f.destination_port IS NOT DISTINCT FROM k.destination_port
-                 AND f.action = 'Deny')
-            SELECT rec_id, sum(hits)::BIGINT, count(DISTINCT source_ip)::BIGINT, min(first_seen), max(last_seen),
-                   count(DISTINCT hour::DATE)::BIGINT, count(DISTINCT hour)::BIGINT,
-                   list({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
+            WITH f AS (SELECT f.*, hash(m.sgroup, f.kind, f.protocol, f.destination_fqdn, f.destination_ip,
+                                        f.destination_port) AS gkey
+                       FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip) WHERE f.action = 'Deny'),
+            j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
+            SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
+                   approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
+                   max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
-                          'hits': hits}} ORDER BY hits DESC, hour DESC)[1:{int(ctx.config.sample_events)}]
+                          'hits': hits}}, hits, {int(ctx.config.sample_events)})
             FROM j GROUP BY rec_id""", ctx.params).fetchall()
     finally:
         ctx.con.unregister("_rec_keys")
