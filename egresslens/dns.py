@@ -232,23 +232,28 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         return df.with_columns(*[(pl.col(c) / pl.col("queries")).alias(f"{c}_rate")
                                  for c in ("nxdomain", "servfail", "refused", "upstream_errors")])
 
-    lat = """approx_quantile(duration_s, 0.5) AS p50_latency_s, approx_quantile(duration_s, 0.95) AS p95_latency_s,
-             approx_quantile(duration_s, 0.99) AS p99_latency_s"""
+    _run(con, "DROP TABLE IF EXISTS dns_lat")
+    _run(con, """
+      CREATE TEMP TABLE dns_lat AS
+      SELECT g.source_group, q.query_name, GROUPING(g.source_group) AS by_name,
+             approx_quantile(q.duration_s, 0.5) AS p50_latency_s, approx_quantile(q.duration_s, 0.95) AS p95_latency_s,
+             approx_quantile(q.duration_s, 0.99) AS p99_latency_s
+      FROM dns_queries q JOIN dns_groups g ON q.source_ip = g.source_ip
+      WHERE q.time >= $start AND q.time < $end AND q.error_message IS NULL
+      GROUP BY GROUPING SETS ((g.source_group), (q.query_name))""", params)
     by_group = with_rates(_frame(con, f"""
       WITH c AS (SELECT g.source_group, {rates}, count(DISTINCT h.query_name) AS names,
                         sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL)::BIGINT AS noise_queries
                  FROM dns_h h JOIN dns_groups g ON h.source_ip IS NOT DISTINCT FROM g.source_ip
                  LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
-      l AS (SELECT g.source_group, {lat} FROM dns_queries q JOIN dns_groups g ON q.source_ip = g.source_ip
-            WHERE q.time >= $start AND q.time < $end AND q.error_message IS NULL GROUP BY g.source_group)
+      l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s FROM dns_lat WHERE by_name = 0)
       SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s FROM c LEFT JOIN l USING (source_group)
       ORDER BY queries DESC
     """, params)).with_columns(pl.col("noise_queries").fill_null(0))
     by_name = with_rates(_frame(con, f"""
       WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
                  FROM dns_h h GROUP BY h.query_name),
-      l AS (SELECT query_name, {lat} FROM dns_queries
-            WHERE time >= $start AND time < $end AND error_message IS NULL GROUP BY query_name)
+      l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s FROM dns_lat WHERE by_name = 1)
       SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s
       FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
       ORDER BY queries DESC
@@ -279,7 +284,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         "names": by_name.height,
         "source_groups": by_group.height,
     }
-    for t in ("dns_h", "dns_names", "dns_groups"):
+    for t in ("dns_h", "dns_names", "dns_groups", "dns_lat"):
         _run(con, f"DROP TABLE IF EXISTS {t}")
     return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, totals)
 
@@ -322,7 +327,7 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
                  FROM flows WHERE time >= $start AND time < $end AND action = 'Deny' AND kind = 'network'),
       q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
             WHERE time >= $start - INTERVAL 1 MINUTE AND time < $end AND response_code = 'NOERROR'
-              AND query_type IN ('A', 'AAAA') AND source_ip IS NOT NULL),
+              AND query_type IN ('A', 'AAAA') AND source_ip IN (SELECT DISTINCT source_ip FROM d)),
       j AS (SELECT d.*, q.query_name, q.qtime FROM d ASOF JOIN q ON d.source_ip = q.source_ip AND d.time >= q.qtime)
       SELECT 'network (inferred)' AS layer, query_name, count(DISTINCT source_ip) AS sources, NULL::BIGINT AS resolutions,
              count(*)::BIGINT AS denials, list(DISTINCT source_ip ORDER BY source_ip)[:5] AS example_sources,
