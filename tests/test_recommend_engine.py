@@ -144,3 +144,31 @@ def test_existing_rules_unused_and_narrow():
     assert {s["destination"] for s in narrow[0].still_allowed} == {"a.example.com", "b.example.com"}
     assert any("keep the broad rule" in step for step in narrow[0].rollout)
     assert recs.rule_scores[0]["rule"] == "any-web"
+
+
+def test_what_if_replay_shows_allow_to_deny_for_narrowing():
+    from egresslens.recommend import whatif
+
+    policy = [{"name": "g", "priority": 300, "ruleCollections": [{
+        "ruleCollectionType": "FirewallPolicyFilterRuleCollection", "name": "c", "priority": 200, "action": {"type": "Allow"},
+        "rules": [{"ruleType": "ApplicationRule", "name": "any-web", "sourceAddresses": ["*"],
+                   "protocols": [{"protocolType": "Https", "port": 443}], "targetFqdns": ["*"], "fqdnTags": []}]}]}]
+    allowed = dict(action="Allow", action_reason=None, rule_collection_group="g", rule_collection="c", rule="any-web")
+    threats = [{"time": T0, "firewall": "fw", "kind": "threat_intel", "protocol": "HTTPS", "source_ip": "10.1.0.9",
+                "source_port": 1, "destination_ip": None, "destination_port": 443, "fqdn": "c2.bad-example.net",
+                "target_url": None, "action": "alert", "description": "C2", "signature_id": None,
+                "category": None, "severity": None, "is_tls_inspected": False}]
+    rows = (_app("10.1.0.4", "a.example.com", **allowed) + _app("10.1.0.9", "c2.bad-example.net", **allowed)
+            + _app("10.1.0.4", "new.partner-example.com"))
+    con = _store(_flows(rows), threat_rows=threats)
+    pol = parse_policy(policy)
+    recs = recommend(con, WINDOW, policy=pol)
+    narrow = recs.by_kind("narrow-rule")[0]
+    assert [d["destination"] for d in narrow.would_be_denied] == ["c2.bad-example.net"]
+    rp = whatif.replay(con, WINDOW, recs, pol)
+    by = {r["destination_fqdn"]: r for r in rp.iter_rows(named=True)}
+    assert by["new.partner-example.com"]["with_proposals"] == "Allow" and by["new.partner-example.com"]["changed_by"]
+    assert by["a.example.com"]["after_cleanup"] == "Allow"
+    assert by["c2.bad-example.net"]["after_cleanup"] == "Deny" and by["c2.bad-example.net"]["cut_by"] == "g/c/any-web"
+    whatif.apply(recs, rp)
+    assert narrow.what_if["allow_to_deny_hits"] == 6
