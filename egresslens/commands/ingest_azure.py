@@ -1,0 +1,160 @@
+"""`egresslens ingest loganalytics | metrics | storage`: Azure sources of firewall logs and metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from egresslens import exitcodes, store
+
+console = Console(stderr=True)
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
+
+
+def parse_since(text: str) -> timedelta:
+    m = _SINCE.match(text.strip().lower())
+    if not m:
+        raise typer.BadParameter(f"--since takes a duration like 30m, 24h or 7d, not {text!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+
+
+def parse_when(text: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}") from None
+    return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+def time_range(since: Optional[str], start: Optional[str], end: Optional[str]) -> tuple[datetime, datetime | None]:
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    if start:
+        if since:
+            raise typer.BadParameter("give either --since or --start/--end, not both")
+        return parse_when(start), parse_when(end) if end else None
+    if end:
+        raise typer.BadParameter("--end needs --start")
+    return now - parse_since(since or "24h"), None
+
+
+def default_credential():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def _table_progress(quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("windows  {task.fields[rows]:,} rows  {task.fields[note]}"), TimeElapsedColumn(),
+                   console=console, transient=False, disable=quiet)
+    tasks: dict[str, int] = {}
+    rows: dict[str, int] = {}
+
+    def on_progress(event: str, table: str, info: dict) -> None:
+        if event == "plan":
+            tasks[table] = bar.add_task(table, total=info["windows"] or 1, rows=0, note="",
+                                        completed=0 if info["windows"] else 1)
+            rows[table] = 0
+        elif table in tasks:
+            if event == "rows":
+                rows[table] += info["rows"]
+                bar.update(tasks[table], rows=rows[table])
+            elif event == "window":
+                bar.advance(tasks[table], 1)
+            elif event == "split":
+                bar.update(tasks[table], note="(split a capped window)")
+            elif event == "retry":
+                bar.update(tasks[table], note=f"(retried {info['retries']}x)")
+
+    return bar, on_progress
+
+
+def ingest_loganalytics(
+    workspace_id: Optional[str] = typer.Option(None, "--workspace-id", help="Workspace ID (GUID, the workspace's Overview page)."),
+    resource_id: Optional[str] = typer.Option(None, "--resource-id", help="Query one firewall's logs by its ARM resource id instead."),
+    since: Optional[str] = typer.Option(None, "--since", help="How far back, e.g. 24h, 7d (default 24h)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Start of the range, ISO 8601 UTC (with --end)."),
+    end: Optional[str] = typer.Option(None, "--end", help="End of the range (exclusive), ISO 8601 UTC."),
+    tables: str = typer.Option("auto", "--tables", help="auto, or a comma list of AZFW* tables / AzureDiagnostics (summary: flows,dns)."),
+    mode: str = typer.Option("raw", "--mode", help="raw (every record) or summary (hourly rollups computed in the workspace)."),
+    max_concurrency: int = typer.Option(5, "--max-concurrency", min=1, max=5, help="Parallel queries (the service runs 5 per identity)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Query endpoint, e.g. https://api.loganalytics.us for US Gov."),
+    firewall: str = typer.Option("", "--firewall", help="Only this firewall's records (its ARM id) within the workspace."),
+    row_cap: int = typer.Option(500_000, "--row-cap", min=1, hidden=True, help="Rows per result before a window is split."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Pull Azure Firewall logs from a Log Analytics workspace (needs Log Analytics Reader on the workspace).
+
+    Exit codes: 0 done, 2 bad arguments, 4 Azure refused (credential, access, workspace, table), 5 some records quarantined.
+    """
+    from egresslens.sources.loganalytics import LogAnalyticsError, Run, Settings, Target
+
+    if bool(workspace_id) == bool(resource_id):
+        console.print("[red]error:[/] give exactly one of --workspace-id or --resource-id")
+        raise typer.Exit(exitcodes.USAGE)
+    if workspace_id and not _GUID.match(workspace_id):
+        console.print(f"[red]error:[/] --workspace-id must be the workspace ID (a GUID), not {workspace_id!r}")
+        raise typer.Exit(exitcodes.USAGE)
+    if resource_id and not resource_id.startswith("/subscriptions/") and not resource_id.lower().startswith("/subscriptions/"):
+        console.print("[red]error:[/] --resource-id must be an ARM id starting with /subscriptions/")
+        raise typer.Exit(exitcodes.USAGE)
+    if mode not in ("raw", "summary"):
+        console.print(f"[red]error:[/] --mode is raw or summary, not {mode!r}")
+        raise typer.Exit(exitcodes.USAGE)
+    try:
+        t0, t1 = time_range(since, start, end)
+    except typer.BadParameter as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.USAGE)
+    settings = Settings(row_cap=row_cap, max_concurrency=max_concurrency)
+    con = store.connect(db)
+    bar, on_progress = _table_progress(quiet or json_out)
+    try:
+        run = Run(con, default_credential(), Target(workspace_id=workspace_id, resource_id=resource_id, firewall=firewall),
+                  start=t0, end=t1, tables=tables, mode=mode, endpoint=endpoint, settings=settings,
+                  on_progress=on_progress)
+        with bar:
+            stats = run.run()
+    except LogAnalyticsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.REMOTE_ERROR)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.USAGE)
+    finally:
+        con.close()
+    summary = {"run_id": run.ingestor.run_id, "mode": mode, **stats.as_dict()}
+    if json_out:
+        print(json.dumps(summary))
+    else:
+        what = f"{stats.rollups:,} rollups" if mode == "summary" else stats.counts.summary()
+        print(f"run {summary['run_id']}: {stats.rows:,} rows in {stats.windows} windows "
+              f"({stats.windows_skipped} already done, {stats.splits} splits), {stats.queries} queries, "
+              f"{stats.retries} retries, {stats.bytes:,} bytes; {what}")
+    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
+
+
+def register(app: typer.Typer) -> None:
+    ingest = next(g.typer_instance for g in app.registered_groups if g.name == "ingest")
+    ingest.command("loganalytics")(ingest_loganalytics)
+    try:
+        from egresslens.commands import _ingest_azure_more  # noqa: F401  (metrics, storage)
+    except ImportError:
+        pass
+    for name, fn in _EXTRA.items():
+        ingest.command(name)(fn)
+
+
+_EXTRA: dict = {}

@@ -1,0 +1,664 @@
+"""Pull Azure Firewall logs out of a Log Analytics workspace: windowed, bounded-parallel, resumable.
+
+* One `LogsQueryClient.query_workspace` (or `query_resource`) call per window; the KQL comes from
+  `egresslens/queries/*.kql` with typed parameters (`egresslens.sources.kql`).
+* Raw mode pages on **ingestion time** (`ingestion_time()`), half-open windows `[s, e)` on a fixed
+  grid. A window whose result is partial (the service's row/size cap) or reaches the row cap is split
+  in two until every piece is complete: a truncated result is never stored as done.
+* Each finished window is recorded in `ingest_sources`; the per-table watermark is the end of the
+  contiguous prefix of finished windows. The next run starts at the watermark, so records that
+  arrive late (ingested after an earlier run, whatever their TimeGenerated) are picked up, and the
+  deterministic `event_id` keeps every event stored once even when a window is read twice (a run
+  killed mid-window, an overlap).
+* Summary mode runs `summarize` in the workspace (hourly bins) and replaces the rollups of the
+  hours it re-reads; it re-reads a look-back margin before its watermark so late records are
+  counted.
+* Throttling (429 + Retry-After), transient 5xx and timeouts are retried here, deliberately, with
+  backoff (the SDK's own retries are switched off); permanent errors become `LogAnalyticsError`
+  with one sentence for the user, after every completed window has been stored.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from egresslens.ingest import Counts, Ingestor
+from egresslens.sources import kql
+
+RAW_TABLES = (
+    "AZFWApplicationRule", "AZFWNetworkRule", "AZFWNatRule", "AZFWDnsQuery", "AZFWThreatIntel",
+    "AZFWIdpsSignature", "AZFWInternalFqdnResolutionFailure", "AZFWFatFlow", "AZFWFlowTrace", "AzureDiagnostics",
+)
+SUMMARY_TABLES = ("flows", "dns")  # summary_flows.kql -> flow_rollups, summary_dns.kql -> dns_rollups
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_EPOCH = datetime(1970, 1, 1)
+
+
+class LogAnalyticsError(RuntimeError):
+    """A permanent failure, with a message meant for the user as is."""
+
+
+@dataclass
+class Settings:
+    row_cap: int = 500_000  # the service's record limit per result
+    window: timedelta = timedelta(hours=1)  # raw mode grid (ingestion time)
+    summary_window: timedelta = timedelta(hours=6)  # summary mode grid (event time, whole hours)
+    min_window: timedelta = timedelta(milliseconds=1)
+    max_concurrency: int = 5  # the service runs 5 queries per identity at once
+    requests_per_30s: int = 180  # the service allows 200
+    max_attempts: int = 8
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    max_retry_after: float = 300.0
+    ingestion_lag: timedelta = timedelta(minutes=2)  # leave the newest minutes for the next run
+    ingest_margin: timedelta = timedelta(hours=1)  # first run: ingestion windows start this long before --since
+    summary_lookback: timedelta = timedelta(hours=3)  # summary mode re-reads these hours for late records
+    server_timeout: int = 180  # seconds, sent as Prefer: wait=N
+    read_timeout: float = 240.0  # client read timeout: must exceed server_timeout
+    connection_timeout: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Stats:
+    rows: int = 0
+    windows: int = 0
+    windows_skipped: int = 0
+    splits: int = 0
+    queries: int = 0
+    retries: int = 0
+    bytes: int = 0
+    per_table_rows: dict[str, int] = field(default_factory=dict)
+    per_table_bytes: dict[str, int] = field(default_factory=dict)
+    counts: Counts = field(default_factory=Counts)
+    rollups: int = 0
+    tables: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "windows": self.windows, "windows_skipped": self.windows_skipped,
+                "splits": self.splits, "queries": self.queries, "retries": self.retries, "bytes": self.bytes,
+                "rows_per_table": self.per_table_rows, "bytes_per_table": self.per_table_bytes,
+                "stored": self.counts.stored, "duplicates": self.counts.duplicates,
+                "quarantined": self.counts.quarantined, "rollups": self.rollups, "tables": self.tables}
+
+
+@dataclass
+class Target:
+    """What to query: a workspace (optionally one firewall inside it) or one firewall resource."""
+
+    workspace_id: str | None = None
+    resource_id: str | None = None
+    firewall: str = ""  # optional _ResourceId filter inside a workspace
+
+    @property
+    def scope(self) -> str:
+        return f"resource:{self.resource_id.lower()}" if self.resource_id else f"workspace:{self.workspace_id}"
+
+
+def utc_naive(dt: datetime) -> datetime:
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt
+
+
+def _us(dt: datetime) -> int:
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _floor(dt: datetime, step: timedelta) -> datetime:
+    return _from_us(_us(dt) // (step // timedelta(microseconds=1)) * (step // timedelta(microseconds=1)))
+
+
+def grid(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    """Half-open windows on a fixed grid (aligned to `step`), clipped to [start, end)."""
+    out = []
+    s = start
+    while s < end:
+        e = min(_floor(s, step) + step, end)
+        out.append((s, e))
+        s = e
+    return out
+
+
+# -- the query client ----------------------------------------------------------------------------
+
+class _RateLimiter:
+    """At most `n` query starts in any 30-second span (the service allows 200 per identity)."""
+
+    def __init__(self, n: int, sleep):
+        self.n, self.sleep, self.times, self.lock = n, sleep, deque(), threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                while self.times and now - self.times[0] >= 30:
+                    self.times.popleft()
+                if len(self.times) < self.n:
+                    self.times.append(now)
+                    return
+                wait_s = 30 - (now - self.times[0])
+            self.sleep(max(wait_s, 0.01))
+
+
+@dataclass
+class QueryResult:
+    table: pa.Table | None  # None: empty (204 or no rows)
+    partial: bool
+    bytes: int
+    retries: int
+    partial_reason: str = ""
+
+
+class Querier:
+    """Runs one rendered query with deliberate retry handling. Thread-safe."""
+
+    def __init__(self, credential, target: Target, *, endpoint: str | None, settings: Settings):
+        from azure.monitor.query import LogsQueryClient
+
+        self.target = target
+        self.settings = settings
+        kwargs: dict[str, Any] = {"retry_total": 0}  # retries are handled below, deliberately
+        if endpoint:
+            kwargs["endpoint"] = endpoint
+        self.endpoint = endpoint or "https://api.loganalytics.io"
+        self.client = LogsQueryClient(credential, **kwargs)
+        self.insecure = self.endpoint.startswith("http://")
+        self.limiter = _RateLimiter(settings.requests_per_30s, settings.sleep)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def run(self, query: str, timespan, *, what: str) -> QueryResult:
+        from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
+                                           ServiceResponseError)
+
+        st = self.settings
+        retries = 0
+        for attempt in range(1, st.max_attempts + 1):
+            seen: dict[str, Any] = {}
+
+            def hook(response, _seen=seen):
+                http = response.http_response
+                _seen["status"] = http.status_code
+                _seen["headers"] = http.headers
+                try:
+                    _seen["bytes"] = len(http.body() or b"")
+                except Exception:  # body not loaded (streamed error)
+                    _seen["bytes"] = 0
+
+            if isinstance(timespan, tuple):
+                timespan = tuple(t.replace(tzinfo=timezone.utc) if isinstance(t, datetime) and t.tzinfo is None else t
+                                 for t in timespan)
+            kwargs: dict[str, Any] = dict(timespan=timespan, server_timeout=st.server_timeout,
+                                          raw_response_hook=hook, read_timeout=st.read_timeout,
+                                          connection_timeout=st.connection_timeout)
+            if self.insecure:
+                kwargs["enforce_https"] = False
+            self.limiter.acquire()
+            delay = None
+            try:
+                if self.target.resource_id:
+                    res = self.client.query_resource(self.target.resource_id, query, **kwargs)
+                else:
+                    res = self.client.query_workspace(self.target.workspace_id, query, **kwargs)
+            except ClientAuthenticationError as exc:
+                raise LogAnalyticsError(_credential_sentence(exc)) from None
+            except HttpResponseError as exc:
+                status = exc.status_code or seen.get("status")
+                if status in TRANSIENT_STATUS:
+                    delay = self._retry_delay(attempt, exc.response.headers if exc.response is not None else {})
+                else:
+                    raise LogAnalyticsError(self._permanent_sentence(status, exc, what)) from None
+            except (ServiceRequestError, ServiceResponseError) as exc:  # connection failures, read timeouts
+                delay = self._retry_delay(attempt, {})
+                if attempt == st.max_attempts:
+                    raise LogAnalyticsError(
+                        f"Log Analytics at {self.endpoint} did not answer ({type(exc).__name__}: {exc}) after "
+                        f"{attempt} attempts; completed windows are stored, re-run to resume.") from None
+            except (AttributeError, TypeError, ValueError):
+                if seen.get("status") == 204:  # no data: the service may answer 204 with an empty body
+                    return QueryResult(None, False, 0, retries)
+                raise
+            else:
+                return _to_result(res, seen.get("bytes", 0), retries)
+            if attempt == st.max_attempts:
+                break
+            retries += 1
+            st.sleep(delay)
+        raise LogAnalyticsError(
+            f"Log Analytics kept refusing or failing the query for {what} after {st.max_attempts} attempts "
+            "(throttled or unavailable); completed windows are stored, re-run later to resume.")
+
+    def _retry_delay(self, attempt: int, headers) -> float:
+        st = self.settings
+        ra = None
+        for key in ("Retry-After", "retry-after", "x-ms-retry-after-ms"):
+            v = headers.get(key) if headers else None
+            if v:
+                try:
+                    ra = float(v) / (1000 if key.endswith("-ms") else 1)
+                except ValueError:
+                    ra = None
+                break
+        backoff = min(st.backoff_max, st.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        return min(ra, st.max_retry_after) if ra is not None else backoff
+
+    def _permanent_sentence(self, status, exc, what: str) -> str:
+        where = (f"resource {self.target.resource_id}" if self.target.resource_id
+                 else f"workspace {self.target.workspace_id}")
+        text = str(getattr(exc, "message", "") or exc)
+        inner = _inner_message(exc)
+        if status == 401:
+            return (f"Log Analytics at {self.endpoint} rejected the credential (401): sign in again "
+                    "(az login) or check the service principal's secret and tenant.")
+        if status == 403:
+            return (f"The signed-in identity may not read {where} (403): grant it the Log Analytics Reader "
+                    "role on the workspace (or Reader on the firewall for --resource-id).")
+        if status == 404:
+            return (f"{where[0].upper() + where[1:]} was not found at {self.endpoint} (404): check the workspace ID "
+                    "(a GUID on the workspace's Overview page) and --endpoint for sovereign clouds.")
+        if status == 400 and ("Failed to resolve table" in (inner + text) or "resolve table" in (inner + text)):
+            return (f"Table {what.split(' ')[0]} does not exist in {where}: send that log category to the workspace in the "
+                    "firewall's diagnostic settings, or use --tables auto.")
+        return f"Log Analytics refused the query for {what} ({status}): {inner or text}"
+
+
+def _inner_message(exc) -> str:
+    err = getattr(exc, "error", None)
+    try:
+        inner = getattr(err, "innererror", None) or {}
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        details = getattr(err, "details", None) or []
+        for d in details:
+            m = (d.get("innererror") or {}).get("message") if isinstance(d, dict) else None
+            if m:
+                return str(m)
+    except Exception:  # pragma: no cover - best effort
+        pass
+    try:
+        import json
+
+        body = exc.response.text() if exc.response is not None else ""
+        doc = json.loads(body) if body else {}
+        e = doc.get("error", {})
+        return str((e.get("innererror") or {}).get("message") or e.get("message") or "")
+    except Exception:
+        return ""
+
+
+def _credential_sentence(exc) -> str:
+    return ("No usable Azure credential: sign in with `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
+            "AZURE_CLIENT_SECRET (or use a managed / workload identity) "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).")
+
+
+def _to_result(res, nbytes: int, retries: int) -> QueryResult:
+    from azure.monitor.query import LogsQueryPartialResult
+
+    partial = isinstance(res, LogsQueryPartialResult)
+    tables = res.partial_data if partial else res.tables
+    reason = ""
+    if partial:
+        err = res.partial_error
+        details = getattr(err, "details", None) or []
+        msgs = [((d.get("innererror") or {}).get("message") or d.get("message", "")) for d in details if isinstance(d, dict)]
+        reason = "; ".join(m for m in msgs if m) or getattr(err, "message", "partial result")
+    if not tables:
+        return QueryResult(None, partial, nbytes, retries, reason)
+    t = tables[0]
+    return QueryResult(_arrow(t), partial, nbytes, retries, reason)
+
+
+def _arrow(t) -> pa.Table:
+    """A LogsTable as an Arrow table of strings (datetimes ISO, booleans lower case, dynamic as JSON)."""
+    import json
+
+    cols = list(zip(*(list(r) for r in t.rows))) if t.rows else [() for _ in t.columns]
+    out = {}
+    for name, typ, values in zip(t.columns, t.columns_types, cols):
+        if typ == "datetime":
+            arr = [None if v is None else (utc_naive(v).isoformat() if isinstance(v, datetime) else str(v)) for v in values]
+        elif typ == "bool":
+            arr = [None if v is None else (("true" if v else "false") if isinstance(v, bool) else str(v).lower())
+                   for v in values]
+        else:
+            arr = [None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for v in values]
+        out[name] = pa.array(arr, pa.string())
+    return pa.table(out)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+@dataclass
+class _Window:
+    table: str  # raw table, or "flows"/"dns" in summary mode
+    start: datetime
+    end: datetime
+    pieces_open: int = 1
+    rows: int = 0
+    parts: list[pa.Table] = field(default_factory=list)  # summary mode: merged when the window is done
+
+
+class Run:
+    """One `ingest loganalytics` run. Call `run()`; the DuckDB connection is used from this thread only."""
+
+    def __init__(self, con, credential, target: Target, *, start: datetime, end: datetime | None = None,
+                 tables: list[str] | str = "auto", mode: str = "raw", endpoint: str | None = None,
+                 settings: Settings | None = None, now: datetime | None = None,
+                 on_progress: Callable[[str, str, dict], None] | None = None):
+        if mode not in ("raw", "summary"):
+            raise ValueError("mode must be raw or summary")
+        self.con = con
+        self.target = target
+        self.settings = settings or Settings()
+        self.mode = mode
+        self.now = utc_naive(now or datetime.now(timezone.utc))
+        self.t0 = utc_naive(start)
+        self.t1 = utc_naive(end) if end else self.now
+        if self.t0 >= self.t1:
+            raise ValueError("the start of the time range must be before its end")
+        self.tables_arg = tables
+        self.querier = Querier(credential, target, endpoint=endpoint, settings=self.settings)
+        self.stats = Stats()
+        self.on_progress = on_progress or (lambda event, table, info: None)
+        self.ingestor: Ingestor | None = None
+        self._table_plan: dict[str, dict] = {}
+
+    # keys in ingest_sources
+    def _key(self, table: str, *rest: str) -> str:
+        return "|".join(("loganalytics", self.target.scope, self.target.firewall.lower(), self.mode, table, *rest))
+
+    def _ingest_range(self) -> tuple[datetime, datetime]:
+        return self.t0 - self.settings.ingest_margin, self.now - self.settings.ingestion_lag
+
+    def run(self) -> Stats:
+        sources = f"{self.target.scope} mode={self.mode} {_iso(self.t0)}..{_iso(self.t1)}"
+        self.ingestor = Ingestor(self.con, "loganalytics", sources)
+        try:
+            tables = self._resolve_tables()
+            self.stats.tables = tables
+            windows = self._plan(tables)
+            self._execute(windows)
+        except BaseException as exc:
+            msg = str(exc) if isinstance(exc, LogAnalyticsError) else f"{type(exc).__name__}: {exc}"
+            self.ingestor.finish("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", msg)
+            raise
+        finally:
+            self.querier.close()
+        self.stats.counts = self.ingestor.finish()
+        return self.stats
+
+    # -- tables --------------------------------------------------------------------------------------
+    def _resolve_tables(self) -> list[str]:
+        if self.mode == "summary":
+            if self.tables_arg in ("auto", None):
+                return list(SUMMARY_TABLES)
+            chosen = [t for t in _listify(self.tables_arg)]
+            bad = [t for t in chosen if t not in SUMMARY_TABLES]
+            if bad:
+                raise LogAnalyticsError(f"Summary mode reads the tables flows and dns, not {', '.join(bad)}.")
+            return chosen
+        if self.tables_arg not in ("auto", None):
+            chosen = _listify(self.tables_arg)
+            bad = [t for t in chosen if t not in RAW_TABLES]
+            if bad:
+                raise LogAnalyticsError(
+                    f"Unknown table {bad[0]!r}: choose from {', '.join(RAW_TABLES)} (or --tables auto).")
+            return chosen
+        i0, i1 = self._ingest_range()
+        q = kql.load("detect").render(time_start=self.t0, time_end=self.t1, ingest_start=i0,
+                                      ingest_end=max(i1, i0 + timedelta(microseconds=1)),
+                                      firewall=self.target.firewall)
+        res = self.querier.run(q, (self.t0, self.t1), what="table detection")
+        self._account(None, res)
+        if res.table is None or res.table.num_rows == 0:
+            return []
+        found = dict(zip(res.table.column("SourceTable").to_pylist(), res.table.column("Rows").to_pylist()))
+        return [t for t in RAW_TABLES if t in found]
+
+    # -- windows -------------------------------------------------------------------------------------
+    def _plan(self, tables: list[str]) -> list[_Window]:
+        st = self.settings
+        windows: list[_Window] = []
+        for table in tables:
+            wm = self.ingestor.source_state(self._key(table, "watermark"))
+            if self.mode == "raw":
+                i0, i1 = self._ingest_range()
+                if wm and wm["size"] is not None and wm["size"] <= _us(self.t0):
+                    i0 = max(i0, _from_us(wm["offset_done"]))
+                step = st.window
+            else:
+                i0 = _floor(self.t0, timedelta(hours=1))
+                i1 = self.t1
+                if wm and wm["size"] is not None and wm["size"] <= _us(self.t0):
+                    i0 = max(i0, _floor(_from_us(wm["offset_done"]) - st.summary_lookback, timedelta(hours=1)))
+                step = st.summary_window
+            planned = []
+            for s, e in grid(i0, i1, step):
+                done = self.ingestor.source_state(self._key(table, _iso(s), _iso(e)))
+                if done and done["complete"] and self.mode == "raw":
+                    self.stats.windows_skipped += 1
+                    continue
+                planned.append(_Window(table, s, e))
+            self._table_plan[table] = {"windows": planned, "start": i0, "end": i1}
+            windows.extend(planned)
+            self.on_progress("plan", table, {"windows": len(planned)})
+        return windows
+
+    def _query(self, w: _Window, s: datetime, e: datetime) -> QueryResult:
+        if self.mode == "raw":
+            q = kql.load(f"raw_{w.table}").render(time_start=self.t0, time_end=self.t1, ingest_start=s, ingest_end=e,
+                                                  firewall=self.target.firewall)
+            span = (self.t0, self.t1)
+        else:
+            q = kql.load(f"summary_{w.table}").render(time_start=s, time_end=e, firewall=self.target.firewall)
+            span = (s, e)
+        return self.querier.run(q, span, what=f"{w.table} {_iso(s)}..{_iso(e)}")
+
+    def _execute(self, windows: list[_Window]) -> None:
+        st = self.settings
+        pending: dict[Future, tuple[_Window, datetime, datetime]] = {}
+        queue: deque[tuple[_Window, datetime, datetime]] = deque((w, w.start, w.end) for w in windows)
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=max(1, min(st.max_concurrency, 5)),
+                                thread_name_prefix="loganalytics") as pool:
+            try:
+                while queue or pending:
+                    while queue and len(pending) < max(1, min(st.max_concurrency, 5)) and failure is None:
+                        w, s, e = queue.popleft()
+                        pending[pool.submit(self._query, w, s, e)] = (w, s, e)
+                    if not pending:
+                        break
+                    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        w, s, e = pending.pop(fut)
+                        try:
+                            res = fut.result()
+                        except BaseException as exc:  # permanent: stop submitting, store what finished
+                            if failure is None:
+                                failure = exc
+                            continue
+                        self._account(w.table, res)
+                        n = res.table.num_rows if res.table is not None else 0
+                        if res.partial or n >= st.row_cap:
+                            if e - s <= st.min_window:
+                                failure = failure or LogAnalyticsError(
+                                    f"{w.table}: a window of {e - s} still exceeds the result limit "
+                                    f"({res.partial_reason or f'{n} rows'}); cannot split further.")
+                                continue
+                            mid = _split_point(s, e)
+                            self.stats.splits += 1
+                            w.pieces_open += 1
+                            queue.appendleft((w, mid, e))
+                            queue.appendleft((w, s, mid))
+                            self.on_progress("split", w.table, {"start": s, "end": e})
+                            continue
+                        self._store_piece(w, s, e, res)
+                        w.pieces_open -= 1
+                        if w.pieces_open == 0:
+                            self._finish_window(w)
+                    if failure is not None and not pending:
+                        break
+            except BaseException:
+                for f in pending:
+                    f.cancel()
+                raise
+        if failure is not None:
+            raise failure
+
+    def _account(self, table: str | None, res: QueryResult) -> None:
+        self.stats.queries += 1
+        self.stats.retries += res.retries
+        self.stats.bytes += res.bytes
+        if table:
+            self.stats.per_table_bytes[table] = self.stats.per_table_bytes.get(table, 0) + res.bytes
+        if res.retries:
+            self.on_progress("retry", table or "", {"retries": res.retries})
+
+    def _store_piece(self, w: _Window, s: datetime, e: datetime, res: QueryResult) -> None:
+        n = res.table.num_rows if res.table is not None else 0
+        w.rows += n
+        self.stats.rows += n
+        self.stats.per_table_rows[w.table] = self.stats.per_table_rows.get(w.table, 0) + n
+        if res.table is None or n == 0:
+            return
+        if self.mode == "raw":
+            source = f"loganalytics:{self.target.scope}:{w.table}:{_iso(s)}/{_iso(e)}"
+            self.ingestor.ingest_rows(res.table, source=source, log_table=w.table)
+        else:
+            w.parts.append(res.table)
+        self.on_progress("rows", w.table, {"rows": n})
+
+    def _finish_window(self, w: _Window) -> None:
+        st = self.settings
+        progress = [dict(source=self._key(w.table, _iso(w.start), _iso(w.end)), size=None, mtime_ns=None,
+                         records_done=w.rows, offset_done=0, complete=True)]
+        plan = self._table_plan[w.table]
+        plan.setdefault("done", set()).add((w.start, w.end))
+        prefix_end = None  # end of the contiguous prefix of finished windows: the new watermark
+        for pw in plan["windows"]:
+            if (pw.start, pw.end) not in plan["done"]:
+                break
+            prefix_end = pw.end
+        if prefix_end is not None and prefix_end != plan.get("watermark"):
+            plan["watermark"] = prefix_end
+            old = self.ingestor.source_state(self._key(w.table, "watermark"))
+            coverage = min(old["size"], _us(self.t0)) if old and old["size"] is not None else _us(self.t0)
+            progress.append(dict(source=self._key(w.table, "watermark"), size=coverage, mtime_ns=None,
+                                 records_done=0, offset_done=_us(prefix_end), complete=False))
+        if self.mode == "raw":
+            for p in progress:
+                self.ingestor.mark_source(**{k: v for k, v in p.items()})
+        else:
+            self.stats.rollups += store_rollups(self.con, self.ingestor.run_id, w, progress,
+                                                firewall=self.target.firewall or self.target.resource_id)
+        self.stats.windows += 1
+        self.on_progress("window", w.table, {"rows": w.rows})
+
+
+def _split_point(s: datetime, e: datetime) -> datetime:
+    """Split on a whole hour when the window spans several (rollups stay whole), else in the middle."""
+    hours = (e - s) // timedelta(hours=1)
+    if hours >= 2:
+        return _floor(s, timedelta(hours=1)) + timedelta(hours=hours // 2 + (1 if _floor(s, timedelta(hours=1)) < s else 0))
+    return s + (e - s) / 2
+
+
+def _listify(v) -> list[str]:
+    if isinstance(v, str):
+        return [t.strip() for t in v.split(",") if t.strip()]
+    return list(v)
+
+
+# -- rollups -------------------------------------------------------------------------------------
+
+_FLOW_ROLLUP_SQL = """
+SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(kind, ''), coalesce(protocol, ''),
+           coalesce(source_ip, ''), coalesce(destination_ip, ''), coalesce(destination_fqdn, ''),
+           coalesce(destination_port::VARCHAR, ''), coalesce(action, ''), coalesce(action_reason, ''),
+           coalesce(policy, ''), coalesce(rule_collection_group, ''), coalesce(rule_collection, ''),
+           coalesce(rule, ''))) AS rollup_id, *
+FROM (
+  SELECT date_trunc('hour', try_cast("Hour" AS TIMESTAMPTZ)::TIMESTAMP) AS hour,
+         lower(nullif("Firewall", '')) AS firewall, nullif("Kind", '') AS kind,
+         upper(nullif("Protocol", '')) AS protocol, nullif("SourceIp", '') AS source_ip,
+         nullif("DestinationIp", '') AS destination_ip,
+         lower(rtrim(nullif("DestinationFqdn", ''), '.')) AS destination_fqdn,
+         try_cast(nullif("DestinationPort", '') AS INTEGER) AS destination_port,
+         nullif("Action", '') AS action, nullif(rtrim("ActionReason", '.'), '') AS action_reason,
+         nullif("Policy", '') AS policy, nullif("RuleCollectionGroup", '') AS rule_collection_group,
+         nullif("RuleCollection", '') AS rule_collection, nullif(trim("Rule"), '') AS rule,
+         sum(try_cast("Hits" AS BIGINT))::BIGINT AS hits,
+         min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
+         max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,
+         ?::BIGINT AS ingest_run_id
+  FROM rollup_parts GROUP BY ALL
+)
+"""
+
+_DNS_ROLLUP_SQL = """
+SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(source_ip, ''),
+           coalesce(query_name, ''), coalesce(query_type, ''), coalesce(response_code, ''))) AS rollup_id, *
+FROM (
+  SELECT date_trunc('hour', try_cast("Hour" AS TIMESTAMPTZ)::TIMESTAMP) AS hour,
+         lower(nullif("Firewall", '')) AS firewall, nullif("SourceIp", '') AS source_ip,
+         lower(rtrim(nullif("QueryName", ''), '.')) AS query_name, nullif(rtrim("QueryType", ':'), '') AS query_type,
+         nullif("ResponseCode", '') AS response_code,
+         sum(try_cast("Queries" AS BIGINT))::BIGINT AS queries, sum(try_cast("Errors" AS BIGINT))::BIGINT AS errors,
+         sum(try_cast("TotalDurationS" AS DOUBLE)) AS total_duration_s,
+         max(try_cast("MaxDurationS" AS DOUBLE)) AS max_duration_s,
+         min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
+         max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,
+         ?::BIGINT AS ingest_run_id
+  FROM rollup_parts GROUP BY ALL
+)
+"""
+
+
+def store_rollups(con, run_id: int, w: _Window, progress: list[dict], *, firewall: str | None) -> int:
+    """Replace the rollups of the window's hours with the merged pieces, in one transaction."""
+    target, sql = ("flow_rollups", _FLOW_ROLLUP_SQL) if w.table == "flows" else ("dns_rollups", _DNS_ROLLUP_SQL)
+    parts = [p for p in w.parts if p.num_rows]
+    fw_filter = " AND firewall = ?" if firewall else ""
+    fw_params = [firewall.lower()] if firewall else []
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {target} WHERE hour >= ? AND hour < ?{fw_filter}", [w.start, w.end, *fw_params])
+        inserted = 0
+        if parts:
+            con.register("rollup_parts", pa.concat_tables(parts, promote_options="permissive"))
+            try:
+                inserted = con.execute(f"INSERT INTO {target} {sql}", [run_id]).fetchall()[0][0]
+            finally:
+                con.unregister("rollup_parts")
+        for p in progress:
+            con.execute("DELETE FROM ingest_sources WHERE source = ?", [p["source"]])
+            con.execute("INSERT INTO ingest_sources VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                        [p["source"], p["size"], p["mtime_ns"], p["records_done"], p["offset_done"], p["complete"]])
+        con.execute("UPDATE ingest_runs SET records_read = records_read + ?, stored = stored + ? WHERE run_id = ?",
+                    [inserted, inserted, run_id])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    w.parts = []
+    return inserted
