@@ -169,6 +169,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
     from egresslens.recommend.engine import _iso
     ev.first_seen, ev.last_seen = _iso(min(firsts)), _iso(max(lasts))
     ev.days_seen = max(r["days"] for r, _ in safe + bad)
+    ev.hours_seen = max(r["hours"] for r, _ in safe + bad)
     ctx.add(Recommendation(
         id=_rid("narrow", *rule.key), kind="narrow-rule",
         title=f"Narrow {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
