@@ -172,3 +172,53 @@ def test_what_if_replay_shows_allow_to_deny_for_narrowing():
     assert by["c2.bad-example.net"]["after_cleanup"] == "Deny" and by["c2.bad-example.net"]["cut_by"] == "g/c/any-web"
     whatif.apply(recs, rp)
     assert narrow.what_if["allow_to_deny_hits"] == 6
+
+
+def test_service_tags_and_arm_export(tmp_path):
+    from egresslens.recommend import ServiceTags
+    from egresslens.recommend.policy import Flow, evaluate, load_policy
+
+    tags_file = tmp_path / "tags.json"
+    tags_file.write_text(json.dumps({"values": [
+        {"name": "AzureCloud", "properties": {"addressPrefixes": ["20.0.0.0/8"]}},
+        {"name": "AzureCloud.westeurope", "properties": {"addressPrefixes": ["20.103.0.0/16"]}}]}))
+    tags = ServiceTags.load(tags_file)
+    con = _store(_flows(_net("10.240.0.4", "20.103.218.77", 1194) + _net("10.240.0.4", "20.103.218.77", 9000, proto="TCP")))
+    recs = recommend(con, WINDOW, service_tags=tags)
+    nets = recs.by_kind("add-network-rule")
+    assert {tuple(r.rule.destination_addresses) for r in nets} == {("AzureCloud.westeurope",)}
+    arm = {"resources": [
+        {"type": "Microsoft.Network/firewallPolicies/ruleCollectionGroups",
+         "name": "[concat(parameters('firewallPolicies_fw_policy_name'), '/aks-egress')]",
+         "properties": {"priority": 200, "ruleCollections": [{
+             "ruleCollectionType": "FirewallPolicyFilterRuleCollection", "name": "aksfwnr", "priority": 100,
+             "action": {"type": "Allow"}, "rules": [{"ruleType": "NetworkRule", "name": "apiudp", "ipProtocols": ["UDP"],
+                                                    "sourceAddresses": ["10.240.0.0/22"], "destinationAddresses": ["AzureCloud.westeurope"],
+                                                    "destinationPorts": ["1194"]}]}]}}]}
+    path = tmp_path / "arm.json"
+    path.write_text(json.dumps(arm))
+    rules = load_policy(path)
+    assert rules[0].rule_collection_group == "aks-egress"
+    hit = evaluate(rules, Flow("network", "UDP", "10.240.0.4", 1194, "20.103.218.77"), service_tags=tags.networks())
+    assert hit is not None and hit.name == "apiudp"
+    assert evaluate(rules, Flow("network", "UDP", "10.240.0.4", 1194, "8.8.8.8"), service_tags=tags.networks()) is None
+
+
+def test_azure_order_network_before_application_and_wildcard_semantics():
+    from egresslens.recommend.policy import Flow, evaluate
+    from egresslens.recommend.wildcards import fqdn_matches
+
+    policy = parse_policy([
+        {"name": "apps", "priority": 100, "ruleCollections": [{"ruleCollectionType": "FirewallPolicyFilterRuleCollection",
+         "name": "a", "priority": 100, "action": {"type": "Allow"}, "rules": [
+             {"ruleType": "ApplicationRule", "name": "app", "sourceAddresses": ["*"],
+              "protocols": [{"protocolType": "Https", "port": 443}], "targetFqdns": ["*.example.com"]}]}]},
+        {"name": "nets", "priority": 60000, "ruleCollections": [{"ruleCollectionType": "FirewallPolicyFilterRuleCollection",
+         "name": "n", "priority": 100, "action": {"type": "Deny"}, "rules": [
+             {"ruleType": "NetworkRule", "name": "deny-443", "ipProtocols": ["TCP"], "sourceAddresses": ["10.0.0.0/8"],
+              "destinationAddresses": ["*"], "destinationPorts": ["443"]}]}]}])
+    hit = evaluate(policy, Flow("application", "HTTPS", "10.1.1.1", 443, None, "a.example.com"))
+    assert hit.name == "deny-443"  # network rules first, whatever the group priority
+    assert evaluate(policy, Flow("application", "HTTPS", "192.168.1.1", 443, None, "a.example.com")).name == "app"
+    assert evaluate(policy, Flow("application", "HTTPS", "192.168.1.1", 443, None, "example.com")) is None
+    assert fqdn_matches("a.b.example.com", "*.example.com") and not fqdn_matches("evilexample.com", "*.example.com")
