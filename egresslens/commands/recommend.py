@@ -23,7 +23,7 @@ def recommend_command(
     end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy: JSON of `az network firewall policy rule-collection-group list`, or an ARM export."),
     parent_policy: Optional[Path] = typer.Option(None, "--parent-policy", help="Parent policy (same formats); its groups are evaluated first."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML: [sources] name = [CIDRs], [thresholds], [output]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: sections sources (name = list of CIDRs), thresholds, output (see docs/recommend.md)."),
     service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="Azure Service Tags JSON (ServiceTags_Public_*.json) to map IPs to tags."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown | json | az | terraform | bicep."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of standard output."),
