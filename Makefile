@@ -20,7 +20,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_ingest.py --format structured
+	$(BIN)/python benchmarks/bench_ingest.py --format legacy
+	$(BIN)/python benchmarks/bench_snat_dns.py
+	$(BIN)/python benchmarks/bench_recommend.py
 
 clean:
 	rm -rf $(VENV) demo-output egresslens.duckdb

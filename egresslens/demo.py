@@ -30,6 +30,30 @@ def _top_denied(con) -> Table:
     return table
 
 
+def _analyse(con, logs: Path, console: Console) -> None:
+    """Steps 3-5: the analyses every user runs next, on the same store."""
+    from egresslens import dns, snat
+    from egresslens.analyse import resolve_window
+    from egresslens.commands import dns as dns_command
+    from egresslens.commands import snat as snat_command
+    from egresslens.recommend import load_policy, recommend
+    from egresslens.recommend.markdown import emit
+
+    window = resolve_window(con, since="24h")
+    t = time.perf_counter()
+    snat_result = snat.analyse_snat(con, window)
+    console.rule(f"3. egresslens snat ({time.perf_counter() - t:.1f} s)")
+    snat_command.render(snat_result)
+    t = time.perf_counter()
+    dns_result = dns.analyse_dns(con, window)
+    console.rule(f"4. egresslens dns ({time.perf_counter() - t:.1f} s)")
+    dns_command.render(dns_result, top=5)
+    t = time.perf_counter()
+    recs = recommend(con, window, policy=load_policy(logs / "policy.json"))
+    console.rule(f"5. egresslens recommend --policy {logs / 'policy.json'} ({time.perf_counter() - t:.1f} s)")
+    console.print(emit(recs), markup=False, highlight=False)
+
+
 def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Console, progress) -> int:
     from egresslens.simulate import simulate_to_dir
     from egresslens.sources.files import ingest_paths
@@ -57,6 +81,7 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
         if not counts.balanced:
             console.print("[red]counts do not balance[/]")
             return exitcodes.INPUT_ERROR
+        _analyse(con, logs, console)
     finally:
         con.close()
     console.print(f"store: {db_path}  — try: egresslens sql --db {db_path} \"SELECT action, count(*) FROM flows GROUP BY 1\"")

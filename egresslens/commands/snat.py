@@ -78,6 +78,10 @@ def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
         console.print(f"[dim]note: {note}[/dim]")
     if result.findings.height == 0:
         console.print("[green]No destination reaches the warning threshold.[/green]")
+        if result.timeline.height:
+            peak = result.timeline.sort("estimate", descending=True).row(0, named=True)
+            console.print(f"Busiest: {peak['busiest_destination']}, peak {peak['estimate']:.0%} "
+                          f"({peak['ports']:,.0f} ports) at {peak['minute']:%Y-%m-%d %H:%M} UTC.")
     else:
         t = Table(title="Destinations near SNAT exhaustion", show_lines=True)
         for col in ("severity", "destination", "peak", "ports", "peak at (UTC)", "min. over warning",
