@@ -65,6 +65,7 @@ class Settings:
     server_timeout: int = 180  # seconds, sent as Prefer: wait=N
     read_timeout: float = 240.0  # client read timeout: must exceed server_timeout
     connection_timeout: float = 30.0
+    batch_rows: int = 200_000  # raw rows gathered across windows per store transaction
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -382,6 +383,10 @@ class Run:
         self.on_progress = on_progress or (lambda event, table, info: None)
         self.ingestor: Ingestor | None = None
         self._table_plan: dict[str, dict] = {}
+        self._buf: dict[str, list[pa.Table]] = {}
+        self._buf_rows = 0
+        self._marks: dict[str, list[dict]] = {}
+        self._positions: dict[str, int] = {}
 
     # keys in ingest_sources
     def _key(self, table: str, *rest: str) -> str:
@@ -522,6 +527,8 @@ class Run:
                 for f in pending:
                     f.cancel()
                 raise
+            finally:
+                self._flush()  # finished windows are stored whatever stops the run
         if failure is not None:
             raise failure
 
@@ -542,8 +549,8 @@ class Run:
         if res.table is None or n == 0:
             return
         if self.mode == "raw":
-            source = f"loganalytics:{self.target.scope}:{w.table}:{_iso(s)}/{_iso(e)}"
-            self.ingestor.ingest_rows(res.table, source=source, log_table=w.table)
+            self._buf.setdefault(w.table, []).append(res.table)
+            self._buf_rows += n
         else:
             w.parts.append(res.table)
         self.on_progress("rows", w.table, {"rows": n})
@@ -566,13 +573,31 @@ class Run:
             progress.append(dict(source=self._key(w.table, "watermark"), size=coverage, mtime_ns=None,
                                  records_done=0, offset_done=_us(prefix_end), complete=False))
         if self.mode == "raw":
-            for p in progress:
-                self.ingestor.mark_source(**{k: v for k, v in p.items()})
+            self._marks.setdefault(w.table, []).extend(progress)
+            if self._buf_rows >= st.batch_rows:
+                self._flush()
         else:
             self.stats.rollups += store_rollups(self.con, self.ingestor.run_id, w, progress,
                                                 firewall=self.target.firewall or self.target.resource_id)
         self.stats.windows += 1
         self.on_progress("window", w.table, {"rows": w.rows})
+
+
+    def _flush(self) -> None:
+        """Store buffered raw rows per table, committing the finished windows' progress with them."""
+        for table in sorted(set(self._buf) | set(self._marks)):
+            parts = [t for t in self._buf.pop(table, []) if t.num_rows]
+            marks = self._marks.pop(table, [])
+            if parts:
+                batch = pa.concat_tables(parts, promote_options="permissive")
+                offset = self._positions.get(table, 0)
+                self._positions[table] = offset + batch.num_rows
+                self.ingestor.ingest_rows(batch, source=f"loganalytics:{self.target.scope}:{table}",
+                                          log_table=table, position_offset=offset, progress=marks or None)
+            else:
+                for p in marks:
+                    self.ingestor.mark_source(**p)
+        self._buf_rows = 0
 
 
 def _split_point(s: datetime, e: datetime) -> datetime:
