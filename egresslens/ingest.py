@@ -143,35 +143,39 @@ class Ingestor:
             self.con.unregister("raw_lines")
         return self._store(progress)
 
+    def ingest_select(self, select_sql: str, params: list | None = None, *,
+                      progress: dict | list[dict] | None = None) -> Counts:
+        """Store the records a SELECT yields as (source, position, record_index, raw JSON text).
+
+        For readers that shape records in SQL (tabular rows, query-API documents)."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT source, position, record_index, raw, raw AS rec "
+            f"FROM ({select_sql})",
+            params or [],
+        )
+        return self._store(progress)
+
     def ingest_rows(self, rows: pa.Table, *, source: str, log_table: str | None = None,
                     position_offset: int = 0, progress: dict | None = None) -> Counts:
         """Store a batch of tabular rows (Log Analytics result, CSV export) with named columns.
 
         Each row becomes a JSON object record; `log_table` supplies `Type` when the rows lack it.
         """
+        names = rows.column_names
+        pack = ", ".join(f"{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)" for n in names)
+        add_type = "Type" not in names and log_table is not None
+        type_field = ', "Type" := ?::VARCHAR' if add_type else ""
         self.con.register("raw_rows", rows)
         try:
-            names = rows.column_names
-            pack = ", ".join(f'{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)' for n in names)
-            add_type = "Type" not in names and log_table is not None
-            type_field = ', "Type" := ?::VARCHAR' if add_type else ""
-            params = [log_table] if add_type else []
-            self.con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE batch AS
-                SELECT ?::VARCHAR AS source,
-                       (row_number() OVER () + ?)::BIGINT AS position,
-                       NULL::INTEGER AS record_index,
-                       to_json(struct_pack({pack}{type_field}))::VARCHAR AS raw
-                FROM raw_rows r
-                """,
-                [source, position_offset, *params],
+            return self.ingest_select(
+                f"""SELECT ?::VARCHAR AS source, (row_number() OVER () + ?)::BIGINT AS position,
+                           NULL::INTEGER AS record_index, to_json(struct_pack({pack}{type_field}))::VARCHAR AS raw
+                    FROM raw_rows r""",
+                [source, position_offset, *([log_table] if add_type else [])],
+                progress=progress,
             )
-            self.con.execute("ALTER TABLE batch ADD COLUMN rec VARCHAR")
-            self.con.execute("UPDATE batch SET rec = raw")
         finally:
             self.con.unregister("raw_rows")
-        return self._store(progress)
 
     def quarantine_raw(self, source: str, items: list[tuple[int, str, str]], *,
                        progress: dict | None = None) -> Counts:

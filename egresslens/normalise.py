@@ -11,6 +11,8 @@ Everything here is SQL so the hot path stays columnar; Python only assembles the
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 
 from egresslens.schema import EVENT_TABLES, Table
@@ -94,8 +96,6 @@ def _groups(names: list[str]) -> str:
 def _json_structure() -> str:
     fields = {f: "VARCHAR" for f in ENVELOPE_FIELDS + STRUCTURED_FIELDS}
     props = {f: "VARCHAR" for f in STRUCTURED_FIELDS + ["msg", "Category"]}
-    import json
-
     fields["properties"] = props
     return json.dumps(fields)
 

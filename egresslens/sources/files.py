@@ -162,52 +162,74 @@ def _skip(f: io.BufferedIOBase, offset: int) -> None:
 
 
 def read_json_document(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result) -> Counts:
-    """A whole JSON document: records envelope, query-API response or array of rows."""
+    """A whole JSON document: records envelope, query-API response or array of rows.
+
+    The document is parsed by DuckDB, not in Python: these are bounded (an hourly blob, one
+    Event Hub body, one query result of at most 64 MB) but may hold half a million rows."""
     with _open(path) as f:
         text = f.read().decode("utf-8", errors="replace")
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        return ingestor.quarantine_raw(
-            source, [(1, text, f"truncated or invalid JSON document: {exc}")],
-            progress=dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                          records_done=1, offset_done=len(text), complete=True),
-        )
     progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                     records_done=1, offset_done=len(text), complete=True)
-    if isinstance(doc, dict) and isinstance(doc.get("tables"), list):
-        return _ingest_query_api_response(ingestor, doc, source, _table_hint(path), progress)
-    if isinstance(doc, list):
-        rows = [json.dumps(r) for r in doc]  # one document, already in memory: bounded by its size
-        batch = pa.table({"source": [source] * len(rows), "position": list(range(1, len(rows) + 1)),
-                          "record_index": pa.nulls(len(rows), pa.int32()), "raw": rows}, schema=BATCH_SCHEMA)
-        return ingestor.ingest_lines(batch, progress=progress)
-    compact = json.dumps(doc)
-    batch = pa.table({"source": [source], "position": [1], "record_index": pa.nulls(1, pa.int32()),
-                      "raw": [compact]}, schema=BATCH_SCHEMA)
-    return ingestor.ingest_lines(batch, progress=progress)
+    con = ingestor.con
+    con.execute("CREATE OR REPLACE TEMP TABLE json_doc AS SELECT ?::VARCHAR AS d", [text])
+    valid, kind, tables = con.execute(
+        "SELECT json_valid(d), CASE WHEN json_valid(d) THEN json_type(d) END, "
+        "CASE WHEN json_valid(d) THEN json_array_length(d, '$.tables') END FROM json_doc"
+    ).fetchall()[0]
+    if not valid:
+        return ingestor.quarantine_raw(source, [(1, text, "truncated or invalid JSON document")], progress=progress)
+    if kind == "ARRAY":  # a JSON export: an array of row objects
+        return ingestor.ingest_select(
+            """SELECT ?::VARCHAR AS source, (row_number() OVER ())::BIGINT AS position, NULL::INTEGER AS record_index,
+                      r::VARCHAR AS raw FROM (SELECT unnest(json_extract(d, '$[*]')) AS r FROM json_doc)""",
+            [source], progress=progress)
+    if tables:
+        return _ingest_query_api_response(ingestor, source, _table_hint(path), tables, progress)
+    if _is_envelope(con):
+        return _ingest_envelope(ingestor, source, progress)
+    return ingestor.ingest_select(  # a single record, pretty-printed
+        "SELECT ?::VARCHAR AS source, 1::BIGINT AS position, NULL::INTEGER AS record_index, d::JSON::VARCHAR AS raw "
+        "FROM json_doc", [source], progress=progress)
 
 
-def _ingest_query_api_response(ingestor: Ingestor, doc: dict, source: str, hint: str | None,
+def _is_envelope(con) -> bool:
+    return con.execute("SELECT coalesce(json_type(d, '$.records') = 'ARRAY', false) FROM json_doc").fetchall()[0][0]
+
+
+def _ingest_envelope(ingestor: Ingestor, source: str, progress: dict) -> Counts:
+    return ingestor.ingest_select(
+        """SELECT ?::VARCHAR AS source, 1::BIGINT AS position, (i + 1)::INTEGER AS record_index,
+                  recs[i + 1]::VARCHAR AS raw
+           FROM (SELECT json_extract(d, '$.records[*]') AS recs FROM json_doc),
+                range(0, len(recs)) AS t(i)""",
+        [source], progress=progress)
+
+
+def _ingest_query_api_response(ingestor: Ingestor, source: str, hint: str | None, tables: int,
                                progress: dict) -> Counts:
+    """`{"tables": [{"columns": [{"name", "type"}], "rows": [[...]]}]}`: rows become objects in SQL."""
     counts = Counts()
-    tables = doc["tables"]
     offset = 0
-    for i, table in enumerate(tables):
-        last = i == len(tables) - 1
-        try:
-            names = [c["name"] for c in table["columns"]]
-            rows = table["rows"]
-            columns = list(zip(*rows)) if rows else [[] for _ in names]
-            arrow = pa.table({n: pa.array([None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for v in col], pa.string())
-                              for n, col in zip(names, columns)})
-        except (KeyError, TypeError, ValueError) as exc:
-            counts.add(ingestor.quarantine_raw(source, [(i + 1, json.dumps(table)[:1_000_000], f"malformed query-API table: {exc}")],
-                                               progress=progress if last else None))
+    for i in range(tables):
+        names = ingestor.con.execute(
+            f"SELECT json_extract_string(d, '$.tables[{i}].columns[*].name') FROM json_doc").fetchall()[0][0] or []
+        if not names or any(n is None for n in names):
+            counts.add(ingestor.quarantine_raw(
+                source, [(i + 1, ingestor.con.execute(f"SELECT json_extract(d, '$.tables[{i}]')::VARCHAR FROM json_doc")
+                          .fetchall()[0][0] or "", "query-API table without column names")],
+                progress=progress if i == tables - 1 else None))
             continue
-        counts.add(ingestor.ingest_rows(arrow, source=source, log_table=hint, position_offset=offset,
-                                        progress=progress if last else None))
-        offset += arrow.num_rows
+        add_type = "Type" not in names and hint is not None
+        pairs = ", ".join(f"?, r->{j}" for j in range(len(names)))
+        type_pair = ", 'Type', ?" if add_type else ""
+        n = ingestor.con.execute(f"SELECT json_array_length(d, '$.tables[{i}].rows') FROM json_doc").fetchall()[0][0]
+        counts.add(ingestor.ingest_select(
+            f"""SELECT ?::VARCHAR AS source, (row_number() OVER () + ?)::BIGINT AS position,
+                       NULL::INTEGER AS record_index, json_object({pairs}{type_pair})::VARCHAR AS raw
+                FROM (SELECT unnest(json_extract(d, '$.tables[{i}].rows[*]')) AS r FROM json_doc)""",
+            [source, offset, *names, *([hint] if add_type else [])],
+            progress=progress if i == tables - 1 else None))
+        offset += n or 0
     return counts
 
 
