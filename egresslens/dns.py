@@ -9,7 +9,6 @@ rollups); latency percentiles and the network-layer "resolved then denied" link 
 from __future__ import annotations
 
 import ipaddress
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any

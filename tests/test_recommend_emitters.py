@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import datetime, timedelta
 
 import hcl2
 import jsonschema
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from egresslens.analyse import Window
 from egresslens.recommend import emit_az, emit_bicep, emit_json, emit_terraform, markdown, recommend
 from egresslens.recommend.emit_terraform import hcl_string
 from egresslens.recommend.emit_bicep import bicep_string

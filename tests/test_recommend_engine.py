@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 import jsonschema
 import polars as pl
-import pytest
 
 from egresslens import store
 from egresslens.analyse import Window

@@ -33,7 +33,7 @@ def recommend_command(
 
     Exit code 0 when nothing needs attention, 1 when there are recommendations."""
     from egresslens.analyse import resolve_window
-    from egresslens.recommend import Config, ConfigError, PolicyError, ServiceTags, load_policy, recommend
+    from egresslens.recommend import Config, ConfigError, ServiceTags, load_policy, recommend
     from egresslens.store import connect
 
     fmt = fmt.lower()

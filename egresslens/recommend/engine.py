@@ -17,15 +17,15 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import DNS_HOURS_SQL, FLOW_HOURS_SQL, Window, newest_hour_may_be_incomplete
+from egresslens.analyse import FLOW_HOURS_SQL, Window, newest_hour_may_be_incomplete
 from egresslens.recommend.catalogue import match_bundles
 from egresslens.recommend.config import Config
 from egresslens.recommend.detect import Danger, dns_anomalies, threats
 from egresslens.recommend.model import Evidence, ProposedRule, Recommendation
 from egresslens.recommend.netaggr import ServiceTags, aggregate_ips
-from egresslens.recommend.policy import APP_PROTOCOLS, Rule, permissiveness, shadowed_by
+from egresslens.recommend.policy import APP_PROTOCOLS, Rule
 from egresslens.recommend.sources import assign_groups, group_label, sources_for
-from egresslens.recommend.wildcards import InvalidName, fqdn_matches, propose_wildcards, validate_fqdn
+from egresslens.recommend.wildcards import InvalidName, propose_wildcards, validate_fqdn
 
 NETWORK_RULE_BUDGET = 20_000
 MAX_RCGS = 60

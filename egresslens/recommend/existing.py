@@ -29,7 +29,7 @@ def _size(entries: list[str]) -> float:
 
 
 def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str, Any]]:
-    from egresslens.recommend.engine import _iso, _rid, _safe_name
+    from egresslens.recommend.engine import _rid
 
     allowed = groups.filter(pl.col("action") == "Allow")
     obs: dict[tuple, list[dict]] = defaultdict(list)
@@ -95,7 +95,6 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
     cfg = ctx.config
     safe, bad = [], []
     for r in rows:
-        dest = r["destination_fqdn"] or r["destination_ip"]
         reason = (danger.name_reason(r["destination_fqdn"]) if r["destination_fqdn"] else None) or danger.ips.get(r["destination_ip"] or "")
         if r["destination_fqdn"] and not is_valid_fqdn(r["destination_fqdn"]):
             reason = reason or "invalid name"

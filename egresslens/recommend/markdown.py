@@ -76,11 +76,11 @@ def emit(recs, what_if: bool = False) -> str:
                     f"{s.get('hour')} {_code(s.get('source_ip'))} → {_code(s.get('destination'))}:{s.get('port')} ({s.get('hits')} hits)"
                     for s in ev.sample_events))
             if r.still_allowed:
-                out.append(f"- still allowed after the change: " + "; ".join(
+                out.append("- still allowed after the change: " + "; ".join(
                     f"{_code(s['source_group'])} → {_code(s['destination'])}:{s['port']} ({s['hits']})" for s in r.still_allowed[:10])
                     + (f" and {len(r.still_allowed) - 10} more" if len(r.still_allowed) > 10 else ""))
             if r.would_be_denied:
-                out.append(f"- would be denied after the change: " + "; ".join(
+                out.append("- would be denied after the change: " + "; ".join(
                     f"{_code(s['destination'])}:{s['port']} ({s['hits']}: {_md(s.get('reason'))})" for s in r.would_be_denied[:10]))
             if r.rollout:
                 out.append("- rollout: " + " → ".join(_md(x) for x in r.rollout))
