@@ -258,3 +258,28 @@ def test_summary_mode_rollups_match_raw_and_move_fewer_bytes(con, fake, tables):
     assert con.execute("SELECT count(*), sum(hits) FROM flow_rollups").fetchall()[0] == n
     assert con.execute("SELECT count(*) FROM (SELECT rollup_id FROM flow_rollups GROUP BY 1 HAVING count(*) > 1)"
                        ).fetchall()[0][0] == 0
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+def test_cli_loganalytics_json_summary(tmp_path, fake, tables, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from egresslens.cli import app
+    from egresslens.commands import ingest_azure
+
+    monkeypatch.setattr(ingest_azure, "default_credential", lambda: FakeCredential())
+    db = tmp_path / "s.duckdb"
+    args = ["ingest", "loganalytics", "--workspace-id", WS, "--start", START.isoformat() + "Z",
+            "--end", END.isoformat() + "Z", "--endpoint", fake.endpoint, "--db", str(db), "--json",
+            "--tables", "AZFWNetworkRule"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["rows"] == out["stored"] > 0 and out["windows"] > 0 and out["bytes"] > 0
+    bad = CliRunner().invoke(app, args[:3] + ["not-a-guid"] + args[4:])
+    assert bad.exit_code == 2
+    missing = CliRunner().invoke(app, args[:-1] + ["AZFWFatFlow"])
+    assert missing.exit_code == 4 and "does not exist" in missing.output

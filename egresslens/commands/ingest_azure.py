@@ -146,15 +146,44 @@ def ingest_loganalytics(
     raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
 
 
+def ingest_metrics(
+    resource_id: list[str] = typer.Option(..., "--resource-id", help="Firewall ARM id (repeat for several, same region)."),
+    endpoint: str = typer.Option(..., "--endpoint", help="Regional metrics endpoint, e.g. https://westeurope.metrics.monitor.azure.com."),
+    since: Optional[str] = typer.Option(None, "--since", help="How far back, e.g. 24h (default 24h)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Start, ISO 8601 UTC (with --end)."),
+    end: Optional[str] = typer.Option(None, "--end", help="End (exclusive), ISO 8601 UTC."),
+    grain: int = typer.Option(1, "--grain-minutes", min=1, help="Time grain in minutes."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Firewall platform metrics (SNATPortUtilization, Throughput, rule hits, health) into `metrics` (needs Monitoring Reader)."""
+    from egresslens.sources.metrics import MetricsError
+    from egresslens.sources.metrics import ingest_metrics as run_metrics
+
+    try:
+        t0, t1 = time_range(since, start, end)
+    except typer.BadParameter as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.USAGE)
+    con = store.connect(db)
+    try:
+        out = run_metrics(con, default_credential(), resource_id, endpoint=endpoint, start=t0,
+                          end=t1 or datetime.now(timezone.utc).replace(tzinfo=None), granularity=timedelta(minutes=grain))
+    except MetricsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.REMOTE_ERROR)
+    finally:
+        con.close()
+    print(json.dumps(out) if json_out else
+          f"run {out['run_id']}: {out['points']:,} metric points ({', '.join(out['metrics'])}) in {out['calls']} calls")
+
+
 def register(app: typer.Typer) -> None:
     ingest = next(g.typer_instance for g in app.registered_groups if g.name == "ingest")
     ingest.command("loganalytics")(ingest_loganalytics)
-    try:
-        from egresslens.commands import _ingest_azure_more  # noqa: F401  (metrics, storage)
-    except ImportError:
-        pass
-    for name, fn in _EXTRA.items():
-        ingest.command(name)(fn)
+    ingest.command("metrics")(ingest_metrics)
+    if _STORAGE is not None:
+        ingest.command("storage")(_STORAGE)
 
 
-_EXTRA: dict = {}
+_STORAGE = None

@@ -457,8 +457,15 @@ class Run:
                 if wm and wm["size"] is not None and wm["size"] <= _us(self.t0):
                     i0 = max(i0, _floor(_from_us(wm["offset_done"]) - st.summary_lookback, timedelta(hours=1)))
                 step = st.summary_window
+            if self.mode == "raw":
+                # a dense grid where records of the range arrive; one tail window for the rare late ones
+                # (a past --end must not mean thousands of empty windows up to now); caps still split it
+                dense_end = max(i0, min(i1, self.t1 + st.ingest_margin))
+                spans = grid(i0, dense_end, step) + ([(dense_end, i1)] if i1 > dense_end else [])
+            else:
+                spans = grid(i0, i1, step)
             planned = []
-            for s, e in grid(i0, i1, step):
+            for s, e in spans:
                 done = self.ingestor.source_state(self._key(table, _iso(s), _iso(e)))
                 if done and done["complete"] and self.mode == "raw":
                     self.stats.windows_skipped += 1
