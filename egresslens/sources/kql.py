@@ -122,7 +122,7 @@ def render(template: Template, values: dict) -> str:
 
 
 def template_names() -> list[str]:
-    return sorted(p.name[:-4] for p in resources.files("egresslens.queries").iterdir() if p.name.endswith(".kql"))
+    return sorted(p.name[:-4] for p in resources.files("egresslens").joinpath("queries").iterdir() if p.name.endswith(".kql"))
 
 
 _CACHE: dict[str, Template] = {}
@@ -133,7 +133,7 @@ def load(name: str) -> Template:
     if not _NAME_RE.match(name):
         raise KqlError(f"invalid query template name {name!r}")
     if name not in _CACHE:
-        path = resources.files("egresslens.queries").joinpath(f"{name}.kql")
+        path = resources.files("egresslens").joinpath("queries", f"{name}.kql")
         if not path.is_file():
             raise KqlError(f"no query template {name!r}")
         _CACHE[name] = parse_template(name, path.read_text(encoding="utf-8"))
