@@ -70,10 +70,10 @@ WITH lines AS (
 ), envelopes AS (
   SELECT source, position, json_extract(raw, '$.records[*]') AS recs FROM lines WHERE is_envelope
 )
-SELECT source, position, record_index, raw, raw AS rec FROM lines WHERE NOT is_envelope
+SELECT source, position, record_index, raw FROM lines WHERE NOT is_envelope
 UNION ALL
 SELECT source, position, (unnest(range(len(recs))) + 1)::INTEGER AS record_index,
-       unnest(recs)::VARCHAR AS raw, unnest(recs)::VARCHAR AS rec
+       unnest(recs)::VARCHAR AS raw
 FROM envelopes
 """
 
@@ -149,8 +149,7 @@ class Ingestor:
 
         For readers that shape records in SQL (tabular rows, query-API documents)."""
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT source, position, record_index, raw, raw AS rec "
-            f"FROM ({select_sql})",
+            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT source, position, record_index, raw FROM ({select_sql})",
             params or [],
         )
         return self._store(progress)

@@ -1,7 +1,7 @@
 """Normalise raw Azure Firewall records into the canonical tables, in DuckDB SQL over whole batches.
 
-Input: a relation ``batch(source, position, record_index, raw, rec)`` where ``rec`` is one record as
-a JSON object in any of its shapes — a storage/Event Hub envelope (``properties`` holds the
+Input: a relation ``batch(source, position, record_index, raw)`` where ``raw`` is one record as
+JSON text in any of its shapes — a storage/Event Hub envelope (``properties`` holds the
 columns, or ``properties.msg`` the legacy text), a Log Analytics row (columns at the top level,
 ``Type`` names the table), or an AzureDiagnostics row (``msg_s``). Output: one staging table per
 canonical table plus a ``stage_rejects`` table of records with the reason they were refused.
@@ -124,14 +124,14 @@ def _stage_sql() -> str:
 CREATE OR REPLACE TEMP TABLE stage AS
 WITH parsed AS (
   -- one JSON parse per record: invalid JSON gives NULL here and a reason in stage_rejects
-  SELECT source, position, record_index, raw, rec, try(json_transform(rec, {structure})) AS r
+  SELECT source, position, record_index, raw, try(json_transform(raw, {structure})) AS r
   FROM batch
 ), varied AS (
   SELECT *,
     CASE WHEN coalesce(r.category, nullif(r.Type, 'AzureDiagnostics')) IS NULL
               OR coalesce(r.resourceId, r._ResourceId) IS NULL
               OR r.Type = 'AZFWIdpsSignature'  -- its classification column is named Category
-         THEN try(json_extract_string(rec, {variants})) END AS v
+         THEN try(json_extract_string(raw, {variants})) END AS v
   FROM parsed
 ), shaped AS (
   SELECT source, position, record_index, raw, r, v,
