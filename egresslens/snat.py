@@ -144,6 +144,15 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SnatConfig:
     ("all" / "first-five"), no_snat_ranges, trend_minutes, top_sources, and thresholds either flat
     (warning, critical, target) or in a ``[thresholds]`` / ``[snat.thresholds]`` table.
     """
+    values = config_file_values(path)
+    for key, v in overrides.items():
+        if v is not None:
+            values[key] = v
+    return SnatConfig(**values)
+
+
+def config_file_values(path: str | Path | None) -> dict[str, Any]:
+    """The settings a TOML file sets (SnatConfig field names), without defaults; see :func:`load_config`."""
     values: dict[str, Any] = {}
     if path is not None:
         data = tomllib.loads(Path(path).read_text())
@@ -164,10 +173,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SnatConfig:
             v = thresholds.get(key, data.get(key))
             if v is not None:
                 values[key] = _fraction(v)
-    for key, v in overrides.items():
-        if v is not None:
-            values[key] = v
-    return SnatConfig(**values)
+    return values
 
 
 def _seconds(value: Any) -> float:
@@ -224,6 +230,8 @@ class SnatResult:
     metric_fit: pl.DataFrame  # per firewall: fit of SNATPortUtilization against the estimate
     top_sources: pl.DataFrame  # per flagged destination: sources driving it
     assumptions: dict[str, Any] = field(default_factory=dict)
+    # where public_ips / instances / nat_gateway_ips came from (flag, config file, firewall resource, default)
+    capacity_sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_critical(self) -> bool:
@@ -235,6 +243,7 @@ class SnatResult:
             "capacity_ports_per_destination": self.capacity,
             "assumes": self.config.describe(),
             "assumptions": self.assumptions,
+            "capacity_sources": self.capacity_sources,
             "config": asdict(self.config),
             "rate_basis": self.rate_basis,
             "notes": self.notes,

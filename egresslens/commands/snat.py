@@ -26,6 +26,8 @@ def snat_command(
     port_rule: Optional[str] = typer.Option(None, "--port-rule", help="Which public IPs add SNAT ports: 'all' or 'first-five'."),
     hold_time: Optional[str] = typer.Option(None, "--hold-time", help="Seconds (or 4m) each connection holds a port (default 240)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file: public_ips, instances, nat_gateway_ips, hold_time, port_rule, [thresholds]."),
+    firewall_id: Optional[str] = typer.Option(None, "--firewall-id", help="ARM id of the firewall: read its public IPs, instances and NAT Gateway (DefaultAzureCredential, Reader role). Flags and --config override what is read."),
+    arm_endpoint: str = typer.Option("https://management.azure.com", "--arm-endpoint", help="Azure Resource Manager endpoint (sovereign clouds: https://management.usgovcloudapi.net, https://management.chinacloudapi.cn)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """SNAT port exhaustion risk per destination, with the fix (public IPs, NAT Gateway, private endpoint).
@@ -35,11 +37,29 @@ def snat_command(
     from egresslens.analyse import resolve_window
     from egresslens.store import connect
 
+    flags = {"public_ips": public_ips, "instances": instances, "nat_gateway_ips": nat_gateway_ips}
     try:
+        from_file = snat.config_file_values(config)
+        resource = _read_firewall(firewall_id, arm_endpoint, flags, from_file) if firewall_id else {}
+        sources: dict[str, str] = {}
+        overrides: dict = {}
+        for key, flag in flags.items():
+            if flag is not None:
+                overrides[key], sources[key] = flag, f"--{key.replace('_', '-')}"
+            elif key in from_file:
+                sources[key] = f"config file {config}"
+            elif key in resource:
+                overrides[key], sources[key] = resource[key]
+            else:
+                sources[key] = "default" + (" (Azure Firewall runs at least 2 instances)" if key == "instances" else
+                                            " (no NAT Gateway)" if key == "nat_gateway_ips" else "")
         cfg = snat.load_config(
-            config, public_ips=public_ips, instances=instances, nat_gateway_ips=nat_gateway_ips,
+            config, **overrides,
             port_rule=port_rule.replace("_", "-").lower() if port_rule else None,
             hold_time_s=snat._seconds(hold_time) if hold_time else None)
+    except _RemoteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exitcodes.REMOTE_ERROR)
     except (ValueError, OSError, TypeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exitcodes.USAGE)
@@ -57,11 +77,40 @@ def snat_command(
         result = snat.analyse_snat(con, window, cfg)
     finally:
         con.close()
+    result.capacity_sources = sources
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         render(result)
     raise typer.Exit(exitcodes.FINDINGS if result.has_critical else exitcodes.OK)
+
+
+class _RemoteError(Exception):
+    pass
+
+
+def _read_firewall(firewall_id: str, endpoint: str, flags: dict, from_file: dict) -> dict[str, tuple[int, str]]:
+    """{setting: (value, where it came from)} read from the firewall resource; skips what is given."""
+    from egresslens.snat import MAX_PUBLIC_IPS, NAT_GATEWAY_MAX_IPS
+    from egresslens.sources import firewall
+
+    firewall.parse_firewall_id(firewall_id)  # ValueError -> usage error
+    given = lambda k: flags.get(k) is not None or k in from_file  # noqa: E731
+    try:
+        cap = firewall.read_firewall(firewall_id, endpoint=endpoint, check_nat_gateway=not given("nat_gateway_ips"))
+    except firewall.FirewallResourceError as exc:
+        raise _RemoteError(str(exc)) from None
+    name = firewall_id.rstrip("/").rsplit("/", 1)[-1]
+    out: dict[str, tuple[int, str]] = {
+        "public_ips": (min(max(cap.public_ips, 1), MAX_PUBLIC_IPS),
+                       f"firewall resource {name}: {cap.public_ips_detail}"
+                       + (" (none found: assuming 1)" if cap.public_ips < 1 else "")),
+        "instances": (cap.instances, f"firewall resource {name}: {cap.instances_detail}"),
+        "nat_gateway_ips": (min(cap.nat_gateway_ips, NAT_GATEWAY_MAX_IPS),
+                            f"firewall resource {name}: {cap.nat_gateway_detail}"
+                            + (f" (capped at {NAT_GATEWAY_MAX_IPS})" if cap.nat_gateway_ips > NAT_GATEWAY_MAX_IPS else "")),
+    }
+    return out
 
 
 def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
@@ -71,6 +120,11 @@ def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
     console = Console()
     console.print(f"[bold]SNAT capacity[/bold] {result.window.describe()}")
     console.print(f"Assumes: {result.config.describe()}")
+    if result.capacity_sources:
+        values = {"public_ips": result.config.public_ips, "instances": result.config.instances,
+                  "nat_gateway_ips": result.config.nat_gateway_ips}
+        for key, src in result.capacity_sources.items():
+            console.print(f"  {key.replace('_', ' ').replace('ips', 'IPs')}: {values.get(key)} ({src})", soft_wrap=True)
     console.print(f"Demand: each allowed flow holds a port for {result.config.hold_time_s:g} s; "
                   f"rates {result.rate_basis}; warning {result.config.warning:.0%}, critical {result.config.critical:.0%}, "
                   f"fix target < {result.config.effective_target:.0%}")
