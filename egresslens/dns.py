@@ -2,8 +2,15 @@
 resolved and then denied; search-domain noise apart from real failures; tunnelling-like and newly
 seen domains (the `recommend` never-allow list comes from :func:`suspicious_domains`).
 
-Counts come from `analyse.dns_hours` (raw `dns_queries`, or `dns_rollups` for hours only held as
-rollups); latency percentiles and the network-layer "resolved then denied" link need raw rows.
+Counts come from hourly groups (raw `dns_queries`, or `dns_rollups` for hours only held as
+rollups, exactly as `analyse.dns_hours`). Latency percentiles come from a log-bucket histogram
+built in the same pass as the hourly grouping: bucket b holds durations in [1.02^b, 1.02^(b+1))
+seconds and a percentile is the geometric middle of the bucket where the cumulative count crosses
+it, so it is within about 1 % of the exact (nearest-rank) value. Hours held only as rollups carry a
+mean and a maximum per group, not a distribution: their queries enter the histogram at their
+group's mean duration, so percentiles there are approximate (tails are understated), and each row
+says so in ``latency_basis``. The network-layer "resolved then denied" link needs raw timing
+(rollup-only hours do not contribute to it).
 """
 
 from __future__ import annotations
@@ -18,6 +25,56 @@ import polars as pl
 from publicsuffixlist import PublicSuffixList
 
 from egresslens.analyse import DNS_HOURS_SQL, Window
+
+LATENCY_BUCKET_BASE = 1.02  # histogram bucket width: percentiles within ~1 % (half a bucket)
+_LN_BASE = f"ln({LATENCY_BUCKET_BASE!r})"
+_MIN_DURATION_S = 1e-6  # durations below 1 us (and 0) count as 1 us
+
+
+def _bucket(expr: str) -> str:
+    return f"floor(ln(greatest({expr}, {_MIN_DURATION_S!r})) / {_LN_BASE})::INTEGER"
+
+
+# Hourly groups (as analyse.DNS_HOURS_SQL) split further by latency bucket `b`, in one scan of the
+# raw rows. `lat_n` counts the queries that have a latency (upstream-failure rows do not);
+# rollup-only hours put all their answered queries in the bucket of the group's mean duration.
+DNS_HOURS_HIST_SQL = f"""
+WITH raw_hours AS (
+  SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM dns_queries
+  WHERE time >= $start AND time < $end
+)
+SELECT date_trunc('hour', time) AS hour, firewall, source_ip, query_name, query_type, response_code,
+       CASE WHEN error_message IS NULL AND duration_s IS NOT NULL THEN {_bucket('duration_s')} END AS b,
+       count(*)::BIGINT AS queries, count(error_message)::BIGINT AS errors,
+       coalesce(sum(duration_s), 0) AS total_duration_s, max(duration_s) AS max_duration_s,
+       min(time) AS first_seen, max(time) AS last_seen, false AS from_rollup
+FROM dns_queries
+WHERE time >= $start AND time < $end
+GROUP BY ALL
+UNION ALL
+SELECT r.hour, r.firewall, r.source_ip, r.query_name, r.query_type, r.response_code,
+       CASE WHEN r.queries > coalesce(r.errors, 0) AND r.total_duration_s IS NOT NULL
+            THEN {_bucket('r.total_duration_s / (r.queries - coalesce(r.errors, 0))')} END,
+       r.queries, r.errors, r.total_duration_s, r.max_duration_s, r.first_seen, r.last_seen, true
+FROM dns_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
+WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
+"""
+
+
+def _latency_sql(key: str, source: str) -> str:
+    """p50/p95/p99 per `key` from a (key, b, n, rollup_n) histogram relation (nearest rank)."""
+    mid = f"pow({LATENCY_BUCKET_BASE!r}, b + 0.5)"
+    return f"""
+      SELECT {key}, any_value(latency_basis) AS latency_basis,
+             {mid.replace('b + 0.5', 'min(b) FILTER (WHERE cum >= 0.50 * tot) + 0.5')} AS p50_latency_s,
+             {mid.replace('b + 0.5', 'min(b) FILTER (WHERE cum >= 0.95 * tot) + 0.5')} AS p95_latency_s,
+             {mid.replace('b + 0.5', 'min(b) FILTER (WHERE cum >= 0.99 * tot) + 0.5')} AS p99_latency_s
+      FROM (SELECT {key}, b, sum(n) OVER (PARTITION BY {key} ORDER BY b) AS cum, sum(n) OVER (PARTITION BY {key}) AS tot,
+                   CASE WHEN sum(rollup_n) OVER (PARTITION BY {key}) = 0 THEN 'raw'
+                        WHEN sum(rollup_n) OVER (PARTITION BY {key}) = sum(n) OVER (PARTITION BY {key}) THEN 'rollup-mean'
+                        ELSE 'mixed' END AS latency_basis
+            FROM ({source}))
+      GROUP BY {key}"""
 
 # Suffixes a resolver's search list appends (Kubernetes ndots:5, Azure's default VNet DNS suffix).
 NOISE_SUFFIXES: tuple[str, ...] = (".svc.cluster.local", ".cluster.local", ".reddog.microsoft.com",
@@ -204,13 +261,22 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     config = config or DnsConfig()
     params = {"start": window.start, "end": window.end}
     notes: list[str] = []
-    _run(con, "DROP TABLE IF EXISTS dns_h")
-    _run(con, f"CREATE TEMP TABLE dns_h AS {DNS_HOURS_SQL}", params)
-    raw_rows = con.execute("SELECT count(*) FROM dns_queries WHERE time >= $start AND time < $end", params).fetchall()[0][0]
-    total = con.execute("SELECT coalesce(sum(queries), 0) FROM dns_h").fetchall()[0][0]
-    if total > raw_rows:
-        notes.append("Some hours come from hourly rollups: latency there is a mean and maximum only, and "
-                     "the network-layer resolve-then-deny link uses raw rows only.")
+    for t in ("dns_h", "dns_hb"):
+        _run(con, f"DROP TABLE IF EXISTS {t}")
+    _run(con, f"CREATE TEMP TABLE dns_hb AS {DNS_HOURS_HIST_SQL}", params)
+    _run(con, """
+      CREATE TEMP TABLE dns_h AS
+      SELECT hour, firewall, source_ip, query_name, query_type, response_code, sum(queries)::BIGINT AS queries,
+             sum(errors)::BIGINT AS errors, sum(total_duration_s) AS total_duration_s, max(max_duration_s) AS max_duration_s,
+             min(first_seen) AS first_seen, max(last_seen) AS last_seen
+      FROM dns_hb GROUP BY ALL""")
+    total, rollup_queries = con.execute(
+        "SELECT coalesce(sum(queries), 0), coalesce(sum(queries) FILTER (WHERE from_rollup), 0) FROM dns_hb").fetchall()[0]
+    if rollup_queries:
+        notes.append(f"{rollup_queries:,} of {total:,} queries come from hourly rollups (no raw rows): latency "
+                     "percentiles there are approximate (each query counted at its hourly group's mean duration, so "
+                     "tails are understated; max_latency_s is exact), see latency_basis; the network-layer "
+                     "resolve-then-deny link uses raw rows only.")
 
     names = _names_table(con, config)
     _register(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
@@ -232,28 +298,32 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                                  for c in ("nxdomain", "servfail", "refused", "upstream_errors")])
 
     _run(con, "DROP TABLE IF EXISTS dns_lat")
-    _run(con, """
+    hist = """SELECT source_ip, query_name, b, sum(queries - errors) AS n,
+                     sum(queries - errors) FILTER (WHERE from_rollup) AS rollup_n
+              FROM dns_hb WHERE b IS NOT NULL GROUP BY ALL"""
+    _run(con, f"""
       CREATE TEMP TABLE dns_lat AS
-      SELECT g.source_group, q.query_name, GROUPING(g.source_group) AS by_name,
-             approx_quantile(q.duration_s, 0.5) AS p50_latency_s, approx_quantile(q.duration_s, 0.95) AS p95_latency_s,
-             approx_quantile(q.duration_s, 0.99) AS p99_latency_s
-      FROM dns_queries q JOIN dns_groups g ON q.source_ip = g.source_ip
-      WHERE q.time >= $start AND q.time < $end AND q.error_message IS NULL
-      GROUP BY GROUPING SETS ((g.source_group), (q.query_name))""", params)
+      WITH hs AS ({hist}),
+      grp AS ({_latency_sql('source_group', "SELECT g.source_group, hs.b, sum(hs.n) AS n, coalesce(sum(hs.rollup_n), 0) AS rollup_n "
+                                            "FROM hs JOIN dns_groups g ON hs.source_ip = g.source_ip GROUP BY ALL")}),
+      nam AS ({_latency_sql('query_name', "SELECT query_name, b, sum(n) AS n, coalesce(sum(rollup_n), 0) AS rollup_n FROM hs GROUP BY ALL")})
+      SELECT source_group, NULL::VARCHAR AS query_name, 0 AS by_name, * EXCLUDE (source_group) FROM grp
+      UNION ALL BY NAME
+      SELECT NULL::VARCHAR AS source_group, query_name, 1 AS by_name, * EXCLUDE (query_name) FROM nam""")
     by_group = with_rates(_frame(con, f"""
       WITH c AS (SELECT g.source_group, {rates}, count(DISTINCT h.query_name) AS names,
                         sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL)::BIGINT AS noise_queries
                  FROM dns_h h JOIN dns_groups g ON h.source_ip IS NOT DISTINCT FROM g.source_ip
                  LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
-      l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s FROM dns_lat WHERE by_name = 0)
-      SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s FROM c LEFT JOIN l USING (source_group)
+      l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 0)
+      SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis FROM c LEFT JOIN l USING (source_group)
       ORDER BY queries DESC
     """, params)).with_columns(pl.col("noise_queries").fill_null(0))
     by_name = with_rates(_frame(con, f"""
       WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
                  FROM dns_h h GROUP BY h.query_name),
-      l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s FROM dns_lat WHERE by_name = 1)
-      SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s
+      l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 1)
+      SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
       FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
       ORDER BY queries DESC
     """, params))
@@ -283,7 +353,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         "names": by_name.height,
         "source_groups": by_group.height,
     }
-    for t in ("dns_h", "dns_names", "dns_groups", "dns_lat"):
+    for t in ("dns_h", "dns_hb", "dns_names", "dns_groups", "dns_lat"):
         _run(con, f"DROP TABLE IF EXISTS {t}")
     return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, totals)
 
