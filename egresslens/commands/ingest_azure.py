@@ -186,4 +186,56 @@ def register(app: typer.Typer) -> None:
         ingest.command("storage")(_STORAGE)
 
 
-_STORAGE = None
+def ingest_storage(
+    account_url: Optional[str] = typer.Option(None, "--account-url", help="https://<account>.blob.core.windows.net (a SAS token may follow '?')."),
+    container: str = typer.Option(..., "--container", help="Archive container, e.g. insights-logs-azfwnetworkrule."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="Only blobs whose name starts with this, e.g. resourceId=/SUBSCRIPTIONS/<sub>/.../y=2026/m=03/."),
+    connection_string: Optional[str] = typer.Option(None, "--connection-string", envvar="AZURE_STORAGE_CONNECTION_STRING", show_default=False,
+                                                    help="Account connection string (key or SAS) instead of Azure sign-in; prefer the env var AZURE_STORAGE_CONNECTION_STRING."),
+    force: bool = typer.Option(False, "--force", help="Re-read every blob from the start (duplicates are still skipped)."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Pull the firewall's storage-account archive (PT1H.json blobs) incrementally (needs Storage Blob Data Reader).
+
+    Exit codes: 0 done, 2 bad arguments, 4 Azure refused (credential, access, container), 5 some records quarantined.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from egresslens.sources.storage import StorageError, container_client, ingest_container, public_url
+
+    try:
+        client = container_client(container, account_url=account_url, connection_string=connection_string)
+    except StorageError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.USAGE)
+    bar = Progress(TextColumn("[bold]storage"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn(), console=console, transient=True, disable=quiet or json_out)
+
+    def start(total: int):
+        task = bar.add_task("storage", total=total or None)
+        return lambda n: bar.advance(task, n)
+
+    con = store.connect(db)
+    try:
+        with bar, client:
+            stats = ingest_container(con, client, prefix, force=force, progress=start)
+    except StorageError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.REMOTE_ERROR)
+    finally:
+        con.close()
+    if json_out:
+        print(json.dumps(stats.as_dict()))
+    else:
+        c = stats.counts
+        per_table = ", ".join(f"{k} {v:,}" for k, v in sorted(c.per_table.items()))
+        where = public_url(account_url) if account_url else client.account_name
+        print(f"run {stats.run_id}: {stats.blobs} blobs in {where}/{container} ({stats.unchanged} unchanged, "
+              f"{stats.appended} appended, {stats.rewritten} rewritten), {stats.bytes_downloaded:,} bytes in "
+              f"{stats.requests} requests: {c.summary()}" + (f" [{per_table}]" if per_table else ""))
+    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
+
+
+_STORAGE = ingest_storage
