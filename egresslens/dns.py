@@ -449,7 +449,8 @@ def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         pl.format("{} unique names; {}", "unique_names", "signal_list").alias("detail"))
 
     # Newly seen registrable domains: absent from the baseline (history before the window, else its first hours).
-    before = con.execute("SELECT count(*) FROM (SELECT 1 FROM dns_queries WHERE time < $start LIMIT 1)",
+    before = con.execute("""SELECT (SELECT count(*) FROM (SELECT 1 FROM dns_queries WHERE time < $start LIMIT 1))
+                                + (SELECT count(*) FROM (SELECT 1 FROM dns_rollups WHERE hour < $start LIMIT 1))""",
                          {"start": window.start}).fetchall()[0][0]
     if before:
         seen = _frame(con, """SELECT DISTINCT query_name FROM dns_queries WHERE time < $start AND time >= $lb

@@ -163,3 +163,33 @@ def test_latency_percentiles_from_log_buckets_within_one_percent():
         exact = s[int(np.ceil(q / 100 * len(s))) - 1]
         assert abs(g[f"p{q}_latency_s"] / exact - 1) < 0.011, q
     assert g["latency_basis"] == "raw" and not any("rollups" in n for n in r.notes)
+
+
+def test_newly_seen_history_from_rollups_and_cli_marks_approximate_latency(tmp_path):
+    """History held only as rollups still counts as the baseline; rollup latency is marked `~`."""
+    db = tmp_path / "r.duckdb"
+    con = connect(db)
+    rows = [(T0 + timedelta(hours=h), FW, "10.244.1.5", name, "A", "NOERROR", 10, 0, 0.02, 0.004,
+             T0 + timedelta(hours=h), T0 + timedelta(hours=h, minutes=59))
+            for h in range(12) for name in ["old.example.com"] + (["brand-new.example.org"] if h == 11 else [])]
+    df = pl.DataFrame(rows, schema={"hour": pl.Datetime("us"), "firewall": pl.String, "source_ip": pl.String,
+                                    "query_name": pl.String, "query_type": pl.String, "response_code": pl.String,
+                                    "queries": pl.Int64, "errors": pl.Int64, "total_duration_s": pl.Float64,
+                                    "max_duration_s": pl.Float64, "first_seen": pl.Datetime("us"),
+                                    "last_seen": pl.Datetime("us")}, orient="row")
+    con.register("r", df.to_arrow())
+    con.execute("INSERT INTO dns_rollups BY NAME SELECT *, md5(random()::VARCHAR) AS rollup_id FROM r").fetchall()
+    con.unregister("r")
+    sus = dns.suspicious_domains(con, Window(T0 + timedelta(hours=6), T0 + timedelta(hours=12)))
+    assert sus["domain"].to_list() == ["example.org"] and sus.row(0, named=True)["reason"] == "newly_seen"
+    r = dns.analyse_dns(con, WINDOW)
+    g = r.by_group.row(0, named=True)
+    assert g["latency_basis"] == "rollup-mean" and abs(g["p50_latency_s"] / 0.002 - 1) < 0.011
+    con.close()
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    dns_cmd.register(app)
+    out = CliRunner().invoke(app, ["dns", "--db", str(db), "--start", T0.isoformat(), "--end",
+                                   (T0 + timedelta(hours=12)).isoformat()])
+    assert out.exit_code == 0, out.output
+    assert "~2.0" in out.stdout and "approximated from hourly rollups" in out.stdout

@@ -55,8 +55,9 @@ def _pct(v) -> str:  # noqa: ANN001
     return "-" if v is None else f"{v:.1%}"
 
 
-def _ms(v) -> str:  # noqa: ANN001
-    return "-" if v is None else f"{v * 1000:.1f}"
+def _ms(v, basis: str | None = "raw") -> str:  # noqa: ANN001
+    """Milliseconds; `~` marks percentiles approximated from hourly rollups (latency_basis)."""
+    return "-" if v is None else f"{'~' if basis not in (None, 'raw') else ''}{v * 1000:.1f}"
 
 
 def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported lazily
@@ -87,15 +88,19 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     for r in result.by_group.head(top).iter_rows(named=True):
         g.add_row(r["source_group"], f"{r['queries']:,}", f"{r['names']:,}", _pct(r["nxdomain_rate"]),
                   _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _pct(r["upstream_errors_rate"]),
-                  f"{r['noise_queries']:,}", _ms(r["p50_latency_s"]), _ms(r["p95_latency_s"]), _ms(r["p99_latency_s"]))
+                  f"{r['noise_queries']:,}", _ms(r["p50_latency_s"], r.get("latency_basis")),
+                  _ms(r["p95_latency_s"], r.get("latency_basis")), _ms(r["p99_latency_s"], r.get("latency_basis")))
     console.print(g)
+    if any(b not in (None, "raw") for b in result.by_group["latency_basis"].to_list()):
+        console.print("[dim]~ latency approximated from hourly rollups (group means, tails understated)[/dim]")
 
     n = Table(title=f"Top {top} names")
     for col in ("name", "queries", "sources", "NXDOMAIN", "SERVFAIL", "REFUSED", "p95 ms", "noise"):
         n.add_column(col, overflow="fold")
     for r in result.by_name.head(top).iter_rows(named=True):
         n.add_row(r["query_name"], f"{r['queries']:,}", str(r["sources"]), _pct(r["nxdomain_rate"]),
-                  _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _ms(r["p95_latency_s"]), r["noise_kind"] or "")
+                  _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _ms(r["p95_latency_s"], r.get("latency_basis")),
+                  r["noise_kind"] or "")
     console.print(n)
 
     f = Table(title="Real failures (search-domain noise removed; names under flagged domains last)")
