@@ -27,7 +27,10 @@ STRUCTURED_FIELDS = (
     "Error ServerIp ServerPort FlowRate Flag ApplicationRuleCount NetworkRuleCount NatRuleCount "
     "IsDefaultRule"
 ).split()
-ENVELOPE_FIELDS = "time TimeGenerated category Type operationName resourceId _ResourceId Resource msg_s".split()
+# Storage / Event Hub envelope: columns under `properties`.
+ENVELOPE_FIELDS = "time category operationName resourceId".split()
+# Log Analytics rows (query API, exports): columns at the top level.
+FLAT_FIELDS = "TimeGenerated Type _ResourceId Resource msg_s".split()
 # DuckDB struct keys are case-insensitive, so these case variants are read by path instead.
 CASE_VARIANTS = ["$.Category", "$.ResourceId", "$.OperationName"]
 
@@ -93,22 +96,25 @@ def _groups(names: list[str]) -> str:
     return "[" + ", ".join(_lit(n) for n in names) + "]"
 
 
-def _json_structure() -> str:
-    fields = {f: "VARCHAR" for f in ENVELOPE_FIELDS + STRUCTURED_FIELDS}
+def _envelope_structure() -> str:
     props = {f: "VARCHAR" for f in STRUCTURED_FIELDS + ["msg", "Category"]}
-    fields["properties"] = props
-    return json.dumps(fields)
+    return json.dumps({**{f: "VARCHAR" for f in ENVELOPE_FIELDS}, "properties": props})
+
+
+def _flat_structure() -> str:
+    return json.dumps({f: "VARCHAR" for f in FLAT_FIELDS + STRUCTURED_FIELDS})
 
 
 def _field(name: str) -> str:
-    return f"coalesce(nullif(r.properties.{name}, ''), nullif(r.{name}, ''))"
+    return f"coalesce(nullif(r.properties.{name}, ''), nullif(t.{name}, ''))"
 
 
 # -- stage 1: one struct per record, the target table decided ------------------------------------
 
 def _stage_sql() -> str:
     fields = ",\n      ".join(f"{_field(f)} AS f_{f}" for f in STRUCTURED_FIELDS)
-    structure = _lit(_json_structure())
+    envelope = _lit(_envelope_structure())
+    flat = _lit(_flat_structure())
     variants = "[" + ", ".join(_lit(p) for p in CASE_VARIANTS) + "]"
     legacy_target = """
       CASE
@@ -123,29 +129,34 @@ def _stage_sql() -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE stage AS
 WITH parsed AS (
-  -- one JSON parse per record: invalid JSON gives NULL here and a reason in stage_rejects
-  SELECT source, position, record_index, raw, try(json_transform(raw, {structure})) AS r
+  -- one JSON parse per record, into the envelope shape; invalid JSON gives NULL here and a
+  -- reason in stage_rejects
+  SELECT source, position, record_index, raw, try(json_transform(raw, {envelope})) AS r
   FROM batch
+), flat AS (
+  -- records without `properties` are Log Analytics rows: parse those again in the flat shape
+  SELECT *, CASE WHEN r.properties IS NULL THEN try(json_transform(raw, {flat})) END AS t
+  FROM parsed
 ), varied AS (
   SELECT *,
-    CASE WHEN coalesce(r.category, nullif(r.Type, 'AzureDiagnostics')) IS NULL
-              OR coalesce(r.resourceId, r._ResourceId) IS NULL
-              OR r.Type = 'AZFWIdpsSignature'  -- its classification column is named Category
+    CASE WHEN t IS NOT NULL AND (nullif(t.Type, 'AzureDiagnostics') IS NULL OR t._ResourceId IS NULL
+                                 OR t.Type = 'AZFWIdpsSignature')  -- its classification column is Category
+              OR (r.properties IS NOT NULL AND r.resourceId IS NULL)
          THEN try(json_extract_string(raw, {variants})) END AS v
-  FROM parsed
+  FROM flat
 ), shaped AS (
-  SELECT source, position, record_index, raw, r, v,
-    coalesce(nullif(r.time, ''), nullif(r.TimeGenerated, '')) AS time_text,
-    coalesce(nullif(r.category, ''), CASE WHEN r.Type <> 'AzureDiagnostics' THEN nullif(r.Type, '') END,
+  SELECT source, position, record_index, raw, r, t, v,
+    coalesce(nullif(r.time, ''), nullif(t.TimeGenerated, '')) AS time_text,
+    coalesce(nullif(r.category, ''), nullif(nullif(t.Type, ''), 'AzureDiagnostics'),
              CASE WHEN v[1] LIKE 'AzureFirewall%' OR v[1] LIKE 'AZFW%' THEN v[1] END) AS log_category,
-    coalesce(nullif(r.properties.msg, ''), nullif(r.msg_s, '')) AS msg,
-    lower(coalesce(nullif(r.resourceId, ''), nullif(r._ResourceId, ''), nullif(v[2], ''), nullif(r.Resource, ''))) AS firewall,
-    CASE WHEN r.Type = 'AZFWIdpsSignature' OR r.category = 'AZFWIdpsSignature'
-         THEN coalesce(nullif(r.properties.Category, ''), nullif(v[1], '')) END AS f_Category,
+    coalesce(nullif(r.properties.msg, ''), nullif(t.msg_s, '')) AS msg,
+    lower(coalesce(nullif(r.resourceId, ''), nullif(t._ResourceId, ''), nullif(v[2], ''), nullif(t.Resource, ''))) AS firewall,
+    CASE WHEN r.category = 'AZFWIdpsSignature' THEN nullif(r.properties.Category, '')
+         WHEN t.Type = 'AZFWIdpsSignature' THEN nullif(v[1], '') END AS f_Category,
     {fields}
   FROM varied
 )
-SELECT * EXCLUDE (r, v), row_number() OVER () AS rid,
+SELECT * EXCLUDE (r, t, v), row_number() OVER () AS rid,
   coalesce(try_cast(time_text AS TIMESTAMPTZ)::TIMESTAMP,
            try_strptime(time_text, ['%m/%d/%Y, %I:%M:%S.%g %p', '%m/%d/%Y, %I:%M:%S %p', '%m/%d/%Y %I:%M:%S %p'])) AS ts,
   CASE WHEN msg IS NOT NULL THEN 'legacy' ELSE 'structured' END AS log_format,
