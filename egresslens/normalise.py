@@ -244,6 +244,11 @@ WITH legacy_rows AS (
     coalesce(l.app.proto, l.net.proto, l.nat.proto) IS NULL OR (s.target = 'nat' AND l.nat.tip = '') AS unparsed
   FROM stage s JOIN legacy l USING (rid)
   WHERE s.target IN ('application', 'network', 'nat')
+), legacy_tails AS (
+  -- each tail field extracted once; the older form puts `policy:group:collection` in Rule Collection
+  SELECT *, {_tail('tail', 'policy')} AS t_policy, {_tail('tail', 'rcg')} AS t_rcg,
+         {_tail('tail', 'rc')} AS t_rc, {_tail('tail', 'rule')} AS t_rule, {_tail('tail', 'web')} AS t_web
+  FROM legacy_rows
 ), legacy_canon AS (
   SELECT source, position, record_index, raw, time, firewall, kind, log_format, protocol, icmp_type,
     source_ip, source_port, destination_ip, destination_fqdn, destination_port, target_url, action,
@@ -252,21 +257,17 @@ WITH legacy_rows AS (
       WHEN tail LIKE 'Reason: %' THEN substr(tail, 9)
       WHEN tail LIKE 'Failed to resolve %' THEN tail
     END AS action_reason,
-    coalesce({_tail('tail', 'policy')},
-             CASE WHEN {_tail('tail', 'policy')} IS NULL AND len(string_split({_tail('tail', 'rc')}, ':')) = 3
-                  THEN string_split({_tail('tail', 'rc')}, ':')[1] END) AS policy,
-    coalesce({_tail('tail', 'rcg')},
-             CASE WHEN {_tail('tail', 'policy')} IS NULL AND len(string_split({_tail('tail', 'rc')}, ':')) = 3
-                  THEN string_split({_tail('tail', 'rc')}, ':')[2] END) AS rule_collection_group,
-    CASE WHEN {_tail('tail', 'policy')} IS NULL AND len(string_split({_tail('tail', 'rc')}, ':')) = 3
-         THEN string_split({_tail('tail', 'rc')}, ':')[3] ELSE {_tail('tail', 'rc')} END AS rule_collection,
-    {_tail('tail', 'rule')} AS rule,
-    {_tail('tail', 'web')} AS web_category,
+    CASE WHEN old_form THEN rc_parts[1] ELSE t_policy END AS policy,
+    CASE WHEN old_form THEN rc_parts[2] ELSE t_rcg END AS rule_collection_group,
+    CASE WHEN old_form THEN rc_parts[3] ELSE t_rc END AS rule_collection,
+    t_rule AS rule,
+    t_web AS web_category,
     translated_ip, translated_port,
     CASE WHEN kind = 'application' THEN upper(protocol) = 'HTTPS' AND nullif(target_url, '') IS NOT NULL END AS is_tls_inspected,
     CASE WHEN kind = 'application' THEN false END AS is_explicit_proxy,
     unparsed
-  FROM legacy_rows
+  FROM (SELECT *, string_split(t_rc, ':') AS rc_parts,
+               t_policy IS NULL AND len(string_split(t_rc, ':')) = 3 AS old_form FROM legacy_tails)
 ), structured_canon AS (
   SELECT source, position, record_index, raw, ts AS time, firewall, target AS kind, log_format,
     f_Protocol AS protocol, NULL AS icmp_type, f_SourceIp AS source_ip, f_SourcePort AS source_port,
