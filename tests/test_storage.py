@@ -65,7 +65,7 @@ def azurite(tmp_path_factory):
     port = _free_port()
     location = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen([str(exe), "--silent", "--location", str(location), "--blobHost", "127.0.0.1",
-                             "--blobPort", str(port), "--skipApiVersionCheck", "--loose"],
+                             "--blobPort", str(port), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 30
     while True:

@@ -190,10 +190,34 @@ def _states(con, key_prefix: str) -> tuple[dict[str, dict], dict[str, dict]]:
     return progress, meta
 
 
-def _save_meta(con, key: str, meta: dict) -> None:
-    con.execute("INSERT OR REPLACE INTO storage_blobs VALUES (?, ?, ?, ?, ?, ?)",
-                [key, meta.get("etag"), meta.get("fmt"), meta.get("head_len"), meta.get("head_md5"),
-                 datetime.now(timezone.utc).replace(tzinfo=None)])
+class _Batcher(LineBatcher):
+    """LineBatcher that also writes the blobs' fingerprints (etag, start) after each batch, in one
+    transaction: they only decide what to re-check, so they need not be atomic with the rows."""
+
+    def __init__(self, ingestor: Ingestor):
+        super().__init__(ingestor)
+        self.meta: dict[str, dict] = {}
+
+    def flush(self) -> Counts:
+        counts = super().flush()
+        self.write_meta()
+        return counts
+
+    def write_meta(self) -> None:
+        if not self.meta:
+            return
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        con = self.ingestor.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.executemany("INSERT OR REPLACE INTO storage_blobs VALUES (?, ?, ?, ?, ?, ?)",
+                            [[k, m.get("etag"), m.get("fmt"), m.get("head_len"), m.get("head_md5"), now]
+                             for k, m in self.meta.items()])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.meta = {}
 
 
 @dataclass
@@ -306,7 +330,7 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
     stats.run_id = ingestor.run_id
     advance = progress(stats.bytes_listed) if progress else (lambda n: None)
     reader = _Reader(client)
-    batcher = LineBatcher(ingestor)
+    batcher = _Batcher(ingestor)
     try:
         with ThreadPoolExecutor(PREFETCH) as pool:
             _check_heads(plans, reader, pool)
@@ -374,7 +398,7 @@ def _group(fetched: Iterator):
     return parts
 
 
-def _read_blob(ingestor: Ingestor, batcher: LineBatcher, con, p: _Plan, parts: Iterator[tuple[int, bytes]],
+def _read_blob(ingestor: Ingestor, batcher: _Batcher, con, p: _Plan, parts: Iterator[tuple[int, bytes]],
                advance) -> BlobResult:
     first = next(parts, None)
     if first is None:  # no new bytes (metadata touched, empty blob): remember this version, download nothing
@@ -382,7 +406,7 @@ def _read_blob(ingestor: Ingestor, batcher: LineBatcher, con, p: _Plan, parts: I
         done, records = (st.get("offset_done") or 0, st.get("records_done") or 0) if p.status == "appended" else (0, 0)
         ingestor.mark_source(p.key, size=p.size, mtime_ns=p.mtime_ns, records_done=records, offset_done=done,
                              complete=done == p.size)
-        _save_meta(con, p.key, {**(p.meta or {}), "etag": p.etag})
+        batcher.meta[p.key] = {**(p.meta or {}), "etag": p.etag}
         return BlobResult(p.name, "waiting" if done < p.size else p.status, resumed_from=p.start)
     off0, data0 = first
     if not data0:
@@ -392,7 +416,7 @@ def _read_blob(ingestor: Ingestor, batcher: LineBatcher, con, p: _Plan, parts: I
     if p.start == 0:
         head = data0[:HEAD_BYTES]
         meta.update(head_len=len(head), head_md5=hashlib.md5(head).hexdigest(), fmt=_sniff(data0))
-    _save_meta(con, p.key, meta)  # not atomic with the rows: it only decides what to re-check
+    batcher.meta[p.key] = meta
     stream = _chain(first, parts)
     if meta["fmt"] != "jsonl":
         batcher.flush()
