@@ -225,9 +225,10 @@ def test_partial_last_line_waits_for_the_next_run(container, tmp_path):
     con = store.connect(db, read_only=True)
     (offset, complete), = con.execute("SELECT offset_done, complete FROM ingest_sources").fetchall()
     con.close()
-    assert (offset, complete) == (len(whole), False)
+    assert (offset, complete) == (len(whole), True)  # read to the end; the partial line waits
 
-    assert _run(db, container).counts.read == 0  # unchanged and still partial: nothing to do
+    again = _run(db, container)
+    assert (again.unchanged, again.requests, again.counts.read) == (1, 0, 0)  # unchanged, still partial
     blob.append_block(nxt[37:] + _lines([211]))
     s2 = _run(db, container)
     assert (s2.counts.read, s2.counts.stored, s2.counts.quarantined) == (2, 2, 0)
@@ -315,3 +316,54 @@ def test_cli_end_to_end_with_json_summary_and_clear_errors(azurite, container, t
     assert denied.exit_code == 4 and "(403 Authorization" in text and "Storage Blob Data Reader" in text, text
     assert "A" * 20 not in denied.output and DEV_KEY[:20] not in denied.output
     assert FIREWALL_ID  # the records carry the fixture firewall
+
+
+def test_sas_url_works_and_is_never_printed(azurite, container, tmp_path):
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    container.upload_blob(BLOB.format(h=21), _lines(range(1000, 1010)))
+    sas = generate_container_sas("devstoreaccount1", container.container_name, account_key=DEV_KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    url = azurite.split("BlobEndpoint=")[1].rstrip(";") + "?" + sas
+    res = CliRunner().invoke(app, ["ingest", "storage", "--account-url", url, "--container", container.container_name,
+                                   "--db", str(tmp_path / "s.duckdb"), "--quiet"], env={"AZURE_STORAGE_CONNECTION_STRING": None})
+    assert res.exit_code == 0, res.output
+    assert "read 10 = stored 10" in res.stdout and "sig=" not in res.output
+    no_list = generate_container_sas("devstoreaccount1", container.container_name, account_key=DEV_KEY,
+                                     permission=ContainerSasPermissions(read=True),
+                                     expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    res = CliRunner().invoke(app, ["ingest", "storage", "--account-url", url.split("?")[0] + "?" + no_list,
+                                   "--container", container.container_name, "--db", str(tmp_path / "s.duckdb")],
+                             env={"AZURE_STORAGE_CONNECTION_STRING": None})
+    assert res.exit_code == 4 and "Traceback" not in res.output and "sig=" not in res.output, res.output
+
+
+def test_killed_run_resumes_mid_blob_with_exact_counts(container, tmp_path, monkeypatch):
+    import egresslens.sources.files as files_mod
+    import egresslens.sources.storage as storage_mod
+
+    monkeypatch.setattr(storage_mod, "RANGE_BYTES", 4096)  # many ranges and batches per blob
+    monkeypatch.setattr(files_mod, "CHUNK_BYTES", 8192)
+    for h in range(3):
+        container.upload_blob(BLOB.format(h=h), _lines(range(2000 + 100 * h, 2100 + 100 * h)))
+    db = tmp_path / "s.duckdb"
+    seen = {"bytes": 0}
+
+    def progress(total):
+        def advance(n):
+            seen["bytes"] += n
+            if seen["bytes"] > total // 2:
+                raise KeyboardInterrupt  # a kill halfway through the second blob
+        return advance
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(db, container, progress=progress)
+    partial = _count(db, "flows")
+    assert 0 < partial < 300
+    s = _run(db, container)
+    assert s.counts.read == 300 - partial and s.counts.duplicates == 0
+    assert _count(db, "flows") == 300
+    con = store.connect(db, read_only=True)
+    assert [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()] == ["failed", "completed"]
+    con.close()

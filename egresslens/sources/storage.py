@@ -242,7 +242,9 @@ def _plan(blob, key: str, state: dict | None, meta: dict | None, *, force: bool,
     if st is None:
         return p
     same = st["size"] == p.size and st["mtime_ns"] == p.mtime_ns and (meta is None or meta["etag"] == p.etag)
-    if same and (st["complete"] or not settled):
+    # `complete`: this version was read to its end, except perhaps a partial last line (offset_done < size)
+    # that waits for more bytes, or for the blob to settle (then it is final)
+    if same and st["complete"] and (st["offset_done"] >= p.size or not settled):
         p.status, p.start = "unchanged", p.size
         return p
     fmt = (meta or {}).get("fmt") or "jsonl"
@@ -405,7 +407,7 @@ def _read_blob(ingestor: Ingestor, batcher: _Batcher, con, p: _Plan, parts: Iter
         st = p.state or {}
         done, records = (st.get("offset_done") or 0, st.get("records_done") or 0) if p.status == "appended" else (0, 0)
         ingestor.mark_source(p.key, size=p.size, mtime_ns=p.mtime_ns, records_done=records, offset_done=done,
-                             complete=done == p.size)
+                             complete=True)
         batcher.meta[p.key] = {**(p.meta or {}), "etag": p.etag}
         return BlobResult(p.name, "waiting" if done < p.size else p.status, resumed_from=p.start)
     off0, data0 = first
@@ -468,10 +470,9 @@ def _read_lines(batcher: LineBatcher, p: _Plan, stream, advance) -> BlobResult:
             text = block[:-1] if block.endswith(b"\n") else block
             table = _split_lines(text, p.key, line_no + 1)
             line_no += text.count(b"\n") + 1
-        done = is_last and not carry
-        if table is not None or is_last:
+        if table is not None or is_last:  # complete: read to the end (a partial last line may wait)
             batcher.add(table, dict(source=p.key, size=p.size, mtime_ns=p.mtime_ns, records_done=line_no,
-                                    offset_done=offset, complete=done))
+                                    offset_done=offset, complete=is_last))
     return BlobResult(p.name, p.status, resumed_from=p.start, bytes_read=got)
 
 
