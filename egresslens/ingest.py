@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from egresslens import normalise
@@ -60,7 +61,8 @@ def _utcnow() -> datetime:
 
 # Envelopes ({"records": [...]}) are exploded into their records; other lines are records.
 _EXPLODE_SQL = """
-CREATE OR REPLACE TEMP TABLE batch AS
+CREATE OR REPLACE TEMP TABLE batch_rows AS
+SELECT row_number() OVER () AS rid, * FROM (
 WITH lines AS (
   SELECT source, position, record_index, raw,
          -- a cheap substring test first: only candidate lines pay for a JSON parse
@@ -75,7 +77,10 @@ UNION ALL
 SELECT source, position, (unnest(range(len(recs))) + 1)::INTEGER AS record_index,
        unnest(recs)::VARCHAR AS raw
 FROM envelopes
+)
 """
+# Every reader's records, whatever their origin, are read through this one view.
+_BATCH_VIEW_SQL = "CREATE OR REPLACE TEMP VIEW batch AS SELECT rid, source, position, record_index, raw FROM {}"
 
 
 class Ingestor:
@@ -136,12 +141,21 @@ class Ingestor:
         offset_done, complete; or a list of them, one per source in the batch) is committed in
         the same transaction as the rows.
         """
+        # Lines are numbered here (rid) so that, without envelopes, the batch is a view over the
+        # Arrow data: no copy of the raw text.
+        lines = lines.append_column("rid", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
         self.con.register("raw_lines", lines)
         try:
-            self.con.execute(_EXPLODE_SQL)
+            envelopes = self.con.execute(
+                "SELECT count(*) FROM raw_lines WHERE contains(raw, '\"records\"')").fetchall()[0][0]
+            if envelopes:
+                self.con.execute(_EXPLODE_SQL)
+                self.con.execute(_BATCH_VIEW_SQL.format("batch_rows"))
+            else:
+                self.con.execute(_BATCH_VIEW_SQL.format("raw_lines"))
+            return self._store(progress)
         finally:
             self.con.unregister("raw_lines")
-        return self._store(progress)
 
     def ingest_select(self, select_sql: str, params: list | None = None, *,
                       progress: dict | list[dict] | None = None) -> Counts:
@@ -149,9 +163,11 @@ class Ingestor:
 
         For readers that shape records in SQL (tabular rows, query-API documents)."""
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT source, position, record_index, raw FROM ({select_sql})",
+            "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT row_number() OVER () AS rid, source, position, "
+            f"record_index, raw FROM ({select_sql})",
             params or [],
         )
+        self.con.execute(_BATCH_VIEW_SQL.format("batch_rows"))
         return self._store(progress)
 
     def ingest_rows(self, rows: pa.Table, *, source: str, log_table: str | None = None,
@@ -236,11 +252,14 @@ class Ingestor:
                 if inserted:
                     counts.per_table[table.name] = inserted
             rejects = " UNION ALL ".join(
-                [f"SELECT source, position, record_index, raw, reject_reason AS reason FROM {normalise.canon_table(t)}"
-                 " WHERE reject_reason IS NOT NULL" for t in EVENT_TABLES]
-                + ["SELECT source, position, record_index, raw, reason FROM stage_rejects"]
+                [f"SELECT rid, reject_reason AS reason FROM {normalise.canon_table(t)} WHERE reject_reason IS NOT NULL"
+                 for t in EVENT_TABLES]
+                + ["SELECT rid, reason FROM stage_rejects"]
             )
-            con.execute(f"CREATE OR REPLACE TEMP TABLE batch_rejects AS {rejects}")
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, b.raw, "
+                f"r.reason FROM ({rejects}) r JOIN batch b USING (rid)"
+            )
             rejected = con.execute("SELECT count(*) FROM batch_rejects").fetchall()[0][0]
             new_q = self._insert_quarantine("batch_rejects")
             counts.quarantined = new_q

@@ -1,6 +1,6 @@
 """Normalise raw Azure Firewall records into the canonical tables, in DuckDB SQL over whole batches.
 
-Input: a relation ``batch(source, position, record_index, raw)`` where ``raw`` is one record as
+Input: a relation ``batch(rid, source, position, record_index, raw)`` where ``raw`` is one record as
 JSON text in any of its shapes — a storage/Event Hub envelope (``properties`` holds the
 columns, or ``properties.msg`` the legacy text), a Log Analytics row (columns at the top level,
 ``Type`` names the table), or an AzureDiagnostics row (``msg_s``). Output: one staging table per
@@ -131,7 +131,7 @@ CREATE OR REPLACE TEMP TABLE stage AS
 WITH parsed AS (
   -- one JSON parse per record, into the envelope shape; invalid JSON gives NULL here and a
   -- reason in stage_rejects
-  SELECT source, position, record_index, raw, try(json_transform(raw, {envelope})) AS r
+  SELECT rid, raw, try(json_transform(raw, {envelope})) AS r
   FROM batch
 ), flat AS (
   -- records without `properties` are Log Analytics rows: parse those again in the flat shape
@@ -145,7 +145,7 @@ WITH parsed AS (
          THEN try(json_extract_string(raw, {variants})) END AS v
   FROM flat
 ), shaped AS (
-  SELECT source, position, record_index, raw, r, t, v,
+  SELECT rid, r, t, v,
     coalesce(nullif(r.time, ''), nullif(t.TimeGenerated, '')) AS time_text,
     coalesce(nullif(r.category, ''), nullif(nullif(t.Type, ''), 'AzureDiagnostics'),
              CASE WHEN v[1] LIKE 'AzureFirewall%' OR v[1] LIKE 'AZFW%' THEN v[1] END) AS log_category,
@@ -156,7 +156,7 @@ WITH parsed AS (
     {fields}
   FROM varied
 )
-SELECT * EXCLUDE (r, t, v), row_number() OVER () AS rid,
+SELECT * EXCLUDE (r, t, v),
   coalesce(try_cast(time_text AS TIMESTAMPTZ)::TIMESTAMP,
            try_strptime(time_text, ['%m/%d/%Y, %I:%M:%S.%g %p', '%m/%d/%Y, %I:%M:%S %p', '%m/%d/%Y %I:%M:%S %p'])) AS ts,
   CASE WHEN msg IS NOT NULL THEN 'legacy' ELSE 'structured' END AS log_format,
@@ -229,7 +229,7 @@ def _reason(expr: str) -> str:
 _FLOW_SELECT = f"""
 CREATE OR REPLACE TEMP TABLE canon_flows AS
 WITH legacy_rows AS (
-  SELECT s.source, s.position, s.record_index, s.raw, s.ts AS time, s.firewall, s.target AS kind, s.log_format,
+  SELECT s.rid, s.ts AS time, s.firewall, s.target AS kind, s.log_format,
     coalesce(l.app.proto, l.net.proto, l.nat.proto) AS protocol,
     l.net.icmp_type AS icmp_type,
     coalesce(l.app.src, l.net.src, l.nat.src) AS source_ip,
@@ -250,7 +250,7 @@ WITH legacy_rows AS (
          {_tail('tail', 'rc')} AS t_rc, {_tail('tail', 'rule')} AS t_rule, {_tail('tail', 'web')} AS t_web
   FROM legacy_rows
 ), legacy_canon AS (
-  SELECT source, position, record_index, raw, time, firewall, kind, log_format, protocol, icmp_type,
+  SELECT rid, time, firewall, kind, log_format, protocol, icmp_type,
     source_ip, source_port, destination_ip, destination_fqdn, destination_port, target_url, action,
     CASE
       WHEN tail LIKE 'No rule matched%' THEN 'Default Action'
@@ -269,7 +269,7 @@ WITH legacy_rows AS (
   FROM (SELECT *, string_split(t_rc, ':') AS rc_parts,
                t_policy IS NULL AND len(string_split(t_rc, ':')) = 3 AS old_form FROM legacy_tails)
 ), structured_canon AS (
-  SELECT source, position, record_index, raw, ts AS time, firewall, target AS kind, log_format,
+  SELECT rid, ts AS time, firewall, target AS kind, log_format,
     f_Protocol AS protocol, NULL AS icmp_type, f_SourceIp AS source_ip, f_SourcePort AS source_port,
     CASE WHEN target <> 'application' THEN f_DestinationIp END AS destination_ip,
     CASE WHEN target = 'application' THEN f_Fqdn END AS destination_fqdn,
@@ -288,7 +288,7 @@ WITH legacy_rows AS (
 ), unioned AS (
   SELECT * FROM legacy_canon UNION ALL BY NAME SELECT * FROM structured_canon
 )
-SELECT source, position, record_index, raw, log_format, unparsed,
+SELECT rid, log_format, unparsed,
   time, firewall, kind,
   {_proto('protocol')} AS protocol,
   try_cast(icmp_type AS INTEGER) AS icmp_type,
@@ -314,7 +314,7 @@ SELECT source, position, record_index, raw, log_format, unparsed,
   CASE
     WHEN unparsed THEN 'unrecognised ' || kind || ' rule log text'
     WHEN time IS NULL THEN 'missing or unparseable time'
-    WHEN nullif(source_ip, '') IS NULL AND NOT coalesce(regexp_matches(raw, 'SNI TLS extension'), false) THEN 'missing source address'
+    WHEN nullif(source_ip, '') IS NULL AND coalesce(action_reason, '') NOT LIKE 'SNI TLS extension%' THEN 'missing source address'
     WHEN lower(action) NOT IN ('allow', 'deny', 'dnat') OR action IS NULL THEN 'missing or unknown action: ' || coalesce(action, 'none')
     WHEN nullif(source_port, '') IS NOT NULL AND try_cast(source_port AS INTEGER) IS NULL THEN 'source port is not an integer: ' || source_port
     WHEN nullif(destination_port, '') IS NOT NULL AND try_cast(destination_port AS INTEGER) IS NULL THEN 'destination port is not an integer: ' || destination_port
@@ -325,7 +325,7 @@ FROM unioned
 _DNS_SELECT = f"""
 CREATE OR REPLACE TEMP TABLE canon_dns AS
 WITH legacy_rows AS (
-  SELECT s.source, s.position, s.record_index, s.raw, s.ts AS time, s.firewall, s.log_format,
+  SELECT s.rid, s.ts AS time, s.firewall, s.log_format,
     coalesce(l.dns.src, '') AS source_ip, l.dns.sport AS source_port, l.dns.qid AS query_id,
     coalesce(l.dns.qtype, l.dns_err.qtype) AS query_type, l.dns.qclass AS query_class,
     coalesce(l.dns.qname, l.dns_err.qname) AS query_name, l.dns.proto AS protocol,
@@ -337,7 +337,7 @@ WITH legacy_rows AS (
   FROM stage s JOIN legacy l USING (rid)
   WHERE s.target = 'dns'
 ), structured_rows AS (
-  SELECT source, position, record_index, raw, ts AS time, firewall, log_format,
+  SELECT rid, ts AS time, firewall, log_format,
     f_SourceIp AS source_ip, f_SourcePort AS source_port, f_QueryId AS query_id, f_QueryType AS query_type,
     f_QueryClass AS query_class, f_QueryName AS query_name, f_Protocol AS protocol,
     f_RequestSize AS request_size, f_DnssecOkBit AS dnssec_ok, f_EDNS0BufferSize AS edns0_buffer_size,
@@ -349,7 +349,7 @@ WITH legacy_rows AS (
   SELECT *, (nullif(trim(error_message), '') IS NOT NULL OR coalesce({_int('error_number')}, 0) <> 0) AS failed
   FROM (SELECT * FROM legacy_rows UNION ALL BY NAME SELECT * FROM structured_rows)
 )
-SELECT source, position, record_index, raw, log_format, unparsed, time, firewall,
+SELECT rid, log_format, unparsed, time, firewall,
   CASE WHEN NOT failed THEN nullif(source_ip, '') END AS source_ip,
   CASE WHEN NOT failed THEN try_cast(source_port AS INTEGER) END AS source_port,
   CASE WHEN NOT failed THEN try_cast(query_id AS INTEGER) END AS query_id,
@@ -377,7 +377,7 @@ FROM unioned
 _THREAT_SELECT = f"""
 CREATE OR REPLACE TEMP TABLE canon_threats AS
 WITH legacy_rows AS (
-  SELECT s.source, s.position, s.record_index, s.raw, s.ts AS time, s.firewall, s.log_format, s.target AS kind,
+  SELECT s.rid, s.ts AS time, s.firewall, s.log_format, s.target AS kind,
     coalesce(l.ti.proto, l.ids.proto) AS protocol,
     coalesce(l.ti.src, l.ids.src) AS source_ip, coalesce(l.ti.sport, l.ids.sport) AS source_port,
     CASE WHEN s.target = 'idps' THEN l.ids.dst
@@ -394,7 +394,7 @@ WITH legacy_rows AS (
   FROM stage s JOIN legacy l USING (rid)
   WHERE s.target IN ('threat_intel', 'idps')
 ), structured_rows AS (
-  SELECT source, position, record_index, raw, ts AS time, firewall, log_format, target AS kind,
+  SELECT rid, ts AS time, firewall, log_format, target AS kind,
     f_Protocol AS protocol, f_SourceIp AS source_ip, f_SourcePort AS source_port,
     f_DestinationIp AS destination_ip, f_DestinationPort AS destination_port, f_Fqdn AS fqdn,
     coalesce(f_TargetUrl, f_Url) AS target_url, f_Action AS action,
@@ -404,7 +404,7 @@ WITH legacy_rows AS (
     f_Protocol IS NULL AS unparsed
   FROM stage WHERE log_format = 'structured' AND target IN ('threat_intel', 'idps')
 )
-SELECT source, position, record_index, raw, log_format, unparsed, time, firewall, kind,
+SELECT rid, log_format, unparsed, time, firewall, kind,
   {_proto('protocol')} AS protocol,
   nullif(source_ip, '') AS source_ip,
   try_cast(nullif(source_port, '') AS INTEGER) AS source_port,
@@ -432,7 +432,7 @@ def _simple_select(name: str, target: str, exprs: dict[str, str], required: str)
     cols = ",\n  ".join(f"{expr} AS {col}" for col, expr in exprs.items())
     return f"""
 CREATE OR REPLACE TEMP TABLE canon_{name} AS
-SELECT source, position, record_index, raw, log_format, ts AS time, firewall,
+SELECT rid, log_format, ts AS time, firewall,
   {cols},
   CASE WHEN ts IS NULL THEN 'missing or unparseable time'
        WHEN {required} IS NULL THEN 'missing ' || {_lit(required.removeprefix('f_'))} END AS reject_reason
@@ -500,15 +500,15 @@ _CANON_TABLE = {
 
 _REJECTS_SQL = """
 CREATE OR REPLACE TEMP TABLE stage_rejects AS
-SELECT source, position, record_index, raw,
+SELECT s.rid,
   CASE
-    WHEN NOT json_valid(raw) THEN 'not valid JSON (truncated or corrupt record)'
-    WHEN json_type(raw) <> 'OBJECT' THEN 'record is not a JSON object'
-    WHEN log_format = 'legacy' THEN 'unrecognised Azure Firewall message text'
-    WHEN log_category IS NULL THEN 'no category or table name: not an Azure Firewall log record'
-    ELSE 'not an Azure Firewall log category: ' || log_category
+    WHEN NOT json_valid(b.raw) THEN 'not valid JSON (truncated or corrupt record)'
+    WHEN json_type(b.raw) <> 'OBJECT' THEN 'record is not a JSON object'
+    WHEN s.log_format = 'legacy' THEN 'unrecognised Azure Firewall message text'
+    WHEN s.log_category IS NULL THEN 'no category or table name: not an Azure Firewall log record'
+    ELSE 'not an Azure Firewall log category: ' || s.log_category
   END AS reason
-FROM stage WHERE target IS NULL
+FROM stage s JOIN batch b USING (rid) WHERE s.target IS NULL
 """
 
 
