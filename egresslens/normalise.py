@@ -53,19 +53,21 @@ STRUCTURED_TARGETS = {
 LEGACY_CATEGORIES = ("AzureFirewallApplicationRule", "AzureFirewallNetworkRule", "AzureFirewallDnsProxy")
 
 # Legacy msg_s grammars (RE2). Each names its groups so one regexp_extract yields a struct.
+# Greedy classes rather than lazy quantifiers where the text allows: RE2 extracts submatches
+# much faster then. Tails keep trailing spaces; they are trimmed in SQL.
 APP_RE = (
-    r"^(HTTPS|HTTP|MSSQL)\s+request from ([^\s:]*)(?::(\d*))?(?: to (\S+?):(\d+))?\.(?: Url: (.*?)\.)? "
-    r"Action: ([A-Za-z]+)\.*\s*(.*?)\s*$"
+    r"^(HTTPS|HTTP|MSSQL)\s+request from ([^\s:]*)(?::(\d*))?(?: to ([^\s:]+):(\d+))?\.(?: Url: (.*?)\.)? "
+    r"Action: ([A-Za-z]+)\.*\s*(.*)$"
 )
 APP_GROUPS = ["proto", "src", "sport", "host", "dport", "url", "action", "tail"]
 NET_RE = (
-    r"^(TCP|UDP|ICMP)(?: Type=(\d+))? request from ([^\s:]+)(?::(\d*))? to ([^\s:]+?)(?::(\d*))?\.? "
-    r"Action: ([A-Za-z]+)\.*\s*(.*?)\s*$"
+    r"^(TCP|UDP|ICMP)(?: Type=(\d+))? request from ([^\s:]+)(?::(\d*))? to ([^\s:]*[^\s:.])(?::(\d*))?\.? "
+    r"Action: ([A-Za-z]+)\.*\s*(.*)$"
 )
 NET_GROUPS = ["proto", "icmp_type", "src", "sport", "dst", "dport", "action", "tail"]
 NAT_RE = (
     r"^(TCP|UDP)\s+request from ([^\s:]+):(\d*) to ([^\s:]+):(\d*) was DNAT'ed to ([^\s:]+):(\d*)"
-    r"\.*\s*(.*?)\s*$"
+    r"\.*\s*(.*)$"
 )
 NAT_GROUPS = ["proto", "src", "sport", "dst", "dport", "tip", "tport", "tail"]
 TI_RE = (
@@ -187,16 +189,13 @@ FROM stage WHERE log_format = 'legacy' AND target IS NOT NULL
 
 # Shared SQL snippets -------------------------------------------------------------------------------
 
-def _tail(col: str, key: str) -> str:
-    """A `Key: value` field from a legacy tail such as `Policy: P. Rule Collection Group: G. ...`."""
-    patterns = {
-        "policy": r"(?:^|\. )Policy: (.*?)\. Rule Collection Group: ",
-        "rcg": r"Rule Collection Group: (.*?)\. Rule Collection: ",
-        "rc": r"(?:^|\. )Rule Collection: (.*?)\. Rule(?: Name)?: ",
-        "rule": r"(?:^|\. )Rule(?: Name)?: (.*?)(?:\. Web Category: .*)?$",
-        "web": r"\. Web Category: (.*?)\.?$",
-    }
-    return f"nullif(regexp_extract({col}, {_lit(patterns[key])}, 1), '')"
+# The rule part of a legacy tail: `[Policy: P. Rule Collection Group: G. ]Rule Collection: C.
+# Rule[ Name]: R[. Web Category: W]`. One pattern, applied only to tails that name a rule.
+RULE_TAIL_RE = (
+    r"^(?:Policy: (.*?)\. Rule Collection Group: (.*?)\. )?Rule Collection: (.*?)\. Rule(?: Name)?: (.*?)"
+    r"(?:\. Web Category: (.*?)\.?)?$"
+)
+RULE_TAIL_GROUPS = ["policy", "rcg", "rc", "rule", "web"]
 
 
 def _int(expr: str) -> str:
@@ -239,16 +238,18 @@ WITH legacy_rows AS (
     coalesce(l.app.dport, l.net.dport, l.nat.dport) AS destination_port,
     l.app.url AS target_url,
     CASE WHEN s.target = 'nat' THEN 'DNAT' ELSE coalesce(l.app.action, l.net.action) END AS action,
-    coalesce(l.app.tail, l.net.tail, l.nat.tail) AS tail,
+    rtrim(coalesce(l.app.tail, l.net.tail, l.nat.tail)) AS tail,
     l.nat.tip AS translated_ip, l.nat.tport AS translated_port,
     coalesce(l.app.proto, l.net.proto, l.nat.proto) IS NULL OR (s.target = 'nat' AND l.nat.tip = '') AS unparsed
   FROM stage s JOIN legacy l USING (rid)
   WHERE s.target IN ('application', 'network', 'nat')
 ), legacy_tails AS (
   -- each tail field extracted once; the older form puts `policy:group:collection` in Rule Collection
-  SELECT *, {_tail('tail', 'policy')} AS t_policy, {_tail('tail', 'rcg')} AS t_rcg,
-         {_tail('tail', 'rc')} AS t_rc, {_tail('tail', 'rule')} AS t_rule, {_tail('tail', 'web')} AS t_web
-  FROM legacy_rows
+  SELECT *, nullif(rt.policy, '') AS t_policy, nullif(rt.rcg, '') AS t_rcg, nullif(rt.rc, '') AS t_rc,
+         nullif(rt.rule, '') AS t_rule, nullif(rt.web, '') AS t_web
+  FROM (SELECT *, CASE WHEN tail LIKE 'Policy: %' OR tail LIKE 'Rule Collection: %'
+                       THEN regexp_extract(tail, {_lit(RULE_TAIL_RE)}, {_groups(RULE_TAIL_GROUPS)}) END AS rt
+        FROM legacy_rows)
 ), legacy_canon AS (
   SELECT rid, time, firewall, kind, log_format, protocol, icmp_type,
     source_ip, source_port, destination_ip, destination_fqdn, destination_port, target_url, action,
