@@ -367,3 +367,21 @@ def test_killed_run_resumes_mid_blob_with_exact_counts(container, tmp_path, monk
     con = store.connect(db, read_only=True)
     assert [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()] == ["failed", "completed"]
     con.close()
+
+
+def test_missing_credential_is_one_sentence_quickly(azurite, tmp_path):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from egresslens.sources.storage import StorageError
+
+    class NoCredential:  # what DefaultAzureCredential raises when nothing is signed in
+        def get_token(self, *scopes, **kw):
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token from the included "
+                                            "credentials.\nAttempted credentials: ...")
+
+    url = "https://127.0.0.1:9/devstoreaccount1"  # never reached: signing in fails first
+    client = container_client("insights-logs-azfwnetworkrule", account_url=url, credential=NoCredential())
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match="No Azure credential could sign in .* run az login"):
+        _run(tmp_path / "s.duckdb", client)
+    assert time.monotonic() - t0 < 5

@@ -111,7 +111,7 @@ def container_client(container: str, *, account_url: str | None = None, connecti
     """A ContainerClient from a connection string, a URL carrying a SAS token, or a token credential."""
     from azure.storage.blob import ContainerClient
 
-    if connection_string:
+    if not account_url and connection_string:  # an explicit --account-url wins over the environment's
         try:
             return ContainerClient.from_connection_string(connection_string, container)
         except ValueError:
@@ -315,6 +315,7 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
     where = f"container {container} in account {account}"
     key_prefix = f"{account}/{container}/"
     try:
+        _sign_in(client)
         blobs = [b for b in client.list_blobs(name_starts_with=prefix or None)
                  if not b.name.endswith("/")]
     except Exception as exc:  # noqa: BLE001 - every SDK error becomes one sentence
@@ -362,6 +363,18 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
         if r.status in ("new", "appended", "rewritten", "unchanged"):
             setattr(stats, r.status, getattr(stats, r.status) + 1)
     return stats
+
+
+def _sign_in(client) -> None:
+    """Get a token once up front: a missing credential fails in a second with one sentence, rather than
+    after the storage pipeline's retries and a warning per attempt."""
+    import logging
+
+    cred = getattr(client, "credential", None)
+    if cred is None or not hasattr(cred, "get_token"):
+        return  # account key or SAS
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)  # its chain report is summed up in our sentence
+    cred.get_token("https://storage.azure.com/.default")
 
 
 def _check_heads(plans: list[_Plan], reader: _Reader, pool: ThreadPoolExecutor) -> None:
