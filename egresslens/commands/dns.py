@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
+from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
 
 
 def register(app: typer.Typer) -> None:
@@ -15,10 +16,10 @@ def register(app: typer.Typer) -> None:
 
 
 def dns_command(
-    db: Optional[str] = typer.Option(None, "--db", help="Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."),
-    since: str = typer.Option("24h", "--since", help="Window length ending at the newest data (30m, 24h, 7d)."),
-    start: Optional[str] = typer.Option(None, "--start", help="Window start, ISO 8601 UTC (overrides --since)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    since: str = typer.Option("24h", "--since", help=SINCE_HELP),
+    start: Optional[str] = typer.Option(None, "--start", help=START_HELP),
+    end: Optional[str] = typer.Option(None, "--end", help=END_HELP),
     top: int = typer.Option(10, "--top", help="Rows per table in the human output."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
@@ -27,23 +28,9 @@ def dns_command(
 
     Exit code 1 when a domain is flagged never-allow (tunnelling, threat intelligence)."""
     from egresslens import dns
-    from egresslens.analyse import resolve_window
-    from egresslens.store import connect
 
-    try:
-        con = connect(db, read_only=True)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exitcodes.INPUT_ERROR)
-    try:
-        try:
-            window = resolve_window(con, since=since, start=start, end=end)
-        except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exitcodes.USAGE)
+    with analysis_window(db, since, start, end) as (con, window):
         result = dns.analyse_dns(con, window)
-    finally:
-        con.close()
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
+from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
 
 FORMATS = ("markdown", "json", "az", "terraform", "bicep")
 
@@ -17,10 +18,10 @@ def register(app: typer.Typer) -> None:
 
 
 def recommend_command(
-    db: Optional[str] = typer.Option(None, "--db", help="Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."),
-    since: str = typer.Option("7d", "--since", help="Window length ending at the newest data (30m, 24h, 7d, 2w)."),
-    start: Optional[str] = typer.Option(None, "--start", help="Window start, ISO 8601 UTC (overrides --since)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    since: str = typer.Option("7d", "--since", help=SINCE_HELP),
+    start: Optional[str] = typer.Option(None, "--start", help=START_HELP),
+    end: Optional[str] = typer.Option(None, "--end", help=END_HELP),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy: JSON of `az network firewall policy rule-collection-group list`, or an ARM export."),
     parent_policy: Optional[Path] = typer.Option(None, "--parent-policy", help="Parent policy (same formats); its groups are evaluated first."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config: sections sources (name = list of CIDRs), thresholds, output (see docs/recommend.md)."),
@@ -32,9 +33,7 @@ def recommend_command(
     """Least-privilege Azure Firewall rule changes from denied and allowed traffic, with evidence.
 
     Exit code 0 when nothing needs attention, 1 when there are recommendations."""
-    from egresslens.analyse import resolve_window
     from egresslens.recommend import Config, ConfigError, ServiceTags, load_policy, recommend
-    from egresslens.store import connect
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -51,24 +50,12 @@ def recommend_command(
     except (OSError, ValueError, KeyError, TypeError) as exc:
         typer.echo(f"error: cannot read input: {exc}", err=True)
         raise typer.Exit(exitcodes.INPUT_ERROR)
-    try:
-        con = connect(db, read_only=True)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exitcodes.INPUT_ERROR)
-    try:
-        try:
-            window = resolve_window(con, since=since, start=start, end=end)
-        except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exitcodes.USAGE)
+    with analysis_window(db, since, start, end) as (con, window):
         recs = recommend(con, window, policy=rules, config=cfg, service_tags=tags)
         if what_if:
             from egresslens.recommend import whatif
 
             whatif.apply(recs, whatif.replay(con, window, recs, rules, tags))
-    finally:
-        con.close()
     text = render(recs, fmt, what_if=what_if)
     if out:
         out.write_text(text, encoding="utf-8")

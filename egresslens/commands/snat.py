@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
+from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
 
 
 def register(app: typer.Typer) -> None:
@@ -16,10 +17,10 @@ def register(app: typer.Typer) -> None:
 
 
 def snat_command(
-    db: Optional[str] = typer.Option(None, "--db", help="Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."),
-    since: str = typer.Option("24h", "--since", help="Window length ending at the newest data (30m, 24h, 7d)."),
-    start: Optional[str] = typer.Option(None, "--start", help="Window start, ISO 8601 UTC (overrides --since)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Window end, ISO 8601 UTC (default: newest data)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    since: str = typer.Option("24h", "--since", help=SINCE_HELP),
+    start: Optional[str] = typer.Option(None, "--start", help=START_HELP),
+    end: Optional[str] = typer.Option(None, "--end", help=END_HELP),
     public_ips: Optional[int] = typer.Option(None, "--public-ips", help="Public IPs on the firewall (1..250)."),
     instances: Optional[int] = typer.Option(None, "--instances", help="Backend instances (at least 2; plan on the minimum)."),
     nat_gateway_ips: Optional[int] = typer.Option(None, "--nat-gateway-ips", help="Public IPs of a NAT Gateway on AzureFirewallSubnet (0 = none)."),
@@ -34,8 +35,6 @@ def snat_command(
 
     Exit code 1 when a destination reaches the critical threshold."""
     from egresslens import snat
-    from egresslens.analyse import resolve_window
-    from egresslens.store import connect
 
     flags = {"public_ips": public_ips, "instances": instances, "nat_gateway_ips": nat_gateway_ips}
     try:
@@ -63,20 +62,8 @@ def snat_command(
     except (ValueError, OSError, TypeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exitcodes.USAGE)
-    try:
-        con = connect(db, read_only=True)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exitcodes.INPUT_ERROR)
-    try:
-        try:
-            window = resolve_window(con, since=since, start=start, end=end)
-        except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exitcodes.USAGE)
+    with analysis_window(db, since, start, end) as (con, window):
         result = snat.analyse_snat(con, window, cfg)
-    finally:
-        con.close()
     result.capacity_sources = sources
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
