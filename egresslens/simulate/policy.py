@@ -12,6 +12,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from egresslens.recommend.wildcards import fqdn_matches  # one definition of Azure's wildcard semantics
+
 POLICY_NAME = "fw-policy"
 
 # Members of the Microsoft-managed FQDN tag, as the simulator models it (see aks-egress.md).
@@ -214,16 +216,6 @@ def _port_ok(port: int | None, ports: list[str]) -> bool:
         elif int(p) == port:
             return True
     return False
-
-
-def fqdn_matches(fqdn: str, pattern: str) -> bool:
-    """Azure Firewall target matching: exact, left-most ``*.`` wildcard (any depth), or ``*``."""
-    pattern = pattern.lower()
-    if pattern == "*":
-        return True
-    if pattern.startswith("*."):
-        return fqdn.endswith(pattern[1:])
-    return fqdn == pattern
 
 
 def evaluate(
