@@ -18,9 +18,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import FIREWALL_ID, legacy_record, rows
 from typer.testing import CliRunner
 
-from conftest import FIREWALL_ID, legacy_record, rows
 from egresslens import store
 from egresslens.cli import app
 from egresslens.simulate import generate, write

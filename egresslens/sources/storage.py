@@ -33,8 +33,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from egresslens.ingest import Counts, Ingestor
-from egresslens.sources.files import CHUNK_BYTES, LineBatcher, _split_lines, detect_format, jsonl_chunks, \
-    read_json_document
+from egresslens.sources.files import (
+    LineBatcher,
+    _split_lines,
+    detect_format,
+    jsonl_chunks,
+    read_json_document,
+)
 
 # One ranged GET per RANGE_BYTES: a single request each (below the SDK's 32 MiB single-GET size).
 RANGE_BYTES = int(os.environ.get("EGRESSLENS_BLOB_RANGE_BYTES", 8 << 20))
@@ -136,8 +141,13 @@ def container_client(container: str, *, account_url: str | None = None, connecti
 
 def _explain(exc: BaseException, where: str) -> StorageError:
     """One sentence for an SDK error."""
-    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
-                                       ServiceRequestError, ServiceResponseError)
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     code = getattr(exc, "error_code", None) or ""
     code = str(getattr(code, "value", code))
@@ -348,7 +358,7 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
                     continue
                 advance(p.start)
                 parts = by_blob(p) if p.start < p.size else iter(())
-                stats.results.append(_read_blob(ingestor, batcher, con, p, parts, advance))
+                stats.results.append(_read_blob(ingestor, batcher, p, parts, advance))
             batcher.flush()
     except BaseException as exc:
         ingestor.finish("failed", redact(f"{type(exc).__name__}: {exc}")[:500])
@@ -413,7 +423,7 @@ def _group(fetched: Iterator):
     return parts
 
 
-def _read_blob(ingestor: Ingestor, batcher: _Batcher, con, p: _Plan, parts: Iterator[tuple[int, bytes]],
+def _read_blob(ingestor: Ingestor, batcher: _Batcher, p: _Plan, parts: Iterator[tuple[int, bytes]],
                advance) -> BlobResult:
     first = next(parts, None)
     if first is None:  # no new bytes (metadata touched, empty blob): remember this version, download nothing
@@ -423,7 +433,7 @@ def _read_blob(ingestor: Ingestor, batcher: _Batcher, con, p: _Plan, parts: Iter
                              complete=True)
         batcher.meta[p.key] = {**(p.meta or {}), "etag": p.etag}
         return BlobResult(p.name, "waiting" if done < p.size else p.status, resumed_from=p.start)
-    off0, data0 = first
+    _, data0 = first
     if not data0:
         return BlobResult(p.name, "gone")  # deleted or shrunk since listing: the next run sees it
     meta = {"etag": p.etag, "fmt": (p.meta or {}).get("fmt") or "jsonl",
