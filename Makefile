@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Azurite (the Azure Storage emulator) for the storage-ingest tests, from the npm registry.
+AZURITE := .azurite/node_modules/.bin/azurite-blob
 
 .PHONY: demo test bench clean
 
@@ -16,7 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/egresslens demo --dir demo-output
 
-test: $(STAMP)
+$(AZURITE):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --no-save --no-audit --no-fund --silent --prefix .azurite azurite@3; \
+	else echo "npm not found: the storage tests will be skipped"; fi
+
+test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -26,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_recommend.py
 
 clean:
-	rm -rf $(VENV) demo-output egresslens.duckdb
+	rm -rf $(VENV) .azurite demo-output egresslens.duckdb

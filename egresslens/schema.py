@@ -31,6 +31,7 @@ class Table:
     name: str
     doc: str
     columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -308,6 +309,20 @@ INGEST_SOURCES = _t(
     ("updated_at", "TIMESTAMP", "UTC"),
 )
 
+STORAGE_BLOBS = Table(
+    "storage_blobs",
+    "What `ingest storage` last saw of each blob, to skip unchanged blobs and spot rewritten ones.",
+    tuple(Column(*c) for c in (
+        ("source", "VARCHAR", "`<account>/<container>/<blob name>`, as in `ingest_sources`"),
+        ("etag", "VARCHAR", "etag when last listed"),
+        ("fmt", "VARCHAR", "`jsonl`, `document` or `gzip`"),
+        ("head_len", "INTEGER", "bytes fingerprinted at the start of the blob"),
+        ("head_md5", "VARCHAR", "MD5 of those bytes"),
+        ("updated_at", "TIMESTAMP", "UTC"),
+    )),
+    primary_key=("source",),
+)
+
 EVENT_TABLES: tuple[Table, ...] = (
     FLOWS,
     THREATS,
@@ -320,14 +335,17 @@ EVENT_TABLES: tuple[Table, ...] = (
     NAT_RULE_AGGREGATIONS,
 )
 ROLLUP_TABLES: tuple[Table, ...] = (FLOW_ROLLUPS, DNS_ROLLUPS, METRICS)
-BOOKKEEPING_TABLES: tuple[Table, ...] = (QUARANTINE, INGEST_RUNS, INGEST_SOURCES)
+BOOKKEEPING_TABLES: tuple[Table, ...] = (QUARANTINE, INGEST_RUNS, INGEST_SOURCES, STORAGE_BLOBS)
 ALL_TABLES: tuple[Table, ...] = EVENT_TABLES + ROLLUP_TABLES + BOOKKEEPING_TABLES
 TABLES_BY_NAME = {t.name: t for t in ALL_TABLES}
 
 
 def create_table_sql(table: Table) -> str:
-    cols = ",\n  ".join(f"{c.name} {c.type}" for c in table.columns)
-    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n  {cols}\n)"
+    cols = [f"{c.name} {c.type}" for c in table.columns]
+    if table.primary_key:
+        cols.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
+    body = ",\n  ".join(cols)
+    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n  {body}\n)"
 
 
 def markdown_reference() -> str:

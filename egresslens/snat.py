@@ -1,7 +1,7 @@
 """SNAT port capacity: per-destination demand estimated from connection logs, against the ports
 the firewall (or an attached NAT Gateway) can hand out.
 
-Model (documented in docs/snat-dns.md, facts in shared/reference/snat-and-loganalytics.md):
+Model (documented in README.md, "SNAT capacity"):
 
 * capacity for one destination = ports per public IP (2,496) x public IPs that contribute ports x
   backend instances (at least 2). Which public IPs contribute is a setting: ``all`` (NAT Gateway
@@ -38,7 +38,7 @@ import polars as pl
 
 from egresslens.analyse import FLOW_HOURS_SQL, Window, parse_duration
 
-# --- facts (sources in docs/snat-dns.md) -----------------------------------------------------
+# --- facts (sources in README.md, "SNAT capacity") -----------------------------------------------------
 PORTS_PER_PUBLIC_IP = 2_496  # Azure Firewall, per public IP per backend instance
 MIN_INSTANCES = 2
 MAX_PUBLIC_IPS = 250

@@ -24,7 +24,7 @@ def recommend_command(
     end: Optional[str] = typer.Option(None, "--end", help=END_HELP),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy: JSON of `az network firewall policy rule-collection-group list`, or an ARM export."),
     parent_policy: Optional[Path] = typer.Option(None, "--parent-policy", help="Parent policy (same formats); its groups are evaluated first."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: sections sources (name = list of CIDRs), thresholds, output (see docs/recommend.md)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: sections sources (name = list of CIDRs), thresholds, output (see README.md, 'Config')."),
     service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="Azure Service Tags JSON (ServiceTags_Public_*.json) to map IPs to tags."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown | json | az | terraform | bicep."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of standard output."),

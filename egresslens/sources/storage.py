@@ -48,17 +48,6 @@ PREFETCH = 4  # ranged GETs in flight (bounded memory: PREFETCH x RANGE_BYTES)
 DOCUMENT_MAX = 512 << 20  # whole-document blobs (pre-2018, gzip) are spooled to a temp file
 GZIP_MAGIC = b"\x1f\x8b"
 
-_META_SQL = """
-CREATE TABLE IF NOT EXISTS storage_blobs (
-  source VARCHAR PRIMARY KEY,  -- <account>/<container>/<blob name>, as in ingest_sources
-  etag VARCHAR,                -- when last listed
-  fmt VARCHAR,                 -- jsonl, document or gzip
-  head_len INTEGER,            -- bytes fingerprinted
-  head_md5 VARCHAR,            -- md5 of the blob's first head_len bytes
-  updated_at TIMESTAMP
-)
-"""
-
 
 class StorageError(RuntimeError):
     """A permanent failure, with a message meant for the user as is (never a secret)."""
@@ -189,7 +178,6 @@ def _ns(t: datetime) -> int:
 
 
 def _states(con, key_prefix: str) -> tuple[dict[str, dict], dict[str, dict]]:
-    con.execute(_META_SQL)
     progress = {r[0]: {"size": r[1], "mtime_ns": r[2], "records_done": r[3], "offset_done": r[4], "complete": r[5]}
                 for r in con.execute(
                     "SELECT source, size, mtime_ns, records_done, offset_done, complete FROM ingest_sources "
