@@ -237,7 +237,7 @@ class Ingestor:
             [self.run_id, _utcnow()],
         ).fetchall()[0][0]
 
-    def _store(self, progress: dict | None) -> Counts:
+    def _store(self, progress: dict | list[dict] | None) -> Counts:
         con = self.con
         normalise.normalise_batch(con)
         read = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -70,7 +71,7 @@ def detect_format(path: Path) -> str:
             first = line
         complete = first.endswith(b"\n") or not f.read(1)
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
-    if text[0] not in "{[":
+    if not text or text[0] not in "{[":
         return "csv"
     try:
         doc = json.loads(text) if complete else None
@@ -94,11 +95,12 @@ def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
     text = block.decode("utf-8", errors="replace")
     lines = pc.list_flatten(pc.split_pattern(pa.array([text]), "\n"))
     lines = pc.utf8_rtrim(lines, characters="\r")
-    positions = pa.array(range(first_line, first_line + len(lines)), pa.int64())
+    n = len(lines)
+    positions = pa.array(np.arange(first_line, first_line + n, dtype=np.int64))
     keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
     table = pa.table(
         {
-            "source": pa.array([source] * len(lines), pa.string()),
+            "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), [source]).cast(pa.string()),
             "position": positions,
             "record_index": pa.nulls(len(lines), pa.int32()),
             "raw": lines,
