@@ -15,6 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from egresslens import exitcodes, store
+from egresslens.cliutil import DB_HELP
 from egresslens.commands import register_all
 
 app = typer.Typer(
@@ -26,7 +27,7 @@ ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_arg
 app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
-DbOption = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb).")
+DbOption = typer.Option(None, "--db", help=DB_HELP)
 
 
 def byte_progress(description: str, *, quiet: bool = False):
