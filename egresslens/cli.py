@@ -11,11 +11,10 @@ from typing import Optional
 import duckdb
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from egresslens import exitcodes, store
-from egresslens.cliutil import DB_HELP
+from egresslens.cliutil import DB_HELP, byte_progress
 from egresslens.commands import register_all
 
 app = typer.Typer(
@@ -28,20 +27,6 @@ app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
 DbOption = typer.Option(None, "--db", help=DB_HELP)
-
-
-def byte_progress(description: str, *, quiet: bool = False):
-    """A rich progress bar over bytes, as the `progress` callback the readers accept."""
-    bar = Progress(
-        TextColumn(f"[bold]{description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=console, transient=True, disable=quiet,
-    )
-
-    def start(total: int):
-        task = bar.add_task(description, total=total or None)
-        return lambda n: bar.advance(task, n)
-
-    return bar, start
 
 
 @ingest_app.command("files")
@@ -59,7 +44,7 @@ def ingest_files(
     from egresslens.sources.files import ingest_paths
 
     con = store.connect(db)
-    bar, start = byte_progress("ingest", quiet=quiet or json_out)
+    bar, start = byte_progress("ingest", console, quiet=quiet or json_out)
     try:
         with bar:
             counts, results, run_id = ingest_paths(con, paths, force=force, progress=start)
@@ -156,7 +141,7 @@ def demo(
     from egresslens.demo import run_demo
 
     raise typer.Exit(run_demo(directory, events_per_hour=events_per_hour, seed=seed, console=Console(),
-                              progress=byte_progress))
+                              progress=lambda description: byte_progress(description, console)))
 
 
 register_all(app)

@@ -15,6 +15,23 @@ END_HELP = "Window end, ISO 8601 UTC (default: newest data)."
 SINCE_HELP = "Window length ending at the newest data (30m, 24h, 7d, 2w)."
 
 
+def byte_progress(description: str, console, *, quiet: bool = False):
+    """A rich progress bar over bytes and the `progress` callback the readers accept:
+    `start(total_bytes)` returns `advance(n_bytes)`."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    bar = Progress(
+        TextColumn(f"[bold]{description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=console, transient=True, disable=quiet,
+    )
+
+    def start(total: int):
+        task = bar.add_task(description, total=total or None)
+        return lambda n: bar.advance(task, n)
+
+    return bar, start
+
+
 def fail(message: str, code: int) -> typer.Exit:
     """Print one sentence to stderr and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)

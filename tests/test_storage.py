@@ -25,7 +25,7 @@ from egresslens import store
 from egresslens.cli import app
 from egresslens.simulate import generate, write
 from egresslens.sources.files import ingest_paths
-from egresslens.sources.storage import HEAD_BYTES, container_client, ingest_container
+from egresslens.sources.storage import HEAD_BYTES, blob_hour, container_client, ingest_container
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_DIR = Path(os.environ.get("EGRESSLENS_AZURITE_DIR", REPO / ".azurite"))
@@ -284,6 +284,18 @@ def test_prefix_limits_the_listing(container, tmp_path):
     container.upload_blob(BLOB.format(h=1).replace("d=02", "d=03"), _lines(range(805, 808)))
     s = _run(db, container, prefix=BLOB.split("d=02")[0] + "d=03/")
     assert (s.blobs, s.counts.stored) == (1, 3)
+
+
+def test_since_skips_blobs_filed_under_older_hours(container, tmp_path):
+    db = tmp_path / "s.duckdb"
+    for h, ids in ((1, range(900, 903)), (20, range(903, 905)), (21, range(905, 907)), (22, range(907, 908))):
+        container.upload_blob(BLOB.format(h=h), _lines(ids))
+    now = datetime(2026, 3, 2, 23, 30, tzinfo=timezone.utc)
+    # the window starts at 21:30: the h=21 blob (received 21:00-21:59) overlaps it, h=20 ended before
+    s = _run(db, container, now=now, since=timedelta(hours=2))
+    assert (s.blobs, s.counts.stored) == (2, 3)
+    assert blob_hour(BLOB.format(h=20)) == datetime(2026, 3, 2, 20, tzinfo=timezone.utc)
+    assert blob_hour("no-hour-in-this-name.json") is None
 
 
 # -- the command line ----------------------------------------------------------------------------------

@@ -190,6 +190,7 @@ def ingest_storage(
     account_url: Optional[str] = typer.Option(None, "--account-url", help="https://<account>.blob.core.windows.net (a SAS token may follow '?')."),
     container: str = typer.Option(..., "--container", help="Archive container, e.g. insights-logs-azfwnetworkrule."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="Only blobs whose name starts with this, e.g. resourceId=/SUBSCRIPTIONS/<sub>/.../y=2026/m=03/."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only blobs filed in the last 24h, 7d, ... (by the y=/m=/d=/h= in their names)."),
     connection_string: Optional[str] = typer.Option(None, "--connection-string", envvar="AZURE_STORAGE_CONNECTION_STRING", show_default=False,
                                                     help="Account connection string (key or SAS) instead of Azure sign-in; prefer the env var AZURE_STORAGE_CONNECTION_STRING."),
     force: bool = typer.Option(False, "--force", help="Re-read every blob from the start (duplicates are still skipped)."),
@@ -201,26 +202,27 @@ def ingest_storage(
 
     Exit codes: 0 done, 2 bad arguments, 4 Azure refused (credential, access, container), 5 some records quarantined.
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
+    from egresslens.analyse import parse_duration
+    from egresslens.cliutil import byte_progress
     from egresslens.sources.storage import StorageError, container_client, ingest_container, public_url
+
+    try:
+        since_delta = parse_duration(since) if since else None
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exitcodes.USAGE)
 
     try:
         client = container_client(container, account_url=account_url, connection_string=connection_string)
     except StorageError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(exitcodes.USAGE)
-    bar = Progress(TextColumn("[bold]storage"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=console, transient=True, disable=quiet or json_out)
-
-    def start(total: int):
-        task = bar.add_task("storage", total=total or None)
-        return lambda n: bar.advance(task, n)
+    bar, start = byte_progress("storage", console, quiet=quiet or json_out)
 
     con = store.connect(db)
     try:
         with bar, client:
-            stats = ingest_container(con, client, prefix, force=force, progress=start)
+            stats = ingest_container(con, client, prefix, force=force, progress=start, since=since_delta)
     except StorageError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(exitcodes.REMOTE_ERROR)

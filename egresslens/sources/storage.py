@@ -47,6 +47,7 @@ HEAD_BYTES = 1024  # fingerprint of a blob's start, to tell an append from a rew
 PREFETCH = 4  # ranged GETs in flight (bounded memory: PREFETCH x RANGE_BYTES)
 DOCUMENT_MAX = 512 << 20  # whole-document blobs (pre-2018, gzip) are spooled to a temp file
 GZIP_MAGIC = b"\x1f\x8b"
+_HOUR_RE = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 
 
 class StorageError(RuntimeError):
@@ -302,12 +303,26 @@ class _Reader:
         return data
 
 
+def blob_hour(name: str) -> datetime | None:
+    """The hour a blob is filed under (`.../y=YYYY/m=MM/d=DD/h=HH/...`), UTC; None if not in the name."""
+    m = _HOUR_RE.search(name)
+    if not m:
+        return None
+    y, mo, d, h = (int(g) for g in m.groups())
+    try:
+        return datetime(y, mo, d, h, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
 def ingest_container(con, client, prefix: str | None = None, *, force: bool = False,
                      settle: timedelta = timedelta(hours=1), progress=None,
-                     now: datetime | None = None) -> Stats:
+                     now: datetime | None = None, since: timedelta | None = None) -> Stats:
     """Ingest every blob under `prefix` in the container as one run (`Ingestor(con, "storage", ...)`).
 
     `progress`, if given, is a callable (total_bytes) -> callable(n_bytes), as for `ingest files`.
+    `since` skips blobs whose hour ended before the window starts (a blob holds the records received
+    in its hour); blobs whose names carry no hour are kept.
     """
     account, container = client.account_name, client.container_name
     where = f"container {container} in account {account}"
@@ -319,6 +334,9 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
     except Exception as exc:  # noqa: BLE001 - every SDK error becomes one sentence
         raise _explain(exc, where) from None
     now = now or datetime.now(timezone.utc)
+    if since is not None:
+        window_start = now - since
+        blobs = [b for b in blobs if (blob_hour(b.name) or now) + timedelta(hours=1) > window_start]
     progress_by_key, meta_by_key = _states(con, key_prefix)
     plans = []
     for b in blobs:
