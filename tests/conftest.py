@@ -34,6 +34,15 @@ def ingest_raw(con, raws: list[str], source: str = "test"):
     return ingestor.finish()
 
 
+def count_rows(db, table: str) -> int:
+    """Rows in a table of the store file at `db`, read through a read-only connection."""
+    con = store.connect(db, read_only=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
 def rows(con, sql: str, params=None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]

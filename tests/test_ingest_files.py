@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FIREWALL_ID, legacy_record, rows
+from conftest import FIREWALL_ID, count_rows, legacy_record, rows
 from egresslens import store
 from egresslens.sources.files import detect_format, ingest_paths
 
@@ -31,14 +31,6 @@ def _ingest(db: Path, *paths, force=False):
     try:
         counts, results, run_id = ingest_paths(con, list(paths), force=force)
         return counts
-    finally:
-        con.close()
-
-
-def _count(db: Path, table: str) -> int:
-    con = store.connect(db, read_only=True)
-    try:
-        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     finally:
         con.close()
 
@@ -147,7 +139,7 @@ def test_reingest_adds_nothing_even_when_forced(tmp_path):
     assert again.read == 0  # unchanged file: skipped
     forced = _ingest(db, tmp_path / "logs", force=True)
     assert (forced.read, forced.stored, forced.duplicates, forced.quarantined) == (5, 0, 5, 0)
-    assert _count(db, "flows") == 3 and _count(db, "quarantine") == 1
+    assert count_rows(db, "flows") == 3 and count_rows(db, "quarantine") == 1
 
 
 def test_a_growing_blob_is_read_again_without_duplicates(tmp_path):
@@ -228,13 +220,13 @@ def test_killed_run_resumes_with_exact_counts(tmp_path):
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stored = _count(db, "flows")
+    stored = count_rows(db, "flows")
     assert 0 < stored < total, "the run should have been killed mid-way"
     result = subprocess.run(cmd[:-1] + ["--json"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["duplicates"] == 0  # resumed after the last committed batch, not from the start
-    assert _count(db, "flows") == total
+    assert count_rows(db, "flows") == total
     con = store.connect(db, read_only=True)
     statuses = [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()]
     con.close()

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import FIREWALL_ID, legacy_record, rows
+from conftest import FIREWALL_ID, count_rows, legacy_record, rows
 from typer.testing import CliRunner
 
 from egresslens import store
@@ -106,14 +106,6 @@ def _run(db: Path, client, prefix=None, **kw):
         con.close()
 
 
-def _count(db: Path, table: str) -> int:
-    con = store.connect(db, read_only=True)
-    try:
-        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-    finally:
-        con.close()
-
-
 def _net(i: int, minute: int = 0) -> str:
     """A distinct legacy network-rule record."""
     return legacy_record(f"TCP request from 10.1.{i // 250}.{i % 250 + 1}:{40000 + i % 20000} to 20.1.2.3:443. "
@@ -161,8 +153,8 @@ def test_simulated_day_ingests_exactly_and_rerun_downloads_nothing(azurite, tmp_
     con.close()
     assert sum(s.counts.stored for s in first) == files_counts.stored
     for table in ("flows", "dns_queries", "threats"):
-        assert _count(db, table) == _count(ref, table)
-    assert _count(db, "flows") == sc.flows.height
+        assert count_rows(db, table) == count_rows(ref, table)
+    assert count_rows(db, "flows") == sc.flows.height
 
     again = [_run(db, c) for c in clients]
     assert sum(s.unchanged for s in again) == len(files)
@@ -195,7 +187,7 @@ def test_growing_append_blob_is_read_from_the_stored_offset(container, tmp_path)
     assert (s2.counts.read, s2.counts.stored, s2.counts.duplicates) == (15, 15, 0)
     assert s2.appended == 1 and s2.results[0].resumed_from == len(first)
     assert s2.bytes_downloaded == len(more) + HEAD_BYTES  # the new bytes plus the 1 KiB start check
-    assert _count(db, "flows") == 55
+    assert count_rows(db, "flows") == 55
 
     s3 = _run(db, container)
     assert (s3.unchanged, s3.requests, s3.counts.read) == (1, 0, 0)
@@ -232,7 +224,7 @@ def test_partial_last_line_waits_for_the_next_run(container, tmp_path):
     blob.append_block(nxt[37:] + _lines([211]))
     s2 = _run(db, container)
     assert (s2.counts.read, s2.counts.stored, s2.counts.quarantined) == (2, 2, 0)
-    assert _count(db, "flows") == 12
+    assert count_rows(db, "flows") == 12
 
 
 def test_trailing_record_without_newline_is_whole_and_a_final_partial_line_is_quarantined(container, tmp_path):
@@ -260,7 +252,7 @@ def test_rewritten_blob_is_read_again_without_duplicates(container, tmp_path):
     container.upload_blob(name, _lines(range(500, 503)), overwrite=True)  # shrank
     s = _run(db, container)
     assert (s.rewritten, s.counts.read, s.counts.stored) == (1, 3, 0)
-    assert _count(db, "flows") == 25
+    assert count_rows(db, "flows") == 25
 
 
 def test_bad_line_is_quarantined_and_documents_and_gzip_are_read(container, tmp_path):
@@ -371,11 +363,11 @@ def test_killed_run_resumes_mid_blob_with_exact_counts(container, tmp_path, monk
 
     with pytest.raises(KeyboardInterrupt):
         _run(db, container, progress=progress)
-    partial = _count(db, "flows")
+    partial = count_rows(db, "flows")
     assert 0 < partial < 300
     s = _run(db, container)
     assert s.counts.read == 300 - partial and s.counts.duplicates == 0
-    assert _count(db, "flows") == 300
+    assert count_rows(db, "flows") == 300
     con = store.connect(db, read_only=True)
     assert [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()] == ["failed", "completed"]
     con.close()
