@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from typing import Any
 
@@ -10,22 +9,10 @@ import polars as pl
 
 from egresslens.recommend.detect import Danger
 from egresslens.recommend.model import Evidence, ProposedRule, Recommendation
-from egresslens.recommend.policy import Rule, permissiveness, shadowed_by
+from egresslens.recommend.policy import Rule, net_size, permissiveness, shadowed_by
 from egresslens.recommend.sources import sources_for
 from egresslens.recommend.wildcards import is_valid_fqdn, propose_wildcards
 from egresslens.recommend.netaggr import aggregate_ips
-
-
-def _size(entries: list[str]) -> float:
-    total = 0.0
-    for e in entries:
-        if e == "*":
-            return 2.0**32
-        try:
-            total += ipaddress.ip_network(e, strict=False).num_addresses
-        except ValueError:
-            total += 2.0**16
-    return total
 
 
 def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str, Any]]:
@@ -102,7 +89,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
     changes: list[str] = []
     groups = {r["sgroup"] for r, _ in safe}
     new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule.sources)
-    if "*" in rule.sources or _size(rule.sources) > 4 * max(1.0, _size(new_sources)):
+    if "*" in rule.sources or net_size(rule.sources) > 4 * max(1.0, net_size(new_sources)):
         changes.append(f"sources {', '.join(rule.sources) or '(IP Groups)'} -> {', '.join(new_sources)} (observed source subnets)")
     else:
         new_sources = list(rule.sources)
@@ -136,7 +123,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
         addrs = list(rule.destination_addresses)
         fqdns = list(rule.destination_fqdns)
         plain = [a for a in addrs if a == "*" or "/" in a]
-        if plain and ips and _size(addrs) > 4 * len(ips) and not any(a[:1].isalpha() and a != "*" for a in addrs):
+        if plain and ips and net_size(addrs) > 4 * len(ips) and not any(a[:1].isalpha() and a != "*" for a in addrs):
             named = {ip: next(iter(ctx.dns_map[ip])) for ip in ips if len(ctx.dns_map.get(ip, ())) == 1}
             addrs = aggregate_ips([ip for ip in ips if ip not in named], min_fill=cfg.cidr_min_fill, max_prefix=cfg.cidr_max_prefix)
             fqdns = sorted(set(fqdns) | set(named.values()))

@@ -287,7 +287,9 @@ def evaluate(rules: list[Rule], flow: Flow, **kw) -> Rule | None:
 
 # ---------------------------------------------------------------- static analysis
 
-def _net_size(entries: list[str], service_tags=None) -> float:
+def net_size(entries: list[str], service_tags=None) -> float:
+    """Addresses a rule's address list covers: CIDRs and ranges counted, `*` the whole space, a service
+    tag its listed prefixes (or 2^20 when unknown)."""
     total = 0.0
     for e in entries:
         if e == "*":
@@ -321,7 +323,7 @@ def permissiveness(rule: Rule, service_tags=None) -> float:
     """0 (one source, one name, one port) .. 100 (any source, anything, any port)."""
     import math
 
-    src = math.log2(max(1.0, _net_size(rule.sources, service_tags))) / 32 if rule.sources else 0.3
+    src = math.log2(max(1.0, net_size(rule.sources, service_tags))) / 32 if rule.sources else 0.3
     if rule.source_ip_groups:
         src = max(src, 0.3)
     if rule.rule_type == "application":
@@ -335,7 +337,7 @@ def permissiveness(rule: Rule, service_tags=None) -> float:
         dst = min(1.0, dst + 0.01 * len(rule.target_fqdns))
         ports = min(1.0, len(rule.app_protocols) / 4)
     else:
-        dst = math.log2(max(1.0, _net_size(rule.destination_addresses, service_tags))) / 32 if rule.destination_addresses else 0.0
+        dst = math.log2(max(1.0, net_size(rule.destination_addresses, service_tags))) / 32 if rule.destination_addresses else 0.0
         if rule.destination_fqdns:
             dst = max(dst, min(1.0, 0.1 + 0.01 * len(rule.destination_fqdns)))
         if rule.destination_ip_groups:
