@@ -38,7 +38,18 @@ RAW_TABLES = (
     "AZFWApplicationRule", "AZFWNetworkRule", "AZFWNatRule", "AZFWDnsQuery", "AZFWThreatIntel",
     "AZFWIdpsSignature", "AZFWInternalFqdnResolutionFailure", "AZFWFatFlow", "AZFWFlowTrace", "AzureDiagnostics",
 )
-SUMMARY_TABLES = ("flows", "dns")  # summary_flows.kql -> flow_rollups, summary_dns.kql -> dns_rollups
+# summary mode: name -> (template, rollup kind). Structured AZFW* tables and the legacy AzureDiagnostics
+# text both roll up into flow_rollups / dns_rollups with the same canonical values.
+SUMMARY_TEMPLATES = {
+    "flows": ("summary_flows", "flows"), "dns": ("summary_dns", "dns"),
+    "flows_legacy": ("summary_flows_legacy", "flows"), "dns_legacy": ("summary_dns_legacy", "dns"),
+}
+SUMMARY_TABLES = tuple(SUMMARY_TEMPLATES)
+# which summaries `--tables auto` runs for the tables detection finds with data
+_SUMMARY_FOR_TABLE = {
+    "AZFWApplicationRule": ("flows",), "AZFWNetworkRule": ("flows",), "AZFWNatRule": ("flows",),
+    "AZFWDnsQuery": ("dns",), "AzureDiagnostics": ("flows_legacy", "dns_legacy"),
+}
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _EPOCH = datetime(1970, 1, 1)
 
@@ -351,10 +362,11 @@ def _arrow(t) -> pa.Table:
 
 @dataclass
 class _Window:
-    table: str  # raw table, or "flows"/"dns" in summary mode
+    table: str  # raw table; summary mode: the summaries it merges, e.g. "flows" or "flows+flows_legacy"
     start: datetime
     end: datetime
     pieces_open: int = 1
+    templates: tuple[str, ...] = ("",)  # summary mode: one query per summary name, merged when all are done
     rows: int = 0
     parts: list[pa.Table] = field(default_factory=list)  # summary mode: merged when the window is done
 
@@ -415,13 +427,16 @@ class Run:
     # -- tables --------------------------------------------------------------------------------------
     def _resolve_tables(self) -> list[str]:
         if self.mode == "summary":
-            if self.tables_arg in ("auto", None):
-                return list(SUMMARY_TABLES)
-            chosen = [t for t in _listify(self.tables_arg)]
-            bad = [t for t in chosen if t not in SUMMARY_TABLES]
-            if bad:
-                raise LogAnalyticsError(f"Summary mode reads the tables flows and dns, not {', '.join(bad)}.")
-            return chosen
+            if self.tables_arg not in ("auto", None):
+                chosen = [t for t in _listify(self.tables_arg)]
+                bad = [t for t in chosen if t not in SUMMARY_TABLES]
+                if bad:
+                    raise LogAnalyticsError(f"Summary mode reads the tables {', '.join(SUMMARY_TABLES)}, "
+                                            f"not {', '.join(bad)}.")
+                return [t for t in SUMMARY_TABLES if t in chosen]
+            found = self._detect()
+            wanted = {s for t in found for s in _SUMMARY_FOR_TABLE.get(t, ())}
+            return [t for t in SUMMARY_TABLES if t in wanted]
         if self.tables_arg not in ("auto", None):
             chosen = _listify(self.tables_arg)
             bad = [t for t in chosen if t not in RAW_TABLES]
@@ -429,6 +444,11 @@ class Run:
                 raise LogAnalyticsError(
                     f"Unknown table {bad[0]!r}: choose from {', '.join(RAW_TABLES)} (or --tables auto).")
             return chosen
+        found = self._detect()
+        return [t for t in RAW_TABLES if t in found]
+
+    def _detect(self) -> set[str]:
+        """The tables (structured AZFW*, legacy AzureDiagnostics) with records in the range."""
         i0, i1 = self._ingest_range()
         q = kql.load("detect").render(time_start=self.t0, time_end=self.t1, ingest_start=i0,
                                       ingest_end=max(i1, i0 + timedelta(microseconds=1)),
@@ -436,15 +456,21 @@ class Run:
         res = self.querier.run(q, (self.t0, self.t1), what="table detection")
         self._account(None, res)
         if res.table is None or res.table.num_rows == 0:
-            return []
-        found = dict(zip(res.table.column("SourceTable").to_pylist(), res.table.column("Rows").to_pylist()))
-        return [t for t in RAW_TABLES if t in found]
+            return set()
+        return set(res.table.column("SourceTable").to_pylist())
 
     # -- windows -------------------------------------------------------------------------------------
     def _plan(self, tables: list[str]) -> list[_Window]:
         st = self.settings
         windows: list[_Window] = []
-        for table in tables:
+        groups: list[tuple[str, tuple[str, ...]]] = [(t, ("",)) for t in tables]
+        if self.mode == "summary":  # one window per rollup kind: its hours are replaced as a whole
+            groups = []
+            for kind in ("flows", "dns"):
+                names = tuple(t for t in tables if SUMMARY_TEMPLATES[t][1] == kind)
+                if names:
+                    groups.append(("+".join(names), names))
+        for table, templates in groups:
             wm = self.ingestor.source_state(self._key(table, "watermark"))
             if self.mode == "raw":
                 i0, i1 = self._ingest_range()
@@ -470,39 +496,40 @@ class Run:
                 if done and done["complete"] and self.mode == "raw":
                     self.stats.windows_skipped += 1
                     continue
-                planned.append(_Window(table, s, e))
+                planned.append(_Window(table, s, e, pieces_open=len(templates), templates=templates))
             self._table_plan[table] = {"windows": planned, "start": i0, "end": i1}
             windows.extend(planned)
             self.on_progress("plan", table, {"windows": len(planned)})
         return windows
 
-    def _query(self, w: _Window, s: datetime, e: datetime) -> QueryResult:
+    def _query(self, w: _Window, s: datetime, e: datetime, tpl: str) -> QueryResult:
         if self.mode == "raw":
             q = kql.load(f"raw_{w.table}").render(time_start=self.t0, time_end=self.t1, ingest_start=s, ingest_end=e,
                                                   firewall=self.target.firewall)
             span = (self.t0, self.t1)
         else:
-            q = kql.load(f"summary_{w.table}").render(time_start=s, time_end=e, firewall=self.target.firewall)
+            q = kql.load(SUMMARY_TEMPLATES[tpl][0]).render(time_start=s, time_end=e, firewall=self.target.firewall)
             span = (s, e)
-        return self.querier.run(q, span, what=f"{w.table} {_iso(s)}..{_iso(e)}")
+        return self.querier.run(q, span, what=f"{tpl or w.table} {_iso(s)}..{_iso(e)}")
 
     def _execute(self, windows: list[_Window]) -> None:
         st = self.settings
-        pending: dict[Future, tuple[_Window, datetime, datetime]] = {}
-        queue: deque[tuple[_Window, datetime, datetime]] = deque((w, w.start, w.end) for w in windows)
+        pending: dict[Future, tuple[_Window, datetime, datetime, str]] = {}
+        queue: deque[tuple[_Window, datetime, datetime, str]] = deque(
+            (w, w.start, w.end, tpl) for w in windows for tpl in w.templates)
         failure: BaseException | None = None
         with ThreadPoolExecutor(max_workers=max(1, min(st.max_concurrency, 5)),
                                 thread_name_prefix="loganalytics") as pool:
             try:
                 while queue or pending:
                     while queue and len(pending) < max(1, min(st.max_concurrency, 5)) and failure is None:
-                        w, s, e = queue.popleft()
-                        pending[pool.submit(self._query, w, s, e)] = (w, s, e)
+                        w, s, e, tpl = queue.popleft()
+                        pending[pool.submit(self._query, w, s, e, tpl)] = (w, s, e, tpl)
                     if not pending:
                         break
                     done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                     for fut in done:
-                        w, s, e = pending.pop(fut)
+                        w, s, e, tpl = pending.pop(fut)
                         try:
                             res = fut.result()
                         except BaseException as exc:  # permanent: stop submitting, store what finished
@@ -520,11 +547,11 @@ class Run:
                             mid = _split_point(s, e)
                             self.stats.splits += 1
                             w.pieces_open += 1
-                            queue.appendleft((w, mid, e))
-                            queue.appendleft((w, s, mid))
+                            queue.appendleft((w, mid, e, tpl))
+                            queue.appendleft((w, s, mid, tpl))
                             self.on_progress("split", w.table, {"start": s, "end": e})
                             continue
-                        self._store_piece(w, s, e, res)
+                        self._store_piece(w, s, e, res, tpl)
                         w.pieces_open -= 1
                         if w.pieces_open == 0:
                             self._finish_window(w)
@@ -548,7 +575,7 @@ class Run:
         if res.retries:
             self.on_progress("retry", table or "", {"retries": res.retries})
 
-    def _store_piece(self, w: _Window, s: datetime, e: datetime, res: QueryResult) -> None:
+    def _store_piece(self, w: _Window, s: datetime, e: datetime, res: QueryResult, tpl: str = "") -> None:
         n = res.table.num_rows if res.table is not None else 0
         w.rows += n
         self.stats.rows += n
@@ -559,7 +586,8 @@ class Run:
             self._buf.setdefault(w.table, []).append(res.table)
             self._buf_rows += n
         else:
-            w.parts.append(res.table)
+            fmt = "legacy" if tpl.endswith("_legacy") else "structured"
+            w.parts.append(res.table.append_column("Format", pa.array([fmt] * n, pa.string())))
         self.on_progress("rows", w.table, {"rows": n})
 
     def _finish_window(self, w: _Window) -> None:
@@ -635,10 +663,17 @@ FROM (
          upper(nullif("Protocol", '')) AS protocol, nullif("SourceIp", '') AS source_ip,
          nullif("DestinationIp", '') AS destination_ip,
          lower(rtrim(nullif("DestinationFqdn", ''), '.')) AS destination_fqdn,
-         try_cast(nullif("DestinationPort", '') AS INTEGER) AS destination_port,
-         nullif("Action", '') AS action, nullif(rtrim("ActionReason", '.'), '') AS action_reason,
-         nullif("Policy", '') AS policy, nullif("RuleCollectionGroup", '') AS rule_collection_group,
-         nullif("RuleCollection", '') AS rule_collection, nullif(trim("Rule"), '') AS rule,
+         -- canonical as in egresslens/normalise.py: ICMP and port 0 mean no port, 'Default Action' for a
+         -- deny without rule or reason (the KQL does this too; here it holds whatever the workspace sent)
+         CASE WHEN upper("Protocol") = 'ICMP' THEN NULL
+              ELSE nullif(try_cast(nullif("DestinationPort", '') AS INTEGER), 0) END AS destination_port,
+         CASE lower("Action") WHEN 'allow' THEN 'Allow' WHEN 'deny' THEN 'Deny' WHEN 'dnat' THEN 'DNAT'
+              ELSE nullif("Action", '') END AS action,
+         CASE WHEN lower("Action") = 'deny' AND nullif(trim("Rule"), '') IS NULL
+                   AND nullif(rtrim(trim("ActionReason"), '. '), '') IS NULL THEN 'Default Action'
+              ELSE nullif(rtrim(trim("ActionReason"), '. '), '') END AS action_reason,
+         nullif(trim("Policy"), '') AS policy, nullif(trim("RuleCollectionGroup"), '') AS rule_collection_group,
+         nullif(trim("RuleCollection"), '') AS rule_collection, nullif(trim("Rule"), '') AS rule,
          sum(try_cast("Hits" AS BIGINT))::BIGINT AS hits,
          min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
          max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,
@@ -653,10 +688,12 @@ SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(so
 FROM (
   SELECT date_trunc('hour', try_cast("Hour" AS TIMESTAMPTZ)::TIMESTAMP) AS hour,
          lower(nullif("Firewall", '')) AS firewall, nullif("SourceIp", '') AS source_ip,
-         lower(rtrim(nullif("QueryName", ''), '.')) AS query_name, nullif(rtrim("QueryType", ':'), '') AS query_type,
-         nullif("ResponseCode", '') AS response_code,
+         lower(rtrim(nullif("QueryName", ''), '.')) AS query_name, nullif(upper(rtrim("QueryType", ':')), '') AS query_type,
+         nullif(upper("ResponseCode"), '') AS response_code,
          sum(try_cast("Queries" AS BIGINT))::BIGINT AS queries, sum(try_cast("Errors" AS BIGINT))::BIGINT AS errors,
-         sum(try_cast("TotalDurationS" AS DOUBLE)) AS total_duration_s,
+         -- failed lookups have no duration: an all-failed group has none, whatever sum() of no values gives
+         CASE WHEN sum(try_cast("Queries" AS BIGINT)) > sum(try_cast("Errors" AS BIGINT))
+              THEN sum(try_cast("TotalDurationS" AS DOUBLE)) END AS total_duration_s,
          max(try_cast("MaxDurationS" AS DOUBLE)) AS max_duration_s,
          min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
          max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,
@@ -668,7 +705,8 @@ FROM (
 
 def store_rollups(con, run_id: int, w: _Window, progress: list[dict], *, firewall: str | None) -> int:
     """Replace the rollups of the window's hours with the merged pieces, in one transaction."""
-    target, sql = ("flow_rollups", _FLOW_ROLLUP_SQL) if w.table == "flows" else ("dns_rollups", _DNS_ROLLUP_SQL)
+    kind = SUMMARY_TEMPLATES[w.templates[0]][1] if w.templates[0] else w.table.split("+")[0].removesuffix("_legacy")
+    target, sql = ("flow_rollups", _FLOW_ROLLUP_SQL) if kind == "flows" else ("dns_rollups", _DNS_ROLLUP_SQL)
     parts = [p for p in w.parts if p.num_rows]
     fw_filter = " AND firewall = ?" if firewall else ""
     fw_params = [firewall.lower()] if firewall else []
@@ -677,11 +715,19 @@ def store_rollups(con, run_id: int, w: _Window, progress: list[dict], *, firewal
         con.execute(f"DELETE FROM {target} WHERE hour >= ? AND hour < ?{fw_filter}", [w.start, w.end, *fw_params])
         inserted = 0
         if parts:
-            con.register("rollup_parts", pa.concat_tables(parts, promote_options="permissive"))
+            con.register("rollup_all", pa.concat_tables(parts, promote_options="permissive"))
+            # a firewall that logs both ways in an hour (two diagnostic settings) is counted once: from its
+            # structured tables
+            con.execute("""CREATE OR REPLACE TEMP VIEW rollup_parts AS
+                SELECT * FROM rollup_all a WHERE coalesce("Format", 'structured') = 'structured' OR NOT EXISTS (
+                    SELECT 1 FROM rollup_all b WHERE coalesce(b."Format", 'structured') = 'structured'
+                    AND lower(b."Firewall") IS NOT DISTINCT FROM lower(a."Firewall")
+                    AND try_cast(b."Hour" AS TIMESTAMPTZ) = try_cast(a."Hour" AS TIMESTAMPTZ))""")
             try:
                 inserted = con.execute(f"INSERT INTO {target} {sql}", [run_id]).fetchall()[0][0]
             finally:
-                con.unregister("rollup_parts")
+                con.execute("DROP VIEW IF EXISTS rollup_parts")
+                con.unregister("rollup_all")
         for p in progress:
             con.execute("DELETE FROM ingest_sources WHERE source = ?", [p["source"]])
             con.execute("INSERT INTO ingest_sources VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",

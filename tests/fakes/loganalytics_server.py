@@ -171,6 +171,8 @@ class FakeLogAnalytics:
             frame = self._summary_flows(params, span, resource)
         elif name == "summary_dns":
             frame = self._summary_dns(params, span, resource)
+        elif name in ("summary_flows_legacy", "summary_dns_legacy"):
+            frame = self._summary_legacy(name, params, span, resource)
         else:
             return _error(400, "BadArgumentError", "unsupported template", name) + (name, params, 0)
         doc: dict = {}
@@ -239,18 +241,78 @@ class FakeLogAnalytics:
         if "AZFWDnsQuery" not in self.tables:
             return pl.DataFrame()
         df = self._window(self.tables["AZFWDnsQuery"], p, span, resource, ingest=False)
+        failed = (pl.col("ErrorMessage").str.strip_chars(" ") != "") | (pl.col("ErrorNumber").fill_null(0) != 0)
         return (
             df.with_columns(
                 Hour=pl.col("TimeGenerated").dt.truncate("1h"), Firewall=pl.col("_ResourceId").str.to_lowercase(),
                 QueryName=pl.col("QueryName").str.strip_chars_end(".").str.to_lowercase(),
-                QueryType=pl.col("QueryType").str.strip_chars_end(":"),
+                QueryType=pl.col("QueryType").str.strip_chars_end(":").str.to_uppercase(),
+                SourceIp=pl.when(failed).then(pl.lit("")).otherwise(pl.col("SourceIp")),
+                ResponseCode=pl.when(failed).then(pl.lit("")).otherwise(pl.col("ResponseCode").str.to_uppercase()),
+                Duration=pl.when(failed).then(None).otherwise(pl.col("RequestDurationSecs").cast(pl.Float64)),
+                Failed=failed,
             )
             .group_by("Hour", "Firewall", "SourceIp", "QueryName", "QueryType", "ResponseCode")
-            .agg(Queries=pl.len().cast(pl.Int64), Errors=(pl.col("ErrorMessage") != "").sum().cast(pl.Int64),
-                 TotalDurationS=pl.col("RequestDurationSecs").sum(), MaxDurationS=pl.col("RequestDurationSecs").max(),
+            .agg(Queries=pl.len().cast(pl.Int64), Errors=pl.col("Failed").sum().cast(pl.Int64),
+                 TotalDurationS=pl.col("Duration").sum(), MaxDurationS=pl.col("Duration").max(),
                  FirstSeen=pl.col("TimeGenerated").min(), LastSeen=pl.col("TimeGenerated").max())
             .sort("Hour", "SourceIp", "QueryName")
         )
+
+    def _summary_legacy(self, name, p, span, resource) -> pl.DataFrame:
+        """What summary_flows_legacy / summary_dns_legacy return: the AzureDiagnostics text of the window
+        parsed by the normaliser's own grammars (egresslens.normalise, in DuckDB over the rows as JSON
+        records) and rolled up in SQL, every parsed row counted (Kusto's count(), no de-duplication),
+        refused rows left out, empty strings where Kusto has no string."""
+        import duckdb
+
+        from egresslens import normalise
+
+        if "AzureDiagnostics" not in self.tables:
+            return pl.DataFrame()
+        df = self._window(self.tables["AzureDiagnostics"], p, span, resource, ingest=False)
+        cats = (["AzureFirewallApplicationRule", "AzureFirewallNetworkRule"] if name == "summary_flows_legacy"
+                else ["AzureFirewallDnsProxy"])
+        df = df.filter(pl.col("Category").is_in(cats))
+        if df.height == 0:
+            return pl.DataFrame()
+        records = df.select(
+            rid=pl.int_range(1, df.height + 1, dtype=pl.Int64), source=pl.lit("fake"),
+            position=pl.int_range(1, df.height + 1, dtype=pl.Int64), record_index=pl.lit(None, pl.Int32),
+            raw=pl.struct(TimeGenerated=pl.col("TimeGenerated").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                          Category="Category", OperationName="OperationName", Resource="Resource",
+                          ResourceId="ResourceId", msg_s="msg_s", Type=pl.lit("AzureDiagnostics")).struct.json_encode(),
+        )
+        con = duckdb.connect()
+        try:
+            con.register("batch", records.to_arrow())
+            normalise.normalise_batch(con)
+            if name == "summary_flows_legacy":
+                sql = """
+                    SELECT date_trunc('hour', time) AS Hour, coalesce(firewall, '') AS Firewall, kind AS Kind,
+                           coalesce(protocol, '') AS Protocol, coalesce(source_ip, '') AS SourceIp,
+                           coalesce(destination_ip, '') AS DestinationIp,
+                           coalesce(destination_fqdn, '') AS DestinationFqdn,
+                           destination_port::BIGINT AS DestinationPort, action AS Action,
+                           coalesce(action_reason, '') AS ActionReason, coalesce(policy, '') AS Policy,
+                           coalesce(rule_collection_group, '') AS RuleCollectionGroup,
+                           coalesce(rule_collection, '') AS RuleCollection, coalesce(rule, '') AS Rule,
+                           count(*)::BIGINT AS Hits, min(time) AS FirstSeen, max(time) AS LastSeen
+                    FROM canon_flows WHERE reject_reason IS NULL GROUP BY ALL"""
+            else:
+                sql = """
+                    SELECT date_trunc('hour', time) AS Hour, coalesce(firewall, '') AS Firewall,
+                           coalesce(source_ip, '') AS SourceIp, coalesce(query_name, '') AS QueryName,
+                           coalesce(query_type, '') AS QueryType, coalesce(response_code, '') AS ResponseCode,
+                           count(*)::BIGINT AS Queries,
+                           count(*) FILTER (WHERE error_message IS NOT NULL OR coalesce(error_number, 0) <> 0)::BIGINT
+                               AS Errors,
+                           sum(duration_s) AS TotalDurationS, max(duration_s) AS MaxDurationS,
+                           min(time) AS FirstSeen, max(time) AS LastSeen
+                    FROM canon_dns WHERE reject_reason IS NULL GROUP BY ALL"""
+            return pl.from_arrow(con.sql(sql).to_arrow_table()).sort(pl.all().exclude("^.*Seen$"), nulls_last=True)
+        finally:
+            con.close()
 
 
 def _error(status: int, code: str, message: str, inner: str | None = None):
@@ -428,6 +490,39 @@ def fixture_tables(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, 
         ).with_columns(_Ingest=pl.col("TimeGenerated") + pl.duration(seconds=lat)).drop("time")
         out[cat] = p
     return out
+
+
+def legacy_fixture(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, start: datetime | None = None,
+                   latency_s: tuple[int, int] = (20, 600), tables: tuple[str, ...] | None = None) -> dict[str, pl.DataFrame]:
+    """The simulated day of `fixture_tables` (same arguments, same events, same ingestion latency per
+    event) as a legacy workspace holds it: one `AzureDiagnostics` table with the firewall's text in
+    `msg_s` (the simulator's legacy rendering), `TimeGenerated`, `Category`, `OperationName`,
+    `Resource`, `ResourceId` (ARM case, as AzureDiagnostics has it) and the hidden `_Ingest`."""
+    from egresslens.simulate import generate
+    from egresslens.simulate.render import (
+        FIREWALL_NAME,
+        LEGACY_CATEGORY,
+        RESOURCE_ID,
+        _split,
+        legacy_messages,
+    )
+
+    sc = generate(hours=hours, events_per_hour=events_per_hour, seed=seed, start=start)
+    frames = {"flows": sc.flows, "dns_queries": sc.dns_queries, "threats": sc.threats}
+    parts = []
+    lo, hi = latency_s
+    for cat, df in _split(frames).items():
+        if df.height == 0 or (tables and cat not in tables):
+            continue
+        m = legacy_messages(cat, df, seed, 0, cat, "l")
+        lat = (pl.int_range(0, m.height, eager=True).hash(seed) % max(hi - lo, 1) + lo).cast(pl.Int64)
+        parts.append(m.select(
+            TimeGenerated=pl.col("time").cast(pl.Datetime("us")),
+            Category=pl.col("operationName").replace_strict(LEGACY_CATEGORY), OperationName="operationName",
+            Resource=pl.lit(FIREWALL_NAME.upper()), ResourceId=pl.lit(RESOURCE_ID), msg_s="msg",
+            Type=pl.lit("AzureDiagnostics"),
+        ).with_columns(_Ingest=pl.col("TimeGenerated") + pl.duration(seconds=lat)))
+    return {"AzureDiagnostics": pl.concat(parts)} if parts else {}
 
 
 def metric_series(resource_id: str, start: datetime, minutes: int) -> dict:
