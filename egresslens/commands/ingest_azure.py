@@ -85,7 +85,7 @@ def ingest_loganalytics(
     since: Optional[str] = typer.Option(None, "--since", help="How far back, e.g. 24h, 7d (default 24h)."),
     start: Optional[str] = typer.Option(None, "--start", help="Start of the range, ISO 8601 UTC (with --end)."),
     end: Optional[str] = typer.Option(None, "--end", help="End of the range (exclusive), ISO 8601 UTC."),
-    tables: str = typer.Option("auto", "--tables", help="auto, or a comma list of AZFW* tables / AzureDiagnostics (summary: flows,dns)."),
+    tables: str = typer.Option("auto", "--tables", help="auto, or a comma list of AZFW* tables / AzureDiagnostics (summary: flows, dns, flows_legacy, dns_legacy)."),
     mode: str = typer.Option("raw", "--mode", help="raw (every record) or summary (hourly rollups computed in the workspace)."),
     max_concurrency: int = typer.Option(5, "--max-concurrency", min=1, max=5, help="Parallel queries (the service runs 5 per identity)."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Query endpoint, e.g. https://api.loganalytics.us for US Gov."),
