@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import duckdb
+import polars as pl
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -130,3 +132,36 @@ def newest_hour_may_be_incomplete(window: Window, now: datetime | None = None, l
     """Log Analytics and storage archives deliver minutes late: warn when the window's end is that recent."""
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     return window.end > now - lag
+
+
+# -- running analysis SQL ---------------------------------------------------------------------
+
+def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Only the named parameters a statement uses (DuckDB refuses unused ones)."""
+    return {k: v for k, v in (params or {}).items() if f"${k}" in sql}
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+    """A query's result as a Polars frame (through Arrow, no per-row Python)."""
+    return pl.from_arrow(con.sql(sql, params=_used(sql, params) or None).to_arrow_table())  # type: ignore[return-value]
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> None:
+    """Run a statement for its effect (temp tables)."""
+    con.execute(sql, _used(sql, params)).fetchall()
+
+
+def json_rows(df: pl.DataFrame, limit: int | None = None) -> list[dict[str, Any]]:
+    """Frame rows as JSON-ready dicts (timestamps in ISO 8601)."""
+    rows = df.head(limit).to_dicts() if limit is not None else df.to_dicts()
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+
+
+def register_temp(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> None:
+    """(Re)create temp table `name` from a frame."""
+    run_sql(con, f"DROP TABLE IF EXISTS {name}")
+    con.register(f"{name}_in", df.to_arrow())
+    try:
+        run_sql(con, f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_in")
+    finally:
+        con.unregister(f"{name}_in")

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import duckdb
 import polars as pl
 from publicsuffixlist import PublicSuffixList
 
-from egresslens.analyse import DNS_HOURS_SQL, Window
+from egresslens.analyse import DNS_HOURS_SQL, Window, frame, json_rows, register_temp, run_sql
 
 LATENCY_BUCKET_BASE = 1.02  # histogram bucket width: percentiles within ~1 % (half a bucket)
 _LN_BASE = f"ln({LATENCY_BUCKET_BASE!r})"
@@ -150,8 +150,7 @@ class DnsResult:
 
     def to_dict(self, limit: int = 200) -> dict[str, Any]:
         def rows(df: pl.DataFrame) -> list[dict[str, Any]]:
-            return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-                    for r in df.head(limit).to_dicts()]
+            return json_rows(df, limit)
         return {
             "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()},
             "config": {k: v for k, v in asdict(self.config).items()},
@@ -165,24 +164,6 @@ class DnsResult:
             "upstream_errors": rows(self.upstream_errors),
             "resolved_then_denied": rows(self.resolved_then_denied),
         }
-
-
-def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-    used = {k: v for k, v in (params or {}).items() if f"${k}" in sql}
-    return pl.from_arrow(con.sql(sql, params=used or None).to_arrow_table())  # type: ignore[return-value]
-
-
-def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> None:
-    con.execute(sql, {k: v for k, v in (params or {}).items() if f"${k}" in sql}).fetchall()
-
-
-def _register(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> None:
-    _run(con, f"DROP TABLE IF EXISTS {name}")
-    con.register(f"{name}_in", df.to_arrow())
-    try:
-        _run(con, f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_in")
-    finally:
-        con.unregister(f"{name}_in")
 
 
 def _noise_case(suffixes: tuple[str, ...]) -> str:
@@ -214,7 +195,7 @@ def _source_groups(ips: list[str | None], groups: dict[str, list[str]] | None) -
 
 def _names_table(con: duckdb.DuckDBPyConnection, config: DnsConfig) -> pl.DataFrame:
     """Distinct names in `dns_h` with noise kind and registrable domain (Python only on distinct parents)."""
-    names = _frame(con, f"""
+    names = frame(con, f"""
       SELECT query_name, {_noise_case(config.noise_suffixes)} AS noise_kind,
              CASE WHEN contains(query_name, '.') THEN substr(query_name, strpos(query_name, '.') + 1) END AS parent
       FROM (SELECT DISTINCT query_name FROM dns_h WHERE query_name IS NOT NULL)
@@ -262,9 +243,9 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     params = {"start": window.start, "end": window.end}
     notes: list[str] = []
     for t in ("dns_h", "dns_hb"):
-        _run(con, f"DROP TABLE IF EXISTS {t}")
-    _run(con, f"CREATE TEMP TABLE dns_hb AS {DNS_HOURS_HIST_SQL}", params)
-    _run(con, """
+        run_sql(con, f"DROP TABLE IF EXISTS {t}")
+    run_sql(con, f"CREATE TEMP TABLE dns_hb AS {DNS_HOURS_HIST_SQL}", params)
+    run_sql(con, """
       CREATE TEMP TABLE dns_h AS
       SELECT hour, firewall, source_ip, query_name, query_type, response_code, sum(queries)::BIGINT AS queries,
              sum(errors)::BIGINT AS errors, sum(total_duration_s) AS total_duration_s, max(max_duration_s) AS max_duration_s,
@@ -279,9 +260,9 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                      "resolve-then-deny link uses raw rows only.")
 
     names = _names_table(con, config)
-    _register(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
+    register_temp(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
     srcs = [r[0] for r in con.execute("SELECT DISTINCT source_ip FROM dns_h").fetchall()]
-    _register(con, "dns_groups", _source_groups(srcs, config.groups))
+    register_temp(con, "dns_groups", _source_groups(srcs, config.groups))
 
     rates = """
       sum(queries)::BIGINT AS queries,
@@ -297,11 +278,11 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         return df.with_columns(*[(pl.col(c) / pl.col("queries")).alias(f"{c}_rate")
                                  for c in ("nxdomain", "servfail", "refused", "upstream_errors")])
 
-    _run(con, "DROP TABLE IF EXISTS dns_lat")
+    run_sql(con, "DROP TABLE IF EXISTS dns_lat")
     hist = """SELECT source_ip, query_name, b, sum(queries - errors) AS n,
                      sum(queries - errors) FILTER (WHERE from_rollup) AS rollup_n
               FROM dns_hb WHERE b IS NOT NULL GROUP BY ALL"""
-    _run(con, f"""
+    run_sql(con, f"""
       CREATE TEMP TABLE dns_lat AS
       WITH hs AS ({hist}),
       grp AS ({_latency_sql('source_group', "SELECT g.source_group, hs.b, sum(hs.n) AS n, coalesce(sum(hs.rollup_n), 0) AS rollup_n "
@@ -310,7 +291,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       SELECT source_group, NULL::VARCHAR AS query_name, 0 AS by_name, * EXCLUDE (source_group) FROM grp
       UNION ALL BY NAME
       SELECT NULL::VARCHAR AS source_group, query_name, 1 AS by_name, * EXCLUDE (query_name) FROM nam""")
-    by_group = with_rates(_frame(con, f"""
+    by_group = with_rates(frame(con, f"""
       WITH c AS (SELECT g.source_group, {rates}, count(DISTINCT h.query_name) AS names,
                         sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL)::BIGINT AS noise_queries
                  FROM dns_h h JOIN dns_groups g ON h.source_ip IS NOT DISTINCT FROM g.source_ip
@@ -319,7 +300,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis FROM c LEFT JOIN l USING (source_group)
       ORDER BY queries DESC
     """, params)).with_columns(pl.col("noise_queries").fill_null(0))
-    by_name = with_rates(_frame(con, f"""
+    by_name = with_rates(frame(con, f"""
       WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
                  FROM dns_h h GROUP BY h.query_name),
       l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 1)
@@ -354,7 +335,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         "source_groups": by_group.height,
     }
     for t in ("dns_h", "dns_hb", "dns_names", "dns_groups", "dns_lat"):
-        _run(con, f"DROP TABLE IF EXISTS {t}")
+        run_sql(con, f"DROP TABLE IF EXISTS {t}")
     return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, totals)
 
 
@@ -376,7 +357,7 @@ def _flows_sql(con: duckdb.DuckDBPyConnection, window: Window, where: str) -> st
 
 def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig) -> pl.DataFrame:
     params = {"start": window.start, "end": window.end}
-    app = _frame(con, f"""
+    app = frame(con, f"""
       WITH d AS (SELECT source_ip, destination_fqdn AS query_name, sum(n)::BIGINT AS denials,
                         any_value(coalesce(action_reason, rule)) AS reason
                  FROM ({_flows_sql(con, window, "action = 'Deny' AND kind = 'application'")})
@@ -391,7 +372,7 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
     """, params)
     # Network layer: no answer IPs in the logs, so a denied connection is attributed to the name its
     # source resolved last, at most `resolve_deny_gap_s` earlier (ASOF join on raw rows).
-    net = _frame(con, f"""
+    net = frame(con, f"""
       WITH d AS (SELECT source_ip, time, destination_ip || ':' || coalesce(destination_port::VARCHAR, '') AS dest
                  FROM flows WHERE time >= $start AND time < $end AND action = 'Deny' AND kind = 'network'),
       q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
@@ -411,7 +392,7 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
 
 def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, names: pl.DataFrame) -> pl.DataFrame:
     params = {"start": window.start, "end": window.end}
-    per = _frame(con, f"""
+    per = frame(con, f"""
       SELECT n.domain, sum(h.queries)::BIGINT AS queries,
              count(DISTINCT h.query_name) FILTER (WHERE h.query_name <> n.domain) AS unique_names,
              sum(h.queries) FILTER (WHERE h.query_type IN {TUNNEL_TYPES})::DOUBLE / sum(h.queries) AS txt_null_share,
@@ -453,7 +434,7 @@ def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                                 + (SELECT count(*) FROM (SELECT 1 FROM dns_rollups WHERE hour < $start LIMIT 1))""",
                          {"start": window.start}).fetchall()[0][0]
     if before:
-        seen = _frame(con, """SELECT DISTINCT query_name FROM dns_queries WHERE time < $start AND time >= $lb
+        seen = frame(con, """SELECT DISTINCT query_name FROM dns_queries WHERE time < $start AND time >= $lb
                               UNION SELECT DISTINCT query_name FROM dns_rollups WHERE hour < $start AND hour >= $lb""",
                       {"start": window.start, "lb": window.start - timedelta(days=config.lookback_days)})
         known = (seen.join(names.select("query_name", "domain"), on="query_name", how="left")["domain"]
@@ -474,7 +455,7 @@ def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         pl.format("first seen {}; {}", pl.col("first_seen").dt.strftime("%Y-%m-%d %H:%M"),
                   pl.when(pl.col("signal_list") == "").then(pl.lit("no other signal")).otherwise(pl.col("signal_list")))
         .alias("detail"))
-    ti = _frame(con, """
+    ti = frame(con, """
       SELECT fqdn AS query_name, count(*)::BIGINT AS hits, string_agg(DISTINCT description, '; ') AS what,
              list(DISTINCT source_ip ORDER BY source_ip)[:10] AS ti_sources, min(time) AS first_seen_ti
       FROM threats WHERE time >= $start AND time < $end AND fqdn IS NOT NULL AND kind = 'threat_intel'
@@ -513,12 +494,12 @@ def suspicious_domains(con: duckdb.DuckDBPyConnection, window: Window, config: D
     """
     config = config or DnsConfig()
     params = {"start": window.start, "end": window.end}
-    _run(con, "DROP TABLE IF EXISTS dns_h")
-    _run(con, f"CREATE TEMP TABLE dns_h AS {DNS_HOURS_SQL}", params)
+    run_sql(con, "DROP TABLE IF EXISTS dns_h")
+    run_sql(con, f"CREATE TEMP TABLE dns_h AS {DNS_HOURS_SQL}", params)
     try:
         names = _names_table(con, config)
-        _register(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
+        register_temp(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
         return _suspicious(con, window, config, names)
     finally:
-        _run(con, "DROP TABLE IF EXISTS dns_h")
-        _run(con, "DROP TABLE IF EXISTS dns_names")
+        run_sql(con, "DROP TABLE IF EXISTS dns_h")
+        run_sql(con, "DROP TABLE IF EXISTS dns_names")

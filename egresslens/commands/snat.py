@@ -55,7 +55,7 @@ def snat_command(
         cfg = snat.load_config(
             config, **overrides,
             port_rule=port_rule.replace("_", "-").lower() if port_rule else None,
-            hold_time_s=snat._seconds(hold_time) if hold_time else None)
+            hold_time_s=snat.seconds(hold_time) if hold_time else None)
     except _RemoteError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exitcodes.REMOTE_ERROR)

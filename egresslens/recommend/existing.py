@@ -8,16 +8,27 @@ from typing import Any
 import polars as pl
 
 from egresslens.recommend.detect import Danger
-from egresslens.recommend.model import Evidence, ProposedRule, Recommendation
-from egresslens.recommend.policy import Rule, net_size, permissiveness, shadowed_by
+from egresslens.recommend.model import (
+    Evidence,
+    ProposedRule,
+    Recommendation,
+    iso,
+    rec_id,
+    safe_name,
+)
+from egresslens.recommend.netaggr import aggregate_ips
+from egresslens.recommend.policy import (
+    Rule,
+    net_size,
+    permissiveness,
+    port_count,
+    shadowed_by,
+)
 from egresslens.recommend.sources import sources_for
 from egresslens.recommend.wildcards import is_valid_fqdn, propose_wildcards
-from egresslens.recommend.netaggr import aggregate_ips
 
 
 def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str, Any]]:
-    from egresslens.recommend.engine import _rid
-
     allowed = groups.filter(pl.col("action") == "Allow")
     obs: dict[tuple, list[dict]] = defaultdict(list)
     for row in allowed.iter_rows(named=True):
@@ -49,7 +60,7 @@ def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str
         if rule.key in shadows:
             a = shadows[rule.key]
             rec = Recommendation(
-                id=_rid("shadow", *rule.key), kind="remove-rule",
+                id=rec_id("shadow", *rule.key), kind="remove-rule",
                 title=f"Remove shadowed rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
                 rule=None, evidence=Evidence(hits=hits, notes=[f"shadowed by {a.rule_collection_group}/{a.rule_collection}/{a.name}"]),
                 confidence="high", risk="low",
@@ -61,7 +72,7 @@ def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str
             continue
         if hits == 0:
             rec = Recommendation(
-                id=_rid("unused", *rule.key), kind="remove-rule",
+                id=rec_id("unused", *rule.key), kind="remove-rule",
                 title=f"Remove unused rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
                 rule=None, evidence=Evidence(hits=0, notes=[f"no hits in the {hours:g}-hour window"]),
                 confidence="medium" if hours < 24 * 30 else "high", risk="low",
@@ -77,8 +88,6 @@ def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str
 
 
 def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, score: float) -> None:
-    from egresslens.recommend.engine import _rid, _safe_name
-
     cfg = ctx.config
     safe, bad = [], []
     for r in rows:
@@ -95,10 +104,10 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
         new_sources = list(rule.sources)
     # The narrow rule goes into its own group just above the broad rule's group (same rule type, so
     # Azure evaluates it first); the broad rule stays until the narrow one has proven itself.
-    proposed = dict(rule_collection_group=_safe_name(f"{rule.rule_collection_group}-narrow"),
+    proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
                     rule_collection_group_priority=max(100, rule.rcg_priority - 1),
-                    rule_collection=_safe_name(f"{rule.rule_collection}-narrow"),
-                    rule_collection_priority=rule.collection_priority, name=_safe_name(f"{rule.name}-narrow"),
+                    rule_collection=safe_name(f"{rule.rule_collection}-narrow"),
+                    rule_collection_priority=rule.collection_priority, name=safe_name(f"{rule.name}-narrow"),
                     source_addresses=new_sources)
     if rule.rule_type == "application":
         names = sorted({r["destination_fqdn"] for r, _ in safe if r["destination_fqdn"]})
@@ -129,8 +138,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
             fqdns = sorted(set(fqdns) | set(named.values()))
             changes.append(f"destinations {', '.join(rule.destination_addresses)} -> {len(addrs) + len(fqdns)} observed destination(s)")
         ports = sorted({str(r["destination_port"]) for r, _ in safe if r["destination_port"] is not None}, key=int)
-        from egresslens.recommend.policy import _port_count
-        old = _port_count(rule.destination_ports)
+        old = port_count(rule.destination_ports)
         if ports and old > 4 * len(ports) and old > 1:
             changes.append(f"ports {', '.join(rule.destination_ports)} ({old} ports) -> {', '.join(ports)}")
         else:
@@ -152,12 +160,11 @@ def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, s
                   notes=changes)
     firsts = [r["first_seen"] for r, _ in safe + bad]
     lasts = [r["last_seen"] for r, _ in safe + bad]
-    from egresslens.recommend.engine import _iso
-    ev.first_seen, ev.last_seen = _iso(min(firsts)), _iso(max(lasts))
+    ev.first_seen, ev.last_seen = iso(min(firsts)), iso(max(lasts))
     ev.days_seen = max(r["days"] for r, _ in safe + bad)
     ev.hours_seen = max(r["hours"] for r, _ in safe + bad)
     ctx.add(Recommendation(
-        id=_rid("narrow", *rule.key), kind="narrow-rule",
+        id=rec_id("narrow", *rule.key), kind="narrow-rule",
         title=f"Narrow {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
         rule=pr, evidence=ev, confidence="medium", risk="medium" if cut else "low",
         rationale="; ".join(changes) + f" — based on the {ctx.window.hours:g}-hour window",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 KINDS = ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")
@@ -70,3 +73,19 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def rec_id(*parts: Any) -> str:
+    """A stable recommendation id from what defines it."""
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:10]
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """A rule, collection or group name made of characters Azure accepts everywhere."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "rule"
+    return out[:limit]
+
+
+def iso(t: Any) -> str | None:
+    """Evidence timestamps: `YYYY-MM-DD HH:MM:SS`."""
+    return t.isoformat(sep=" ", timespec="seconds") if isinstance(t, datetime) else (str(t) if t is not None else None)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable
 
 from egresslens.recommend.catalogue import tag_matches
@@ -306,7 +306,7 @@ def net_size(entries: list[str], service_tags=None) -> float:
     return total
 
 
-def _port_count(entries: list[str]) -> int:
+def port_count(entries: list[str]) -> int:
     n = 0
     for p in entries:
         if p.strip() == "*":
@@ -342,7 +342,7 @@ def permissiveness(rule: Rule, service_tags=None) -> float:
             dst = max(dst, min(1.0, 0.1 + 0.01 * len(rule.destination_fqdns)))
         if rule.destination_ip_groups:
             dst = max(dst, 0.3)
-        ports = math.log2(_port_count(rule.destination_ports)) / 16
+        ports = math.log2(port_count(rule.destination_ports)) / 16
         if "ANY" in rule.ip_protocols:
             ports = min(1.0, ports + 0.2)
     return round(100 * (0.3 * src + 0.45 * dst + 0.25 * ports), 1)

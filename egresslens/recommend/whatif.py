@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import duckdb
 import polars as pl
 
 from egresslens.analyse import FLOW_HOURS_SQL, Window
 from egresslens.recommend.engine import Recommendations, to_policy_rule
-from dataclasses import replace
-
-from egresslens.recommend.policy import APP_PROTOCOLS, Flow, Rule, address_matches, rule_matches
+from egresslens.recommend.policy import (
+    APP_PROTOCOLS,
+    Flow,
+    Rule,
+    address_matches,
+    rule_matches,
+)
 
 
 def distinct_flows(con: duckdb.DuckDBPyConnection, window: Window) -> pl.DataFrame:

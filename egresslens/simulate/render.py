@@ -15,14 +15,16 @@ from typing import Any
 
 import polars as pl
 
-from egresslens.simulate.scenario import (
+from egresslens.simulate.base import (
     FIREWALL_INSTANCE_IPS,
     FIREWALL_NAME,
     RESOURCE_GROUP,
     SUBSCRIPTION,
     Scenario,
-    _naive_utc,
     _uniform,
+)
+from egresslens.simulate.scenario import (
+    _naive_utc,
     _World,
     build_truth,
     check_args,

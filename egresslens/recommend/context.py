@@ -1,0 +1,63 @@
+"""The state one `recommend` run carries, and the helpers every stage uses to add to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from egresslens.recommend.model import Evidence, Recommendation, iso, rec_id
+
+
+class Context:
+    """Inputs of one run (store, window, config, policy, service tags) and what the stages add."""
+
+    def __init__(self, con, window, config, policy, service_tags):
+        self.con = con
+        self.window = window
+        self.config = config
+        self.policy = policy
+        self.service_tags = service_tags
+        self.params = {"start": window.start, "end": window.end}
+        self.items: list[Recommendation] = []
+        self.warnings: list[str] = []
+        self.evidence_keys: list[dict[str, Any]] = []  # (rec id, sgroup, kind, protocol, fqdn, ip, port)
+        self.window_info = {"start": iso(window.start), "end": iso(window.end), "hours": window.hours,
+                            "description": window.describe()}
+        self.coll_prio: dict[str, int] = {}
+        self.group_cidrs: dict[str, list[str]] = {}  # source group -> CIDRs (set once sources are grouped)
+        self.dns_map: dict[str, set[str]] = {}  # destination IP -> names attributed from DNS
+        self.stats_rows = 0
+
+    def add(self, rec: Recommendation) -> None:
+        self.items.append(rec)
+
+
+def investigate(ctx: Context, title: str, reason: str, ev: Evidence, risk: str, key: tuple, rows=None) -> Recommendation:
+    rid = rec_id("investigate", *key)
+    rec = Recommendation(id=rid, kind="investigate", title=title, rule=None, evidence=ev, confidence="high",
+                         risk=risk, rationale=reason, window=ctx.window_info,
+                         rollout=["review before allowing anything; no allow rule is proposed"])
+    ctx.add(rec)
+    for row in rows or []:
+        ctx.evidence_keys.append({**row, "rec_id": rid})
+    return rec
+
+
+def key_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    return df.select("gkey").to_dicts()
+
+
+def rcg_priority(ctx: Context) -> int:
+    if ctx.config.priority:
+        return int(ctx.config.priority)
+    if ctx.policy:
+        return min(65000, max(r.rcg_priority for r in ctx.policy) + 100)
+    return 64000
+
+
+def collection_priority(ctx: Context, name: str) -> int:
+    if name not in ctx.coll_prio:
+        ctx.coll_prio[name] = 100 + 100 * len(ctx.coll_prio)
+    return ctx.coll_prio[name]
+

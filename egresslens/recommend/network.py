@@ -1,0 +1,170 @@
+"""Network rules for denied TCP/UDP/ICMP traffic: DNS-attributed FQDNs, service tags, aggregated CIDRs."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+
+import polars as pl
+
+from egresslens.recommend.context import Context, collection_priority, rcg_priority
+from egresslens.recommend.detect import Danger
+from egresslens.recommend.model import (
+    Evidence,
+    ProposedRule,
+    Recommendation,
+    rec_id,
+    safe_name,
+)
+from egresslens.recommend.netaggr import aggregate_ips
+from egresslens.recommend.sources import group_label, sources_for
+from egresslens.recommend.triage import triage
+from egresslens.recommend.wildcards import InvalidName, validate_fqdn
+
+
+def attribute_ips(ctx: Context, danger: Danger) -> dict[str, set[str]]:
+    """Destination IP -> the name its sources resolved just before connecting, consistently.
+
+    Uses raw `flows` and `dns_queries`: each denied network connection is paired with the same
+    source's latest successful DNS query at most ``dns_max_gap_s`` before it (ASOF join). An IP is
+    attributed to a name when that name accounts for >= ``dns_min_recall`` of the paired
+    connections, in at least two distinct hours. Hourly rollups carry no timing, so IPs seen only
+    in rollups are not attributed (they fall back to CIDRs / service tags).
+    """
+    cfg = ctx.config
+    rows = ctx.con.execute("""
+        WITH c AS (SELECT source_ip, time, destination_ip FROM flows
+                   WHERE time >= $start AND time < $end AND kind = 'network' AND action = 'Deny'
+                     AND destination_ip IS NOT NULL AND source_ip IS NOT NULL),
+        q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
+              WHERE time >= $start - INTERVAL 1 MINUTE AND time < $end AND response_code = 'NOERROR'
+                AND query_name IS NOT NULL AND source_ip IN (SELECT DISTINCT source_ip FROM c)),
+        j AS (SELECT c.destination_ip, q.query_name, c.time FROM c ASOF JOIN q
+              ON c.source_ip = q.source_ip AND c.time >= q.qtime
+              WHERE c.time - q.qtime <= to_microseconds(CAST($gap * 1000000 AS BIGINT))),
+        n AS (SELECT destination_ip, query_name, count(*) AS n, count(DISTINCT date_trunc('hour', time)) AS hours
+              FROM j GROUP BY ALL),
+        t AS (SELECT destination_ip, sum(n) AS total FROM n GROUP BY 1)
+        SELECT n.destination_ip, n.query_name, n.n, n.hours, t.total FROM n JOIN t USING (destination_ip)
+        WHERE n.n >= $recall * t.total AND n.hours >= 2""",
+        {**ctx.params, "recall": cfg.dns_min_recall, "gap": cfg.dns_max_gap_s}).fetchall()
+    out: dict[str, set[str]] = {}
+    for ip, name, _n, _hours, _total in rows:
+        out.setdefault(ip, set()).add(name)
+    return out
+
+
+def denied_network(ctx: Context, groups: pl.DataFrame, danger: Danger, dns_map: dict[str, set[str]]) -> None:
+    df = groups.filter((pl.col("kind") == "network") & (pl.col("action") == "Deny") & pl.col("destination_ip").is_not_null())
+    if df.is_empty():
+        return
+
+    def name_danger(ip: str) -> str | None:
+        for n in dns_map.get(ip, ()):
+            r = danger.name_reason(n)
+            if r:
+                return f"{ip} resolves from {n}: {r}"
+        return None
+
+    cand = triage(ctx, df, danger, "destination_ip", name_danger)
+    if cand.is_empty():
+        return
+    cfg = ctx.config
+    # (ip, protocol, port) -> source groups
+    per: dict[tuple[str, int | None], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for ip, g, proto, port in cand.select("destination_ip", "sgroup", "protocol", "destination_port").iter_rows():
+        per[(proto, port)][ip].add(g)
+    # -> clusters by (source groups, protocol) with per-destination ports
+    clusters: dict[tuple[frozenset, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for (proto, port), ips in per.items():
+        by_sg: dict[frozenset, list[str]] = defaultdict(list)
+        for ip, gs in ips.items():
+            by_sg[frozenset(gs)].append(ip)
+        for sg, iplist in by_sg.items():
+            fqdn_ips = [ip for ip in iplist if len(dns_map.get(ip, ())) == 1]
+            other = [ip for ip in iplist if ip not in fqdn_ips]
+            dests: list[tuple[str, str, list[str]]] = []  # (type, value, ips)
+            names: dict[str, list[str]] = defaultdict(list)
+            for ip in fqdn_ips:
+                n = next(iter(dns_map[ip]))
+                if _valid(n):
+                    names[n].append(ip)
+                else:
+                    other.append(ip)
+            for n, ips2 in names.items():
+                dests.append(("fqdn", n, ips2))
+            if ctx.service_tags is not None:
+                tagged: dict[str, list[str]] = defaultdict(list)
+                rest = []
+                for ip in other:
+                    t = ctx.service_tags.tag_for(ip)
+                    (tagged[t].append(ip) if t else rest.append(ip))
+                for t, ips2 in tagged.items():
+                    dests.append(("tag", t, ips2))
+                other = rest
+            cidrs = aggregate_ips(other, min_fill=cfg.cidr_min_fill, max_prefix=cfg.cidr_max_prefix)
+            for c in cidrs:
+                covered = [ip for ip in other if _in_cidr(ip, c)]
+                dests.append(("cidr", c, covered))
+            for t, v, i in dests:
+                clusters[(sg, proto)][(t, v, tuple(sorted(i)))].add("*" if port is None else str(port))
+    rcg = cfg.rule_collection_group
+    rcg_prio = rcg_priority(ctx)
+    for (sg, proto), dest_ports in sorted(clusters.items(), key=lambda kv: (group_label(kv[0][0]), kv[0][1])):
+        # merge destinations sharing the same port set into one rule
+        by_ports: dict[frozenset, list] = defaultdict(list)
+        for d, ports in dest_ports.items():
+            by_ports[frozenset(ports)].append(d)
+        label = group_label(sg)
+        coll = safe_name(f"allow-net-{label}")
+        for ports, dests in sorted(by_ports.items(), key=lambda kv: sorted(kv[0])):
+            port_list = sorted(ports, key=lambda p: (p == "*", int(p) if p.isdigit() else 0))
+            fq = sorted(v for t, v, _ in dests if t == "fqdn")
+            addrs = sorted(v for t, v, _ in dests if t != "fqdn")
+            ips = sorted({ip for _t, _v, i in dests for ip in i})
+            derived = {v: sorted(i) for t, v, i in dests if t in ("fqdn", "tag") or "/" in v}
+            first = (fq + addrs)[0]
+            name = safe_name(f"allow-{proto.lower()}-{'-'.join(port_list[:3])}-{first}")
+            rule = ProposedRule(
+                rule_type="NetworkRule", rule_collection_group=rcg, rule_collection_group_priority=rcg_prio,
+                rule_collection=coll, rule_collection_priority=collection_priority(ctx, coll), name=name,
+                source_addresses=sources_for(sg, ctx.group_cidrs), source_group=label, ip_protocols=[proto],
+                destination_addresses=addrs, destination_fqdns=fq, destination_ports=port_list)
+            notes = []
+            if fq:
+                notes.append("FQDNs in network rules need DNS proxy enabled on the firewall (and clients using it as DNS server)")
+                notes.extend(f"{n} attributed from DNS: {', '.join(derived[n][:5])} were contacted by sources that "
+                             "resolved this name in the same hours" for n in fq)
+            if any(t == "tag" for t, _v, _i in dests):
+                notes.append("service tags from the supplied Service Tags file; Microsoft updates their prefixes")
+            rid = rec_id("net", sorted(sg), proto, port_list, fq, addrs)
+            what = ", ".join((fq + addrs)[:6]) + (" …" if len(fq) + len(addrs) > 6 else "")
+            rec = Recommendation(
+                id=rid, kind="add-network-rule", title=f"Allow {label} to {what} on {proto} {','.join(port_list)}",
+                rule=rule, evidence=Evidence(destinations=ips, derived_from=derived, notes=notes),
+                confidence="high" if fq or all("/" not in a for a in addrs) else "medium",
+                risk="medium" if any("/" in a for a in addrs) or any(t == "tag" for t, _v, _i in dests) else "low",
+                rationale=f"denied {proto} traffic from {label} to {len(ips)} address(es) on port(s) {', '.join(port_list)}",
+                window=ctx.window_info, rollout=["add the rule in a new rule collection group after the existing ones"])
+            ctx.add(rec)
+            sel = cand.filter(pl.col("destination_ip").is_in(ips) & pl.col("sgroup").is_in(list(sg))
+                              & (pl.col("protocol") == proto))
+            for gkey, port in sel.select("gkey", "destination_port").iter_rows():
+                if (str(port) if port is not None else "*") in ports:
+                    ctx.evidence_keys.append({"gkey": gkey, "rec_id": rid})
+
+
+def _valid(name: str) -> bool:
+    try:
+        validate_fqdn(name)
+        return True
+    except InvalidName:
+        return False
+
+
+def _in_cidr(ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
