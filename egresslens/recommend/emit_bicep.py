@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import re
 
+from egresslens.escape import bicep_string
 from egresslens.recommend.emit_common import groups, unique_priorities
 
 API = "2023-09-01"
-
-
-def bicep_string(value: str) -> str:
-    """A single-quoted Bicep string literal (escapes backslash, quote, `${` and control characters)."""
-    s = str(value).replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    s = s.replace("${", "\\${")
-    return f"'{s}'"
 
 
 def _list(values, indent: str) -> str:

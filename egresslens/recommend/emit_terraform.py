@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import re
 
+from egresslens.escape import hcl_string
 from egresslens.recommend.emit_common import groups, unique_priorities
-
-
-def hcl_string(value: str) -> str:
-    """A double-quoted HCL string literal; template sequences `${` and `%{` are escaped."""
-    s = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    s = s.replace("${", "$${").replace("%{", "%%{")
-    return f'"{s}"'
 
 
 def _list(values) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from egresslens.escape import markdown as _md
+from egresslens.escape import markdown_code as _code
+
 _HEAD = {
     "add-application-rule": "Add application rules",
     "add-network-rule": "Add network rules",
@@ -9,19 +12,6 @@ _HEAD = {
     "remove-rule": "Remove existing rules",
     "investigate": "Investigate (never allowed)",
 }
-
-
-def _md(text: object) -> str:
-    """Neutralise Markdown/HTML in attacker-controlled text."""
-    s = str(text).replace("\r", " ").replace("\n", " ")
-    for ch in "\\`*_[]<>|#":
-        s = s.replace(ch, "\\" + ch)
-    return s
-
-
-def _code(text: object) -> str:
-    s = str(text).replace("`", "'").replace("\n", " ").replace("\r", " ")
-    return f"`{s}`"
 
 
 def emit(recs, what_if: bool = False) -> str:
@@ -90,7 +80,8 @@ def emit(recs, what_if: bool = False) -> str:
     if recs.rule_scores:
         out += ["## Permissiveness of existing rules", "", "| rule | type | hits | permissiveness |", "|---|---|---|---|"]
         for s in recs.rule_scores:
-            out.append(f"| {_code(s['rule_collection_group'])}/{_code(s['rule_collection'])}/{_code(s['rule'])} | {s['rule_type']} "
+            cell = "/".join(_code(s[k], in_table=True) for k in ("rule_collection_group", "rule_collection", "rule"))
+            out.append(f"| {cell} | {_md(s['rule_type'])} "
                        f"| {s['hits']} | {s['permissiveness'] if s['permissiveness'] is not None else 'n/a (no policy)'} |")
         out.append("")
     return "\n".join(out) + "\n"

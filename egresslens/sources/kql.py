@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 
+from egresslens.escape import UnsafeValue, kql_string
+
 MARKER = "// egresslens:template "
 _DECLARE_RE = re.compile(r"^declare query_parameters\((?P<body>[^)]*)\);\s*$", re.M)
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,29 +53,10 @@ def literal(kql_type: str, value) -> str:
             raise KqlError(f"expected a datetime, got {type(value).__name__}")
         return "datetime(" + _utc(value).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z)"
     if kql_type == "string":
-        if not isinstance(value, str):
-            raise KqlError(f"expected a string, got {type(value).__name__}")
-        if len(value) > MAX_STRING:
-            raise KqlError("string parameter too long")
-        out = []
-        for ch in value:
-            if ch == "\\":
-                out.append("\\\\")
-            elif ch == '"':
-                out.append('\\"')
-            elif ch == "'":
-                out.append("\\'")
-            elif ch == "\n":
-                out.append("\\n")
-            elif ch == "\r":
-                out.append("\\r")
-            elif ch == "\t":
-                out.append("\\t")
-            elif ord(ch) < 0x20 or ord(ch) == 0x7F or 0x2028 <= ord(ch) <= 0x2029:
-                raise KqlError(f"control character U+{ord(ch):04X} not allowed in a parameter")
-            else:
-                out.append(ch)
-        return '"' + "".join(out) + '"'
+        try:
+            return kql_string(value, MAX_STRING)
+        except UnsafeValue as exc:
+            raise KqlError(str(exc)) from None
     if kql_type in ("long", "int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise KqlError(f"expected an integer, got {type(value).__name__}")
