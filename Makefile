@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Azurite (the Azure Storage emulator) for the storage-ingest tests, from the npm registry.
 AZURITE := .azurite/node_modules/.bin/azurite-blob
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs docs-examples clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found"; exit 1; }
@@ -26,6 +26,12 @@ $(AZURITE):
 test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -q
 
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-examples: $(STAMP)
+	$(BIN)/python docs/examples/generate.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py --format structured
 	$(BIN)/python benchmarks/bench_ingest.py --format legacy
@@ -33,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_recommend.py
 
 clean:
-	rm -rf $(VENV) .azurite demo-output egresslens.duckdb
+	rm -rf $(VENV) .azurite demo-output egresslens.duckdb site

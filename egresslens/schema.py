@@ -349,10 +349,10 @@ def create_table_sql(table: Table) -> str:
 
 
 def markdown_reference() -> str:
-    """The table reference as Markdown, for the README."""
+    """The table reference as Markdown, for docs/store.md."""
     out: list[str] = []
     for t in ALL_TABLES:
-        out.append(f"#### `{t.name}`\n\n{t.doc}\n\n| column | type | meaning |\n|---|---|---|")
+        out.append(f"## `{t.name}`\n\n{t.doc}\n\n| column | type | meaning |\n|---|---|---|")
         out.extend(f"| `{c.name}` | {c.type} | {c.doc} |" for c in t.columns)
         out.append("")
     return "\n".join(out)
