@@ -115,7 +115,9 @@ def test_emitters_reject_hostile_rules_built_by_hand(name):
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=0, max_size=80))
-@example("${").example("%{").example("a$${b")
+@example("${")
+@example("%{")
+@example("a$${b")
 def test_hcl_and_bicep_strings_are_single_literals(s):
     lit = hcl_string(s)
     parsed = hcl2.loads(f"x = {lit}\n")["x"]
