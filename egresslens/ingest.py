@@ -257,7 +257,9 @@ class Ingestor:
                 + ["SELECT rid, reason FROM stage_rejects"]
             )
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, b.raw, "
+                "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, "
+                # a line that is not UTF-8 carries the normaliser's mark (a NUL): the quarantine keeps its text
+                "CASE WHEN starts_with(b.raw, chr(0)) THEN substr(b.raw, 2) ELSE b.raw END AS raw, "
                 f"r.reason FROM ({rejects}) r JOIN batch b USING (rid)"
             )
             rejected = con.execute("SELECT count(*) FROM batch_rejects").fetchall()[0][0]

@@ -1,12 +1,10 @@
 """Normalise raw Azure Firewall records into the canonical tables, in DuckDB SQL over whole batches.
 
-Input: a relation ``batch(rid, source, position, record_index, raw)`` where ``raw`` is one record as
-JSON text in any of its shapes — a storage/Event Hub envelope (``properties`` holds the
-columns, or ``properties.msg`` the legacy text), a Log Analytics row (columns at the top level,
-``Type`` names the table), or an AzureDiagnostics row (``msg_s``). Output: one staging table per
-canonical table plus a ``stage_rejects`` table of records with the reason they were refused.
-
-Everything here is SQL so the hot path stays columnar; Python only assembles the statements.
+Input: a relation ``batch(rid, source, position, record_index, raw)``, ``raw`` one record as JSON text in
+any shape: a storage/Event Hub envelope (``properties`` holds the columns, or ``properties.msg`` the
+legacy text), a Log Analytics row (columns at the top level, ``Type`` names the table) or an
+AzureDiagnostics row (``msg_s``). Output: one staging table per canonical table plus ``stage_rejects``
+(records refused, with the reason). All SQL, so the hot path stays columnar.
 """
 
 from __future__ import annotations
@@ -547,10 +545,15 @@ _CANON_TABLE = {
 # Azure adds categories over time, and `ingest` sums these up per run so a new log type is noticed.
 UNKNOWN_CATEGORY = "unknown Azure Firewall log category (newer than this EgressLens?): "
 
+# Readers put this mark before a line that is not valid UTF-8 (its bad bytes written as \\xNN): such a
+# record is quarantined, never silently repaired. The mark is dropped from the quarantined text.
+INVALID_UTF8 = "\x00"
+
 _REJECTS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE stage_rejects AS
 SELECT s.rid,
   CASE
+    WHEN starts_with(b.raw, chr(0)) THEN 'invalid UTF-8 (the bytes that are not UTF-8 are shown as \\xNN)'
     WHEN NOT json_valid(b.raw) THEN 'not valid JSON (truncated or corrupt record)'
     WHEN json_type(b.raw) <> 'OBJECT' THEN 'record is not a JSON object'
     WHEN s.log_format = 'legacy' THEN 'unrecognised Azure Firewall message text'
@@ -592,6 +595,3 @@ def event_id_sql(table: Table, alias: str = "") -> str:
         f"coalesce(CAST({prefix}{c} AS VARCHAR), chr(0))" for c in canonical_columns(table)
     )
     return f"md5(concat_ws(chr(31), {_lit(table.name)}, {parts}))"
-
-
-__all__ = ["EVENT_TABLES", "normalise_batch", "canon_table", "event_id_sql", "canonical_columns"]

@@ -20,7 +20,6 @@ so a run killed at any point resumes with no gap and no duplicate. Memory stays 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -35,6 +34,7 @@ from types import SimpleNamespace
 from egresslens.ingest import Counts, Ingestor
 from egresslens.sources.files import (
     LineBatcher,
+    _json_complete,
     _split_lines,
     detect_format,
     jsonl_chunks,
@@ -271,14 +271,6 @@ def _bounded(items: Iterable, fn: Callable, pool: ThreadPoolExecutor, window: in
         if nxt is not None:
             pending.append((nxt, pool.submit(fn, nxt)))
         yield item, fut.result()
-
-
-def _json_complete(piece: bytes) -> bool:
-    try:
-        json.loads(piece)
-        return True
-    except ValueError:
-        return False
 
 
 class _Reader:
