@@ -321,6 +321,24 @@ class Ingestor:
         return self.counts
 
 
+def unknown_categories(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, int]:
+    """Azure Firewall categories this version does not know, quarantined by one run: {category: records}.
+
+    Azure adds log categories over time; every ingest command prints these so a new log type is noticed."""
+    prefix = normalise.UNKNOWN_CATEGORY
+    return dict(con.execute(
+        "SELECT substr(reason, ?) AS category, count(*) FROM quarantine WHERE ingest_run_id = ? "
+        "AND starts_with(reason, ?) GROUP BY 1 ORDER BY 2 DESC, 1", [len(prefix) + 1, run_id, prefix]).fetchall())
+
+
+def unknown_categories_line(found: dict[str, int]) -> str | None:
+    """The one-line summary of `unknown_categories` (category names are log text: escape before printing)."""
+    if not found:
+        return None
+    return ("unknown Azure Firewall log categories, quarantined (a newer EgressLens may read them): "
+            + ", ".join(f"{name} ({n:,} records)" for name, n in found.items()))
+
+
 def _ident(name: str) -> str:
     """A safely quoted SQL identifier (column names come from input files)."""
     return '"' + name.replace('"', '""') + '"'

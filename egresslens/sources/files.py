@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import time
 import zlib
 from collections.abc import Iterator
@@ -505,6 +506,30 @@ def explain(exc: BaseException) -> str:
     return f"could not be read ({type(exc).__name__}: {first[:160]})"
 
 
+class _CtrlC:
+    """Notes a Ctrl-C during the run. DuckDB turns one that lands inside a query into an ordinary
+    error ("Query interrupted"); the note tells it apart from a file that failed, so the run stops."""
+
+    def __init__(self):
+        self.hit = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = False,
                  progress=None) -> tuple[Counts, list[FileResult], int]:
     """Ingest files and directories as one run. Returns (counts, per-file results, run id).
@@ -519,16 +544,24 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     results: list[FileResult] = []
     batcher = LineBatcher(ingestor)
     try:
-        for path in files:
-            try:
-                results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher))
-            except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, the run goes on
-                batcher.drop(str(path.resolve()))
-                results.append(FileResult(str(path.resolve()), "skipped", Counts(), problem=explain(exc)))
-        batcher.flush()
+        with _CtrlC() as ctrl_c:
+            for path in files:
+                try:
+                    results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher))
+                except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, the run goes on
+                    if ctrl_c.hit:
+                        raise KeyboardInterrupt from exc
+                    batcher.drop(str(path.resolve()))
+                    results.append(FileResult(str(path.resolve()), "skipped", Counts(), problem=explain(exc)))
+            batcher.flush()
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        ingestor.finish(status, f"{type(exc).__name__}: {exc}"[:500])
+        interrupted = isinstance(exc, KeyboardInterrupt) or ctrl_c.hit
+        try:
+            ingestor.finish("interrupted" if interrupted else "failed", f"{type(exc).__name__}: {exc}"[:500])
+        except Exception:  # noqa: BLE001 - the connection may be mid-statement: the next run marks this one
+            pass
+        if interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
         raise
     skipped = [r for r in results if r.fmt == "skipped"]
     message = None
