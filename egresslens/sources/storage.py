@@ -359,7 +359,8 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
                 stats.results.append(_read_blob(ingestor, batcher, p, parts, advance))
             batcher.flush()
     except BaseException as exc:
-        ingestor.finish("failed", redact(f"{type(exc).__name__}: {exc}")[:500])
+        ingestor.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        redact(f"{type(exc).__name__}: {exc}")[:500])
         from azure.core.exceptions import AzureError
 
         if isinstance(exc, AzureError):
