@@ -395,7 +395,8 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
         hint = _table_hint(path)
         for rb in reader:
             table = pa.Table.from_batches([rb]).rename_columns(clean)
-            counts.add(ingestor.ingest_rows(table, source=source, log_table=hint, position_offset=offset))
+            # position: the file line (the header is line 1; values spanning lines are not counted)
+            counts.add(ingestor.ingest_rows(table, source=source, log_table=hint, position_offset=offset + 1))
             offset += table.num_rows
         rejects = reader_con.execute(
             "SELECT line, ltrim(any_value(csv_line), chr(13) || chr(10)), arg_min(error_message, column_idx) "
@@ -403,6 +404,8 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
         ).fetchall()
     finally:
         reader_con.close()
+    if counts.quarantined:
+        _quarantine_original_lines(ingestor, path, source)
     on_bytes(stat.st_size)
     progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                     records_done=offset + len(rejects), offset_done=stat.st_size, complete=True)
@@ -413,6 +416,24 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
     else:
         ingestor.mark_source(**progress)
     return counts
+
+
+def _quarantine_original_lines(ingestor: Ingestor, path: Path, source: str) -> None:
+    """CSV rows are normalised as JSON objects; the quarantine shows the line a user would open instead.
+
+    Only rows quarantined by this run, and only when there are some, so the file is read again rarely."""
+    con = ingestor.con
+    wanted = {p for (p,) in con.execute("SELECT position FROM quarantine WHERE source = ? AND ingest_run_id = ? "
+                                         "AND starts_with(raw, '{')", [source, ingestor.run_id]).fetchall()}
+    if not wanted:
+        return
+    found: list[tuple[str, int]] = []
+    with _open(path) as f:
+        for number, line in enumerate(f, 1):
+            if number in wanted:
+                found.append((line.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"), number))
+    con.executemany("UPDATE quarantine SET raw = ? WHERE source = ? AND position = ? AND ingest_run_id = ?",
+                    [(text, source, number, ingestor.run_id) for text, number in found])
 
 
 class LineBatcher:
