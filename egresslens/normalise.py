@@ -459,6 +459,7 @@ SELECT rid, log_format, unparsed, time, firewall, kind,
     WHEN unparsed THEN 'unrecognised ' || kind || ' log text'
     WHEN time IS NULL THEN 'missing or unparseable time'
     WHEN action IS NULL THEN 'missing action'
+    WHEN nullif(source_ip, '') IS NULL THEN 'missing source address'
     {_not_ip('source_ip', 'source address')}
     {_not_ip('destination_ip', 'destination address')}
     {_bad_port('source_port', 'source port')}
