@@ -132,6 +132,8 @@ def why_not_a_log(path: Path) -> str | None:
         return f"not a log: {torn}" if torn else None
     if head.startswith(b"\x7fELF"):
         return "binary file (an ELF executable), not a log"
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16 text, not a log export (export the logs as UTF-8 CSV or JSON)"
     if head[8:12] == b"DUCK":
         return "a DuckDB database file, not a log"
     if b"\x00" in head:
@@ -233,6 +235,7 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
     handed back in `tail` (text, position, why) to be quarantined; in a plain file it may be a line
     still being written, so it is held back (the file stays incomplete) and read once the file has
     grown, or quarantined once the file stopped changing (unchanged since the last run, or an hour old).
+    Without `tail`, a last line is read as a record whatever it holds (normalising quarantines it).
     """
     offset = state["offset_done"] if state else 0
     line_no = state["records_done"] if state else 0
@@ -251,8 +254,8 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
             complete = at_end
             if at_end and buf[cut + 1:].strip():
                 torn = getattr(f, "torn", None)
-                if not torn and (settled or _json_complete(buf[cut + 1:])):
-                    cut = len(buf) - 1  # the last record is whole (or final): take it
+                if tail is None or (not torn and (settled or _json_complete(buf[cut + 1:]))):
+                    cut = len(buf) - 1  # the last record is whole (or final, or the caller takes it): read it
                 elif torn:
                     if tail is not None:
                         tail.update(text=buf[cut + 1:], position=line_no + buf[: cut + 1].count(b"\n") + 1, why=torn)
