@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import FIREWALL_ID, count_rows, ingest_raw, legacy_record, rows
 from egresslens import exitcodes, store
 from egresslens.cli import app
-from egresslens.sources import files
+from egresslens.sources import sniff
 from egresslens.sources.files import ingest_paths
 from hostile import NON_IP_SOURCES
 
@@ -133,7 +133,7 @@ def test_bad_files_are_each_named_with_a_reason_and_every_valid_record_is_stored
                 raise PermissionError(13, "Permission denied", str(file))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr(files, "open", refusing_open, raising=False)
+        monkeypatch.setattr(sniff, "open", refusing_open, raising=False)
     (logs / "d-deep.json").write_text('{"a":' * 10_000 + "1" + "}" * 10_000 + "\n")
     (logs / "e-huge-line.txt").write_text("x" * (50 << 20) + "\n")
     shutil.copy(sys.executable, logs / "f-program")
