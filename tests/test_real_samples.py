@@ -270,3 +270,16 @@ def test_ingest_over_the_corpus_with_a_binary_and_an_empty_file_stores_every_goo
     summary = json.loads(result.stdout)
     assert summary["stored"] == sum(s for _, s, _ in EXPECTED_COUNTS.values())
     assert [f["reason"] for f in summary["files_skipped"]] == ["binary file (an ELF executable), not a log"]
+
+
+def test_recommend_and_dns_print_no_none_for_empty_values(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    runner = CliRunner()
+    runner.invoke(app, ["ingest", "files", str(LOGS), "--db", db, "--quiet"])
+    window = ["--start", "2018-01-01T00:00:00", "--end", "2026-01-01T00:00:00"]
+    recommend = runner.invoke(app, ["recommend", "--db", db, *window])
+    dns = runner.invoke(app, ["dns", "--db", db, *window])
+    assert recommend.exit_code == exitcodes.FINDINGS and dns.exit_code in (exitcodes.OK, exitcodes.FINDINGS)
+    assert "\\(ICMP\\)" in recommend.stdout  # an ICMP destination has no port to print
+    for out in (recommend.stdout, dns.stdout):
+        assert "None" not in out
