@@ -271,3 +271,22 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_next_run_resumes(tmp_path):
     statuses = [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()]
     con.close()
     assert statuses == ["interrupted", "completed"]
+
+
+def test_file_names_and_categories_from_hostile_text_are_printed_escaped(tmp_path):
+    from hostile import TEXTS, assert_no_raw_controls
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    names = {k: v for k, v in TEXTS.items() if "/" not in v and len(v.encode()) < 200}
+    for i, text in enumerate(names.values()):
+        (logs / f"{i}-{text}.bin").write_bytes(b"\x7fELF" + bytes(64))
+    categories = [_record("AZFW" + text, f"2026-03-02T10:00:{i:02d}Z", Protocol="TCP")
+                  for i, text in enumerate(TEXTS.values())]
+    (logs / "PT1H.json").write_text("\n".join(categories) + "\n")
+    result = runner.invoke(app, ["ingest", "files", str(logs), "--db", str(tmp_path / "s.duckdb"), "--quiet"])
+    assert result.exit_code == exitcodes.PARTIAL
+    assert_no_raw_controls(result.stderr, "ingest stderr")
+    lines = result.stderr.splitlines()
+    assert len([line for line in lines if line.startswith("skipped ")]) == len(names)  # one line each
+    assert len([line for line in lines if line.startswith("unknown Azure Firewall log categories")]) == 1

@@ -387,6 +387,13 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
     return FileResult(source, fmt, read_csv(ingestor, path, source, stat, on_bytes))
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since listed: reported when it is read
+        return 0
+
+
 def explain(exc: BaseException) -> str:
     """One sentence for an error that stopped reading one file (no traceback, no log text)."""
     if isinstance(exc, PermissionError):
@@ -433,7 +440,7 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     """
     files = discover(paths)
     ingestor = Ingestor(con, "files", " ".join(str(p) for p in paths))
-    advance = progress(sum(f.stat().st_size for f in files)) if progress else (lambda n: None)
+    advance = progress(sum(_size(f) for f in files)) if progress else (lambda n: None)
     results: list[FileResult] = []
     batcher = LineBatcher(ingestor)
     try:
