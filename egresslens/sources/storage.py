@@ -20,7 +20,6 @@ so a run killed at any point resumes with no gap and no duplicate. Memory stays 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -33,13 +32,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from egresslens.ingest import Counts, Ingestor
-from egresslens.sources.files import (
-    LineBatcher,
-    _split_lines,
-    detect_format,
-    jsonl_chunks,
-    read_json_document,
-)
+from egresslens.sources.files import LineBatcher, _split_lines, jsonl_chunks, read_json_document
+from egresslens.sources.sniff import detect_format, json_complete
 
 # One ranged GET per RANGE_BYTES: a single request each (below the SDK's 32 MiB single-GET size).
 RANGE_BYTES = int(os.environ.get("EGRESSLENS_BLOB_RANGE_BYTES", 8 << 20))
@@ -273,14 +267,6 @@ def _bounded(items: Iterable, fn: Callable, pool: ThreadPoolExecutor, window: in
         yield item, fut.result()
 
 
-def _json_complete(piece: bytes) -> bool:
-    try:
-        json.loads(piece)
-        return True
-    except ValueError:
-        return False
-
-
 class _Reader:
     """Ranged GETs over one container."""
 
@@ -367,7 +353,8 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
                 stats.results.append(_read_blob(ingestor, batcher, p, parts, advance))
             batcher.flush()
     except BaseException as exc:
-        ingestor.finish("failed", redact(f"{type(exc).__name__}: {exc}")[:500])
+        ingestor.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        redact(f"{type(exc).__name__}: {exc}")[:500])
         from azure.core.exceptions import AzureError
 
         if isinstance(exc, AzureError):
@@ -487,7 +474,7 @@ def _read_lines(batcher: LineBatcher, p: _Plan, stream, advance) -> BlobResult:
         cut = buf.rfind(b"\n")
         if is_last:
             tail = buf[cut + 1:]
-            if tail.strip() and (p.settled or _json_complete(tail)):
+            if tail.strip() and (p.settled or json_complete(tail)):
                 cut = len(buf) - 1  # the last record is whole (or final): take it
         elif cut < 0:
             carry = buf
