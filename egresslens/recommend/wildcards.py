@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections import Counter, defaultdict
 from functools import lru_cache
-from importlib import resources
 
-from publicsuffixlist import PublicSuffixList
+from egresslens.suspicion.suffixes import multitenant_suffixes, psl
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _REGIONS = re.compile(
@@ -86,17 +84,6 @@ def entropy(text: str) -> float:
     counts = Counter(text)
     n = len(text)
     return -sum(c / n * math.log2(c / n) for c in counts.values())
-
-
-@lru_cache(maxsize=1)
-def psl() -> PublicSuffixList:
-    return PublicSuffixList()
-
-
-@lru_cache(maxsize=1)
-def multitenant_suffixes() -> dict[str, dict]:
-    text = resources.files("egresslens").joinpath("data", "recommend", "multitenant.toml").read_text()
-    return {e["name"]: e for e in tomllib.loads(text)["suffix"]}
 
 
 @lru_cache(maxsize=1)
