@@ -244,7 +244,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                  LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
       l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 0)
       SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis FROM c LEFT JOIN l USING (source_group)
-      ORDER BY queries DESC
+      ORDER BY queries DESC, source_group
     """, params)).with_columns(pl.col("noise_queries").fill_null(0))
     by_name = with_rates(frame(con, f"""
       WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
@@ -252,7 +252,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 1)
       SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
       FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
-      ORDER BY queries DESC
+      ORDER BY queries DESC, query_name
     """, params))
     fail_expr = pl.col("nxdomain") + pl.col("servfail") + pl.col("refused")
     failures = (by_name.filter(pl.col("noise_kind").is_null() & (fail_expr > 0))
@@ -272,7 +272,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     suspicious = suspicious_view(susp)
     flagged = suspicious.filter(pl.col("reason") == "tunnelling")["domain"].implode()
     failures = failures.with_columns(pl.col("domain").is_in(flagged).fill_null(False).alias("suspicious_domain")).sort(
-        ["suspicious_domain", "failures"], descending=[False, True])
+        ["suspicious_domain", "failures", "query_name"], descending=[False, True, False])
     totals = {
         "queries": int(total),
         "noise_queries": int(by_name.filter(pl.col("noise_kind").is_not_null())["queries"].sum() or 0),

@@ -249,7 +249,8 @@ def _fill_evidence(ctx: Context) -> None:
                    approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
                    max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
-                          'hits': hits}}, hits, {int(ctx.config.sample_events)})
+                          'hits': hits}}, {{'h': hits, 't': hour, 's': source_ip, 'd': coalesce(destination_fqdn, destination_ip),
+                                          'p': destination_port}}, {int(ctx.config.sample_events)})
             FROM j GROUP BY rec_id""", ctx.params).fetchall()
     finally:
         ctx.con.unregister("_rec_keys")

@@ -38,12 +38,14 @@ def compromised(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionCo
     parts.append(_zone_evidence(con, dga, "generated", 1, "{} names ({} queries) in the generated-looking zone {}"))
     serious = f"(kind = 'threat_intel' OR severity <= {int(cfg.idps_max_severity)} OR action IN ('drop', 'deny'))"
     thr = frame(con, f"""
-      SELECT source_ip, kind, coalesce(lower(fqdn), destination_ip) AS subject,
-             (CASE WHEN kind = 'threat_intel' THEN 'threat intelligence' ELSE 'IDPS' END) || ': '
+      SELECT source_ip, kind, subject,
+             (CASE WHEN kind = 'threat_intel' THEN 'threat intelligence' ELSE 'IDPS' END) || ' on '
+               || coalesce(subject, 'an unknown destination') || ': '
                || coalesce(string_agg(DISTINCT description, '; ' ORDER BY description), 'no description')
                || coalesce(' (' || string_agg(DISTINCT action, '/' ORDER BY action) || ')', '') AS detail,
              count(*)::BIGINT AS events, min(time) AS first_seen, max(time) AS last_seen
-      FROM threats WHERE time >= $start AND time < $end AND source_ip IS NOT NULL AND {serious}
+      FROM (SELECT *, coalesce(lower(fqdn), destination_ip) AS subject FROM threats
+            WHERE time >= $start AND time < $end AND source_ip IS NOT NULL AND {serious})
       GROUP BY source_ip, kind, subject""", {"start": window.start, "end": window.end})
     parts.append(thr.select(list(_EV_COLS)) if thr.height else pl.DataFrame(schema=_EV_COLS))
     if beacons.height:
