@@ -13,7 +13,7 @@ import jsonschema
 import polars as pl
 import pytest
 
-from egresslens import dns
+from egresslens import dns, store
 from egresslens.commands.recommend import FORMATS, render
 from egresslens.recommend import Config, emit_json, markdown, recommend
 from egresslens.suspicion import assess, owner_zone
@@ -214,3 +214,42 @@ def test_dns_json_suspicion_block_matches_the_schema_and_recommend():
     doc = json.loads(emit_json.emit(recommend(con, WINDOW, config=CFG)))
     assert json.loads(json.dumps(block, default=str)) == doc["suspicion"]
     assert block["compromised_sources"] == [POD] and block["tunnel_zones"] == ["t.exfil-example.net"]
+
+
+# -- hostile log text -----------------------------------------------------------------------------------
+
+def test_hostile_threat_text_reaches_dns_and_recommend_outputs_escaped(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from egresslens.commands import dns as dns_cmd
+    from hostile import TEXTS, assert_no_raw_controls
+
+    threats = [{"time": T0 + timedelta(minutes=i), "firewall": "fw", "kind": "threat_intel", "protocol": "HTTPS",
+                "source_ip": POD, "source_port": 1, "destination_ip": None, "destination_port": 443,
+                "fqdn": text, "target_url": None, "action": "deny", "description": text, "signature_id": None,
+                "category": None, "severity": None, "is_tls_inspected": False} for i, text in enumerate(TEXTS.values())]
+    rows = [r for text in TEXTS.values() for r in _app(POD, text, n=4)] + _app(CLEAN[0], "api.partner-example.com")
+    con = _store(_flows(rows), threat_rows=threats)
+    recs = recommend(con, WINDOW, config=CFG)
+    assert not _proposed(recs) - {"api.partner-example.com"}
+    for fmt in FORMATS:
+        assert_no_raw_controls(render(recs, fmt), fmt)
+    doc = json.loads(render(recs, "json"))
+    assert {n["subject"] for n in doc["suspicion"]["names"]} >= {t.lower() for t in TEXTS.values()}
+
+    db = tmp_path / "h.duckdb"
+    con.execute(f"ATTACH '{db}' AS h").fetchall()
+    for t in ("flows", "threats"):
+        con.execute(f"CREATE TABLE h.{t} AS SELECT * FROM memory.{t}").fetchall()
+    con.execute("DETACH h").fetchall()
+    store.connect(db).close()  # the rest of the schema
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    dns_cmd.register(app)
+    out = CliRunner().invoke(app, ["dns", "--db", str(db), "--start", WINDOW.start.isoformat(), "--end",
+                                   WINDOW.end.isoformat()], env={"COLUMNS": "400"})
+    assert out.exit_code == 1, out.output
+    assert "Traceback" not in out.output and "Compromised sources" in out.stdout
+    assert_no_raw_controls(out.stdout, "dns terminal output")
+    assert "[bold red]x[/bold red]" in out.stdout and "[link=https://evil.example]" in out.stdout

@@ -70,6 +70,8 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     from rich.console import Console
     from rich.table import Table
 
+    from egresslens.escape import terminal
+
     console = Console()
     t = result.totals
     console.print(f"[bold]DNS proxy[/bold] {result.window.describe()}: {t['queries']:,} queries, {t['names']:,} names; "
@@ -78,13 +80,14 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     for note in result.notes:
         console.print(f"[dim]note: {note}[/dim]")
 
-    s = Table(title="Suspicious domains (never_allow feeds `recommend`)")
+    s = Table(title="Suspicious domains (the suspicion model `recommend` reads too)")
     for col in ("reason", "domain", "zone", "never allow", "queries", "sources", "detail"):
         s.add_column(col, overflow="fold")
     for r in result.suspicious.iter_rows(named=True):
         colour = "red" if r["never_allow"] else "yellow"
-        s.add_row(f"[{colour}]{r['reason']}[/{colour}]", r["domain"], r["zone"] or "", "yes" if r["never_allow"] else "no",
-                  "-" if r["queries"] is None else f"{r['queries']:,}", ", ".join((r["sources"] or [])[:3]), r["detail"] or "")
+        s.add_row(f"[{colour}]{terminal(r['reason'])}[/{colour}]", terminal(r["domain"]), terminal(r["zone"] or ""),
+                  "yes" if r["never_allow"] else "no", "-" if r["queries"] is None else f"{r['queries']:,}",
+                  terminal(", ".join((r["sources"] or [])[:3])), terminal(r["detail"] or ""))
     console.print(s if result.suspicious.height else "[green]No suspicious domains.[/green]")
     render_compromised(console, result.suspicion)
 

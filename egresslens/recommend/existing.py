@@ -86,12 +86,17 @@ def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
     return sorted(scores, key=lambda s: -(s["permissiveness"] or 0))
 
 
+def _dest(r: dict) -> tuple:
+    return (r["destination_fqdn"], r["destination_ip"], r["protocol"], r["destination_port"])
+
+
 def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> None:
     cfg = ctx.config
     safe, bad = [], []
+    clean = {_dest(r) for r in rows if not r["compromised"]}
     for r in rows:
         reason = ctx.susp.name_reason(r["destination_fqdn"]) or ctx.susp.ip_reason(r["destination_ip"])
-        if not reason and r["compromised"]:
+        if not reason and r["compromised"] and _dest(r) not in clean:
             reason = "used only by compromised sources"
         if r["destination_fqdn"] and not is_valid_fqdn(r["destination_fqdn"]):
             reason = reason or "invalid name"
