@@ -253,3 +253,15 @@ def test_hostile_threat_text_reaches_dns_and_recommend_outputs_escaped(tmp_path)
     assert "Traceback" not in out.output and "Compromised sources" in out.stdout
     assert_no_raw_controls(out.stdout, "dns terminal output")
     assert "[bold red]x[/bold red]" in out.stdout and "[link=https://evil.example]" in out.stdout
+
+
+def test_investigate_lists_tunnelling_zones_and_compromised_sources_without_any_denied_flow():
+    names = _tunnel_names("t.exfil-example.net", 3)
+    allowed = _app(CLEAN[0], "api.partner-example.com", action="Allow", rule="r", rule_collection="c",
+                   rule_collection_group="g", action_reason=None)
+    con = _store(_flows(allowed), dns_rows=_dns_rows(POD, names))
+    recs = recommend(con, WINDOW, config=CFG)
+    assert not recs.by_kind("add-application-rule") and not recs.by_kind("add-network-rule")
+    titles = [r.title for r in recs.by_kind("investigate")]
+    assert "DNS tunnelling under t.exfil-example.net" in titles
+    assert f"Compromised source {POD}: isolate it" in titles
