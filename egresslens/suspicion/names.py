@@ -61,26 +61,29 @@ def build_tables(con: duckdb.DuckDBPyConnection, window: Window) -> None:
 
 
 def tunnelling(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataFrame:
+    # every (name, parent zone) pair from the owner zone down (equi-joins from here on)
+    run_sql(con, """
+      CREATE OR REPLACE TEMP TABLE susp_zone_members AS
+      SELECT name, queries, txt, nx, sources, first_seen, last_seen,
+             array_to_string(labels[n - d + 1:], '.') AS zone,
+             array_to_string(labels[:n - d], '') AS left_part
+      FROM (SELECT *, unnest(range(ps + 1, n)) AS d FROM susp_names WHERE owner IS NOT NULL)""")
     run_sql(con, f"""
       CREATE OR REPLACE TEMP TABLE susp_zone_stats AS
-      WITH m AS (SELECT name, queries, txt, nx, sources, first_seen, last_seen,
-                        array_to_string(labels[n - d + 1:], '.') AS zone,
-                        length(array_to_string(labels[:n - d], '')) AS left_chars
-                 FROM (SELECT *, unnest(range(ps + 1, n)) AS d FROM susp_names WHERE owner IS NOT NULL))
       SELECT zone, count(*)::BIGINT AS unique_names, sum(queries)::BIGINT AS queries,
              sum(txt) / sum(queries) AS txt_null_share, sum(nx) / sum(queries) AS nxdomain_share,
-             avg(left_chars) AS mean_label_length, count(*) / sum(queries) AS unique_ratio,
+             avg(length(left_part)) AS mean_label_length, count(*) / sum(queries) AS unique_ratio,
              list_sort(list_distinct(flatten(list(sources))))[:10] AS sources,
              min(first_seen) AS first_seen, max(last_seen) AS last_seen
-      FROM m GROUP BY zone HAVING count(*) >= {int(cfg.min_unique_names)}""")
+      FROM susp_zone_members GROUP BY zone HAVING count(*) >= {int(cfg.min_unique_names)}""")
     df = frame(con, f"""
-      WITH s AS (SELECT z.zone, replace(left(n.name, length(n.name) - length(z.zone) - 1), '.', '') AS t
-                 FROM susp_zone_stats z JOIN susp_names n ON ends_with(n.name, '.' || z.zone)
-                 QUALIFY row_number() OVER (PARTITION BY z.zone ORDER BY hash(n.name)) <= {int(cfg.entropy_sample)}),
+      WITH s AS (SELECT m.zone, m.left_part AS t FROM susp_zone_members m SEMI JOIN susp_zone_stats z USING (zone)
+                 QUALIFY row_number() OVER (PARTITION BY m.zone ORDER BY hash(m.name)) <= {int(cfg.entropy_sample)}),
       e AS (SELECT zone, avg(susp_entropy(t)) AS entropy FROM s GROUP BY zone)
       SELECT z.*, e.entropy, o.owner AS domain FROM susp_zone_stats z LEFT JOIN e USING (zone)
       JOIN ({owner_sql('SELECT zone AS name FROM susp_zone_stats')}) o ON o.name = z.zone""")
-    run_sql(con, "DROP TABLE IF EXISTS susp_zone_stats")
+    for t in ("susp_zone_stats", "susp_zone_members"):
+        run_sql(con, f"DROP TABLE IF EXISTS {t}")
     if df.is_empty():
         return conform(df, NAME_SCHEMA)
     long_ = pl.col("mean_label_length") >= cfg.long_label
@@ -156,15 +159,21 @@ def generated(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataFr
 
 
 def lookalikes(con: duckdb.DuckDBPyConnection, window: Window) -> pl.DataFrame:
-    """Punycode / Unicode names from DNS and flows: decoded, classified (Python on those few names only)."""
-    cand = frame(con, """
+    """Punycode / Unicode names from DNS and flows (raw or rollups; counts are indicative): decoded and
+    classified, Python on those few names only."""
+    idn = "(contains({c}, 'xn--') OR NOT regexp_full_match({c}, '[\\x00-\\x7f]*'))"
+    cand = frame(con, f"""
       SELECT name, sum(queries)::BIGINT AS queries, list_sort(list_distinct(flatten(list(sources))))[:10] AS sources,
              min(first_seen) AS first_seen, max(last_seen) AS last_seen
-      FROM (SELECT name, queries, sources, first_seen, last_seen FROM susp_names
+      FROM (SELECT name, queries, sources, first_seen, last_seen FROM susp_names WHERE {idn.format(c='name')}
             UNION ALL
             SELECT lower(destination_fqdn), count(*), list(DISTINCT source_ip), min(time), max(time) FROM flows
-            WHERE time >= $start AND time < $end AND destination_fqdn IS NOT NULL GROUP BY 1)
-      WHERE contains(name, 'xn--') OR NOT regexp_full_match(name, '[\\x00-\\x7f]*')
+            WHERE time >= $start AND time < $end AND destination_fqdn IS NOT NULL
+              AND {idn.format(c='destination_fqdn')} GROUP BY 1
+            UNION ALL
+            SELECT lower(destination_fqdn), sum(hits), list(DISTINCT source_ip), min(first_seen), max(last_seen)
+            FROM flow_rollups WHERE hour >= date_trunc('hour', $start::TIMESTAMP) AND hour < $end
+              AND destination_fqdn IS NOT NULL AND {idn.format(c='destination_fqdn')} GROUP BY 1)
       GROUP BY name""", {"start": window.start, "end": window.end})
     rows = []
     for r in cand.iter_rows(named=True):
@@ -228,8 +237,9 @@ def beacons(con: duckdb.DuckDBPyConnection, window: Window, new_zones: list[str]
                       WHERE time >= $start AND time < $end AND source_ip IS NOT NULL AND query_name IS NOT NULL
                       UNION ALL SELECT source_ip, lower(destination_fqdn), time FROM flows
                       WHERE time >= $start AND time < $end AND destination_fqdn IS NOT NULL AND source_ip IS NOT NULL),
-          z AS (SELECT ev.source_ip, nz.zone, ev.time FROM ev JOIN susp_new_zones nz
-                ON ev.name = nz.zone OR ends_with(ev.name, '.' || nz.zone)),
+          own AS ({owner_sql('SELECT DISTINCT name FROM ev')}),
+          z AS (SELECT ev.source_ip, own.owner AS zone, ev.time FROM ev JOIN own USING (name)
+                JOIN susp_new_zones nz ON own.owner = nz.zone),
           g AS (SELECT *, epoch(time) - lag(epoch(time)) OVER (PARTITION BY source_ip, zone ORDER BY time) AS gap FROM z),
           s AS (SELECT source_ip, zone, (count(gap) FILTER (WHERE gap >= 2) + 1)::BIGINT AS events,
                        avg(gap) FILTER (WHERE gap >= 2) AS period_s,
