@@ -265,3 +265,17 @@ def test_investigate_lists_tunnelling_zones_and_compromised_sources_without_any_
     titles = [r.title for r in recs.by_kind("investigate")]
     assert "DNS tunnelling under t.exfil-example.net" in titles
     assert f"Compromised source {POD}: isolate it" in titles
+
+
+def test_suspicion_thresholds_come_from_the_recommend_config_file(tmp_path):
+    from egresslens.recommend import ConfigError
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[suspicion]\nmin_unique_names = 100\n")
+    names = _tunnel_names("t.exfil-example.net", 2)  # 60 names: below the raised threshold
+    con = _store([], dns_rows=_dns_rows(POD, names))
+    recs = recommend(con, WINDOW, config=Config.from_toml(cfg))
+    assert recs.suspicion.config.min_unique_names == 100 and recs.suspicion.tunnel_zones.is_empty()
+    cfg.write_text("[suspicion]\nno_such_threshold = 1\n")
+    with pytest.raises(ConfigError, match=r"\[suspicion\] no_such_threshold"):
+        Config.from_toml(cfg)
