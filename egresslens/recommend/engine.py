@@ -189,7 +189,7 @@ def _suspicion_items(ctx: Context, susp: Suspicion) -> None:
                     + f" (from {iso(r['first_seen'])} to {iso(r['last_seen'])})",
                     Evidence(hits=sum(e["events"] or 0 for e in ev), distinct_sources=1, first_seen=iso(r["first_seen"]),
                              last_seen=iso(r["last_seen"]), destinations=subjects[:20],
-                             notes=[f"nothing only this source asked for is proposed; rules other sources need exclude it"]),
+                             notes=["nothing only this source asked for is proposed; rules other sources need exclude it"]),
                     "high", key=("compromised", ip),
                     rollout=[SUGGESTED_ACTION] + [f"add a deny rule for {s}" for s in subjects[:10]])
 

@@ -149,6 +149,7 @@ class Suspicion:
                 "config": asdict(self.config),
                 "tunnel_zones": sorted(self.tunnel_zones["subject"].to_list()),
                 "compromised_sources": self.compromised,
+                "names_total": self.names.height, "sources_total": self.sources.height,
                 "names": names, "sources": srcs}
 
 
