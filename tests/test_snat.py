@@ -186,3 +186,16 @@ def test_cli_json_and_exit_codes(tmp_path, monkeypatch):
     assert r.exit_code == 2
     r = runner.invoke(_cli(), ["snat", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 3
+
+
+def test_a_compromised_top_source_is_marked_with_its_evidence():
+    con = connect_memory()
+    con.execute("""INSERT INTO flow_rollups (rollup_id, hour, firewall, kind, protocol, source_ip, destination_ip,
+                   destination_port, action, hits, first_seen, last_seen)
+                   VALUES ('r1', $h, $fw, 'network', 'TCP', '10.240.0.4', '20.60.1.10', 443, 'Allow', 60 * 1300, $h, $h)""",
+                {"h": T0, "fw": FW})
+    con.execute("""INSERT INTO threats (event_id, time, firewall, kind, source_ip, fqdn, action, description, log_format)
+                   VALUES ('t1', $h, $fw, 'threat_intel', '10.240.0.4', 'c2.bad-example.net', 'deny', 'Bot Networks',
+                           'structured')""", {"h": T0 + timedelta(minutes=5), "fw": FW})
+    row = snat.analyse_snat(con, WINDOW, CFG).findings.row(0, named=True)
+    assert row["top_sources"] == ["10.240.0.4 (78000; compromised: threat intel)"]
