@@ -279,3 +279,27 @@ def test_suspicion_thresholds_come_from_the_recommend_config_file(tmp_path):
     cfg.write_text("[suspicion]\nno_such_threshold = 1\n")
     with pytest.raises(ConfigError, match=r"\[suspicion\] no_such_threshold"):
         Config.from_toml(cfg)
+
+
+def test_a_documented_bundle_with_a_tainted_name_is_for_the_clean_sources_only():
+    rows = [r for src in CLEAN for n in ("registry-1.docker.io", "auth.docker.io") for r in _app(src, n, n=8)]
+    rows += _app(POD, "auth.docker.io", n=8)
+    con = _store(_flows(rows), dns_rows=_dns_rows(POD, _tunnel_names("t.exfil-example.net", 1)))
+    recs = recommend(con, WINDOW, config=CFG)
+    auth = [r for r in recs.by_kind("add-application-rule") if "auth.docker.io" in r.rule.target_fqdns]
+    assert len(auth) == 1 and auth[0].bundle == "docker-hub"
+    assert not any(ipaddress.ip_address(POD) in ipaddress.ip_network(c) for c in auth[0].rule.source_addresses)
+    assert any(f"compromised source(s) {POD}" in n for n in auth[0].evidence.notes)
+
+
+def test_a_wildcard_over_a_name_only_the_compromised_pod_asked_for_excludes_the_pod():
+    shards = ["eu-1.telemetry.example-saas.io", "eu-2.telemetry.example-saas.io", "us-3.telemetry.example-saas.io"]
+    rows = [r for src in CLEAN for n in shards for r in _app(src, n, n=8)]
+    rows += _app(POD, "us-9.telemetry.example-saas.io", n=8)
+    con = _store(_flows(rows), dns_rows=_dns_rows(POD, _tunnel_names("t.exfil-example.net", 1)))
+    recs = recommend(con, WINDOW, config=CFG)
+    wild = [r for r in recs.by_kind("add-application-rule") if "*.telemetry.example-saas.io" in r.rule.target_fqdns]
+    assert len(wild) == 1
+    assert not any(ipaddress.ip_address(POD) in ipaddress.ip_network(c) for c in wild[0].rule.source_addresses)
+    assert any("us-9.telemetry.example-saas.io" in n for n in wild[0].evidence.notes)
+    assert any("us-9.telemetry.example-saas.io" in r.title and POD in r.title for r in recs.by_kind("investigate"))

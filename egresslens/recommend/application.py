@@ -22,7 +22,7 @@ from egresslens.recommend.model import (
 )
 from egresslens.recommend.policy import APP_PROTOCOLS
 from egresslens.recommend.sources import group_label, sources_for
-from egresslens.recommend.triage import per_name_evidence, solo_destinations, taint_note, triage
+from egresslens.recommend.triage import name_cover, per_name_evidence, solo_destinations, taint_covered, triage
 from egresslens.recommend.wildcards import propose_wildcards
 
 _APP_PROTO_NAME = {"HTTP": "Http", "HTTPS": "Https", "MSSQL": "Mssql"}
@@ -53,7 +53,8 @@ def denied_application(ctx: Context, groups: pl.DataFrame) -> None:
             targets.append(("tag", bm.bundle.fqdn_tag, bm.names, bm.bundle.name, {}))
         else:
             targets.append(("bundle", bm.bundle.name, bm.names, bm.bundle.name, bm.sources))
-    # a name with low support or a tainted origin is never folded into a wildcard or a multi-name rule
+    # a name with low support or a tainted origin never joins a wildcard or a multi-name rule (a documented
+    # bundle keeps its canonical form: its rule then excludes the compromised sources, see below)
     solo = solo_destinations(support, {n: frozenset(g) for n, g in name_groups.items()}) & set(rest)
     wild, explicit, rejected = propose_wildcards([n for n in rest if n not in solo],
                                                  min_siblings=ctx.config.wildcard_min_siblings)
@@ -101,12 +102,11 @@ def denied_application(ctx: Context, groups: pl.DataFrame) -> None:
                 if ttype == "wildcard":
                     derived[value] = members
         fqdns = sorted(set(fqdns))
-        excluded: list[str] = []
+        # every compromised source that also asked for a name this rule covers is cut out of its sources
+        excluded, taint_notes = taint_covered(ctx, "application", name_cover(sorted(set(all_names) | set(fqdns))),
+                                              [(p.split(":")[0].upper(), int(p.split(":")[1])) for p in protos])
+        notes.extend(taint_notes)
         if alone:
-            excluded, note = taint_note(ctx, "application", alone,
-                                        [(p.split(":")[0].upper(), int(p.split(":")[1])) for p in protos])
-            if note:
-                notes.append(note)
             if support[alone]["support"] == "low":
                 notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "
                              "hour(s)): proposed on its own, review it by itself")

@@ -17,7 +17,7 @@ from egresslens.recommend.model import (
 )
 from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.sources import group_label, sources_for
-from egresslens.recommend.triage import per_name_evidence, solo_destinations, taint_note, triage
+from egresslens.recommend.triage import per_name_evidence, solo_destinations, taint_covered, triage
 from egresslens.recommend.wildcards import InvalidName, validate_fqdn
 
 
@@ -129,13 +129,11 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
             ips = sorted({ip for _t, _v, i in dests for ip in i})
             derived = {v: sorted(i) for t, v, i in dests if t in ("fqdn", "tag") or "/" in v}
             first = (fq + addrs)[0]
-            excluded: list[str] = []
-            notes = []
+            covered = set(ips) | set(fq)
+            excluded, notes = taint_covered(
+                ctx, "network", lambda d: d in covered or any("/" in a and _in_cidr(d, a) for a in addrs),
+                [(proto, None if p == "*" else int(p)) for p in port_list])
             if alone:
-                excluded, note = taint_note(ctx, "network", alone,
-                                            [(proto, None if p == "*" else int(p)) for p in port_list])
-                if note:
-                    notes.append(note)
                 if support[alone]["support"] == "low":
                     notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "
                                  "hour(s)): proposed on its own, review it by itself")

@@ -14,7 +14,7 @@ import polars as pl
 
 from egresslens.recommend.context import Context, investigate
 from egresslens.recommend.model import Evidence, iso
-from egresslens.recommend.wildcards import InvalidName, validate_fqdn
+from egresslens.recommend.wildcards import InvalidName, fqdn_matches, validate_fqdn
 from egresslens.suspicion import SUGGESTED_ACTION
 
 
@@ -90,13 +90,25 @@ def triage(ctx: Context, df: pl.DataFrame, dest_col: str, extra_danger=None) -> 
     return cand.filter((pl.col("t_hits") >= cfg.min_hits) & (pl.col("t_hours") >= cfg.min_hours)).drop("t_hits", "t_hours")
 
 
-def taint_note(ctx: Context, kind: str, dest: str, protocols: list[tuple[str, int | None]]) -> tuple[list[str], str | None]:
-    """(compromised sources that also asked for `dest`, the note to put on its proposal)."""
-    ips = sorted({ip for p, port in protocols for ip in ctx.taint.get((kind, dest, p, port), [])})
-    if not ips:
-        return [], None
-    return ips, (f"compromised source(s) {', '.join(ctx.susp.source_summary(ip) for ip in ips)} also asked for {dest}; "
-                 "this rule is for the clean sources only (the compromised addresses are excluded from its sources)")
+def taint_covered(ctx: Context, kind: str, covers, protocols: list[tuple[str, int | None]]) -> tuple[list[str], list[str]]:
+    """Compromised sources that asked for anything a rule covers (`covers(destination) -> bool`, on its
+    protocols), and one note per such destination: the rule must be for the clean sources only."""
+    wanted = set(protocols)
+    ips: set[str] = set()
+    notes = []
+    for (k, dest, proto, port), who in sorted(ctx.taint.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if k != kind or (proto, port) not in wanted or not covers(str(dest)):
+            continue
+        ips.update(who)
+        notes.append(f"compromised source(s) {', '.join(ctx.susp.source_summary(ip) for ip in who)} also asked for "
+                     f"{dest}; this rule is for the clean sources only (the compromised addresses are excluded from "
+                     "its sources)")
+    return sorted(ips), notes
+
+
+def name_cover(patterns: list[str]):
+    """`covers` for application rules: a name matches one of the rule's FQDNs or wildcards."""
+    return lambda dest: any(fqdn_matches(dest, p) for p in patterns)
 
 
 def solo_destinations(support: dict[str, dict], groups_of: dict[str, frozenset]) -> set[str]:
