@@ -303,3 +303,12 @@ def test_a_wildcard_over_a_name_only_the_compromised_pod_asked_for_excludes_the_
     assert not any(ipaddress.ip_address(POD) in ipaddress.ip_network(c) for c in wild[0].rule.source_addresses)
     assert any("us-9.telemetry.example-saas.io" in n for n in wild[0].evidence.notes)
     assert any("us-9.telemetry.example-saas.io" in r.title and POD in r.title for r in recs.by_kind("investigate"))
+
+
+def test_a_unicode_look_alike_is_investigated_with_what_it_looks_like():
+    con = _store(_flows([r for src in CLEAN for r in _app(src, "p\u0430ypal.com", n=8)]))
+    recs = recommend(con, WINDOW, config=CFG)
+    assert not _proposed(recs)
+    inv = [r for r in recs.by_kind("investigate") if "paypal.com" in r.rationale]
+    assert inv and "look-alike of paypal.com" in inv[0].rationale
+    assert assess(con, since=WINDOW.start.isoformat(), until=WINDOW.end.isoformat()).name_reason("p\u0430ypal.com")

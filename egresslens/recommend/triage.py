@@ -21,11 +21,11 @@ from egresslens.suspicion import SUGGESTED_ACTION
 def _reason(ctx: Context, row: dict, dest_col: str, extra_danger) -> tuple[str | None, str]:
     dest = row[dest_col]
     if dest_col == "destination_fqdn":
+        reason = ctx.susp.name_reason(dest)  # says what a look-alike looks like, in both forms
         try:
             validate_fqdn(dest)
         except InvalidName as exc:
-            return f"invalid or hostile name rejected before emitting: {exc}", "high"
-        reason = ctx.susp.name_reason(dest)
+            return f"invalid or hostile name rejected before emitting: {exc}" + (f"; {reason}" if reason else ""), "high"
     else:
         reason = ctx.susp.ip_reason(dest) or (extra_danger(dest) if extra_danger else None)
     if reason:

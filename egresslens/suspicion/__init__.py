@@ -20,7 +20,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from egresslens.analyse import Window, run_sql
+from egresslens.analyse import Window, parse_time, run_sql
 from egresslens.suspicion import names as _names
 from egresslens.suspicion.model import KINDS, SUGGESTED_ACTION, Suspicion, SuspicionConfig, empty_names
 from egresslens.suspicion.sources import compromised
@@ -32,13 +32,13 @@ __all__ = ["KINDS", "NOISE_SUFFIXES", "SUGGESTED_ACTION", "Suspicion", "Suspicio
 _TEMP = ("susp_qs", "susp_names")
 
 
-def assess(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until: datetime | None = None, *,
-           window: Window | None = None, config: SuspicionConfig | None = None) -> Suspicion:
-    """Assess the window [since, until) (or `window`) of the store behind `con`."""
+def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, until: datetime | str | None = None,
+           *, window: Window | None = None, config: SuspicionConfig | None = None) -> Suspicion:
+    """Assess the window [since, until) (naive UTC datetimes or ISO 8601 text; or `window`) of the store."""
     if window is None:
         if since is None or until is None:
             raise ValueError("assess needs since and until, or a window")
-        window = Window(since, until)
+        window = Window(*(parse_time(t) if isinstance(t, str) else t for t in (since, until)))
     cfg = config or SuspicionConfig()
     register_rules(con)
     try:
