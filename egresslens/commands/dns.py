@@ -24,9 +24,9 @@ def dns_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """DNS-proxy analytics: volumes, failure rates and latency per source group and name, search-domain
-    noise, names resolved then denied, tunnelling-like and newly seen domains.
+    noise, names resolved then denied, and the suspicion model's domains and compromised sources.
 
-    Exit code 1 when a domain is flagged never-allow (tunnelling, threat intelligence)."""
+    Exit code 1 when a domain is flagged never-allow or a source is compromised."""
     from egresslens import dns
 
     with analysis_window(db, since, start, end) as (con, window):

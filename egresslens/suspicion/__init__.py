@@ -50,15 +50,16 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         if beacons.height:
             beaconed = beacons.group_by("zone").agg(pl.col("source_ip").sort().alias("b_sources"),
                                                     pl.col("period_s").mean().alias("period_s"))
+            beacon = pl.col("b_sources").is_not_null()
             new = new.join(beaconed, left_on="subject", right_on="zone", how="left").with_columns(
-                beacon := pl.col("b_sources").is_not_null(),
                 pl.when(beacon).then(pl.lit("beacon")).otherwise(pl.col("kind")).alias("kind"),
                 (pl.col("never_allow") | beacon).alias("never_allow"),
                 (pl.col("withhold") | beacon).alias("withhold"), (pl.col("escalates") | beacon).alias("escalates"),
                 pl.when(beacon).then(pl.format("{}; reached at regular intervals (~{} s) by {}", "detail",
                                                pl.col("period_s").round(0), pl.col("b_sources").list.join(", ")))
                 .otherwise(pl.col("detail")).alias("detail")).drop("b_sources", "period_s")
-        claimed = set().union(*(set(f["subject"].to_list()) for f in found))
+        # a zone already found for another reason (or the owner zone of one) is not listed again as new
+        claimed = set().union(*(set(f["subject"].to_list()) | set(f["domain"].drop_nulls().to_list()) for f in found))
         found.append(new.filter(~pl.col("subject").is_in(list(claimed))))
         names = pl.concat(found, how="vertical")
         order = pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, return_dtype=pl.Int32)
