@@ -345,7 +345,9 @@ def suspicious_view(susp: Suspicion) -> pl.DataFrame:
             "unicode": pl.String, "looks_like": pl.String, "sources": pl.List(pl.String),
             "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us")}
     n = susp.names.filter(pl.col("scope") != "ip").with_columns(
-        pl.coalesce("domain", "subject").alias("domain"), pl.col("subject").alias("zone"), pl.col("kind").alias("reason"))
+        # the domain a finding withholds: the owner zone when it escalates there, else the name or zone itself
+        pl.when(pl.col("escalates")).then(pl.coalesce("domain", "subject")).otherwise(pl.col("subject")).alias("domain"),
+        pl.col("subject").alias("zone"), pl.col("kind").alias("reason"))
     return n.select([pl.col(c).cast(t) for c, t in cols.items()])
 
 

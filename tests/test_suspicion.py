@@ -94,6 +94,17 @@ def test_threat_intel_hit_under_a_shared_suffix_never_escalates_to_the_suffix(ba
     assert sibling in _proposed(recommend(con, WINDOW, config=CFG))
 
 
+def test_a_bad_name_never_taints_a_registrable_domain_that_holds_a_shared_suffix():
+    threats = [{"time": T0, "firewall": "fw", "kind": "threat_intel", "protocol": "HTTPS", "source_ip": CLEAN[0],
+                "source_port": 1, "destination_ip": None, "destination_port": 443, "fqdn": "evil.azure.com",
+                "target_url": None, "action": "deny", "description": "Test", "signature_id": None, "category": None,
+                "severity": None, "is_tls_inspected": False}]
+    con = _store(_flows(_app(CLEAN[1], "x.ods.opinsights.azure.com", n=8)), threat_rows=threats)
+    susp = assess(con, window=WINDOW)
+    assert susp.name_reason("evil.azure.com") and susp.name_reason("x.ods.opinsights.azure.com") is None
+    assert "azure.com" not in set(dns.suspicious_domains(con, WINDOW)["domain"])
+
+
 # -- taint: compromised sources -----------------------------------------------------------------
 
 def _incident_store(shared_by_clean: bool):

@@ -62,6 +62,10 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         claimed = set().union(*(set(f["subject"].to_list()) | set(f["domain"].drop_nulls().to_list()) for f in found))
         found.append(new.filter(~pl.col("subject").is_in(list(claimed))))
         names = pl.concat(found, how="vertical")
+        # escalation never crosses a public or multi-tenant suffix (the same lists as wildcards)
+        shared = {d for d in names["domain"].drop_nulls().unique().to_list() if is_shared(d)}
+        names = names.with_columns((pl.col("escalates") & ~pl.col("domain").is_in(list(shared)).fill_null(False))
+                                   .alias("escalates"))
         order = pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, return_dtype=pl.Int32)
         names = names.sort([order, pl.col("queries").fill_null(0), pl.col("subject")], descending=[False, True, False])
         sources = compromised(con, window, cfg, names, beacons)

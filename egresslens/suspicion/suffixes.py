@@ -4,8 +4,9 @@ shared multi-tenant suffixes the PSL does not carry (`egresslens/data/multitenan
 A name's *owner zone* is the shortest ancestor (or the name itself) that one customer controls:
 one label below the longest public or multi-tenant suffix it ends with (a multi-tenant entry with
 `depth` N also shares the N labels below it, e.g. the region in `<vm>.<region>.cloudapp.azure.com`).
-Suspicion escalates a bad name to its owner zone and never above it, and a wildcard is never
-proposed at or above a suffix: both read this one rule table.
+Suspicion escalates a bad name to its owner zone unless that zone is shared or holds a shared
+suffix (:func:`is_shared`: `azure.com` holds `cloudapp.azure.com`), and a wildcard is never proposed
+at or above a suffix (:func:`covering`): both read these same lists.
 
 The same rules run in DuckDB SQL (:func:`register_rules`, :data:`OWNER_SQL`) over every distinct
 name of a store, and in Python (:func:`owner_zone`) for a single name.
@@ -97,9 +98,25 @@ def owner_zone(name: str | None) -> str | None:
     return ".".join(labels[len(labels) - ps - 1:]) if len(labels) > ps else None
 
 
+@lru_cache(maxsize=1)
+def covering() -> frozenset[str]:
+    """Every public suffix (ICANN + private), every multi-tenant suffix, and every ancestor of one:
+    `*.x` over these is unsafe, and a bad name never taints one of them as a whole."""
+    out: set[str] = set()
+    names = [s.lstrip("!").removeprefix("*.") for s in psl()._publicsuffix]  # noqa: SLF001
+    names.extend(multitenant_suffixes())
+    for s in names:
+        parts = s.split(".")
+        for i in range(len(parts)):
+            out.add(".".join(parts[i:]))
+    return frozenset(out)
+
+
 def is_shared(zone: str) -> bool:
-    """True when `zone` is a public / multi-tenant suffix or lies above one's owner zones."""
-    return owner_zone(zone) is None
+    """True when `zone` is a public / multi-tenant suffix, lies within one's shared depth, or is above one
+    (`azure.com` holds `cloudapp.azure.com`): escalating a bad name to it would cross a suffix."""
+    zone = zone.lower().rstrip(".")
+    return owner_zone(zone) is None or zone in covering()
 
 
 @lru_cache(maxsize=1)
