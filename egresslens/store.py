@@ -54,27 +54,31 @@ class StoreBusy(RuntimeError):
 _LOCK_HELD = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
 
+def process_kind(argv: list[str]) -> str:
+    """What kind of process a command line is, in a few words: an EgressLens command (with its
+    subcommand), the duckdb client, a notebook kernel, some other Python process, or a named program."""
+    for i, arg in enumerate(argv):
+        if Path(arg).name == "egresslens" or (arg == "-m" and i + 1 < len(argv) and argv[i + 1].startswith("egresslens")):
+            words = [w for w in argv[i + (2 if arg == "-m" else 1):] if not w.startswith("-")]
+            words = words[:2] if words[:1] == ["ingest"] else words[:1]
+            return f"an `{' '.join(['egresslens', *words])}` run"
+    program = Path(argv[0]).name if argv else ""
+    if program.startswith("duckdb"):
+        return "the duckdb command-line client"
+    if any("ipykernel" in a or Path(a).name.startswith("jupyter") for a in argv):
+        return "a Jupyter notebook kernel"
+    if program.startswith("python"):
+        return "a Python process such as a notebook or script"
+    return f"the program {program or 'unknown'}"
+
+
 def describe_process(pid: int, exe: str = "") -> str:
-    """What kind of process `pid` is, in a few words: an EgressLens command (with its subcommand),
-    the duckdb client, a notebook kernel, some other Python process, or a named program."""
+    """`process_kind` of a running process, with its PID (from /proc where there is one)."""
     try:
         argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:  # not Linux, or the process has gone
         argv = [exe] if exe else []
-    for i, arg in enumerate(argv):
-        name = Path(arg).name
-        if name == "egresslens" or (arg == "-m" and i + 1 < len(argv) and argv[i + 1].startswith("egresslens")):
-            words = [w for w in argv[i + (2 if arg == "-m" else 1):] if not w.startswith("-")]
-            words = words[:2] if words[:1] == ["ingest"] else words[:1]
-            return f"an `{' '.join(['egresslens', *words])}` run (PID {pid})"
-    program = Path(argv[0]).name if argv else Path(exe).name
-    if program.startswith("duckdb"):
-        return f"the duckdb command-line client (PID {pid})"
-    if any("ipykernel" in a or "jupyter" in Path(a).name for a in argv):
-        return f"a Jupyter notebook kernel (PID {pid})"
-    if program.startswith("python"):
-        return f"a Python process such as a notebook or script (PID {pid})"
-    return f"the program {program or 'unknown'} (PID {pid})"
+    return f"{process_kind(argv)} (PID {pid})"
 
 
 def _busy(path: Path, exc: duckdb.Error) -> StoreBusy | None:
