@@ -298,7 +298,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                  LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
       l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 0)
       SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis FROM c LEFT JOIN l USING (source_group)
-      ORDER BY queries DESC
+      ORDER BY queries DESC, source_group
     """, params)).with_columns(pl.col("noise_queries").fill_null(0))
     by_name = with_rates(frame(con, f"""
       WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
@@ -306,26 +306,27 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 1)
       SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
       FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
-      ORDER BY queries DESC
+      ORDER BY queries DESC, query_name
     """, params))
     fail_expr = pl.col("nxdomain") + pl.col("servfail") + pl.col("refused")
     failures = (by_name.filter(pl.col("noise_kind").is_null() & (fail_expr > 0))
                 .with_columns(fail_expr.alias("failures"), (fail_expr / pl.col("queries")).alias("failure_rate"))
                 .select("query_name", "domain", "queries", "failures", "failure_rate", "nxdomain", "servfail",
-                        "refused", "sources").sort("failures", descending=True))
+                        "refused", "sources").sort(["failures", "query_name"], descending=[True, False]))
     noise = (by_name.filter(pl.col("noise_kind").is_not_null())
              .join(names.select("query_name", "intended_name"), on="query_name", how="left")
              .group_by("noise_kind", "intended_name").agg(pl.col("queries").sum(), pl.col("nxdomain").sum(),
                                                           pl.col("upstream_errors").sum(), pl.col("sources").max())
-             .sort("queries", descending=True))
+             .sort(["queries", "noise_kind", "intended_name"], descending=[True, False, False], nulls_last=True))
     upstream = (by_name.filter(pl.col("upstream_errors") > 0)
-                .select("query_name", "upstream_errors", "noise_kind").sort("upstream_errors", descending=True))
+                .select("query_name", "upstream_errors", "noise_kind")
+                .sort(["upstream_errors", "query_name"], descending=[True, False]))
 
     rtd = _resolved_then_denied(con, window, config)
     suspicious = _suspicious(con, window, config, names)
     flagged = suspicious.filter(pl.col("reason") == "tunnelling")["domain"].implode()
     failures = failures.with_columns(pl.col("domain").is_in(flagged).fill_null(False).alias("suspicious_domain")).sort(
-        ["suspicious_domain", "failures"], descending=[False, True])
+        ["suspicious_domain", "failures", "query_name"], descending=[False, True, False])
     totals = {
         "queries": int(total),
         "noise_queries": int(by_name.filter(pl.col("noise_kind").is_not_null())["queries"].sum() or 0),
@@ -359,14 +360,14 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
     params = {"start": window.start, "end": window.end}
     app = frame(con, f"""
       WITH d AS (SELECT source_ip, destination_fqdn AS query_name, sum(n)::BIGINT AS denials,
-                        any_value(coalesce(action_reason, rule)) AS reason
+                        min(coalesce(action_reason, rule)) AS reason
                  FROM ({_flows_sql(con, window, "action = 'Deny' AND kind = 'application'")})
                  WHERE destination_fqdn IS NOT NULL GROUP BY ALL),
       r AS (SELECT source_ip, query_name, sum(queries)::BIGINT AS resolutions FROM dns_h
             WHERE response_code = 'NOERROR' AND source_ip IS NOT NULL GROUP BY ALL)
       SELECT 'application' AS layer, r.query_name, count(DISTINCT r.source_ip) AS sources, sum(r.resolutions)::BIGINT AS resolutions,
              sum(d.denials)::BIGINT AS denials, list(DISTINCT r.source_ip ORDER BY r.source_ip)[:5] AS example_sources,
-             NULL::VARCHAR[] AS denied_destinations, any_value(d.reason) AS reason
+             NULL::VARCHAR[] AS denied_destinations, min(d.reason) AS reason
       FROM r JOIN d ON r.source_ip = d.source_ip AND r.query_name = d.query_name
       GROUP BY r.query_name
     """, params)
@@ -387,7 +388,7 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
       GROUP BY query_name
     """, params)
     out = pl.concat([app, net], how="vertical_relaxed")
-    return out.sort("denials", descending=True)
+    return out.sort(["denials", "layer", "query_name"], descending=[True, False, False])
 
 
 def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, names: pl.DataFrame) -> pl.DataFrame:
@@ -461,7 +462,7 @@ def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       FROM threats WHERE time >= $start AND time < $end AND fqdn IS NOT NULL AND kind = 'threat_intel'
       GROUP BY fqdn""", params)
     ti = ti.with_columns(pl.col("query_name").map_elements(registrable_domain, return_dtype=pl.String).alias("domain"))
-    tid = (ti.group_by("domain").agg(pl.col("hits").sum(), pl.col("what").first(), pl.col("query_name").first().alias("zone"),
+    tid = (ti.sort("query_name").group_by("domain", maintain_order=True).agg(pl.col("hits").sum(), pl.col("what").first(), pl.col("query_name").first().alias("zone"),
                                      pl.col("ti_sources").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("ti_sources"),
                                      pl.col("first_seen_ti").min()).drop_nulls("domain"))
     ti_rows = tid.join(per, on="domain", how="left", suffix="_dns").with_columns(
@@ -480,7 +481,7 @@ def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
               for f in (tunnel, ti_rows, new)]
     out = pl.concat(frames, how="vertical")
     order = pl.col("reason").replace_strict({"tunnelling": 0, "threat_intel": 1, "newly_seen": 2}, return_dtype=pl.Int32)
-    return out.sort([order, pl.col("queries").fill_null(0)], descending=[False, True])
+    return out.sort([order, pl.col("queries").fill_null(0), "domain"], descending=[False, True, False])
 
 
 def suspicious_domains(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> pl.DataFrame:

@@ -34,7 +34,7 @@ class Danger:
 
 def threats(con: duckdb.DuckDBPyConnection, window: Window, danger: Danger) -> None:
     rows = con.execute(
-        """SELECT kind, fqdn, destination_ip, source_ip, any_value(description), count(*)
+        """SELECT kind, fqdn, destination_ip, source_ip, min(description), count(*)
            FROM threats WHERE time >= $start AND time < $end GROUP BY ALL""",
         {"start": window.start, "end": window.end},
     ).fetchall()

@@ -213,9 +213,11 @@ def _fill_evidence(ctx: Context) -> None:
             j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
             SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
                    approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
-                   max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
+                   list({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
-                          'hits': hits}}, hits, {int(ctx.config.sample_events)})
+                          'hits': hits}} ORDER BY hits DESC, hour, source_ip, protocol, destination_fqdn NULLS FIRST,
+                                               destination_ip NULLS FIRST, destination_port NULLS FIRST
+                       )[:{int(ctx.config.sample_events)}]
             FROM j GROUP BY rec_id""", ctx.params).fetchall()
     finally:
         ctx.con.unregister("_rec_keys")
