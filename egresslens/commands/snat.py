@@ -132,7 +132,7 @@ def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
             tte = r["minutes_to_exhaustion"]
             t.add_row(sev, _t(f"{r['destination']}:{r['port']}/{r['protocol']}"), f"{r['peak_utilisation']:.0%}",
                       f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
-                      "-" if tte is None else ("now" if tte == 0 else f"{tte:.0f} min"), _t(r["fix"] or ""))
+                      "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min"), _t(r["fix"] or ""))
         console.print(t)
     if result.metric_fit.height:
         t = Table(title="SNATPortUtilization metric beside the estimate")
