@@ -270,7 +270,8 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       sum(queries) FILTER (WHERE response_code = 'SERVFAIL')::BIGINT AS servfail,
       sum(queries) FILTER (WHERE response_code = 'REFUSED')::BIGINT AS refused,
       sum(errors)::BIGINT AS upstream_errors,
-      sum(total_duration_s) / nullif(sum(queries), 0) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
+      -- to the microsecond: a parallel float sum differs in its last bits from run to run
+      round(sum(total_duration_s) / nullif(sum(queries), 0), 6) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
     rate_cols = [pl.col(c).fill_null(0) for c in ("nxdomain", "servfail", "refused", "upstream_errors")]
 
     def with_rates(df: pl.DataFrame) -> pl.DataFrame:
