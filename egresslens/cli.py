@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,9 @@ ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_arg
 app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
+# Azure SDK warnings (a dozen lines per failed credential) would repeat, at length, what the command's
+# one-sentence error already says; they still reach any handler a caller configures.
+logging.getLogger("azure").addHandler(logging.NullHandler())
 DbOption = typer.Option(None, "--db", help=DB_HELP)
 
 
