@@ -306,9 +306,18 @@ def test_punycode_look_alike_is_never_proposed(punycode_db, fmt):
     out = assert_clean(run("recommend", "--db", str(punycode_db), "--format", fmt))
     if fmt == "json":
         assert not [r for r in json.loads(out)["recommendations"] if r.get("rule")]
-    else:
-        assert "allow-xn--pypal-4ve.com" not in out and "'xn--pypal-4ve.com'" not in out \
-            and '"xn--pypal-4ve.com"' not in out and " xn--pypal-4ve.com" not in out.replace("# ", "")
+    elif fmt == "markdown":  # it may be named as something to investigate, never as a destination
+        assert not [line for line in out.splitlines() if line.startswith("- destinations:") and "pypal" in line]
+    else:  # named in a comment at most, never in a command or resource
+        assert not [line for line in out.splitlines()
+                    if "pypal" in line and not line.lstrip().startswith(("#", "//"))]
+
+
+def without_libraries(html_text: str) -> str:
+    """The page without inlined script libraries (over 100 kB): they are code, not log text, and
+    their own string literals may hold control bytes."""
+    parts = re.split(r"(<script[^>]*>.*?</script>)", html_text, flags=re.S)
+    return "".join(p for p in parts if not (p.startswith("<script") and len(p) > 100_000))
 
 
 @REPORT_BRANCH
@@ -318,7 +327,7 @@ def test_report_is_escaped_for_its_format(hostile_db, tmp_path, fmt):
     assert_clean(run("report", "--db", str(hostile_db), "--format", fmt, "--out", str(out_file)),
                  (exitcodes.OK, exitcodes.FINDINGS, exitcodes.CRITICAL))
     text = out_file.read_text(encoding="utf-8")
-    assert_no_raw_controls(text)
+    assert_no_raw_controls(without_libraries(text) if fmt == "html" else text)
     if fmt == "markdown":
         assert_safe_markdown(text)
     elif fmt == "json":
