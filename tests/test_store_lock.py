@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +16,7 @@ from egresslens import exitcodes, store
 from egresslens.cli import app
 
 runner = CliRunner()
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def hold(tmp_path, db, *, argv: list[str], seconds: float = 30, read_only: bool = False) -> subprocess.Popen:
