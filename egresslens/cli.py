@@ -83,12 +83,7 @@ def sql(
     2 the query was refused or failed, 3 no store, 6 another process holds the store."""
     if fmt not in ("table", "csv", "json"):
         raise fail(f"--format must be table, csv or json, not {fmt!r}", exitcodes.USAGE)
-    try:
-        con = store.connect_query(db)
-    except FileNotFoundError as exc:
-        raise fail(exc, exitcodes.INPUT_ERROR) from None
-    except store.StoreBusy as exc:
-        raise fail(exc, exitcodes.BUSY) from None
+    con = open_store(db, query=True)
     try:
         names, rows = store.run_query(con, query)
     except store.RefusedQuery as exc:
@@ -150,6 +145,8 @@ def demo(
                         progress=lambda description: byte_progress(description, console))
     except store.StoreBusy as exc:
         raise fail(exc, exitcodes.BUSY) from None
+    except store.StoreUnreadable as exc:
+        raise fail(exc, exitcodes.INPUT_ERROR) from None
     raise typer.Exit(code)
 
 

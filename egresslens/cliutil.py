@@ -41,14 +41,15 @@ def fail(message, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_store(db, *, read_only: bool = False, wait: float = 0):
-    """The store, or an exit in one sentence: INPUT_ERROR when missing, BUSY when another process
-    holds it (after waiting `wait` seconds), USAGE for a bad setting."""
-    from egresslens.store import StoreBusy, connect
+def open_store(db, *, read_only: bool = False, wait: float = 0, query: bool = False):
+    """The store (`query`: the sandboxed read-only connection of `egresslens sql`), or an exit in one
+    sentence: INPUT_ERROR when missing or unreadable, BUSY when another process holds it (after
+    waiting `wait` seconds), USAGE for a bad setting."""
+    from egresslens.store import StoreBusy, StoreUnreadable, connect, connect_query
 
     try:
-        return connect(db, read_only=read_only, wait=wait)
-    except FileNotFoundError as exc:
+        return connect_query(db) if query else connect(db, read_only=read_only, wait=wait)
+    except (FileNotFoundError, StoreUnreadable) as exc:
         raise fail(exc, exitcodes.INPUT_ERROR) from None
     except StoreBusy as exc:
         raise fail(exc, exitcodes.BUSY) from None

@@ -89,14 +89,18 @@ def _busy(path: Path, exc: duckdb.Error) -> StoreBusy | None:
     return StoreBusy(path, describe_process(int(m["pid"]), m["exe"]) if m else "another process")
 
 
+class StoreUnreadable(OSError):
+    """The store path holds something DuckDB cannot open (not a database, a newer format, no access)."""
+
+
 def _open(path: Path, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config or {})
-    except duckdb.IOException as exc:
+    except duckdb.Error as exc:
         busy = _busy(path, exc)
-        if busy is None:
-            raise
-        raise busy from None
+        if busy is not None:
+            raise busy from None
+        raise StoreUnreadable(f"cannot open the store {path}: {_first_line(exc)}") from None
 
 
 def connect(db: str | os.PathLike[str] | None = None, *, read_only: bool = False,

@@ -129,3 +129,12 @@ def test_ingest_gives_up_after_wait_seconds(tmp_path, logs, db):
 ])
 def test_the_holder_is_named_by_its_kind(argv, kind):
     assert store.process_kind(argv) == kind
+
+
+@pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["dns"], ["ingest", "files", "."]])
+def test_a_file_that_is_not_a_store_is_one_sentence(tmp_path, args):
+    db = tmp_path / "notes.duckdb"
+    db.write_text("not a database\n")
+    result = runner.invoke(app, [*args, "--db", str(db)])
+    assert result.exit_code == exitcodes.INPUT_ERROR
+    assert one_sentence(result).startswith(f"error: cannot open the store {db}: ")
