@@ -34,7 +34,7 @@ PUNYCODE = "punycode look-alike"
 # The main store holds every text but the punycode look-alike: that one is still proposed until the
 # look-alike check decodes IDNA, and has its own (expected to fail) cases below.
 CORPUS = {name: text for name, text in TEXTS.items() if name != PUNYCODE}
-RICH_MARKUP = [TEXTS["rich style"], TEXTS["rich link"], TEXTS["rich bad close"]]
+RICH_MARKUP = [TEXTS["rich style"], TEXTS["rich link"], TEXTS["rich bad close"], TEXTS["rich emoji code"]]
 WIDE = {"COLUMNS": "1000", "NO_COLOR": "1"}  # a wide terminal: table cells are not folded
 
 RECOMMEND_FORMATS = ["markdown", "json", "az", "terraform", "bicep"]
