@@ -56,19 +56,29 @@ def _app_rule(time: str, source: str, fqdn: str, *, action: str = "Deny", rule: 
                    RuleCollectionGroup=rule, SourceIp=source, SourcePort=port, TargetUrl="", WebCategory=rule)
 
 
+def _dns(time: str, source: str, name: str, code: str, *, error: str = "") -> str:
+    return _record("AZFWDnsQuery", time, QueryName=name + ".", QueryType="A", ResponseCode=code, Protocol="udp",
+                   QueryClass="IN", QueryId=1, RequestDurationSecs=0.01, RequestSize=60, ResponseSize=100,
+                   ResponseFlags="qr", SourceIp=source, SourcePort=5353, DnssecOkBit=False, EDNS0BufferSize=512,
+                   ErrorMessage=error, ErrorNumber=2 if error else 0)
+
+
 def hostile_records(texts: dict[str, str]) -> list[str]:
     """Per text: denied in three hours (a recommendation candidate), allowed six times in one minute
-    under a rule named by it (rule scores, SNAT), and queried through the DNS proxy (NXDOMAIN twice)."""
+    under a rule named by it (rule scores, SNAT), queried through the DNS proxy (NXDOMAIN twice),
+    named in an upstream DNS error, and describing a threat-intelligence hit. The threat hit is on a
+    name and from a source of its own: a flagged name or source is kept out of every rule, and the
+    corpus names must be kept out by validation, not by that flag."""
     lines = []
     for i, text in enumerate(texts.values()):
         source = f"10.1.{i}.5"
         for hour in range(3):
             lines += [_app_rule(f"2026-03-01T0{hour}:1{k}:00Z", source, text, port=40000 + k) for k in range(2)]
-            lines.append(_record("AZFWDnsQuery", f"2026-03-01T0{hour}:05:00Z", QueryName=text + ".", QueryType="A",
-                                 ResponseCode="NXDOMAIN" if hour else "NOERROR", Protocol="udp", QueryClass="IN",
-                                 QueryId=1, RequestDurationSecs=0.01, RequestSize=60, ResponseSize=100,
-                                 ResponseFlags="qr", SourceIp=source, SourcePort=5353, DnssecOkBit=False,
-                                 EDNS0BufferSize=512, ErrorMessage=text, ErrorNumber=0))
+            lines.append(_dns(f"2026-03-01T0{hour}:05:00Z", source, text, "NXDOMAIN" if hour else "NOERROR"))
+        lines.append(_dns("2026-03-01T02:06:00Z", source, text, "SERVFAIL", error=text))  # an upstream error
+        lines.append(_record("AZFWThreatIntel", "2026-03-01T02:07:00Z", Protocol="HTTPS", SourceIp=f"10.9.{i}.5",
+                             SourcePort=42000, DestinationIp="", DestinationPort=443, Fqdn=f"threat{i}.test",
+                             TargetUrl=text, Action="Deny", ThreatDescription=text, IsTlsInspected=False))
         lines += [_app_rule(f"2026-03-01T02:30:0{k}Z", source, text, action="Allow", rule=text, port=41000 + k)
                   for k in range(6)]
     return lines
@@ -84,9 +94,19 @@ def build_store(tmp_path, lines: list[str]):
     return db, result
 
 
+# An ordinary dependency denied beside the corpus: it is proposed, so every emitter writes a rule and
+# the checks on rules are not vacuous.
+CONTROL = "api.partner.example.net"
+
+
+def control_records() -> list[str]:
+    return [_app_rule(f"2026-03-01T0{hour}:1{k}:00Z", "10.1.200.5", CONTROL, port=43000 + k)
+            for hour in range(3) for k in range(2)]
+
+
 @pytest.fixture(scope="module")
 def hostile_db(tmp_path_factory):
-    db, result = build_store(tmp_path_factory.mktemp("hostile"), hostile_records(CORPUS))
+    db, result = build_store(tmp_path_factory.mktemp("hostile"), hostile_records(CORPUS) + control_records())
     assert result.exit_code == exitcodes.OK, result.output
     return db
 
@@ -144,7 +164,9 @@ def assert_no_widened_rule(rules: list[dict]) -> None:
 
 
 def test_no_hostile_name_is_proposed_and_no_rule_is_widened(hostile_db):
-    assert_no_widened_rule(_proposed_rules(hostile_db))
+    rules = _proposed_rules(hostile_db)
+    assert [r["target_fqdns"] for r in rules] == [[CONTROL]]
+    assert_no_widened_rule(rules)
 
 
 class _Tags(HTMLParser):
@@ -178,8 +200,8 @@ def assert_safe_shell(text: str) -> None:
         if line.startswith("az "):
             words = shlex.split(line)
             assert not any("`" in w or "$(" in w for w in words if not w.startswith("$")), line
-            i = words.index("--source-addresses")
-            assert words[i + 1] != "*", line
+            if "--source-addresses" in words:
+                assert words[words.index("--source-addresses") + 1] not in ("*", "any"), line
 
 
 def assert_safe_terraform(text: str) -> None:
@@ -204,6 +226,7 @@ def assert_safe_bicep(text: str) -> None:
 @pytest.mark.parametrize("fmt", RECOMMEND_FORMATS)
 def test_recommend_output_is_escaped_for_its_format(hostile_db, fmt):
     out = assert_clean(run("recommend", "--db", str(hostile_db), "--format", fmt))
+    assert CONTROL in out
     {"markdown": assert_safe_markdown, "az": assert_safe_shell, "terraform": assert_safe_terraform,
      "bicep": assert_safe_bicep, "json": lambda t: json.loads(t)}[fmt](out)
     if fmt == "markdown":
@@ -249,7 +272,7 @@ def test_snat_json_is_valid_ascii_json(hostile_db, snat_config):
     assert len(json.loads(out)["findings"]) == len(CORPUS)
 
 
-SQL = "SELECT destination_fqdn, rule, rule_collection FROM flows ORDER BY 1, 2"
+SQL = f"SELECT destination_fqdn, rule, rule_collection FROM flows WHERE destination_fqdn <> '{CONTROL}' ORDER BY 1, 2"
 
 
 def test_sql_table_shows_log_text_literally(hostile_db):
