@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from egresslens import escape, exitcodes, store
-from egresslens.cliutil import DB_HELP, byte_progress
+from egresslens.cliutil import DB_HELP, WAIT_HELP, byte_progress, fail, open_store
 from egresslens.commands import register_all
+from egresslens.escape import csv_cell, plain, terminal
 
 app = typer.Typer(
     help="EgressLens: Azure Firewall logs in, least-privilege egress rules and SNAT warnings out.",
@@ -26,6 +27,9 @@ ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_arg
 app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
+# Azure SDK warnings (a dozen lines per failed credential) would repeat, at length, what the command's
+# one-sentence error already says; they still reach any handler a caller configures.
+logging.getLogger("azure").addHandler(logging.NullHandler())
 DbOption = typer.Option(None, "--db", help=DB_HELP)
 
 
@@ -36,28 +40,29 @@ def ingest_files(
     force: bool = typer.Option(False, "--force", help="Re-read files already ingested (duplicates are still skipped)."),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
 ) -> None:
     """Ingest storage-archive trees (PT1H.json), Event Hub bodies, Log Analytics CSV/JSON exports, gzip of any.
 
     A file that is no log (binary, unreadable, a database) is skipped with one line saying why; the
     others are ingested. Exit codes: 0 all records stored or already present, 5 some records quarantined
-    or some files skipped, 3 input missing, 130 interrupted (Ctrl-C; the next run resumes).
+    or some files skipped, 3 input missing, 6 another process holds the store, 130 interrupted (Ctrl-C;
+    the next run resumes).
     """
     from egresslens.ingest import unknown_categories, unknown_categories_line
     from egresslens.sources.files import ingest_paths
 
-    con = store.connect(db)
+    con = open_store(db, wait=wait)
     bar, start = byte_progress("ingest", console, quiet=quiet or json_out)
     try:
         with bar:
             counts, results, run_id = ingest_paths(con, paths, force=force, progress=start)
         unknown = unknown_categories(con, run_id)
     except FileNotFoundError as exc:
-        console.print(f"[red]error:[/] {escape.terminal(exc)}")
-        raise typer.Exit(exitcodes.INPUT_ERROR)
+        raise fail(exc, exitcodes.INPUT_ERROR) from None
     except KeyboardInterrupt:
         typer.echo("interrupted, the next run resumes", err=True)
-        raise typer.Exit(exitcodes.INTERRUPTED)
+        raise typer.Exit(exitcodes.INTERRUPTED) from None
     finally:
         con.close()
     unchanged = sum(r.skipped for r in results)
@@ -88,41 +93,37 @@ def ingest_files(
 
 @app.command("sql")
 def sql(
-    query: str = typer.Argument(..., help="SQL to run against the store (read-only)."),
+    query: str = typer.Argument(..., help="One read-only query on the store (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA)."),
     db: Optional[Path] = DbOption,
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json (one object per line)."),
 ) -> None:
-    """Run read-only SQL on the store: `egresslens sql "SELECT action, count(*) FROM flows GROUP BY 1"`."""
+    """Run one read-only query on the store: `egresslens sql "SELECT action, count(*) FROM flows GROUP BY 1"`.
+
+    Nothing but the store can be read and nothing can be written: no ATTACH, COPY, EXPORT, INSTALL or
+    LOAD, no file or URL functions, no SET, one statement per call (docs/security.md). Exit codes: 0 done,
+    2 the query was refused or failed, 3 no store, 6 another process holds the store."""
     if fmt not in ("table", "csv", "json"):
-        console.print(f"[red]error:[/] --format must be table, csv or json, not {fmt!r}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(f"--format must be table, csv or json, not {fmt!r}", exitcodes.USAGE)
+    con = open_store(db, query=True)
     try:
-        con = store.connect(db, read_only=True)
-    except FileNotFoundError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.INPUT_ERROR)
-    try:
-        cur = con.execute(query)
-        if cur.description is None:
-            return
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-    except duckdb.Error as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.USAGE)
+        names, rows = store.run_query(con, query)
+    except store.RefusedQuery as exc:
+        raise fail(exc, exitcodes.USAGE) from None
     finally:
         con.close()
+    if not names:
+        return
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(names)
-        writer.writerows(rows)
+        writer.writerow([csv_cell(n) for n in names])
+        writer.writerows([csv_cell(v) for v in row] for row in rows)
     elif fmt == "json":
         for row in rows:
-            print(json.dumps(dict(zip(names, row)), default=str))
+            print(json.dumps(dict(zip(names, row)), default=str, ensure_ascii=True))
     else:
-        table = Table(*names)
+        table = Table(*(terminal(n) for n in names))
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*("" if v is None else terminal(v) for v in row))
         Console().print(table)
 
 
@@ -143,14 +144,13 @@ def simulate(
     from egresslens.simulate import simulate_to_dir
 
     if fmt not in ("structured", "legacy", "both") or layout not in ("storage", "eventhub", "csv"):
-        console.print("[red]error:[/] --format is structured|legacy|both and --layout storage|eventhub|csv")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail("--format is structured|legacy|both and --layout storage|eventhub|csv", exitcodes.USAGE)
     summary = simulate_to_dir(out, hours=hours, events_per_hour=events_per_hour, seed=seed, fmt=fmt,
                               layout=layout, start=parse_time(start) if start else None, incident=incident)
     if json_out:
         print(json.dumps(summary, default=str))
     else:
-        print(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+        print(f"wrote {plain(out)}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
 
 
 @app.command("demo")
@@ -162,8 +162,14 @@ def demo(
     """Offline demo: simulate a day of a busy AKS egress firewall, ingest it, and analyse it."""
     from egresslens.demo import run_demo
 
-    raise typer.Exit(run_demo(directory, events_per_hour=events_per_hour, seed=seed, console=Console(),
-                              progress=lambda description: byte_progress(description, console)))
+    try:
+        code = run_demo(directory, events_per_hour=events_per_hour, seed=seed, console=Console(),
+                        progress=lambda description: byte_progress(description, console))
+    except store.StoreBusy as exc:
+        raise fail(exc, exitcodes.BUSY) from None
+    except store.StoreUnreadable as exc:
+        raise fail(exc, exitcodes.INPUT_ERROR) from None
+    raise typer.Exit(code)
 
 
 register_all(app)

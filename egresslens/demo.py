@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egresslens import exitcodes, store
+from egresslens.escape import terminal
 
 
 def _summary_table(con) -> Table:
@@ -26,7 +27,7 @@ def _top_denied(con) -> Table:
     ).fetchall()
     table = Table("destination", "protocol", "port", "hits", "sources", title="Top denied destinations")
     for dest, proto, port, hits, sources in rows:
-        table.add_row(str(dest), str(proto), "" if port is None else str(port), f"{hits:,}", str(sources))
+        table.add_row(terminal(dest), terminal(proto), "" if port is None else str(port), f"{hits:,}", str(sources))
     return table
 
 
@@ -50,7 +51,7 @@ def _analyse(con, logs: Path, console: Console) -> None:
     dns_command.render(dns_result, top=5)
     t = time.perf_counter()
     recs = recommend(con, window, policy=load_policy(logs / "policy.json"))
-    console.rule(f"5. egresslens recommend --policy {logs / 'policy.json'} ({time.perf_counter() - t:.1f} s)")
+    console.rule(f"5. egresslens recommend --policy {terminal(logs / 'policy.json')} ({time.perf_counter() - t:.1f} s)")
     console.print(emit(recs), markup=False, highlight=False)
 
 
@@ -64,7 +65,7 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
     t0 = time.perf_counter()
     summary = simulate_to_dir(logs, hours=24, events_per_hour=events_per_hour, seed=seed,
                               fmt="structured", layout="storage")
-    console.print(f"[bold]1. simulate[/]: a day of an AKS egress firewall into {logs} "
+    console.print(f"[bold]1. simulate[/]: a day of an AKS egress firewall into {terminal(logs)} "
                   f"({time.perf_counter() - t0:.1f} s)")
     t1 = time.perf_counter()
     con = store.connect(db_path)
@@ -84,7 +85,7 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
         _analyse(con, logs, console)
     finally:
         con.close()
-    console.print(f"store: {db_path}  — try: egresslens sql --db {db_path} \"SELECT action, count(*) FROM flows GROUP BY 1\"")
+    console.print(f"store: {terminal(db_path)}  — try: egresslens sql --db {terminal(db_path)} \"SELECT action, count(*) FROM flows GROUP BY 1\"")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     _ = summary
     return exitcodes.OK

@@ -216,7 +216,8 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       sum(queries) FILTER (WHERE response_code = 'SERVFAIL')::BIGINT AS servfail,
       sum(queries) FILTER (WHERE response_code = 'REFUSED')::BIGINT AS refused,
       sum(errors)::BIGINT AS upstream_errors,
-      sum(total_duration_s) / nullif(sum(queries), 0) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
+      -- to the microsecond: a parallel float sum differs in its last bits from run to run
+      round(sum(total_duration_s) / nullif(sum(queries), 0), 6) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
     rate_cols = [pl.col(c).fill_null(0) for c in ("nxdomain", "servfail", "refused", "upstream_errors")]
 
     def with_rates(df: pl.DataFrame) -> pl.DataFrame:
@@ -258,14 +259,15 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     failures = (by_name.filter(pl.col("noise_kind").is_null() & (fail_expr > 0))
                 .with_columns(fail_expr.alias("failures"), (fail_expr / pl.col("queries")).alias("failure_rate"))
                 .select("query_name", "domain", "queries", "failures", "failure_rate", "nxdomain", "servfail",
-                        "refused", "sources").sort("failures", descending=True))
+                        "refused", "sources").sort(["failures", "query_name"], descending=[True, False]))
     noise = (by_name.filter(pl.col("noise_kind").is_not_null())
              .join(names.select("query_name", "intended_name"), on="query_name", how="left")
              .group_by("noise_kind", "intended_name").agg(pl.col("queries").sum(), pl.col("nxdomain").sum(),
                                                           pl.col("upstream_errors").sum(), pl.col("sources").max())
-             .sort("queries", descending=True))
+             .sort(["queries", "noise_kind", "intended_name"], descending=[True, False, False], nulls_last=True))
     upstream = (by_name.filter(pl.col("upstream_errors") > 0)
-                .select("query_name", "upstream_errors", "noise_kind").sort("upstream_errors", descending=True))
+                .select("query_name", "upstream_errors", "noise_kind")
+                .sort(["upstream_errors", "query_name"], descending=[True, False]))
 
     rtd = _resolved_then_denied(con, window, config)
     susp = assess(con, window=window, config=config.suspicion)
@@ -306,14 +308,14 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
     params = {"start": window.start, "end": window.end}
     app = frame(con, f"""
       WITH d AS (SELECT source_ip, destination_fqdn AS query_name, sum(n)::BIGINT AS denials,
-                        any_value(coalesce(action_reason, rule)) AS reason
+                        min(coalesce(action_reason, rule)) AS reason
                  FROM ({_flows_sql(con, window, "action = 'Deny' AND kind = 'application'")})
                  WHERE destination_fqdn IS NOT NULL GROUP BY ALL),
       r AS (SELECT source_ip, query_name, sum(queries)::BIGINT AS resolutions FROM dns_h
             WHERE response_code = 'NOERROR' AND source_ip IS NOT NULL GROUP BY ALL)
       SELECT 'application' AS layer, r.query_name, count(DISTINCT r.source_ip) AS sources, sum(r.resolutions)::BIGINT AS resolutions,
              sum(d.denials)::BIGINT AS denials, list(DISTINCT r.source_ip ORDER BY r.source_ip)[:5] AS example_sources,
-             NULL::VARCHAR[] AS denied_destinations, any_value(d.reason) AS reason
+             NULL::VARCHAR[] AS denied_destinations, min(d.reason) AS reason
       FROM r JOIN d ON r.source_ip = d.source_ip AND r.query_name = d.query_name
       GROUP BY r.query_name
     """, params)
@@ -334,7 +336,7 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
       GROUP BY query_name
     """, params)
     out = pl.concat([app, net], how="vertical_relaxed")
-    return out.sort("denials", descending=True)
+    return out.sort(["denials", "layer", "query_name"], descending=[True, False, False])
 
 
 def suspicious_view(susp: Suspicion) -> pl.DataFrame:

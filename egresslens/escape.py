@@ -7,7 +7,7 @@ medium it goes to, and nowhere else is escaping written by hand:
 | medium | helper | what it guarantees |
 |---|---|---|
 | any text shown to a person | :func:`visible` | no control, format or line-separator character survives; each becomes a visible `\\xNN` / `\\uNNNN` |
-| terminal, Rich markup string | :func:`terminal` | visible, and Rich markup (`[bold]`, `[link=...]`, `[/x]`) is shown as text |
+| terminal, Rich markup string | :func:`terminal` | visible, and Rich markup (`[bold]`, `[link=...]`, `[/x]`) and emoji codes (`:smile:`) are shown as text |
 | terminal, plain line | :func:`plain` | visible (no ESC sequence, no carriage-return overwrite) |
 | Markdown inline text | :func:`markdown` | visible, one line, every Markdown/HTML-significant character backslash-escaped |
 | Markdown code span | :func:`markdown_code` | visible, one line, a fence longer than any backtick run inside; `\\|` in tables |
@@ -28,6 +28,7 @@ command and output format by the tests.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import unicodedata
 from typing import Any
@@ -59,7 +60,8 @@ def visible(value: Any) -> str:
 
 
 def terminal(value: Any) -> str:
-    """For a Rich markup string (console.print, table cells): markup shown as text, no raw control bytes."""
+    """For a Rich markup string (console.print, table cells): markup and emoji codes shown as text,
+    no raw control bytes."""
     from rich.markup import escape
 
     text = visible(value)
@@ -67,7 +69,13 @@ def terminal(value: Any) -> str:
         # Rich doubles a trailing backslash (so it cannot escape a closing tag after it) and then
         # prints both: show it as its code instead, the same in a cell and inside markup
         text = text[:-1] + "\\x5c"
-    return escape(text)
+    # Rich turns `:smile:` into an emoji and has no escape for it; it matches within one run of text
+    # between tags, so each colon goes in a tag of its own (`none` is the empty style). Backslashes
+    # before the tag are doubled, as Rich reads them as escaping it.
+    return _COLON.sub(lambda m: m.group(1) * 2 + "[none]:[/none]", escape(text))
+
+
+_COLON = re.compile(r"(\\*):")
 
 
 def plain(value: Any) -> str:

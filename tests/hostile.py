@@ -22,6 +22,7 @@ TEXTS: dict[str, str] = {
     "rich link": "[link=https://evil.example]click me[/link]",
     "rich bad close": "[/x]",
     "rich lone bracket": "[",
+    "rich emoji code": "ok:white_check_mark:\\:x:.example.com",
     # terminal control sequences
     "ansi colour": "\x1b[31mred\x1b[0m",
     "osc 8 hyperlink": "\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\",

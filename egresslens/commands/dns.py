@@ -9,6 +9,7 @@ import typer
 
 from egresslens import exitcodes
 from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
+from egresslens.escape import terminal as _t
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +33,7 @@ def dns_command(
     with analysis_window(db, since, start, end) as (con, window):
         result = dns.analyse_dns(con, window)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True))
     else:
         render(result, top)
     raise typer.Exit(exitcodes.FINDINGS if result.has_findings else exitcodes.OK)
@@ -51,7 +52,6 @@ def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, s
     """Compromised sources with their evidence and time window (log text escaped for the terminal)."""
     from rich.table import Table
 
-    from egresslens.escape import terminal
 
     if susp.sources.height == 0:
         console.print("[green]No compromised sources.[/green]")
@@ -60,9 +60,9 @@ def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, s
     for col in ("source", "first seen", "last seen", "evidence"):
         c.add_column(col, overflow="fold")
     for r in susp.sources.iter_rows(named=True):
-        c.add_row(f"[red]{terminal(r['source_ip'])}[/red]", f"{r['first_seen']:%Y-%m-%d %H:%M}",
+        c.add_row(f"[red]{_t(r['source_ip'])}[/red]", f"{r['first_seen']:%Y-%m-%d %H:%M}",
                   f"{r['last_seen']:%Y-%m-%d %H:%M}",
-                  "\n".join(terminal(f"{e['kind']}: {e['detail']}") for e in r["evidence"]))
+                  "\n".join(_t(f"{e['kind']}: {e['detail']}") for e in r["evidence"]))
     console.print(c)
 
 
@@ -70,7 +70,6 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     from rich.console import Console
     from rich.table import Table
 
-    from egresslens.escape import terminal
 
     console = Console()
     t = result.totals
@@ -78,16 +77,16 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
                   f"search-domain noise {t['noise_queries']:,}, real failures {t['real_failures']:,}, "
                   f"upstream errors {t['upstream_errors']:,}")
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"[dim]note: {_t(note)}[/dim]")
 
     s = Table(title="Suspicious domains (the suspicion model `recommend` reads too)")
     for col in ("reason", "domain", "zone", "never allow", "queries", "sources", "detail"):
         s.add_column(col, overflow="fold")
     for r in result.suspicious.iter_rows(named=True):
         colour = "red" if r["never_allow"] else "yellow"
-        s.add_row(f"[{colour}]{terminal(r['reason'])}[/{colour}]", terminal(r["domain"]), terminal(r["zone"] or ""),
+        s.add_row(f"[{colour}]{_t(r['reason'])}[/{colour}]", _t(r["domain"]), _t(r["zone"] or ""),
                   "yes" if r["never_allow"] else "no", "-" if r["queries"] is None else f"{r['queries']:,}",
-                  terminal(", ".join((r["sources"] or [])[:3])), terminal(r["detail"] or ""))
+                  _t(", ".join((r["sources"] or [])[:3])), _t(r["detail"] or ""))
     console.print(s if result.suspicious.height else "[green]No suspicious domains.[/green]")
     render_compromised(console, result.suspicion)
 
@@ -96,7 +95,7 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
                 "p50 ms", "p95 ms", "p99 ms"):
         g.add_column(col, overflow="fold")
     for r in result.by_group.head(top).iter_rows(named=True):
-        g.add_row(r["source_group"], f"{r['queries']:,}", f"{r['names']:,}", _pct(r["nxdomain_rate"]),
+        g.add_row(_t(r["source_group"]), f"{r['queries']:,}", f"{r['names']:,}", _pct(r["nxdomain_rate"]),
                   _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _pct(r["upstream_errors_rate"]),
                   f"{r['noise_queries']:,}", _ms(r["p50_latency_s"], r.get("latency_basis")),
                   _ms(r["p95_latency_s"], r.get("latency_basis")), _ms(r["p99_latency_s"], r.get("latency_basis")))
@@ -108,16 +107,16 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     for col in ("name", "queries", "sources", "NXDOMAIN", "SERVFAIL", "REFUSED", "p95 ms", "noise"):
         n.add_column(col, overflow="fold")
     for r in result.by_name.head(top).iter_rows(named=True):
-        n.add_row(r["query_name"], f"{r['queries']:,}", str(r["sources"]), _pct(r["nxdomain_rate"]),
+        n.add_row(_t(r["query_name"]), f"{r['queries']:,}", str(r["sources"]), _pct(r["nxdomain_rate"]),
                   _pct(r["servfail_rate"]), _pct(r["refused_rate"]), _ms(r["p95_latency_s"], r.get("latency_basis")),
-                  r["noise_kind"] or "")
+                  _t(r["noise_kind"] or ""))
     console.print(n)
 
     f = Table(title="Real failures (search-domain noise removed; names under flagged domains last)")
     for col in ("name", "failures", "rate", "NXDOMAIN", "SERVFAIL", "REFUSED", "sources"):
         f.add_column(col, overflow="fold")
     for r in result.failures.head(top).iter_rows(named=True):
-        f.add_row(r["query_name"], f"{r['failures']:,}", _pct(r["failure_rate"]), str(r["nxdomain"]),
+        f.add_row(_t(r["query_name"]), f"{r['failures']:,}", _pct(r["failure_rate"]), str(r["nxdomain"]),
                   str(r["servfail"]), str(r["refused"]), str(r["sources"]))
     console.print(f)
 
@@ -125,13 +124,13 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     for col in ("kind", "intended name", "queries", "upstream err"):
         z.add_column(col, overflow="fold")
     for r in result.noise.head(top).iter_rows(named=True):
-        z.add_row(r["noise_kind"], r["intended_name"] or "", f"{r['queries']:,}", str(r["upstream_errors"]))
+        z.add_row(_t(r["noise_kind"]), _t(r["intended_name"] or ""), f"{r['queries']:,}", str(r["upstream_errors"]))
     console.print(z)
 
     d = Table(title="Resolved, then denied")
     for col in ("layer", "name", "sources", "denials", "denied destinations / reason"):
         d.add_column(col, overflow="fold")
     for r in result.resolved_then_denied.head(top).iter_rows(named=True):
-        d.add_row(r["layer"], r["query_name"], str(r["sources"]), f"{r['denials']:,}",
-                  ", ".join(r["denied_destinations"] or []) or (r["reason"] or ""))
+        d.add_row(_t(r["layer"]), _t(r["query_name"]), str(r["sources"]), f"{r['denials']:,}",
+                  _t(", ".join(r["denied_destinations"] or []) or (r["reason"] or "")))
     console.print(d)

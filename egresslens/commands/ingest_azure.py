@@ -11,7 +11,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from egresslens import exitcodes, store
+from egresslens import exitcodes
+from egresslens.cliutil import WAIT_HELP, fail, open_store
+from egresslens.escape import plain
 
 console = Console(stderr=True)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -92,6 +94,7 @@ def ingest_loganalytics(
     firewall: str = typer.Option("", "--firewall", help="Only this firewall's records (its ARM id) within the workspace."),
     row_cap: int = typer.Option(500_000, "--row-cap", min=1, hidden=True, help="Rows per result before a window is split."),
     db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -102,24 +105,19 @@ def ingest_loganalytics(
     from egresslens.sources.loganalytics import LogAnalyticsError, Run, Settings, Target
 
     if bool(workspace_id) == bool(resource_id):
-        console.print("[red]error:[/] give exactly one of --workspace-id or --resource-id")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail("give exactly one of --workspace-id or --resource-id", exitcodes.USAGE)
     if workspace_id and not _GUID.match(workspace_id):
-        console.print(f"[red]error:[/] --workspace-id must be the workspace ID (a GUID), not {workspace_id!r}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(f"--workspace-id must be the workspace ID (a GUID), not {workspace_id!r}", exitcodes.USAGE)
     if resource_id and not resource_id.startswith("/subscriptions/") and not resource_id.lower().startswith("/subscriptions/"):
-        console.print("[red]error:[/] --resource-id must be an ARM id starting with /subscriptions/")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail("--resource-id must be an ARM id starting with /subscriptions/", exitcodes.USAGE)
     if mode not in ("raw", "summary"):
-        console.print(f"[red]error:[/] --mode is raw or summary, not {mode!r}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(f"--mode is raw or summary, not {mode!r}", exitcodes.USAGE)
     try:
         t0, t1 = time_range(since, start, end)
     except typer.BadParameter as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(exc, exitcodes.USAGE) from None
     settings = Settings(row_cap=row_cap, max_concurrency=max_concurrency)
-    con = store.connect(db)
+    con = open_store(db, wait=wait)
     bar, on_progress = _table_progress(quiet or json_out)
     try:
         run = Run(con, default_credential(), Target(workspace_id=workspace_id, resource_id=resource_id, firewall=firewall),
@@ -128,11 +126,9 @@ def ingest_loganalytics(
         with bar:
             stats = run.run()
     except LogAnalyticsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.REMOTE_ERROR)
+        raise fail(exc, exitcodes.REMOTE_ERROR) from None
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(exc, exitcodes.USAGE) from None
     except KeyboardInterrupt:
         raise _interrupted()
     else:
@@ -158,6 +154,7 @@ def ingest_metrics(
     end: Optional[str] = typer.Option(None, "--end", help="End (exclusive), ISO 8601 UTC."),
     grain: int = typer.Option(1, "--grain-minutes", min=1, help="Time grain in minutes."),
     db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Firewall platform metrics (SNATPortUtilization, Throughput, rule hits, health) into `metrics` (needs Monitoring Reader)."""
@@ -167,19 +164,17 @@ def ingest_metrics(
     try:
         t0, t1 = time_range(since, start, end)
     except typer.BadParameter as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.USAGE)
-    con = store.connect(db)
+        raise fail(exc, exitcodes.USAGE) from None
+    con = open_store(db, wait=wait)
     try:
         out = run_metrics(con, default_credential(), resource_id, endpoint=endpoint, start=t0,
                           end=t1 or datetime.now(timezone.utc).replace(tzinfo=None), granularity=timedelta(minutes=grain))
     except MetricsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.REMOTE_ERROR)
+        raise fail(exc, exitcodes.REMOTE_ERROR) from None
     finally:
         con.close()
     print(json.dumps(out) if json_out else
-          f"run {out['run_id']}: {out['points']:,} metric points ({', '.join(out['metrics'])}) in {out['calls']} calls")
+          f"run {out['run_id']}: {out['points']:,} metric points ({plain(', '.join(out['metrics']))}) in {out['calls']} calls")
 
 
 def register(app: typer.Typer) -> None:
@@ -199,6 +194,7 @@ def ingest_storage(
                                                     help="Account connection string (key or SAS) instead of Azure sign-in; prefer the env var AZURE_STORAGE_CONNECTION_STRING."),
     force: bool = typer.Option(False, "--force", help="Re-read every blob from the start (duplicates are still skipped)."),
     db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -213,23 +209,20 @@ def ingest_storage(
     try:
         since_delta = parse_duration(since) if since else None
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(exc, exitcodes.USAGE) from None
 
     try:
         client = container_client(container, account_url=account_url, connection_string=connection_string)
     except StorageError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(exc, exitcodes.USAGE) from None
     bar, start = byte_progress("storage", console, quiet=quiet or json_out)
 
-    con = store.connect(db)
+    con = open_store(db, wait=wait)
     try:
         with bar, client:
             stats = ingest_container(con, client, prefix, force=force, progress=start, since=since_delta)
     except StorageError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(exitcodes.REMOTE_ERROR)
+        raise fail(exc, exitcodes.REMOTE_ERROR) from None
     except KeyboardInterrupt:
         raise _interrupted()
     else:
@@ -242,7 +235,7 @@ def ingest_storage(
         c = stats.counts
         per_table = ", ".join(f"{k} {v:,}" for k, v in sorted(c.per_table.items()))
         where = public_url(account_url) if account_url else client.account_name
-        print(f"run {stats.run_id}: {stats.blobs} blobs in {where}/{container} ({stats.unchanged} unchanged, "
+        print(f"run {stats.run_id}: {stats.blobs} blobs in {plain(where)}/{plain(container)} ({stats.unchanged} unchanged, "
               f"{stats.appended} appended, {stats.rewritten} rewritten), {stats.bytes_downloaded:,} bytes in "
               f"{stats.requests} requests: {c.summary()}" + (f" [{per_table}]" if per_table else ""))
     raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)

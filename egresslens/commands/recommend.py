@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
+from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window, fail
+from egresslens.escape import plain
 
 FORMATS = ("markdown", "json", "az", "terraform", "bicep")
 
@@ -37,19 +38,16 @@ def recommend_command(
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        typer.echo(f"error: --format must be one of {', '.join(FORMATS)}", err=True)
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(f"--format must be one of {', '.join(FORMATS)}", exitcodes.USAGE)
     try:
         cfg = Config.from_toml(config) if config else Config()
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(exc, exitcodes.USAGE) from None
     try:
         rules = load_policy(policy, parent_policy) if policy else None
         tags = ServiceTags.load(service_tags) if service_tags else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        typer.echo(f"error: cannot read input: {exc}", err=True)
-        raise typer.Exit(exitcodes.INPUT_ERROR)
+        raise fail(f"cannot read input: {exc}", exitcodes.INPUT_ERROR) from None
     with analysis_window(db, since, start, end) as (con, window):
         recs = recommend(con, window, policy=rules, config=cfg, service_tags=tags)
         if what_if:
@@ -59,7 +57,7 @@ def recommend_command(
     text = render(recs, fmt, what_if=what_if)
     if out:
         out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {len(recs.items)} recommendation(s) as {fmt} to {out}", err=True)
+        typer.echo(f"wrote {len(recs.items)} recommendation(s) as {fmt} to {plain(out)}", err=True)
     else:
         typer.echo(text, nl=False)
     raise typer.Exit(exitcodes.FINDINGS if any(r.kind != "investigate" or r.risk == "high" for r in recs.items) else exitcodes.OK)

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
+from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window, fail
+from egresslens.escape import terminal as _t
 
 
 def register(app: typer.Typer) -> None:
@@ -57,16 +58,14 @@ def snat_command(
             port_rule=port_rule.replace("_", "-").lower() if port_rule else None,
             hold_time_s=snat.seconds(hold_time) if hold_time else None)
     except _RemoteError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exitcodes.REMOTE_ERROR)
+        raise fail(exc, exitcodes.REMOTE_ERROR) from None
     except (ValueError, OSError, TypeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exitcodes.USAGE)
+        raise fail(exc, exitcodes.USAGE) from None
     with analysis_window(db, since, start, end) as (con, window):
         result = snat.analyse_snat(con, window, cfg)
     result.capacity_sources = sources
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True))
     else:
         render(result)
     raise typer.Exit(exitcodes.FINDINGS if result.has_critical else exitcodes.OK)
@@ -106,22 +105,22 @@ def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
 
     console = Console()
     console.print(f"[bold]SNAT capacity[/bold] {result.window.describe()}")
-    console.print(f"Assumes: {result.config.describe()}")
+    console.print(f"Assumes: {_t(result.config.describe())}")
     if result.capacity_sources:
         values = {"public_ips": result.config.public_ips, "instances": result.config.instances,
                   "nat_gateway_ips": result.config.nat_gateway_ips}
         for key, src in result.capacity_sources.items():
-            console.print(f"  {key.replace('_', ' ').replace('ips', 'IPs')}: {values.get(key)} ({src})", soft_wrap=True)
+            console.print(f"  {key.replace('_', ' ').replace('ips', 'IPs')}: {values.get(key)} ({_t(src)})", soft_wrap=True)
     console.print(f"Demand: each allowed flow holds a port for {result.config.hold_time_s:g} s; "
                   f"rates {result.rate_basis}; warning {result.config.warning:.0%}, critical {result.config.critical:.0%}, "
                   f"fix target < {result.config.effective_target:.0%}")
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"[dim]note: {_t(note)}[/dim]")
     if result.findings.height == 0:
         console.print("[green]No destination reaches the warning threshold.[/green]")
         if result.timeline.height:
             peak = result.timeline.sort("estimate", descending=True).row(0, named=True)
-            console.print(f"Busiest: {peak['busiest_destination']}, peak {peak['estimate']:.0%} "
+            console.print(f"Busiest: {_t(peak['busiest_destination'])}, peak {peak['estimate']:.0%} "
                           f"({peak['ports']:,.0f} ports) at {peak['minute']:%Y-%m-%d %H:%M} UTC.")
     else:
         t = Table(title="Destinations near SNAT exhaustion", show_lines=True)
@@ -131,9 +130,9 @@ def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
         for r in result.findings.iter_rows(named=True):
             sev = "[red]critical[/red]" if r["severity"] == "critical" else "[yellow]warning[/yellow]"
             tte = r["minutes_to_exhaustion"]
-            t.add_row(sev, f"{r['destination']}:{r['port']}/{r['protocol']}", f"{r['peak_utilisation']:.0%}",
+            t.add_row(sev, _t(f"{r['destination']}:{r['port']}/{r['protocol']}"), f"{r['peak_utilisation']:.0%}",
                       f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
-                      "-" if tte is None else ("now" if tte == 0 else f"{tte:.0f} min"), r["fix"] or "")
+                      "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min"), _t(r["fix"] or ""))
         console.print(t)
     if result.metric_fit.height:
         t = Table(title="SNATPortUtilization metric beside the estimate")
@@ -143,7 +142,7 @@ def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
         for r in result.metric_fit.iter_rows(named=True):
             def pct(v):  # noqa: ANN001, ANN202
                 return "-" if v is None else f"{v:.0%}"
-            t.add_row(r["firewall"].rsplit("/", 1)[-1], str(r["points"]), pct(r["peak_metric"]), pct(r["peak_estimate"]),
+            t.add_row(_t(r["firewall"].rsplit("/", 1)[-1]), str(r["points"]), pct(r["peak_metric"]), pct(r["peak_estimate"]),
                       "-" if r["scale"] is None else f"{r['scale']:.2f}",
                       "-" if r["correlation"] is None else f"{r['correlation']:.2f}",
                       "-" if r["calibrated_hold_time_s"] is None else f"{r['calibrated_hold_time_s']:.0f} s")

@@ -1,12 +1,13 @@
 """A reviewable shell script of `az network firewall policy rule-collection-group ...` commands.
 
-Every value is passed through :func:`shlex.quote`; names were validated before.
+Every value is one shell word (:func:`egresslens.escape.shell`), every log-derived comment one line
+(:func:`egresslens.escape.comment`); names were validated before.
 """
 
 from __future__ import annotations
 
-from shlex import quote
-
+from egresslens.escape import comment
+from egresslens.escape import shell as quote
 from egresslens.recommend.emit_common import groups, unique_priorities
 
 
@@ -42,7 +43,7 @@ def emit(recs) -> str:
         "",
     ]
     for msg in rejected:
-        out.append("# " + msg.replace("\n", " ").replace("\r", " "))
+        out.append(comment(msg))
     for g in gs:
         out.append(f"# rule collection group {g.name}")
         out.append(f"az network firewall policy rule-collection-group create {base} --name {quote(g.name)} "
@@ -60,9 +61,9 @@ def emit(recs) -> str:
         out.append("# Removals: disable first (remove the rule and keep this script), delete for good after the waiting period.")
         for r in removes:
             e = r.existing_rule
-            out.append(f"# {r.rationale}".replace("\n", " ")[:400])
-            out.append(f"# az network firewall policy rule-collection-group collection rule remove {base} "
-                       f"--rcg-name {quote(e['rule_collection_group'])} --collection-name {quote(e['rule_collection'])} "
-                       f"--name {quote(e['rule'])}".replace("\n", " "))
+            out.append(comment(r.rationale)[:400])
+            out.append(comment(f"az network firewall policy rule-collection-group collection rule remove {base} "
+                               f"--rcg-name {quote(e['rule_collection_group'])} --collection-name {quote(e['rule_collection'])} "
+                               f"--name {quote(e['rule'])}"))
         out.append("")
     return "\n".join(out) + "\n"

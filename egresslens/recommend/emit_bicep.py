@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from egresslens.escape import bicep_string
+from egresslens.escape import bicep_string, comment
 from egresslens.recommend.emit_common import groups, unique_priorities
 
 API = "2023-09-01"
@@ -25,7 +25,7 @@ def emit(recs) -> str:
     out = [f"// EgressLens recommendations. Observation window: {recs.window.describe()}",
            "param firewallPolicyName string", "",
            f"resource policy 'Microsoft.Network/firewallPolicies@{API}' existing = {{", "  name: firewallPolicyName", "}", ""]
-    out += ["// " + m.replace("\n", " ") for m in rejected]
+    out += [comment(m, "//") for m in rejected]
     prev = None
     for i, g in enumerate(gs):
         ident = _ident(g.name, i)
@@ -73,5 +73,5 @@ def emit(recs) -> str:
         prev = ident
     for r in removes:
         e = r.existing_rule
-        out.append(f"// remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']} (disable first, then delete)".replace("\n", " "))
+        out.append(comment(f"remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']} (disable first, then delete)", "//"))
     return "\n".join(out) + "\n"

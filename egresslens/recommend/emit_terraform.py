@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from egresslens.escape import hcl_string
+from egresslens.escape import comment, hcl_string
 from egresslens.recommend.emit_common import groups, unique_priorities
 
 
@@ -21,7 +21,7 @@ def emit(recs) -> str:
     gs, rejected, removes = groups(recs)
     out = [f"# EgressLens recommendations. Observation window: {recs.window.describe()}",
            'variable "firewall_policy_id" {', "  type = string", "}", ""]
-    out += ["# " + m.replace("\n", " ") for m in rejected]
+    out += [comment(m) for m in rejected]
     seen: set[str] = set()
     prev = None
     for g in gs:
@@ -67,8 +67,8 @@ def emit(recs) -> str:
         prev = ident
     for r in removes:
         e = r.existing_rule
-        out.append(f"# remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']}: delete the rule block from its "
-                   f"resource after disabling it for {recs_days(r)} days".replace("\n", " "))
+        out.append(comment(f"remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']}: delete the rule "
+                           f"block from its resource after disabling it for {recs_days(r)} days"))
     return "\n".join(out) + "\n"
 
 

@@ -83,7 +83,8 @@ def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
             ctx.add(rec)
             continue
         _narrow(ctx, rule, rows, existing, score)
-    return sorted(scores, key=lambda s: -(s["permissiveness"] or 0))
+    return sorted(scores, key=lambda s: (-(s["permissiveness"] or 0), str(s["rule_collection_group"]),
+                                         str(s["rule_collection"]), str(s["rule"])))
 
 
 def _dest(r: dict) -> tuple:
@@ -157,7 +158,8 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
     if not changes:
         changes.append("drop the destinations listed in would_be_denied")
     still = sorted(({"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],
-                     "port": r["destination_port"], "hits": r["hits"]} for r, _ in safe), key=lambda d: -d["hits"])
+                     "port": r["destination_port"], "hits": r["hits"]} for r, _ in safe),
+                   key=lambda d: (-d["hits"], str(d["source_group"]), str(d["protocol"]), str(d["destination"]), str(d["port"])))
     cut = [{"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],
             "port": r["destination_port"], "hits": r["hits"], "reason": why} for r, why in bad]
     hits = sum(r["hits"] for r, _ in safe) + sum(r["hits"] for r, _ in bad)

@@ -177,7 +177,7 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
       ORDER BY firewall, destination, port, protocol, minute
     """)
     timeline = frame(con, """
-      SELECT firewall, minute, max(utilisation) AS estimate, arg_max(destination, utilisation) AS busiest_destination,
+      SELECT firewall, minute, max(utilisation) AS estimate, list(destination ORDER BY utilisation DESC, destination)[1] AS busiest_destination,
              max(ports) AS ports
       FROM snat_demand GROUP BY ALL ORDER BY firewall, minute
     """)
@@ -194,6 +194,7 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
         findings = findings.with_columns(pl.col("top_sources").fill_null([]))
         findings = findings.with_columns(
             pl.struct(findings.columns).map_elements(lambda r: _fix_text(r, config), return_dtype=pl.String).alias("fix"))
+        findings = _in_order(findings)
     else:
         findings = findings.with_columns(pl.lit(None, pl.List(pl.String)).alias("top_sources"),
                                          pl.lit(None, pl.String).alias("fix"))
@@ -261,7 +262,12 @@ def _findings(minutes: pl.DataFrame, config: SnatConfig) -> pl.DataFrame:
             "peak_minute", "first_minute", "last_minute", "minutes_warning", "minutes_critical",
             "minutes_to_exhaustion", "rate_basis", "ips_needed", "nat_gateway_ips_needed", "utilisation_after_fix",
             "private_endpoint"]
-    return f.select(cols).sort(["peak_utilisation"], descending=True)
+    return _in_order(f.select(cols))
+
+
+def _in_order(findings: pl.DataFrame) -> pl.DataFrame:
+    """Worst first, then by key: a total order, so equal peaks come out the same on every run."""
+    return findings.sort(["peak_utilisation", *_KEY], descending=[True] + [False] * len(_KEY), nulls_last=True)
 
 
 def _fix_text(r: dict[str, Any], config: SnatConfig) -> str:
@@ -340,7 +346,7 @@ def _top_sources(con: duckdb.DuckDBPyConnection, window: Window, findings: pl.Da
         )
         SELECT *, connections / sum(connections) OVER (PARTITION BY firewall, destination, port, protocol) AS share
         FROM s QUALIFY row_number() OVER (PARTITION BY firewall, destination, port, protocol ORDER BY connections DESC, source_ip) <= {int(config.top_sources)}
-        ORDER BY firewall, destination, port, protocol, connections DESC
+        ORDER BY firewall, destination, port, protocol, connections DESC, source_ip
         """
         return frame(con, sql, {"start": window.start, "end": window.end})
     finally:

@@ -178,7 +178,7 @@ def seconds(value: Any) -> float:
     text = str(value).strip().lower()
     if text.endswith("s") and text[:-1].replace(".", "", 1).isdigit():
         return float(text[:-1])
-    return parse_duration(text).totalseconds()
+    return parse_duration(text).total_seconds()
 
 
 def _fraction(value: Any) -> float:

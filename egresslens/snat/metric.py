@@ -94,5 +94,5 @@ def metric_fit(con: duckdb.DuckDBPyConnection, window: Window, timeline: pl.Data
                                                     pl.col("estimate").max().alias("peak_estimate"))
     fit = only_metric.join(fit.drop("peak_metric", "peak_estimate"), on="firewall", how="left").filter(
         pl.col("peak_metric").is_not_null())
-    fit = fit.with_columns(pl.col("points").fill_null(0)).select(list(fit_schema)).cast(fit_schema)
+    fit = fit.with_columns(pl.col("points").fill_null(0)).select(list(fit_schema)).cast(fit_schema).sort("firewall")
     return timeline, fit

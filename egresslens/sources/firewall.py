@@ -102,6 +102,8 @@ class _Arm:
 
     def get(self, resource_id: str, what: str) -> dict[str, Any]:
         from azure.core.exceptions import (ClientAuthenticationError, ServiceRequestError, ServiceResponseError)
+
+        from egresslens.sources.azure_errors import cause
         from azure.core.rest import HttpRequest
 
         if not _SUB_RESOURCE_ID.match(resource_id) and not _FIREWALL_ID.match(resource_id):
@@ -113,14 +115,13 @@ class _Arm:
         try:
             resp = self.client.send_request(req, **kwargs)
         except ClientAuthenticationError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise FirewallResourceError(
                 "No usable Azure credential to read the firewall: sign in with `az login`, or set AZURE_TENANT_ID, "
-                f"AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or use a managed / workload identity) ({first}).") from None
+                f"AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or use a managed / workload identity) ({cause(exc)}).") from None
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise FirewallResourceError(
                 f"Azure Resource Manager at {self.endpoint} did not answer reading the {what} "
-                f"({type(exc).__name__}); check --arm-endpoint and the network, or pass --public-ips/--instances.") from None
+                f"({cause(exc)}); check --arm-endpoint and the network, or pass --public-ips/--instances.") from None
         status = resp.status_code
         if status in (401, 403):
             raise FirewallResourceError(

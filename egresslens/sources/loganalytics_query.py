@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from egresslens.sources.azure_errors import cause
+
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -159,7 +161,7 @@ class Querier:
                 delay = self._retry_delay(attempt, {})
                 if attempt == st.max_attempts:
                     raise LogAnalyticsError(
-                        f"Log Analytics at {self.endpoint} did not answer ({type(exc).__name__}: {exc}) after "
+                        f"Log Analytics at {self.endpoint} did not answer ({cause(exc)}) after "
                         f"{attempt} attempts; completed windows are stored, re-run to resume.") from None
             except (AttributeError, TypeError, ValueError):
                 if seen.get("status") == 204:  # no data: the service may answer 204 with an empty body
@@ -206,7 +208,11 @@ class Querier:
         if status == 400 and ("Failed to resolve table" in (inner + text) or "resolve table" in (inner + text)):
             return (f"Table {what.split(' ')[0]} does not exist in {where}: send that log category to the workspace in the "
                     "firewall's diagnostic settings, or use --tables auto.")
-        return f"Log Analytics refused the query for {what} ({status}): {inner or text}"
+        if not status:  # no answer from the service: the cause is on this side (credential, network)
+            if "Credential" in text:
+                return _credential_sentence(exc)
+            return f"Log Analytics at {self.endpoint} did not answer the query for {what} ({cause(exc)})."
+        return f"Log Analytics refused the query for {what} ({status}): {(inner or text).splitlines()[0]}"
 
 
 def _inner_message(exc) -> str:
@@ -236,7 +242,7 @@ def _inner_message(exc) -> str:
 def _credential_sentence(exc) -> str:
     return ("No usable Azure credential: sign in with `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
             "AZURE_CLIENT_SECRET (or use a managed / workload identity) "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).")
+            f"({cause(exc)}).")
 
 
 def _to_result(res, nbytes: int, retries: int) -> QueryResult:

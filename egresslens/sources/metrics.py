@@ -39,8 +39,11 @@ def _naive(dt: datetime) -> datetime:
 def fetch(credential, resource_ids: list[str], *, endpoint: str, start: datetime, end: datetime,
           granularity: timedelta = timedelta(minutes=1), metrics: dict | None = None) -> tuple[pa.Table, int]:
     """(rows for the `metrics` table, number of API calls)."""
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
+                                       ServiceResponseError)
     from azure.monitor.querymetrics import MetricsClient
+
+    from egresslens.sources.azure_errors import cause, status
 
     client = MetricsClient(endpoint, credential)
     extra = {"enforce_https": False} if endpoint.startswith("http://") else {}
@@ -81,7 +84,7 @@ def fetch(credential, resource_ids: list[str], *, endpoint: str, start: datetime
             raise MetricsError("Azure Monitor rejected the credential (401): sign in again (az login) or check the "
                                "service principal; reading metrics needs Monitoring Reader on the firewall.") from None
         raise MetricsError("No usable Azure credential: sign in with `az login` or set AZURE_CLIENT_ID / "
-                           f"AZURE_TENANT_ID / AZURE_CLIENT_SECRET ({str(exc).splitlines()[0]}).") from None
+                           f"AZURE_TENANT_ID / AZURE_CLIENT_SECRET ({cause(exc)}).") from None
     except HttpResponseError as exc:
         if exc.status_code in (401, 403):
             raise MetricsError("The signed-in identity may not read the firewall's metrics: grant it the "
@@ -89,8 +92,10 @@ def fetch(credential, resource_ids: list[str], *, endpoint: str, start: datetime
         if exc.status_code == 404:
             raise MetricsError("Firewall not found: check --resource-id and that --endpoint is the firewall's "
                                "region (https://<region>.metrics.monitor.azure.com).") from None
-        raise MetricsError(f"Azure Monitor refused the metrics query ({exc.status_code}): "
-                           f"{str(exc).splitlines()[0]}") from None
+        raise MetricsError(f"Azure Monitor refused the metrics query{status(exc)}: {cause(exc)}.") from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise MetricsError(f"Azure Monitor at {endpoint} did not answer ({cause(exc)}): check --endpoint "
+                           "(https://<region>.metrics.monitor.azure.com) and the network.") from None
     finally:
         client.close()
     table = pa.table({

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from egresslens.ingest import Counts, Ingestor
+from egresslens.sources.azure_errors import cause, redact
 from egresslens.sources.files import LineBatcher, _split_lines, jsonl_chunks, read_json_document
 from egresslens.sources.sniff import detect_format, json_complete
 
@@ -82,14 +83,6 @@ class Stats:
 
 # -- clients and errors ------------------------------------------------------------------------------
 
-_SECRET = re.compile(r"(?i)(sig=|AccountKey=|SharedAccessSignature=)[^&;\s'\"]+")
-
-
-def redact(text: str) -> str:
-    """Remove SAS signatures and account keys from text meant for the user."""
-    return _SECRET.sub(lambda m: m.group(1) + "REDACTED", str(text))
-
-
 def public_url(url: str) -> str:
     """An account URL without its query (a SAS token), for messages."""
     return url.split("?", 1)[0]
@@ -101,6 +94,7 @@ def container_client(container: str, *, account_url: str | None = None, connecti
     from azure.storage.blob import ContainerClient
 
     if not account_url and connection_string:  # an explicit --account-url wins over the environment's
+        _check_account_key(connection_string)
         try:
             return ContainerClient.from_connection_string(connection_string, container)
         except ValueError:
@@ -123,6 +117,25 @@ def container_client(container: str, *, account_url: str | None = None, connecti
         raise StorageError(f"Cannot use account URL {public_url(account_url)}: {redact(exc)}") from None
 
 
+def _check_account_key(connection_string: str) -> None:
+    """A malformed account key is a usage error, found before any request (the SDK only fails when
+    it signs the first one, as if the service had refused it)."""
+    import base64
+    import binascii
+
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    key = next((v for k, v in parts.items() if k.strip().lower() == "accountkey"), None)
+    if key is None:
+        return
+    try:
+        ok = bool(key.strip()) and len(base64.b64decode(key.strip(), validate=True)) > 0
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise StorageError("The AccountKey in the storage connection string is not a valid key (base64): copy the "
+                           "connection string again from the storage account's Access keys page.")
+
+
 def _explain(exc: BaseException, where: str) -> StorageError:
     """One sentence for an SDK error."""
     from azure.core.exceptions import (
@@ -140,9 +153,8 @@ def _explain(exc: BaseException, where: str) -> StorageError:
         return StorageError(f"{where} was not found (404): check the account URL and the container name "
                             "(insights-logs-<category>, e.g. insights-logs-azfwnetworkrule).")
     if isinstance(exc, ClientAuthenticationError) and status is None:
-        return StorageError("No Azure credential could sign in (" + redact(str(exc).splitlines()[0])[:200] +
-                            "): run az login, set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, "
-                            "or pass a connection string.")
+        return StorageError(f"No Azure credential could sign in ({cause(exc)}): run az login, set "
+                            "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or pass a connection string.")
     if status == 401 or code == "AuthenticationFailed":
         return StorageError(f"The storage account rejected the credential for {where} ({status} {code}): check "
                             "the account key or the SAS token's signature and expiry, or sign in again (az login).")
@@ -155,12 +167,12 @@ def _explain(exc: BaseException, where: str) -> StorageError:
                             "the Storage Blob Data Reader role on the storage account or container (Owner or "
                             "Reader alone is not enough), or check the SAS token's permissions (rl) and expiry.")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return StorageError(f"Could not reach {where} ({type(exc).__name__}): check the account URL and the "
+        return StorageError(f"Could not reach {where} ({cause(exc)}): check the account URL and the "
                             "network; blobs committed so far are stored, re-run to resume.")
     if isinstance(exc, HttpResponseError):
-        return StorageError(f"The storage service refused a request for {where} ({status} {code}): "
-                            + redact(str(getattr(exc, 'reason', '') or exc).splitlines()[0])[:200])
-    return StorageError(f"Reading {where} failed: {redact(exc)}")
+        return StorageError(f"The storage service refused a request for {where} ({status or 'no status'}"
+                            f"{' ' + code if code else ''}): {cause(exc)}")
+    return StorageError(f"Reading {where} failed: {cause(exc)}")
 
 
 # -- per-blob state ----------------------------------------------------------------------------------
