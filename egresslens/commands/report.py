@@ -16,6 +16,7 @@ FAIL_ON_HELP = ("finding (default): exit 1 on findings; warning: warnings count 
 
 def register(app: typer.Typer) -> None:
     app.command("report")(report_command)
+    app.command("drilldown")(drilldown_command)
 
 
 def load_rules(policy: Optional[Path]):  # noqa: ANN201
@@ -71,3 +72,33 @@ def report_command(
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("critical", "finding", "warning"))
     typer.echo(f"wrote {' and '.join(str(p) for p in written)}: {counts} (exit {code})", err=True)
     raise typer.Exit(code)
+
+
+def drilldown_command(
+    subject: str = typer.Argument(..., help="An FQDN, a destination IP, a source IP or a rule name."),
+    kind: str = typer.Option("auto", "--kind", help="auto, fqdn, destination (IP), source (IP) or rule."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    since: str = typer.Option("24h", "--since", help="Window, ending at the newest data (24h, 7d)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy JSON (recommendations that touch the subject)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output HTML file (default drilldown.html)."),
+) -> None:
+    """One subject up close, as an HTML page: its timeline of allowed and denied events, sources and ports,
+    DNS history, the rules that matched, the recommendations that touch it and the SNAT view of its destination.
+    The notebook notebooks/drilldown-subject.ipynb draws the same figures."""
+    from datetime import datetime, timezone
+
+    from egresslens.cliutil import analysis_window
+    from egresslens.escape import shell
+    from egresslens.report.drilldown import KINDS, drilldown
+    from egresslens.report.html import render_drilldown
+
+    if kind not in ("auto", *KINDS):
+        raise fail(f"--kind must be auto or one of {', '.join(KINDS)}", exitcodes.USAGE)
+    rules = load_rules(policy)
+    out = out or Path("drilldown.html")
+    with analysis_window(db, since, None, None) as (con, window):
+        d = drilldown(con, window, subject, kind, policy=rules)
+    command = f"egresslens drilldown --kind {d.kind} {shell(subject)} --since {since}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command), encoding="utf-8")
+    typer.echo(f"wrote {out}: {d.facts[0]}", err=True)

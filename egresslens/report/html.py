@@ -143,3 +143,17 @@ def render(report: Report, exit_code: int | None = None) -> str:
 
 def _worst(s: Section) -> str:
     return next(sev for sev in SEVERITIES if any(f.severity == sev for f in s.findings))
+
+
+def render_drilldown(d, generated_at, command: str = "") -> str:  # noqa: ANN001 - drilldown.Drilldown
+    """The drilldown page of one subject (`egresslens drilldown`)."""
+    ids = _Ids()
+    header = (f"<h1>EgressLens drilldown: {html(d.kind)} <code>{html(d.subject)}</code></h1>"
+              f'<p class="meta">{html(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
+              + (f"<br>{html(command)}" if command else "") + "</p>")
+    facts = "".join(f"<li>{html(f)}</li>" for f in d.facts)
+    charts_html = "".join(chart(c) for c in d.charts())
+    tables = "".join(table(t, ids) for t in d.tables())
+    body = (f'<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
+            f"{tables}</section>")
+    return page(f"EgressLens drilldown {d.kind} {d.subject}", header, body)

@@ -8,6 +8,7 @@ selects and joins what the morning reader needs.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,6 @@ from egresslens.report.model import (
     CRITICAL,
     FINDING,
     INT,
-    MS,
     PCT,
     TIME,
     WARNING,
@@ -49,9 +49,20 @@ class Inputs:
         return {"start": w.start, "end": w.end}
 
     def drill(self, kind: str, subject: Any) -> str:
-        """The command that opens the drilldown page of one subject of this report."""
+        """The command that opens the drilldown page of one subject of this report (kind: fqdn, destination,
+        source or rule; a destination that is not an IP address is an FQDN)."""
+        if kind == "destination" and not _is_ip(subject):
+            kind = "fqdn"
         db = f" --db {shell(self.db)}" if self.db else ""
         return f"egresslens drilldown --kind {kind} {shell(subject)} --since {self.since}{db}"
+
+
+def _is_ip(text: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _dest(alias: str = "") -> str:
