@@ -93,7 +93,8 @@ class Report:
 
     @property
     def findings(self) -> list[Finding]:
-        return [f for s in self.sections for f in s.findings]
+        """Every finding, most severe first (sections in report order within a severity)."""
+        return sorted((f for s in self.sections for f in s.findings), key=lambda f: SEVERITIES.index(f.severity))
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
