@@ -38,10 +38,10 @@ def _frame(table, rows: list[dict]) -> pl.DataFrame:
 
 
 def flow(time: datetime, destination: str, action: str = "Allow", *, source: str = "10.0.1.4", port: int = 443,
-         rule: str | None = None, kind: str = "application", n: int = 1) -> list[dict]:
+         rule: str | None = None, kind: str = "application", n: int = 1, firewall: str = "fw-test") -> list[dict]:
     """`n` flow events a second apart (an FQDN for application rules, an IP for network rules)."""
     ip = kind == "network"
-    return [{"time": time + timedelta(seconds=i), "firewall": "fw-test", "kind": kind,
+    return [{"time": time + timedelta(seconds=i), "firewall": firewall, "kind": kind,
              "protocol": "HTTPS" if not ip else "TCP", "source_ip": source, "source_port": 40000 + i,
              "destination_ip": destination if ip else None, "destination_fqdn": None if ip else destination,
              "destination_port": port, "action": action,

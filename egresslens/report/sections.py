@@ -250,9 +250,9 @@ def changes(inp: Inputs) -> Section:
         s.add(CRITICAL, f"{r['destination']}:{r['port']} is denied now ({r['denied']:,} hits from {r['sources']} "
                         f"sources) but was allowed in the comparison window")
     if newly_denied.height > was_allowed.height:
-        s.add(WARNING, f"{newly_denied.height - was_allowed.height} destinations are newly denied")
+        s.add(WARNING, f"{newly_denied.height - was_allowed.height} destination(s) are newly denied")
     if dropped.height:
-        s.add(WARNING, f"{dropped.height} rules had hits in the comparison window and none now")
+        s.add(WARNING, f"{dropped.height} rule(s) had hits in the comparison window and none now")
     s.data["counts"] = pl.DataFrame({"change": ["denied now, allowed before", "newly denied", "newly allowed",
                                                 "newly seen", "rules dropped to zero"],
                                      "count": [was_allowed.height, newly_denied.height, newly_allowed.height,
