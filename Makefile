@@ -38,7 +38,7 @@ screenshots: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/python docs/images/screenshots.py
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-examples: $(STAMP)
 	$(BIN)/python docs/examples/generate.py
