@@ -63,7 +63,7 @@ def egress(s: Section) -> list[Chart]:
     a = s.data["by_action"]
     traces = [go.Bar(x=a.filter(pl.col("action") == act)["hour"].to_list(),
                      y=a.filter(pl.col("action") == act)["hits"].to_list(), name=label(act),
-                     marker_color=ALLOW if act == "Allow" else DENY if act == "Deny" else None)
+                     marker_color=ALLOW if act == "Allow" else DENY if act == "Deny" else "#1565c0")
               for act in a["action"].unique().sort().to_list()]
     g = s.data["denied_by_group"]
     lines = [go.Scatter(x=g.filter(pl.col("source_group") == grp)["hour"].to_list(),
