@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Azurite (the Azure Storage emulator) for the storage-ingest tests, from the npm registry.
 AZURITE := .azurite/node_modules/.bin/azurite-blob
+# Debian's headless Chromium and its WebDriver for the report's browser test (apt, as root in CI).
+CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: demo test bench docs docs-examples clean
+.PHONY: demo test bench docs docs-examples screenshots clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found"; exit 1; }
@@ -23,8 +25,17 @@ $(AZURITE):
 	  npm install --no-save --no-audit --no-fund --silent --prefix .azurite azurite@3; \
 	else echo "npm not found: the storage tests will be skipped"; fi
 
-test: $(STAMP) $(AZURITE)
+$(CHROMEDRIVER):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	  || echo "could not install chromium: the browser test will be skipped"; \
+	else echo "chromium missing and apt-get unavailable (or not root): the browser test will be skipped"; fi
+
+test: $(STAMP) $(AZURITE) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q
+
+screenshots: $(STAMP) $(CHROMEDRIVER)
+	$(BIN)/python docs/images/screenshots.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -55,6 +55,21 @@ def _analyse(con, logs: Path, console: Console) -> None:
     console.print(emit(recs), markup=False, highlight=False)
 
 
+def _report(con, db_path: Path, logs: Path, directory: Path, console: Console) -> Path:
+    """Step 6: the morning report of the day, as `egresslens report --policy ... --out` writes it."""
+    from egresslens.recommend import load_policy
+    from egresslens.report import build_report, windows, write
+
+    t = time.perf_counter()
+    window, _ = windows(con, "24h", None)
+    report = build_report(con, window, policy=load_policy(logs / "policy.json"), db=str(db_path))
+    out = write(report, directory / "report.html", "html", report.exit_code())[0]
+    console.rule(f"6. egresslens report --since 24h --policy {logs / 'policy.json'} --out {out} "
+                 f"({time.perf_counter() - t:.1f} s)")
+    console.print(", ".join(f"{report.count(s)} {s}" for s in ("critical", "finding", "warning")), markup=False)
+    return out
+
+
 def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Console, progress) -> int:
     from egresslens.simulate import simulate_to_dir
     from egresslens.sources.files import ingest_paths
@@ -83,9 +98,12 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
             console.print("[red]counts do not balance[/]")
             return exitcodes.INPUT_ERROR
         _analyse(con, logs, console)
+        report = _report(con, db_path, logs, directory, console)
     finally:
         con.close()
     console.print(f"store: {terminal(db_path)}  — try: egresslens sql --db {terminal(db_path)} \"SELECT action, count(*) FROM flows GROUP BY 1\"")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    console.print(f"report: {report}  (open it in a browser; the JSON summary is beside it)", markup=False,
+                  highlight=False, soft_wrap=True)
     _ = summary
     return exitcodes.OK

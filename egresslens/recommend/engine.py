@@ -247,7 +247,7 @@ def _fill_evidence(ctx: Context) -> None:
             j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
             SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
                    approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
-                   list({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
+                   max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
                           'hits': hits}}, {{'h': hits, 't': hour, 's': source_ip, 'd': coalesce(destination_fqdn, destination_ip),
                                           'p': destination_port}}, {int(ctx.config.sample_events)})

@@ -1,0 +1,69 @@
+"""`egresslens nightly`: incremental ingest, then the report, in one locked run (for cron, Kubernetes, CI)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from egresslens import exitcodes
+from egresslens.cliutil import DB_HELP, fail
+from egresslens.commands.report import FAIL_ON_HELP, load_rules
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nightly")(nightly_command)
+
+
+def nightly_command(
+    out_dir: Path = typer.Option(..., "--out-dir", help="Where the dated reports, latest.html and latest.json go."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    files: Optional[list[Path]] = typer.Option(None, "--files", help="Ingest these files or directories first (repeatable)."),
+    workspace_id: Optional[str] = typer.Option(None, "--workspace-id", help="Ingest from this Log Analytics workspace first (DefaultAzureCredential)."),
+    account_url: Optional[str] = typer.Option(None, "--account-url", help="Ingest the storage-account archive first (with --container)."),
+    container: Optional[list[str]] = typer.Option(None, "--container", help="Archive container for --account-url (repeatable), e.g. insights-logs-azfwnetworkrule."),
+    since: str = typer.Option("24h", "--since", help="Report window (and how far back to ingest)."),
+    compare_to: Optional[str] = typer.Option("7d", "--compare-to", help="Comparison window before the report window; '' for none."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy JSON, for unused, shadowed and over-broad rules."),
+    fail_on: str = typer.Option("finding", "--fail-on", help=FAIL_ON_HELP),
+    keep_days: int = typer.Option(30, "--keep-days", min=1, help="Delete dated reports older than this."),
+) -> None:
+    """Ingest what is new, then write the report: OUT_DIR/reports/egresslens-<UTC time>.html (+ .json) and
+    OUT_DIR/latest.html (+ latest.json). One run at a time (a lock in OUT_DIR).
+
+    Exit codes: as `report` (0, 1, 7); 6 another run holds the lock or the store; 3 or 4 the ingest failed
+    (the report is still written, saying so, and shows the last good ingest)."""
+    from egresslens.analyse import parse_duration
+    from egresslens.nightly import Busy, NightlyOptions, run_nightly
+    from egresslens.report import FAIL_ON
+
+    if fail_on not in FAIL_ON:
+        raise fail(f"--fail-on must be one of {', '.join(FAIL_ON)}", exitcodes.USAGE)
+    if workspace_id and not _GUID.match(workspace_id):
+        raise fail(f"--workspace-id must be the workspace ID (a GUID), not {workspace_id!r}", exitcodes.USAGE)
+    if account_url and not container:
+        raise fail("--account-url needs at least one --container (e.g. insights-logs-azfwnetworkrule)", exitcodes.USAGE)
+    try:
+        parse_duration(since)
+        if compare_to:
+            parse_duration(compare_to)
+    except ValueError as exc:
+        raise fail(str(exc), exitcodes.USAGE)
+    opts = NightlyOptions(out_dir=out_dir, db=db, files=list(files or []), workspace_id=workspace_id,
+                          account_url=account_url, containers=list(container or []), since=since,
+                          compare_to=compare_to or None, policy=load_rules(policy), fail_on=fail_on,
+                          keep_days=keep_days)
+    try:
+        result = run_nightly(opts)
+    except Busy as exc:
+        raise fail(str(exc), exitcodes.BUSY)
+    for line in result.ingest:
+        typer.echo(f"ingest {line}", err=True)
+    if result.error:
+        typer.echo(f"error: {result.error}; the report says so and shows the last good ingest", err=True)
+    typer.echo(f"wrote {result.written[0]} and {out_dir / 'latest.html'} (exit {result.code})", err=True)
+    raise typer.Exit(result.code)

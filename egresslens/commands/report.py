@@ -1,0 +1,104 @@
+"""`egresslens report`: the morning report of a window, as one self-contained HTML file (or Markdown / JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from egresslens import exitcodes
+from egresslens.cliutil import DB_HELP, fail
+
+FAIL_ON_HELP = ("finding (default): exit 1 on findings; warning: warnings count too; critical: only critical "
+                "findings fail. Critical findings always exit 7.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)
+    app.command("drilldown")(drilldown_command)
+
+
+def load_rules(policy: Optional[Path]):  # noqa: ANN201
+    """The policy's rules, or INPUT_ERROR in one sentence."""
+    if policy is None:
+        return None
+    from egresslens.recommend import load_policy
+
+    try:
+        return load_policy(policy)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise fail(f"cannot read the policy {policy}: {exc}", exitcodes.INPUT_ERROR)
+
+
+def report_command(
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    since: str = typer.Option("24h", "--since", help="Report window, ending at the newest data (24h, 7d, 30d)."),
+    compare_to: Optional[str] = typer.Option("7d", "--compare-to", help="Comparison window just before the report window (what changed); '' for none."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default report.html / report.md / report.json)."),
+    fmt: str = typer.Option("html", "--format", "-f", help="html (with a JSON summary beside it), markdown or json."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy (JSON of `az network firewall policy rule-collection-group list`, or an ARM export): unused, shadowed, over-broad rules."),
+    fail_on: str = typer.Option("finding", "--fail-on", help=FAIL_ON_HELP),
+) -> None:
+    """The morning report: freshness, egress over time, what changed, top denied destinations with their fix,
+    rules to narrow or remove, SNAT, DNS health, threat-intel and IDPS events.
+
+    Exit codes: 0 nothing to act on, 1 findings, 7 critical findings (SNAT over critical, threat-intel/IDPS
+    hits, a compromised source, a dependency newly denied that was allowed before)."""
+    from egresslens.report import FAIL_ON, FORMATS, SUFFIX, build_report, windows, write
+    from egresslens.store import connect, resolve_db_path
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}", exitcodes.USAGE)
+    if fail_on not in FAIL_ON:
+        raise fail(f"--fail-on must be one of {', '.join(FAIL_ON)}", exitcodes.USAGE)
+    rules = load_rules(policy)
+    out = out or Path("report" + SUFFIX[fmt])
+    try:
+        con = connect(db, read_only=True)
+    except FileNotFoundError as exc:
+        raise fail(str(exc), exitcodes.INPUT_ERROR)
+    try:
+        try:
+            window, baseline = windows(con, since, compare_to or None)
+        except ValueError as exc:
+            raise fail(str(exc), exitcodes.USAGE)
+        report = build_report(con, window, baseline=baseline, policy=rules, db=str(resolve_db_path(db)), since=since)
+    finally:
+        con.close()
+    code = report.exit_code(fail_on)
+    written = write(report, out, fmt, code)
+    counts = ", ".join(f"{report.count(s)} {s}" for s in ("critical", "finding", "warning"))
+    typer.echo(f"wrote {' and '.join(str(p) for p in written)}: {counts} (exit {code})", err=True)
+    raise typer.Exit(code)
+
+
+def drilldown_command(
+    subject: str = typer.Argument(..., help="An FQDN, a destination IP, a source IP or a rule name."),
+    kind: str = typer.Option("auto", "--kind", help="auto, fqdn, destination (IP), source (IP) or rule."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    since: str = typer.Option("24h", "--since", help="Window, ending at the newest data (24h, 7d)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy JSON (recommendations that touch the subject)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output HTML file (default drilldown.html)."),
+) -> None:
+    """One subject up close, as an HTML page: its timeline of allowed and denied events, sources and ports,
+    DNS history, the rules that matched, the recommendations that touch it and the SNAT view of its destination.
+    The notebook notebooks/drilldown-subject.ipynb draws the same figures."""
+    from datetime import datetime, timezone
+
+    from egresslens.cliutil import analysis_window
+    from egresslens.escape import shell
+    from egresslens.report.drilldown import KINDS, drilldown
+    from egresslens.report.html import render_drilldown
+
+    if kind not in ("auto", *KINDS):
+        raise fail(f"--kind must be auto or one of {', '.join(KINDS)}", exitcodes.USAGE)
+    rules = load_rules(policy)
+    out = out or Path("drilldown.html")
+    with analysis_window(db, since, None, None) as (con, window):
+        d = drilldown(con, window, subject, kind, policy=rules)
+    command = f"egresslens drilldown --kind {d.kind} {shell(subject)} --since {since}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command), encoding="utf-8")
+    typer.echo(f"wrote {out}: {d.facts[0]}", err=True)

@@ -1,0 +1,174 @@
+"""The nightly job: incremental ingest, then the report, in one locked run.
+
+    result = run_nightly(NightlyOptions(out_dir=Path("reports"), files=[Path("logs")]))
+
+- One run at a time: an exclusive lock on ``OUT_DIR/.egresslens-nightly.lock`` (released by the
+  kernel if the process dies); a second run stops at once with BUSY.
+- Ingest is incremental: files and blobs already read are skipped, Log Analytics windows already
+  done are not queried again.
+- A failed ingest is never hidden: the report is still written, with a banner saying the ingest
+  failed and a freshness section showing the last good ingest, and the run exits non-zero.
+- Reports are kept dated (``reports/egresslens-YYYY-MM-DDTHHMMZ.html`` and ``.json``) and copied to
+  ``latest.html`` / ``latest.json``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from egresslens import exitcodes
+
+LOCK_NAME = ".egresslens-nightly.lock"
+
+
+class Busy(Exception):
+    """Another nightly run holds the lock (or another process holds the store)."""
+
+
+class IngestFailed(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class NightlyOptions:
+    out_dir: Path
+    db: str | None = None
+    files: list[Path] = field(default_factory=list)
+    workspace_id: str | None = None
+    account_url: str | None = None
+    containers: list[str] = field(default_factory=list)
+    since: str = "24h"
+    compare_to: str | None = "7d"
+    policy: list | None = None  # rules from egresslens.recommend.load_policy
+    fail_on: str = "finding"
+    keep_days: int = 30
+
+
+@dataclass
+class NightlyResult:
+    code: int
+    written: list[Path]
+    ingest: list[str]  # one line per ingest step
+    error: str | None = None  # the failed ingest, if any
+
+
+@contextmanager
+def lock(out_dir: Path) -> Iterator[Path]:
+    """Hold the nightly lock of `out_dir` for the duration; Busy when another run holds it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise Busy(f"another nightly run (pid {holder}) holds {path}: not starting a second one") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN001
+    """Every configured ingest step, each incremental. IngestFailed (with its exit code) on the first failure."""
+    done: list[str] = []
+    if opts.files:
+        from egresslens.sources.files import ingest_paths
+
+        try:
+            counts, results, run_id = ingest_paths(con, opts.files)
+        except FileNotFoundError as exc:
+            raise IngestFailed(exitcodes.INPUT_ERROR, f"ingest of files failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - reported in one sentence, the report still written
+            raise IngestFailed(exitcodes.INPUT_ERROR, f"ingest of files failed: {type(exc).__name__}: {exc}") from None
+        unchanged = sum(r.skipped for r in results)
+        done.append(f"files: run {run_id}, {len(results)} files ({unchanged} unchanged): {counts.summary()}")
+    if opts.workspace_id:
+        from azure.identity import DefaultAzureCredential
+
+        from egresslens.analyse import parse_duration
+        from egresslens.sources.loganalytics import LogAnalyticsError, Run, Target
+
+        try:
+            run = Run(con, DefaultAzureCredential(), Target(workspace_id=opts.workspace_id),
+                      start=now - parse_duration(opts.since), now=now)
+            stats = run.run()
+        except (LogAnalyticsError, ValueError) as exc:
+            raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest from Log Analytics failed: {exc}") from None
+        done.append(f"loganalytics: {stats.rows:,} rows in {stats.windows} windows "
+                    f"({stats.windows_skipped} already done): {stats.counts.summary()}")
+    if opts.account_url:
+        from egresslens.analyse import parse_duration
+        from egresslens.sources.storage import StorageError, container_client, ingest_container, public_url
+
+        for name in opts.containers:
+            try:
+                with container_client(name, account_url=opts.account_url) as client:
+                    stats = ingest_container(con, client, None, since=parse_duration(opts.since), now=now)
+            except StorageError as exc:
+                raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest of {public_url(opts.account_url)}/{name} "
+                                                           f"failed: {exc}") from None
+            done.append(f"storage {name}: {stats.blobs} blobs ({stats.unchanged} unchanged): {stats.counts.summary()}")
+    return done
+
+
+def _dated(out_dir: Path, generated: datetime) -> Path:
+    return out_dir / "reports" / f"egresslens-{generated:%Y-%m-%dT%H%MZ}.html"
+
+
+def prune(out_dir: Path, keep_days: int, now: datetime) -> None:
+    """Remove dated reports older than `keep_days` (by the date in their name)."""
+    cutoff = now - timedelta(days=keep_days)
+    for p in (out_dir / "reports").glob("egresslens-*"):
+        try:
+            when = datetime.strptime(p.name.split(".", 1)[0], "egresslens-%Y-%m-%dT%H%MZ")
+        except ValueError:
+            continue
+        if when < cutoff:
+            p.unlink()
+
+
+def run_nightly(opts: NightlyOptions, now: datetime | None = None) -> NightlyResult:
+    """Lock, ingest, report. Busy when another run holds the lock or the store."""
+    import duckdb
+
+    from egresslens import store
+    from egresslens.report import build_report, windows, write
+
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    out_dir = Path(opts.out_dir)
+    with lock(out_dir):
+        try:
+            con = store.connect(opts.db)
+        except duckdb.IOException as exc:
+            raise Busy(f"the store {store.resolve_db_path(opts.db)} is in use by another process: {exc}") from None
+        error, code, steps = None, None, []
+        try:
+            try:
+                steps = ingest(con, opts, now)
+            except IngestFailed as exc:
+                error, code = str(exc), exc.code
+            window, baseline = windows(con, opts.since, opts.compare_to)
+            banner = [f"{error}. This report shows the data of the last good ingest, not of last night."] if error else []
+            report = build_report(con, window, baseline=baseline, policy=opts.policy, db=str(store.resolve_db_path(opts.db)),
+                                  since=opts.since, generated_at=now, banner=banner)
+        finally:
+            con.close()
+        code = code if code is not None else report.exit_code(opts.fail_on)
+        dated = _dated(out_dir, now)
+        written = write(report, dated, "html", code)
+        for src in written:
+            shutil.copyfile(src, out_dir / ("latest" + src.suffix))
+        prune(out_dir, opts.keep_days, now)
+    return NightlyResult(code, written + [out_dir / "latest.html", out_dir / "latest.json"], steps, error)

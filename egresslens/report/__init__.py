@@ -1,0 +1,43 @@
+"""The morning report: one self-contained HTML page (or Markdown / JSON) over a window of the store.
+
+    from egresslens.report import build_report, windows, render
+    window, baseline = windows(con, "24h", "7d")
+    report = build_report(con, window, baseline=baseline, policy=rules)
+    html_text = render(report, "html", report.exit_code())
+
+Sections are computed by :mod:`~egresslens.report.sections` and :mod:`~egresslens.report.health`
+from the same analyses the commands run, drawn by :mod:`~egresslens.report.charts`, rendered by
+:mod:`~egresslens.report.html`, :mod:`~egresslens.report.markdown` and :mod:`~egresslens.report.summary`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from egresslens.report.build import build_report, windows
+from egresslens.report.model import FAIL_ON, Report
+
+FORMATS = ("html", "markdown", "json")
+SUFFIX = {"html": ".html", "markdown": ".md", "json": ".json"}
+
+
+def render(report: Report, fmt: str, exit_code: int | None = None) -> str:
+    from egresslens.report import html, markdown, summary
+
+    return {"html": html.render, "markdown": markdown.render, "json": summary.render}[fmt](report, exit_code)
+
+
+def write(report: Report, out: Path, fmt: str = "html", exit_code: int | None = None) -> list[Path]:
+    """Write the report to `out`; an HTML report gets its JSON summary beside it (same name, .json)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(report, fmt, exit_code), encoding="utf-8")
+    written = [out]
+    if fmt == "html":
+        beside = out.with_suffix(".json")
+        beside.write_text(render(report, "json", exit_code), encoding="utf-8")
+        written.append(beside)
+    return written
+
+
+__all__ = ["FAIL_ON", "FORMATS", "SUFFIX", "Report", "build_report", "render", "windows", "write"]

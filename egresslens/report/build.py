@@ -1,0 +1,59 @@
+"""One report from a store and a window: every analysis run once, each section computed and drawn."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import duckdb
+
+from egresslens.analyse import Window, parse_duration, resolve_window
+from egresslens.report import charts, health, sections
+from egresslens.report.model import Report
+
+
+def windows(con: duckdb.DuckDBPyConnection, since: str, compare_to: str | None, end=None) -> tuple[Window, Window | None]:
+    """The report window (ending at the newest data, like every analysis) and the comparison window
+    of length `compare_to` just before it. ValueError for a bad duration."""
+    window = resolve_window(con, since=since, end=end)
+    if not compare_to:
+        return window, None
+    length = parse_duration(compare_to)
+    return window, Window(window.start - length, window.start)
+
+
+def build_report(con: duckdb.DuckDBPyConnection, window: Window, *, baseline: Window | None = None, policy=None,
+                 recommend_config=None, snat_config=None, dns_config=None, db: str | None = None, since: str = "24h",
+                 generated_at: datetime | None = None, banner: list[str] | None = None) -> Report:
+    """The whole report. `policy` is a list of rules from `egresslens.recommend.load_policy` (or None)."""
+    from egresslens import dns, snat
+    from egresslens.recommend import recommend
+
+    inp = sections.Inputs(con, window, baseline, generated_at or datetime.now(timezone.utc).replace(tzinfo=None),
+                          db=db, since=since)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):  # noqa: ANN001, ANN202
+        t = time.perf_counter()
+        out = fn(*args)
+        timings[name] = round(time.perf_counter() - t, 3)
+        return out
+
+    recs = timed("recommend", lambda: recommend(con, window, policy=policy, config=recommend_config))
+    snat_result = timed("snat", lambda: snat.analyse_snat(con, window, snat_config))
+    dns_result = timed("dns", lambda: dns.analyse_dns(con, window, dns_config))
+    out = [
+        timed("freshness", sections.freshness, inp),
+        timed("egress", sections.egress, inp),
+        timed("changes", sections.changes, inp),
+        timed("denied", sections.denied, inp, recs),
+        timed("rules", sections.rules, inp, recs, policy is not None),
+        timed("snat_section", health.snat, inp, snat_result),
+        timed("dns_section", health.dns, inp, dns_result),
+        timed("threats", health.threats, inp),
+    ]
+    t = time.perf_counter()
+    for s in out:
+        charts.draw(s)
+    timings["charts"] = round(time.perf_counter() - t, 3)
+    return Report(window, baseline, inp.generated_at, db or "", out, banner=list(banner or []), timings=timings)

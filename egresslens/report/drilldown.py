@@ -1,0 +1,211 @@
+"""One subject of the report up close: an FQDN, a destination IP, a source IP or a rule.
+
+For the subject: the timeline of allowed and denied events, its sources (or destinations) and ports,
+its DNS history, the rules that matched, the recommendations that touch it and the SNAT view of
+its destination, each as a frame and a plotly figure. `egresslens drilldown SUBJECT` writes them as
+one HTML page; the notebook ``notebooks/drilldown-subject.ipynb`` shows the same figures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import plotly.graph_objects as go
+import polars as pl
+
+from egresslens.analyse import DNS_HOURS_SQL, FLOW_HOURS_SQL, Window, frame
+from egresslens.report import charts
+from egresslens.report.model import INT, PCT, TIME, Chart, Table
+
+KINDS = ("fqdn", "destination", "source", "rule")
+_WHERE = {
+    "fqdn": "(destination_fqdn = $subject OR ends_with(destination_fqdn, '.' || $subject))",
+    "destination": "destination_ip = $subject",
+    "source": "source_ip = $subject",
+    "rule": "(rule = $subject OR concat_ws('/', rule_collection_group, rule_collection, rule) = $subject)",
+}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def detect_kind(con: duckdb.DuckDBPyConnection, window: Window, subject: str) -> str:
+    """An IP seen as a source is a source, any other IP a destination; a rule name seen in the logs
+    is a rule; anything else an FQDN."""
+    params = {"start": window.start, "end": window.end, "subject": subject}
+    if _is_ip(subject):
+        n = con.execute(f"SELECT count(*) FROM ({FLOW_HOURS_SQL}) WHERE source_ip = $subject", params).fetchall()[0][0]
+        return "source" if n else "destination"
+    n = con.execute(f"SELECT count(*) FROM ({FLOW_HOURS_SQL}) WHERE {_WHERE['rule']}", params).fetchall()[0][0]
+    return "rule" if n else "fqdn"
+
+
+@dataclass
+class Drilldown:
+    subject: str
+    kind: str
+    window: Window
+    frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+    facts: list[str] = field(default_factory=list)
+
+    def tables(self) -> list[Table]:
+        f = self.frames
+        return [
+            Table("Sources" if self.kind != "source" else "Destinations", f["peers"], {"hits": INT}),
+            Table("Ports", f["ports"], {"hits": INT}),
+            Table("Rules that matched", f["rules"], {"hits": INT, "first_seen": TIME, "last_seen": TIME}),
+            Table("DNS history", f["dns_names"], {"queries": INT, "failures": INT, "failure_rate": PCT}),
+            Table("Recommendations that touch it", f["recommendations"], {"hits": INT}),
+            Table("SNAT view of the destination", f["snat"], {"peak_utilisation": PCT, "peak_ports": INT,
+                                                               "peak_minute": TIME}),
+        ]
+
+    def charts(self) -> list[Chart]:
+        return figures(self)
+
+
+def _dns_names_sql(kind: str) -> str:
+    if kind == "fqdn":
+        return "(query_name = $subject OR ends_with(query_name, '.' || $subject))"
+    if kind == "source":
+        return "source_ip = $subject"
+    return "query_name IN (SELECT name FROM _drill_names)"
+
+
+def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind: str = "auto",
+              policy=None) -> Drilldown:
+    """Every frame of the subject's drilldown. `kind` is one of KINDS, or auto (see detect_kind)."""
+    from egresslens import snat
+    from egresslens.recommend import recommend
+
+    kind = detect_kind(con, window, subject) if kind == "auto" else kind
+    if kind not in KINDS:
+        raise ValueError(f"kind must be auto or one of {', '.join(KINDS)}, not {kind!r}")
+    params = {"start": window.start, "end": window.end, "subject": subject}
+    where = _WHERE[kind]
+    flows = f"SELECT * FROM ({FLOW_HOURS_SQL}) WHERE {where}"
+    d = Drilldown(subject, kind, window)
+    d.frames["timeline"] = frame(con, f"SELECT hour, action, sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL "
+                                      "ORDER BY hour, action", params)
+    peer = "coalesce(destination_fqdn, destination_ip)" if kind == "source" else "source_ip"
+    d.frames["peers"] = frame(con, f"""SELECT {peer} AS {'destination' if kind == 'source' else 'source_ip'}, action,
+                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""",
+                              params)
+    d.frames["ports"] = frame(con, f"""SELECT protocol, destination_port AS port, action, sum(hits)::BIGINT AS hits
+                                       FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""", params)
+    d.frames["rules"] = frame(con, f"""SELECT rule_collection_group, rule_collection, rule, action, action_reason,
+                                              sum(hits)::BIGINT AS hits, min(first_seen) AS first_seen,
+                                              max(last_seen) AS last_seen
+                                       FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""", params)
+    recs = recommend(con, window, policy=policy)
+    if kind == "rule":  # its DNS history: the names it matched
+        names = frame(con, f"SELECT DISTINCT destination_fqdn AS n FROM ({flows}) WHERE destination_fqdn IS NOT NULL "
+                           "LIMIT 500", params)["n"].to_list()
+    else:  # a destination IP: the names DNS attributes to it
+        names = list(recs.dns_attribution.get(subject, [])) if kind == "destination" else []
+    con.register("_drill_names", pl.DataFrame({"name": names}, schema={"name": pl.String}).to_arrow())
+    try:
+        dns_where = _dns_names_sql(kind)
+        d.frames["dns"] = frame(con, f"""SELECT hour, response_code, sum(queries)::BIGINT AS queries
+                                         FROM ({DNS_HOURS_SQL}) WHERE {dns_where} GROUP BY ALL ORDER BY hour""", params)
+        d.frames["dns_names"] = frame(con, f"""
+          SELECT query_name, sum(queries)::BIGINT AS queries,
+                 coalesce(sum(queries) FILTER (WHERE response_code IN ('NXDOMAIN', 'SERVFAIL', 'REFUSED')), 0)::BIGINT
+                   AS failures, failures / sum(queries) AS failure_rate, count(DISTINCT source_ip) AS sources
+          FROM ({DNS_HOURS_SQL}) WHERE {dns_where} GROUP BY ALL ORDER BY queries DESC LIMIT 25""", params)
+    finally:
+        con.unregister("_drill_names")
+    d.frames["recommendations"] = _touching(d, recs)
+    result = snat.analyse_snat(con, window)
+    dests = _destinations(d)
+    f = result.findings
+    d.frames["snat"] = (f.filter(pl.col("destination").is_in(dests)).select(
+        "destination", "port", "severity", "peak_utilisation", "peak_ports", "peak_minute", "fix")
+        if f.height else pl.DataFrame(schema={"destination": pl.String, "peak_utilisation": pl.Float64}))
+    m = result.minutes
+    d.frames["snat_minutes"] = (m.filter(pl.col("destination").is_in(dests)).select("minute", "destination", "utilisation")
+                                if m.height else pl.DataFrame(schema={"minute": pl.Datetime("us"), "destination": pl.String,
+                                                                      "utilisation": pl.Float64}))
+    if not d.frames["snat"].height:
+        d.facts.append(f"SNAT: no destination of this subject reaches the warning level "
+                       f"({result.config.warning:.0%} of {result.capacity:,} ports).")
+    hits = d.frames["timeline"]
+    d.facts.insert(0, f"{kind} {subject}: {int(hits['hits'].sum() or 0):,} events in {window.describe()}")
+    return d
+
+
+def _destinations(d: Drilldown) -> list[str]:
+    if d.kind in ("fqdn", "destination"):
+        return [d.subject]
+    if d.kind == "source":
+        return d.frames["peers"]["destination"].drop_nulls().unique().to_list()
+    return []
+
+
+def _touching(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001
+    rows: list[dict[str, Any]] = []
+    for r in recs.items:
+        names = list(r.evidence.destinations) + [n for v in r.evidence.derived_from.values() for n in v]
+        sources = [e.get("source_ip") for e in r.evidence.sample_events]
+        if r.rule is not None:
+            names += r.rule.target_fqdns + r.rule.destination_fqdns + r.rule.destination_addresses
+        e = r.existing_rule or {}
+        hit = (d.kind in ("fqdn", "destination") and (d.subject in names or any(n.endswith("." + d.subject) for n in names))
+               or d.kind == "source" and d.subject in sources
+               or d.kind == "rule" and d.subject in (e.get("rule"), "/".join(str(e.get(k)) for k in
+                                                                              ("rule_collection_group", "rule_collection", "rule"))))
+        if hit:
+            rows.append({"kind": r.kind, "title": r.title, "risk": r.risk, "hits": r.evidence.hits,
+                         "rationale": r.rationale})
+    return pl.DataFrame(rows, schema={"kind": pl.String, "title": pl.String, "risk": pl.String, "hits": pl.Int64,
+                                      "rationale": pl.String})
+
+
+def figures(d: Drilldown) -> list[Chart]:
+    f = d.frames
+    out = []
+    t = f["timeline"]
+    out.append(Chart("drill-timeline", "Allowed and denied events per hour", charts._figure(
+        [go.Bar(x=t.filter(pl.col("action") == a)["hour"].to_list(), y=t.filter(pl.col("action") == a)["hits"].to_list(),
+                name=charts.label(a), marker_color=charts.ALLOW if a == "Allow" else charts.DENY if a == "Deny" else None)
+         for a in t["action"].unique().sort().to_list()], barmode="stack", yaxis_title="events")))
+    p = f["peers"]
+    col = p.columns[0]
+    names = [f"{n} ({a})" for n, a in zip(p[col].to_list(), p["action"].to_list())]
+    out.append(Chart("drill-peers", "Top destinations" if d.kind == "source" else "Top sources",
+                     charts._hbar(names, p["hits"].to_list(), colour="#1565c0",
+                                  hover=[charts.label(n) for n in names], xtitle="events")))
+    ports = f["ports"]
+    pn = [f"{pr}/{po} ({a})" for pr, po, a in zip(ports["protocol"].to_list(), ports["port"].to_list(), ports["action"].to_list())]
+    out.append(Chart("drill-ports", "Protocols and ports", charts._hbar(pn, ports["hits"].to_list(), colour="#6a1b9a",
+                                                                       hover=[charts.label(n) for n in pn], xtitle="events")))
+    dns = f["dns"]
+    out.append(Chart("drill-dns", "DNS queries per hour by response code", charts._figure(
+        [go.Bar(x=dns.filter(pl.col("response_code") == rc)["hour"].to_list(),
+                y=dns.filter(pl.col("response_code") == rc)["queries"].to_list(), name=charts.label(rc))
+         for rc in dns["response_code"].drop_nulls().unique().sort().to_list()], barmode="stack", yaxis_title="queries")))
+    r = f["rules"]
+    rn = [f"{c}/{n} ({a})" for c, n, a in zip(r["rule_collection"].to_list(), r["rule"].to_list(), r["action"].to_list())]
+    out.append(Chart("drill-rules", "Rules that matched", charts._hbar(rn, r["hits"].to_list(), colour=charts.ALLOW,
+                                                                      hover=[charts.label(n) for n in rn], xtitle="events")))
+    m = f["snat_minutes"]
+    out.append(Chart("drill-snat", "SNAT utilisation of its destination (minutes at or above the warning level)",
+                     charts._figure([go.Scatter(x=m.filter(pl.col("destination") == dst)["minute"].to_list(),
+                                                y=m.filter(pl.col("destination") == dst)["utilisation"].to_list(),
+                                                mode="lines+markers", name=charts.short(dst))
+                                     for dst in m["destination"].unique().sort().to_list()],
+                                    yaxis=dict(tickformat=".0%", gridcolor="rgba(128,128,128,0.25)"))))
+    return out
+
+
+def figure(d: Drilldown, chart_id: str) -> go.Figure:
+    """One of the drilldown's figures as a plotly Figure (for the notebook)."""
+    return go.Figure(next(c.figure for c in figures(d) if c.id == chart_id))

@@ -1,0 +1,159 @@
+"""The report (and a drilldown page) as one self-contained HTML file.
+
+plotly.js, the stylesheet and the script are inlined: the page opens with no network, and its
+Content-Security-Policy forbids any request and any script but the page's own (a nonce), so even
+markup that slipped through could not run. Every log-derived string goes through
+:func:`egresslens.escape.html`; chart figures are JSON in ``<script type="application/json">``
+elements through :func:`egresslens.escape.script_json`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from egresslens.escape import html, script_json
+from egresslens.report.model import CODE, COMMAND, FLOAT, INT, MS, PCT, SEVERITIES, Chart, Report, Section, Table, cell_text
+
+_NUMERIC = (INT, FLOAT, PCT, MS)
+
+
+@lru_cache(maxsize=None)
+def _asset(name: str) -> str:
+    return resources.files("egresslens").joinpath("data", "report", name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _lines(text: str) -> str:
+    """Multi-line text (a snippet) escaped line by line, its line breaks kept."""
+    return "\n".join(html(line) for line in str(text).split("\n"))
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def next(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}-{self.n}"
+
+
+def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
+    if value is None:
+        return "<td>-</td>"
+    if fmt == CODE:
+        pid = ids.next("snippet")
+        return (f'<td><details><summary>{html(column)}</summary><pre id="{pid}">{_lines(value)}</pre>'
+                f'<button type="button" class="copy" data-copy="{pid}">copy</button></details></td>')
+    if fmt == COMMAND:
+        cid = ids.next("cmd")
+        return (f'<td><code id="{cid}">{html(value)}</code>'
+                f'<button type="button" class="copy" data-copy="{cid}" title="copy the command">copy</button></td>')
+    cls = ' class="num"' if fmt in _NUMERIC or (isinstance(value, (int, float)) and not isinstance(value, bool)) else ""
+    return f"<td{cls}>{html(cell_text(value, fmt))}</td>"
+
+
+def table(t: Table, ids: _Ids) -> str:
+    total = t.frame.height
+    head = "".join(f"<th>{html(c.replace('_', ' '))}</th>" for c in t.columns)
+    body = "".join("<tr>" + "".join(_cell(r[c], t.fmt(c), c, ids) for c in t.columns) + "</tr>" for r in t.rows())
+    more = (f'<p class="note">showing {min(total, t.limit)} of {total:,} rows</p>' if total > t.limit else "")
+    note = f'<p class="note">{html(t.note)}</p>' if t.note else ""
+    if not total:
+        return f'<h3>{html(t.title)}</h3><p class="note">none</p>{note}'
+    return (f'<h3>{html(t.title)}</h3><div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>{more}{note}")
+
+
+def chart(c: Chart) -> str:
+    return (f'<h3>{html(c.title)}</h3><div class="chart" id="{html(c.id)}" data-figure="fig-{html(c.id)}"></div>'
+            f'<script type="application/json" id="fig-{html(c.id)}">{script_json(c.figure)}</script>')
+
+
+def findings_list(findings) -> str:  # noqa: ANN001
+    if not findings:
+        return '<p class="sev-ok">Nothing to act on.</p>'
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    items = "".join(f'<li><span class="sev sev-{html(f.severity)}">{html(f.severity)}</span>'
+                    f'<a href="#{html(f.section)}">{html(f.section)}</a>: {html(f.message)}</li>'
+                    for f in sorted(findings, key=lambda f: order[f.severity]))
+    return f'<ul class="findings">{items}</ul>'
+
+
+def section(s: Section, ids: _Ids) -> str:
+    facts = "".join(f"<li>{html(f)}</li>" for f in s.facts)
+    parts = [f'<section id="{html(s.id)}" data-section="{html(s.id)}"><h2>{html(s.title)}</h2>',
+             f"<p>{html(s.intro)}</p>"]
+    if facts:
+        parts.append(f'<ul class="facts">{facts}</ul>')
+    if s.findings:
+        parts.append(findings_list(s.findings))
+    parts += [chart(c) for c in s.charts]
+    parts += [table(t, ids) for t in s.tables]
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def page(title: str, header: str, body: str, footer: str = "") -> str:
+    """A complete page: inlined style, plotly.js and script under a nonce-only Content-Security-Policy."""
+    nonce = secrets.token_urlsafe(18)
+    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src data:; "
+           "font-src 'none'; connect-src 'none'; base-uri 'none'; form-action 'none'")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light dark">'
+        f"<title>{html(title)}</title><style>{_asset('report.css')}</style></head><body>"
+        f"<header>{header}</header><main>{body}</main><footer>{footer}</footer>"
+        f'<script nonce="{nonce}">{_plotly_js()}</script>'
+        f'<script nonce="{nonce}">{_asset("report.js")}</script></body></html>\n'
+    )
+
+
+def render(report: Report, exit_code: int | None = None) -> str:
+    ids = _Ids()
+    w = report.window
+    counts = "".join(f'<div class="count sev-{s}"><b>{report.count(s)}</b>{s}</div>' for s in SEVERITIES)
+    banner = "".join(f'<div class="banner" role="alert">{html(b)}</div>' for b in report.banner)
+    header = (f"<h1>EgressLens report</h1><p class=\"meta\">{html(w.describe())}"
+              + (f"; compared with {html(report.baseline.describe())}" if report.baseline else "")
+              + f"<br>written {report.generated_at:%Y-%m-%d %H:%M} UTC from {html(report.store or 'the store')}"
+              + (f"; exit code {int(exit_code)}" if exit_code is not None else "") + "</p>"
+              + banner + f'<div class="verdict">{counts}</div>')
+    toc = "".join(f'<li><a href="#{html(s.id)}">{html(s.title)}</a>'
+                  + (f' <span class="sev sev-{html(_worst(s))}">{len(s.findings)}</span>' if s.findings else "")
+                  + "</li>" for s in report.sections)
+    body = (f'<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>'
+            f'<li><a href="#findings">Findings</a></li>{toc}</ol></nav>'
+            f'<section id="findings" data-section="findings"><h2>Findings</h2>{findings_list(report.findings)}</section>'
+            + "".join(section(s, ids) for s in report.sections))
+    foot = ("timings (s): " + ", ".join(f"{html(k)} {v:g}" for k, v in report.timings.items())) if report.timings else ""
+    return page(f"EgressLens report {w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC", header,
+                body, foot)
+
+
+def _worst(s: Section) -> str:
+    return next(sev for sev in SEVERITIES if any(f.severity == sev for f in s.findings))
+
+
+def render_drilldown(d, generated_at, command: str = "") -> str:  # noqa: ANN001 - drilldown.Drilldown
+    """The drilldown page of one subject (`egresslens drilldown`)."""
+    ids = _Ids()
+    header = (f"<h1>EgressLens drilldown: {html(d.kind)} <code>{html(d.subject)}</code></h1>"
+              f'<p class="meta">{html(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
+              + (f"<br>{html(command)}" if command else "") + "</p>")
+    facts = "".join(f"<li>{html(f)}</li>" for f in d.facts)
+    charts_html = "".join(chart(c) for c in d.charts())
+    tables = "".join(table(t, ids) for t in d.tables())
+    body = (f'<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
+            f"{tables}</section>")
+    return page(f"EgressLens drilldown {d.kind} {d.subject}", header, body)

@@ -1,0 +1,94 @@
+"""`egresslens nightly` end to end on simulated files: twice in a row (the second run incremental), one run
+at a time, and a failed ingest that is said out loud instead of a quiet report on stale data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from egresslens import exitcodes
+from egresslens.cli import app
+from egresslens.nightly import lock, prune
+from egresslens.simulate import generate, write
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nightly") / "logs"
+    write(generate(hours=30, events_per_hour=800, seed=9, start=datetime(2026, 3, 1)), out, fmt="structured",
+          layout="storage")
+    return out
+
+
+def _nightly(out_dir, db, *args):
+    return runner.invoke(app, ["nightly", "--out-dir", str(out_dir), "--db", str(db), "--since", "24h",
+                               "--compare-to", "6h", *args])
+
+
+def test_two_runs_in_a_row_keep_dated_reports_and_the_second_ingests_nothing_new(logs, tmp_path):
+    out, db = tmp_path / "out", tmp_path / "s.duckdb"
+    files = [a for p in sorted(logs.iterdir()) if p.is_dir() for a in ("--files", str(p))]
+    first = _nightly(out, db, *files)
+    assert first.exit_code == exitcodes.CRITICAL, first.output  # the simulation holds threat-intel hits
+    assert "ingest files: run 1" in first.output and "(0 unchanged)" in first.output
+    latest = json.loads((out / "latest.json").read_text())
+    assert (out / "latest.html").read_text().startswith("<!DOCTYPE html>")
+    assert latest["exit_code"] == exitcodes.CRITICAL and latest["banner"] == []
+    dated = sorted((out / "reports").glob("egresslens-*.html"))
+    assert len(dated) == 1 and dated[0].with_suffix(".json").exists()
+
+    second = _nightly(out, db, *files)
+    assert second.exit_code == exitcodes.CRITICAL, second.output
+    line = next(x for x in second.output.splitlines() if x.startswith("ingest files: run 2"))
+    files_n = line.split(", ")[1].split(" files")[0]
+    assert f"({files_n} unchanged)" in line and "stored 0" in line
+    runs = json.loads((out / "latest.json").read_text())["sections"]["freshness"]["tables"]["Last ingest runs"]["head"]
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+
+
+def test_a_failed_ingest_is_reported_and_exits_non_zero_with_the_last_good_ingest_shown(logs, tmp_path):
+    out, db = tmp_path / "out", tmp_path / "s.duckdb"
+    good = _nightly(out, db, "--files", str(logs / "insights-logs-azfwnetworkrule"))
+    assert good.exit_code in (exitcodes.OK, exitcodes.FINDINGS, exitcodes.CRITICAL), good.output
+    last_good = json.loads((out / "latest.json").read_text())["sections"]["freshness"]["summary"]["last_good_ingest"]
+    bad = _nightly(out, db, "--files", str(tmp_path / "no-such-dir"))
+    assert bad.exit_code == exitcodes.INPUT_ERROR
+    assert "ingest of files failed" in bad.output and "Traceback" not in bad.output
+    latest = json.loads((out / "latest.json").read_text())
+    assert latest["exit_code"] == exitcodes.INPUT_ERROR
+    assert "ingest of files failed" in latest["banner"][0] and "last good ingest" in latest["banner"][0]
+    assert latest["sections"]["freshness"]["summary"]["last_good_ingest"] == last_good
+    assert "ingest of files failed" in (out / "latest.html").read_text()
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_busy_in_one_sentence(tmp_path):
+    out = tmp_path / "out"
+    with lock(out):  # a run in progress (another process would hold the same kernel lock)
+        proc = subprocess.run([sys.executable, "-m", "egresslens.cli", "nightly", "--out-dir", str(out),
+                               "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == exitcodes.BUSY
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another nightly run" in lines[0] and "Traceback" not in proc.stderr
+    assert not (out / "latest.html").exists()
+
+
+def test_bad_nightly_arguments_are_usage_errors(tmp_path):
+    assert _nightly(tmp_path / "o", tmp_path / "s.duckdb", "--workspace-id", "not-a-guid").exit_code == exitcodes.USAGE
+    assert _nightly(tmp_path / "o", tmp_path / "s.duckdb", "--account-url",
+                    "https://acct.blob.core.windows.net").exit_code == exitcodes.USAGE
+
+
+def test_dated_reports_older_than_the_keep_window_are_removed(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name in ("egresslens-2026-01-01T0200Z.html", "egresslens-2026-03-01T0200Z.html", "notes.txt"):
+        (reports / name).write_text("x")
+    prune(tmp_path, 30, datetime(2026, 3, 10))
+    assert sorted(p.name for p in reports.iterdir()) == ["egresslens-2026-03-01T0200Z.html", "notes.txt"]

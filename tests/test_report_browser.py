@@ -1,0 +1,76 @@
+"""The report as a reader sees it: headless Chromium finds every section and chart, logs no console
+error, makes no network request, and runs no script a hostile name carries."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from browser import available, chromium
+from test_report import CHARTS, MARKER, SECTIONS, hostile_store
+from typer.testing import CliRunner
+from reportdata import simulated_store
+
+from egresslens.cli import app
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
+runner = CliRunner()
+
+
+def _open(driver, path):
+    driver.get(path.resolve().as_uri())
+    deadline = time.monotonic() + 60
+    while not driver.execute_script("return window.egresslensReportReady === true"):
+        assert time.monotonic() < deadline, "the report's script never finished"
+        time.sleep(0.2)
+
+
+def _problems(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+
+
+def _requests(driver) -> list[str]:
+    """Every resource the page fetched (the page itself is a navigation, not a resource)."""
+    return driver.execute_script("return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("browser")
+    db, logs = simulated_store(d)
+    out = d / "report.html"
+    runner.invoke(app, ["report", "--db", str(db), "--since", "24h", "--compare-to", "24h",
+                        "--policy", str(logs / "policy.json"), "--out", str(out)])
+    return out
+
+
+def test_chromium_shows_every_section_and_chart_with_no_console_error_and_no_request(report):
+    with chromium() as driver:
+        _open(driver, report)
+        shown = driver.execute_script(
+            "return Array.from(document.querySelectorAll('section[data-section]')).map(s => s.id)")
+        assert shown == ["findings", *SECTIONS]
+        drawn = driver.execute_script(
+            "return Array.from(document.querySelectorAll('div.chart')).filter("
+            "d => d.querySelector('svg.main-svg') !== null && d.getBoundingClientRect().height > 100).map(d => d.id)")
+        assert set(CHARTS) <= set(drawn)
+        links = driver.execute_script("return Array.from(document.querySelectorAll('nav.toc a')).map(a => a.hash)")
+        assert links == ["#findings", *[f"#{s}" for s in SECTIONS]]
+        assert _problems(driver) == []
+        assert _requests(driver) == []
+
+
+def test_chromium_runs_no_script_from_a_hostile_name(tmp_path):
+    db = hostile_store(tmp_path / "s.duckdb")
+    out = tmp_path / "hostile.html"
+    runner.invoke(app, ["report", "--db", str(db), "--since", "24h", "--compare-to", "24h", "--out", str(out)])
+    with chromium() as driver:
+        _open(driver, out)  # an alert() from the corpus would fail here (unexpected alert open)
+        assert driver.execute_script("return window.__egresslensPwned === undefined")
+        assert driver.execute_script("return document.querySelectorAll('main img, main script:not([type])').length") == 0
+        texts = driver.execute_script("return document.body.innerText")
+        assert MARKER in texts  # shown as text, exactly
+        drawn = driver.execute_script("return document.querySelectorAll('div.chart svg.main-svg').length")
+        assert drawn > 0
+        assert _problems(driver) == []
+        assert _requests(driver) == []
