@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from egresslens import exitcodes, store
+from egresslens import escape, exitcodes, store
 from egresslens.cliutil import DB_HELP, byte_progress
 from egresslens.commands import register_all
 
@@ -39,8 +39,11 @@ def ingest_files(
 ) -> None:
     """Ingest storage-archive trees (PT1H.json), Event Hub bodies, Log Analytics CSV/JSON exports, gzip of any.
 
-    Exit codes: 0 all records stored or already present, 5 some records quarantined, 3 input missing.
+    A file that is no log (binary, unreadable, a database) is skipped with one line saying why; the
+    others are ingested. Exit codes: 0 all records stored or already present, 5 some records quarantined
+    or some files skipped, 3 input missing, 130 interrupted (Ctrl-C; the next run resumes).
     """
+    from egresslens.ingest import unknown_categories, unknown_categories_line
     from egresslens.sources.files import ingest_paths
 
     con = store.connect(db)
@@ -48,21 +51,39 @@ def ingest_files(
     try:
         with bar:
             counts, results, run_id = ingest_paths(con, paths, force=force, progress=start)
+        unknown = unknown_categories(con, run_id)
     except FileNotFoundError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape.terminal(exc)}")
         raise typer.Exit(exitcodes.INPUT_ERROR)
+    except KeyboardInterrupt:
+        typer.echo("interrupted, the next run resumes", err=True)
+        raise typer.Exit(exitcodes.INTERRUPTED)
     finally:
         con.close()
-    skipped = sum(r.skipped for r in results)
+    unchanged = sum(r.skipped for r in results)
+    troubled = [r for r in results if r.problem]
+    for r in troubled:
+        verb = "skipped " if r.fmt == "skipped" else ""
+        typer.echo(escape.plain(f"{verb}{r.path}: {r.problem}"), err=True)
+    for r in results:
+        if r.waiting:
+            typer.echo(escape.plain(f"{r.path}: last line incomplete (still being written?), read on a later run"),
+                       err=True)
+    if not json_out and unknown:
+        typer.echo(escape.plain(unknown_categories_line(unknown)), err=True)
     if json_out:
-        print(json.dumps({"run_id": run_id, "files": len(results), "files_unchanged": skipped,
+        print(json.dumps({"run_id": run_id, "files": len(results), "files_unchanged": unchanged,
+                          "files_skipped": [{"path": r.path, "reason": r.problem} for r in results if r.fmt == "skipped"],
                           "records_read": counts.read, "stored": counts.stored, "duplicates": counts.duplicates,
-                          "quarantined": counts.quarantined, "stored_per_table": counts.per_table}))
+                          "quarantined": counts.quarantined, "stored_per_table": counts.per_table,
+                          "unknown_categories": unknown}))
     else:
         per_table = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.per_table.items()))
-        print(f"run {run_id}: {len(results)} files ({skipped} unchanged): {counts.summary()}"
+        skipped = sum(r.fmt == "skipped" for r in results)
+        print(f"run {run_id}: {len(results)} files ({unchanged} unchanged"
+              + (f", {skipped} skipped" if skipped else "") + f"): {counts.summary()}"
               + (f" [{per_table}]" if per_table else ""))
-    raise typer.Exit(exitcodes.PARTIAL if counts.quarantined else exitcodes.OK)
+    raise typer.Exit(exitcodes.PARTIAL if counts.quarantined or troubled else exitcodes.OK)
 
 
 @app.command("sql")

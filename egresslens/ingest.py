@@ -257,7 +257,9 @@ class Ingestor:
                 + ["SELECT rid, reason FROM stage_rejects"]
             )
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, b.raw, "
+                "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, "
+                # a line that is not UTF-8 carries the normaliser's mark (a NUL): the quarantine keeps its text
+                "CASE WHEN starts_with(b.raw, chr(0)) THEN substr(b.raw, 2) ELSE b.raw END AS raw, "
                 f"r.reason FROM ({rejects}) r JOIN batch b USING (rid)"
             )
             rejected = con.execute("SELECT count(*) FROM batch_rejects").fetchall()[0][0]
@@ -317,6 +319,24 @@ class Ingestor:
             [_utcnow(), status, message, self.run_id],
         )
         return self.counts
+
+
+def unknown_categories(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, int]:
+    """Azure Firewall categories this version does not know, quarantined by one run: {category: records}.
+
+    Azure adds log categories over time; every ingest command prints these so a new log type is noticed."""
+    prefix = normalise.UNKNOWN_CATEGORY
+    return dict(con.execute(
+        "SELECT substr(reason, ?) AS category, count(*) FROM quarantine WHERE ingest_run_id = ? "
+        "AND starts_with(reason, ?) GROUP BY 1 ORDER BY 2 DESC, 1", [len(prefix) + 1, run_id, prefix]).fetchall())
+
+
+def unknown_categories_line(found: dict[str, int]) -> str | None:
+    """The one-line summary of `unknown_categories` (category names are log text: escape before printing)."""
+    if not found:
+        return None
+    return ("unknown Azure Firewall log categories, quarantined (a newer EgressLens may read them): "
+            + ", ".join(f"{name} ({n:,} records)" for name, n in found.items()))
 
 
 def _ident(name: str) -> str:

@@ -1,12 +1,10 @@
 """Normalise raw Azure Firewall records into the canonical tables, in DuckDB SQL over whole batches.
 
-Input: a relation ``batch(rid, source, position, record_index, raw)`` where ``raw`` is one record as
-JSON text in any of its shapes — a storage/Event Hub envelope (``properties`` holds the
-columns, or ``properties.msg`` the legacy text), a Log Analytics row (columns at the top level,
-``Type`` names the table), or an AzureDiagnostics row (``msg_s``). Output: one staging table per
-canonical table plus a ``stage_rejects`` table of records with the reason they were refused.
-
-Everything here is SQL so the hot path stays columnar; Python only assembles the statements.
+Input: a relation ``batch(rid, source, position, record_index, raw)``, ``raw`` one record as JSON text in
+any shape: a storage/Event Hub envelope (``properties`` holds the columns, or ``properties.msg`` the
+legacy text), a Log Analytics row (columns at the top level, ``Type`` names the table) or an
+AzureDiagnostics row (``msg_s``). Output: one staging table per canonical table plus ``stage_rejects``
+(records refused, with the reason). All SQL, so the hot path stays columnar.
 """
 
 from __future__ import annotations
@@ -215,15 +213,36 @@ def _name(expr: str) -> str:
 
 
 def _proto(expr: str) -> str:
-    """`HTTP/1.1` -> `HTTP`; `tcp` -> `TCP`."""
-    return f"nullif(upper(split_part({expr}, '/', 1)), '')"
+    """`HTTP/1.1` -> `HTTP`; `tcp` -> `TCP`; `ICMP Type=8` -> `ICMP` (the type goes to icmp_type)."""
+    return f"nullif(upper(split_part(split_part(trim({expr}), '/', 1), ' ', 1)), '')"
 
 
 def _reason(expr: str) -> str:
     return f"nullif(rtrim(trim({expr}), '. '), '')"
 
 
+_IPV4 = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+_IPV6 = r"^[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}$"
+
+
+def _not_ip(expr: str, what: str) -> str:
+    """A reject clause for an address that is present but not one IPv4/IPv6 address: log text is
+    attacker-influenced, and a name, CIDR, `*` or `any` must never reach a rule (it would widen it)."""
+    return (f"WHEN nullif({expr}, '') IS NOT NULL AND NOT (regexp_full_match({expr}, {_lit(_IPV4)}) "
+            f"OR (regexp_full_match({expr}, {_lit(_IPV6)}) AND NOT contains({expr}, ':::') "
+            f"AND length({expr}) - length(replace({expr}, '::', '')) <= 2)) "
+            f"THEN '{what} is not an IP address: ' || left({expr}, 100)")
+
+
+def _bad_port(expr: str, what: str) -> str:
+    """A reject clause for a port that is present but not an integer from 0 to 65535."""
+    return (f"WHEN nullif({expr}, '') IS NOT NULL AND coalesce(try_cast(try_cast({expr} AS DOUBLE) AS BIGINT) "
+            f"NOT BETWEEN 0 AND 65535, true) THEN '{what} is not a port number (0-65535): ' || left({expr}, 40)")
+
+
 # -- stage 3: canonical rows per table --------------------------------------------------------------
+
+_SNI_MISSING = "(target = 'application' AND coalesce(f_ActionReason, '') LIKE 'SNI TLS extension%')"
 
 _FLOW_SELECT = f"""
 CREATE OR REPLACE TEMP TABLE canon_flows AS
@@ -271,12 +290,16 @@ WITH legacy_rows AS (
                t_policy IS NULL AND len(string_split(t_rc, ':')) = 3 AS old_form FROM legacy_tails)
 ), structured_canon AS (
   SELECT rid, ts AS time, firewall, target AS kind, log_format,
-    f_Protocol AS protocol, NULL AS icmp_type, f_SourceIp AS source_ip, f_SourcePort AS source_port,
+    f_Protocol AS protocol, nullif(regexp_extract(f_Protocol, '(?i)type=(\\d+)', 1), '') AS icmp_type,
+    f_SourceIp AS source_ip, f_SourcePort AS source_port,
     CASE WHEN target <> 'application' THEN f_DestinationIp END AS destination_ip,
     CASE WHEN target = 'application' THEN f_Fqdn END AS destination_fqdn,
-    f_DestinationPort AS destination_port,
+    -- SNI-missing requests name no destination; legacy text carries no port for them either, so
+    -- the structured port is dropped and both forms of the event coincide
+    CASE WHEN NOT {_SNI_MISSING} THEN f_DestinationPort END AS destination_port,
     CASE WHEN target = 'application' THEN coalesce(f_TargetUrl, f_Url) END AS target_url,
-    CASE WHEN target = 'nat' THEN 'DNAT' ELSE f_Action END AS action,
+    -- structured SNI-missing rows carry an empty Action and the reason: the firewall denied them
+    CASE WHEN target = 'nat' THEN 'DNAT' WHEN {_SNI_MISSING} THEN coalesce(f_Action, 'Deny') ELSE f_Action END AS action,
     f_ActionReason AS action_reason, f_Policy AS policy, f_RuleCollectionGroup AS rule_collection_group,
     f_RuleCollection AS rule_collection, f_Rule AS rule,
     CASE WHEN target = 'application' THEN f_WebCategory END AS web_category,
@@ -313,12 +336,19 @@ SELECT rid, log_format, unparsed,
   is_tls_inspected, is_explicit_proxy,
   -- why a record that reached this table is still refused
   CASE
+    WHEN unparsed AND log_format = 'structured' THEN 'structured ' || kind || ' rule record without a Protocol column'
     WHEN unparsed THEN 'unrecognised ' || kind || ' rule log text'
     WHEN time IS NULL THEN 'missing or unparseable time'
     WHEN nullif(source_ip, '') IS NULL AND coalesce(action_reason, '') NOT LIKE 'SNI TLS extension%' THEN 'missing source address'
+    {_not_ip('source_ip', 'source address')}
+    {_not_ip('destination_ip', 'destination address')}
+    {_not_ip('translated_ip', 'translated address')}
     WHEN lower(action) NOT IN ('allow', 'deny', 'dnat') OR action IS NULL THEN 'missing or unknown action: ' || coalesce(action, 'none')
     WHEN nullif(source_port, '') IS NOT NULL AND try_cast(source_port AS INTEGER) IS NULL THEN 'source port is not an integer: ' || source_port
     WHEN nullif(destination_port, '') IS NOT NULL AND try_cast(destination_port AS INTEGER) IS NULL THEN 'destination port is not an integer: ' || destination_port
+    {_bad_port('source_port', 'source port')}
+    {_bad_port('destination_port', 'destination port')}
+    {_bad_port('translated_port', 'translated port')}
   END AS reject_reason
 FROM unioned
 """
@@ -351,13 +381,15 @@ WITH legacy_rows AS (
   FROM (SELECT * FROM legacy_rows UNION ALL BY NAME SELECT * FROM structured_rows)
 )
 SELECT rid, log_format, unparsed, time, firewall,
-  CASE WHEN NOT failed THEN nullif(source_ip, '') END AS source_ip,
-  CASE WHEN NOT failed THEN try_cast(source_port AS INTEGER) END AS source_port,
+  -- a failed query keeps its client when the record names one (structured rows do; legacy error lines
+  -- name only the firewall's own upstream socket)
+  nullif(source_ip, '') AS source_ip,
+  nullif(try_cast(source_port AS INTEGER), 0) AS source_port,
   CASE WHEN NOT failed THEN try_cast(query_id AS INTEGER) END AS query_id,
   nullif(upper(rtrim(query_type, ':')), '') AS query_type,
   CASE WHEN NOT failed THEN nullif(upper(query_class), '') END AS query_class,
   {_name('query_name')} AS query_name,
-  CASE WHEN NOT failed THEN nullif(lower(protocol), '') END AS protocol,
+  nullif(lower(protocol), '') AS protocol,
   CASE WHEN NOT failed THEN try_cast(request_size AS INTEGER) END AS request_size,
   CASE WHEN NOT failed THEN {_bool('dnssec_ok')} END AS dnssec_ok,
   CASE WHEN NOT failed THEN try_cast(edns0_buffer_size AS INTEGER) END AS edns0_buffer_size,
@@ -371,6 +403,8 @@ SELECT rid, log_format, unparsed, time, firewall,
     WHEN unparsed THEN 'unrecognised DNS proxy log text'
     WHEN time IS NULL THEN 'missing or unparseable time'
     WHEN NOT failed AND nullif(source_ip, '') IS NULL THEN 'missing source address'
+    {_not_ip('source_ip', 'source address')}
+    {_bad_port('source_port', 'source port')}
   END AS reject_reason
 FROM unioned
 """
@@ -399,7 +433,9 @@ WITH legacy_rows AS (
     f_Protocol AS protocol, f_SourceIp AS source_ip, f_SourcePort AS source_port,
     f_DestinationIp AS destination_ip, f_DestinationPort AS destination_port, f_Fqdn AS fqdn,
     coalesce(f_TargetUrl, f_Url) AS target_url, f_Action AS action,
-    coalesce(f_ThreatDescription, f_Description) AS description, f_SignatureId AS signature_id,
+    -- structured threat-intel descriptions keep the `ThreatIntel: ` prefix the legacy grammar strips
+    regexp_replace(coalesce(f_ThreatDescription, f_Description), '^ThreatIntel:\\s*', '') AS description,
+    f_SignatureId AS signature_id,
     f_Category AS category, f_Severity AS severity,
     CASE WHEN target = 'threat_intel' THEN coalesce({_bool('f_IsTlsInspected')}, false) END AS is_tls_inspected,
     f_Protocol IS NULL AS unparsed
@@ -423,6 +459,10 @@ SELECT rid, log_format, unparsed, time, firewall, kind,
     WHEN unparsed THEN 'unrecognised ' || kind || ' log text'
     WHEN time IS NULL THEN 'missing or unparseable time'
     WHEN action IS NULL THEN 'missing action'
+    {_not_ip('source_ip', 'source address')}
+    {_not_ip('destination_ip', 'destination address')}
+    {_bad_port('source_port', 'source port')}
+    {_bad_port('destination_port', 'destination port')}
   END AS reject_reason
 FROM (SELECT * FROM legacy_rows UNION ALL BY NAME SELECT * FROM structured_rows)
 """
@@ -436,7 +476,9 @@ CREATE OR REPLACE TEMP TABLE canon_{name} AS
 SELECT rid, log_format, ts AS time, firewall,
   {cols},
   CASE WHEN ts IS NULL THEN 'missing or unparseable time'
-       WHEN {required} IS NULL THEN 'missing ' || {_lit(required.removeprefix('f_'))} END AS reject_reason
+       WHEN {required} IS NULL THEN 'missing ' || {_lit(required.removeprefix('f_'))}
+       {_not_ip('f_SourceIp', 'source address')}
+       {_not_ip('f_DestinationIp', 'destination address')} END AS reject_reason
 FROM stage WHERE target = {_lit(target)}
 """
 
@@ -499,14 +541,26 @@ _CANON_TABLE = {
     **{name: f"canon_{name}" for name in _SIMPLE},
 }
 
-_REJECTS_SQL = """
+# The reason prefix of a record whose category is a firewall category this version does not know:
+# Azure adds categories over time, and `ingest` sums these up per run so a new log type is noticed.
+UNKNOWN_CATEGORY = "unknown Azure Firewall log category (newer than this EgressLens?): "
+
+# Readers put this mark before a line that is not valid UTF-8 (its bad bytes written as \\xNN): such a
+# record is quarantined, never silently repaired. The mark is dropped from the quarantined text.
+INVALID_UTF8 = "\x00"
+
+_REJECTS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE stage_rejects AS
 SELECT s.rid,
   CASE
+    WHEN starts_with(b.raw, chr(0)) THEN 'invalid UTF-8 (the bytes that are not UTF-8 are shown as \\xNN)'
     WHEN NOT json_valid(b.raw) THEN 'not valid JSON (truncated or corrupt record)'
     WHEN json_type(b.raw) <> 'OBJECT' THEN 'record is not a JSON object'
     WHEN s.log_format = 'legacy' THEN 'unrecognised Azure Firewall message text'
     WHEN s.log_category IS NULL THEN 'no category or table name: not an Azure Firewall log record'
+    WHEN s.log_category IN ({", ".join(_lit(c) for c in LEGACY_CATEGORIES)})
+      THEN s.log_category || ' record without its message text (properties.msg or msg_s)'
+    WHEN s.log_category LIKE 'AZFW%' THEN {_lit(UNKNOWN_CATEGORY)} || s.log_category
     ELSE 'not an Azure Firewall log category: ' || s.log_category
   END AS reason
 FROM stage s JOIN batch b USING (rid) WHERE s.target IS NULL
@@ -541,6 +595,3 @@ def event_id_sql(table: Table, alias: str = "") -> str:
         f"coalesce(CAST({prefix}{c} AS VARCHAR), chr(0))" for c in canonical_columns(table)
     )
     return f"md5(concat_ws(chr(31), {_lit(table.name)}, {parts}))"
-
-
-__all__ = ["EVENT_TABLES", "normalise_batch", "canon_table", "event_id_sql", "canonical_columns"]

@@ -133,6 +133,10 @@ def ingest_loganalytics(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(exitcodes.USAGE)
+    except KeyboardInterrupt:
+        raise _interrupted()
+    else:
+        _print_unknown_categories(con, run.ingestor.run_id, json_out)
     finally:
         con.close()
     summary = {"run_id": run.ingestor.run_id, "mode": mode, **stats.as_dict()}
@@ -226,6 +230,10 @@ def ingest_storage(
     except StorageError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(exitcodes.REMOTE_ERROR)
+    except KeyboardInterrupt:
+        raise _interrupted()
+    else:
+        _print_unknown_categories(con, stats.run_id, json_out)
     finally:
         con.close()
     if json_out:
@@ -238,6 +246,20 @@ def ingest_storage(
               f"{stats.appended} appended, {stats.rewritten} rewritten), {stats.bytes_downloaded:,} bytes in "
               f"{stats.requests} requests: {c.summary()}" + (f" [{per_table}]" if per_table else ""))
     raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
+
+
+def _interrupted() -> typer.Exit:
+    typer.echo("interrupted, the next run resumes", err=True)
+    return typer.Exit(exitcodes.INTERRUPTED)
+
+
+def _print_unknown_categories(con, run_id: int, json_out: bool) -> None:
+    from egresslens import escape
+    from egresslens.ingest import unknown_categories, unknown_categories_line
+
+    line = unknown_categories_line(unknown_categories(con, run_id))
+    if line and not json_out:
+        typer.echo(escape.plain(line), err=True)
 
 
 _STORAGE = ingest_storage

@@ -8,10 +8,12 @@ and Log Analytics CSV exports. Any of them may be gzip-compressed.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
+import signal
+import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
-from egresslens.normalise import STRUCTURED_TARGETS
+from egresslens.normalise import FLAT_FIELDS, INVALID_UTF8, STRUCTURED_FIELDS, STRUCTURED_TARGETS
 
 # Raw text per batch (one transaction): bounds memory whatever the file size.
 CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 32 << 20))
 CSV_BATCH_ROWS = 200_000
 LOG_TABLES = set(STRUCTURED_TARGETS) | {"AzureDiagnostics"}
+SNIFF_BYTES = 64 << 10
+# A CSV export's header names at least one of these (compared case-insensitively, `[UTC]` suffixes dropped).
+LOG_COLUMNS = {c.lower() for c in (*STRUCTURED_FIELDS, *FLAT_FIELDS, "TenantId", "Category", "OperationName")}
 
 
 @dataclass
@@ -36,6 +41,8 @@ class FileResult:
     counts: Counts
     skipped: bool = False
     resumed_from: int = 0
+    problem: str | None = None  # why the file was skipped, or what was wrong with it (a torn gzip)
+    waiting: bool = False  # its last line is incomplete (still being written?): read on a later run
 
 
 def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
@@ -51,13 +58,94 @@ def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
     return found
 
 
-def _open(path: Path) -> io.BufferedIOBase:
+class GzipStream(io.RawIOBase):
+    """Decompress a gzip file as a stream that survives a torn end.
+
+    `gzip.GzipFile` raises at a truncated or corrupt end and loses what it had decoded in that read;
+    here every decodable byte is returned, then the stream ends and `torn` says why. Multi-member
+    files (concatenated gzip) are read whole."""
+
+    def __init__(self, raw):
+        self.fileobj = raw  # the compressed file: its position measures progress
+        self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._buf = b""
+        self._done = False
+        self.torn: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        while len(self._buf) < want and not self._done:
+            chunk = self.fileobj.read(1 << 20)
+            try:
+                if not chunk:
+                    self._buf += self._z.flush()
+                    self._done = True
+                    if not self._z.eof:
+                        self.torn = "gzip stream ends before its end marker (truncated file)"
+                    return
+                self._buf += self._z.decompress(chunk)
+                while self._z.eof and self._z.unused_data:  # next member of a concatenated gzip
+                    rest = self._z.unused_data
+                    self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                    self._buf += self._z.decompress(rest)
+            except zlib.error as exc:
+                self._done = True
+                self.torn = f"gzip data is corrupt from here on ({exc})"
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size if size >= 0 else 1 << 62)
+        n = len(self._buf) if size < 0 else size
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readline(self, limit: int = -1) -> bytes:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0 or self._done or (0 <= limit <= len(self._buf)):
+                n = i + 1 if i >= 0 else len(self._buf)
+                return self.read(min(n, limit) if limit >= 0 else n)
+            self._fill(len(self._buf) + (1 << 20))
+
+    def close(self) -> None:
+        self.fileobj.close()
+        super().close()
+
+
+def _open(path: Path):
     raw = open(path, "rb")
     if raw.read(2) == b"\x1f\x8b":
         raw.seek(0)
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        return GzipStream(raw)
     raw.seek(0)
     return raw
+
+
+def why_not_a_log(path: Path) -> str | None:
+    """One sentence saying why a file is no log at all (binary, a database, text without a log
+    header), or None. Read from the first 64 KB only, so a huge junk file costs nothing."""
+    with _open(path) as f:
+        head = f.read(SNIFF_BYTES)
+        torn = getattr(f, "torn", None)
+    if not head:
+        return f"not a log: {torn}" if torn else None
+    if head.startswith(b"\x7fELF"):
+        return "binary file (an ELF executable), not a log"
+    if head[8:12] == b"DUCK":
+        return "a DuckDB database file, not a log"
+    if b"\x00" in head:
+        return "binary file (contains NUL bytes), not a log"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text or text[:1] in b"{[":
+        return None
+    if b"\n" not in text and len(head) == SNIFF_BYTES:
+        return "not a log: its first line is longer than 64 KB and is not JSON"
+    header = text.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    names = {c.strip().strip('"').split(" [", 1)[0].strip().lower() for c in header.split(",")}
+    if not names & LOG_COLUMNS:
+        return "not a log: neither JSON nor a CSV export whose header names log columns"
+    return None
 
 
 def detect_format(path: Path) -> str:
@@ -75,6 +163,8 @@ def detect_format(path: Path) -> str:
         return "csv"
     try:
         doc = json.loads(text) if complete else None
+    except RecursionError:
+        return "jsonl"  # a record nested deeper than Python parses: the store's parser judges it
     except ValueError:
         doc = None
     if doc is None:
@@ -90,9 +180,24 @@ def _table_hint(path: Path) -> str | None:
     return stem if stem in LOG_TABLES else None
 
 
+def _decode(block: bytes) -> str:
+    """UTF-8 text of a chunk of lines. Lines that are not valid UTF-8 are never silently repaired: they
+    get the normaliser's INVALID_UTF8 mark and their bad bytes as `\\xNN`, so they are quarantined."""
+    try:
+        return block.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = block.split(b"\n")
+        for i, line in enumerate(lines):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                lines[i] = INVALID_UTF8.encode() + line.decode("utf-8", errors="backslashreplace").encode()
+        return b"\n".join(lines).decode("utf-8")
+
+
 def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
     """One chunk of complete lines → a batch, with no Python work per line."""
-    text = block.decode("utf-8", errors="replace")
+    text = _decode(block)
     lines = pc.list_flatten(pc.split_pattern(pa.array([text]), "\n"))
     lines = pc.utf8_rtrim(lines, characters="\r")
     n = len(lines)
@@ -110,14 +215,29 @@ def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
     return table.filter(keep)
 
 
+def _json_complete(piece: bytes) -> bool:
+    """Whether an unterminated last line is a whole JSON value (a final record without a newline)."""
+    try:
+        json.loads(piece)
+        return True
+    except (ValueError, RecursionError):
+        return False
+
+
 def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_result,
-                 on_bytes) -> Iterator[tuple[pa.Table | None, dict]]:
+                 on_bytes, tail: dict | None = None) -> Iterator[tuple[pa.Table | None, dict]]:
     """Complete lines in chunks of about CHUNK_BYTES, each with the progress to commit with it.
 
     Resumes after `state["offset_done"]` (uncompressed bytes) when an earlier run stopped mid-file.
+    An unterminated last line that is not whole JSON is not read as a record: in a torn gzip it is
+    handed back in `tail` (text, position, why) to be quarantined; in a plain file it may be a line
+    still being written, so it is held back (the file stays incomplete) and read once the file has
+    grown, or quarantined once the file stopped changing (unchanged since the last run, or an hour old).
     """
     offset = state["offset_done"] if state else 0
     line_no = state["records_done"] if state else 0
+    settled = bool(state and not state["complete"] and state["size"] == stat.st_size
+                   and state["mtime_ns"] == stat.st_mtime_ns) or time.time() - stat.st_mtime_ns / 1e9 > 3600
     with _open(path) as f:
         _skip(f, offset)
         carry = b""
@@ -127,8 +247,20 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
             data = f.read(CHUNK_BYTES)
             at_end = not data
             buf = carry + data
-            cut = len(buf) - 1 if at_end else buf.rfind(b"\n")
-            if cut < 0 and not at_end:
+            cut = buf.rfind(b"\n")
+            complete = at_end
+            if at_end and buf[cut + 1:].strip():
+                torn = getattr(f, "torn", None)
+                if not torn and (settled or _json_complete(buf[cut + 1:])):
+                    cut = len(buf) - 1  # the last record is whole (or final): take it
+                elif torn:
+                    if tail is not None:
+                        tail.update(text=buf[cut + 1:], position=line_no + buf[: cut + 1].count(b"\n") + 1, why=torn)
+                    offset += len(buf) - cut - 1
+                elif tail is not None:
+                    tail.update(held=True)
+                    complete = False
+            elif cut < 0 and not at_end:
                 carry = buf
                 continue
             block, carry = buf[: cut + 1], buf[cut + 1 :]
@@ -142,17 +274,19 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
                 table = _split_lines(block, source, line_no + 1)
                 line_no += block.count(b"\n") + 1
             progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                            records_done=line_no, offset_done=offset, complete=at_end)
+                            records_done=line_no, offset_done=offset, complete=complete)
             if table is not None or at_end:
                 yield table, progress
             if at_end:
+                if getattr(f, "torn", None) and tail is not None and "why" not in tail:
+                    tail.update(why=f.torn)  # torn exactly at a line end: nothing to quarantine
                 return
 
 
-def _skip(f: io.BufferedIOBase, offset: int) -> None:
+def _skip(f, offset: int) -> None:
     if not offset:
         return
-    if isinstance(f, gzip.GzipFile):
+    if isinstance(f, GzipStream):
         remaining = offset
         while remaining:
             got = f.read(min(remaining, CHUNK_BYTES))
@@ -169,9 +303,16 @@ def read_json_document(ingestor: Ingestor, path: Path, source: str, stat: os.sta
     The document is parsed by DuckDB, not in Python: these are bounded (an hourly blob, one
     Event Hub body, one query result of at most 64 MB) but may hold half a million rows."""
     with _open(path) as f:
-        text = f.read().decode("utf-8", errors="replace")
+        data = f.read()
+        torn = getattr(f, "torn", None)
     progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                    records_done=1, offset_done=len(text), complete=True)
+                    records_done=1, offset_done=len(data), complete=True)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ingestor.quarantine_raw(source, [(1, data.decode("utf-8", errors="backslashreplace"),
+                                                 f"invalid UTF-8 at byte {exc.start}: JSON document not read")],
+                                       progress=progress)
     con = ingestor.con
     con.execute("CREATE OR REPLACE TEMP TABLE json_doc AS SELECT ?::VARCHAR AS d", [text])
     valid, kind, tables = con.execute(
@@ -179,7 +320,8 @@ def read_json_document(ingestor: Ingestor, path: Path, source: str, stat: os.sta
         "CASE WHEN json_valid(d) THEN json_array_length(d, '$.tables') END FROM json_doc"
     ).fetchall()[0]
     if not valid:
-        return ingestor.quarantine_raw(source, [(1, text, "truncated or invalid JSON document")], progress=progress)
+        why = f"truncated JSON document ({torn})" if torn else "truncated or invalid JSON document"
+        return ingestor.quarantine_raw(source, [(1, text, why)], progress=progress)
     if kind == "ARRAY":  # a JSON export: an array of row objects
         return ingestor.ingest_select(
             """SELECT ?::VARCHAR AS source, (row_number() OVER ())::BIGINT AS position, NULL::INTEGER AS record_index,
@@ -253,7 +395,8 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
         hint = _table_hint(path)
         for rb in reader:
             table = pa.Table.from_batches([rb]).rename_columns(clean)
-            counts.add(ingestor.ingest_rows(table, source=source, log_table=hint, position_offset=offset))
+            # position: the file line (the header is line 1; values spanning lines are not counted)
+            counts.add(ingestor.ingest_rows(table, source=source, log_table=hint, position_offset=offset + 1))
             offset += table.num_rows
         rejects = reader_con.execute(
             "SELECT line, ltrim(any_value(csv_line), chr(13) || chr(10)), arg_min(error_message, column_idx) "
@@ -261,6 +404,8 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
         ).fetchall()
     finally:
         reader_con.close()
+    if counts.quarantined:
+        _quarantine_original_lines(ingestor, path, source)
     on_bytes(stat.st_size)
     progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                     records_done=offset + len(rejects), offset_done=stat.st_size, complete=True)
@@ -271,6 +416,24 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
     else:
         ingestor.mark_source(**progress)
     return counts
+
+
+def _quarantine_original_lines(ingestor: Ingestor, path: Path, source: str) -> None:
+    """CSV rows are normalised as JSON objects; the quarantine shows the line a user would open instead.
+
+    Only rows quarantined by this run, and only when there are some, so the file is read again rarely."""
+    con = ingestor.con
+    wanted = {p for (p,) in con.execute("SELECT position FROM quarantine WHERE source = ? AND ingest_run_id = ? "
+                                         "AND starts_with(raw, '{')", [source, ingestor.run_id]).fetchall()}
+    if not wanted:
+        return
+    found: list[tuple[str, int]] = []
+    with _open(path) as f:
+        for number, line in enumerate(f, 1):
+            if number in wanted:
+                found.append((line.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"), number))
+    con.executemany("UPDATE quarantine SET raw = ? WHERE source = ? AND position = ? AND ingest_run_id = ?",
+                    [(text, source, number, ingestor.run_id) for text, number in found])
 
 
 class LineBatcher:
@@ -290,6 +453,12 @@ class LineBatcher:
         self.progress.append(progress)
         if self.bytes >= CHUNK_BYTES:
             self.flush()
+
+    def drop(self, source: str) -> None:
+        """Drop what is gathered of one source (it failed): nothing of it was committed."""
+        self.tables = [t for t in self.tables if not t.num_rows or t.column("source")[0].as_py() != source]
+        self.progress = [p for p in self.progress if p["source"] != source]
+        self.bytes = sum(t.nbytes for t in self.tables)
 
     def flush(self) -> Counts:
         if not self.progress:
@@ -311,6 +480,10 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
         return FileResult(source, "unchanged", Counts(), skipped=True)
     if state and (state["complete"] or state["size"] > stat.st_size):
         state = None  # changed since: read again from the start; event ids keep it duplicate-free
+    problem = why_not_a_log(path)
+    if problem:
+        on_bytes(stat.st_size)
+        return FileResult(source, "skipped", Counts(), problem=problem)
     fmt = detect_format(path)
     if fmt == "empty":
         ingestor.mark_source(source, size=stat.st_size, mtime_ns=stat.st_mtime_ns, complete=True)
@@ -319,10 +492,20 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
     if fmt == "jsonl":
         own = batcher is None
         batcher = batcher or LineBatcher(ingestor)
-        for table, progress in jsonl_chunks(path, source, state, stat, on_bytes):
+        tail: dict = {}
+        for table, progress in jsonl_chunks(path, source, state, stat, on_bytes, tail):
             batcher.add(table, progress)
         counts = batcher.flush() if own else Counts()
-        return FileResult(source, fmt, counts, resumed_from=state["offset_done"] if state else 0)
+        result = FileResult(source, fmt, counts, resumed_from=state["offset_done"] if state else 0)
+        if "text" in tail:  # a torn gzip: every complete record is read, the torn one is quarantined
+            counts.add(ingestor.quarantine_raw(source, [(tail["position"], _decode(tail["text"]).lstrip(INVALID_UTF8),
+                                                          f"torn last record: {tail['why']}")]))
+            result.problem = f"{tail['why']}: every complete record read, the torn last one quarantined"
+        elif "why" in tail:
+            result.problem = f"{tail['why']}: every complete record read"
+        elif tail.get("held"):
+            result.waiting = True
+        return result
     if batcher is not None:
         batcher.flush()
     if fmt == "json":
@@ -332,11 +515,49 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
     return FileResult(source, fmt, read_csv(ingestor, path, source, stat, on_bytes))
 
 
+def explain(exc: BaseException) -> str:
+    """One sentence for an error that stopped reading one file (no traceback, no log text)."""
+    if isinstance(exc, PermissionError):
+        return "cannot be read: permission denied"
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, MemoryError):
+        return "too large to read in memory"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"could not be read ({type(exc).__name__}: {first[:160]})"
+
+
+class _CtrlC:
+    """Notes a Ctrl-C during the run. DuckDB turns one that lands inside a query into an ordinary
+    error ("Query interrupted"); the note tells it apart from a file that failed, so the run stops."""
+
+    def __init__(self):
+        self.hit = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = False,
                  progress=None) -> tuple[Counts, list[FileResult], int]:
     """Ingest files and directories as one run. Returns (counts, per-file results, run id).
 
-    `progress`, if given, is a callable (total_bytes) -> callable(n_bytes) used for a progress bar.
+    One bad file never stops the run: it is skipped with the reason in its FileResult and in the
+    run's `ingest_runs.message`. `progress`, if given, is a callable (total_bytes) -> callable(n_bytes)
+    used for a progress bar. Ctrl-C marks the run `interrupted` (committed batches stay) and re-raises.
     """
     files = discover(paths)
     ingestor = Ingestor(con, "files", " ".join(str(p) for p in paths))
@@ -344,11 +565,29 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     results: list[FileResult] = []
     batcher = LineBatcher(ingestor)
     try:
-        for path in files:
-            results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher))
-        batcher.flush()
+        with _CtrlC() as ctrl_c:
+            for path in files:
+                try:
+                    results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher))
+                except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, the run goes on
+                    if ctrl_c.hit:
+                        raise KeyboardInterrupt from exc
+                    batcher.drop(str(path.resolve()))
+                    results.append(FileResult(str(path.resolve()), "skipped", Counts(), problem=explain(exc)))
+            batcher.flush()
     except BaseException as exc:
-        ingestor.finish("failed", f"{type(exc).__name__}: {exc}")
+        interrupted = isinstance(exc, KeyboardInterrupt) or ctrl_c.hit
+        try:
+            ingestor.finish("interrupted" if interrupted else "failed", f"{type(exc).__name__}: {exc}"[:500])
+        except Exception:  # noqa: BLE001 - the connection may be mid-statement: the next run marks this one
+            pass
+        if interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
         raise
-    counts = ingestor.finish()
+    skipped = [r for r in results if r.fmt == "skipped"]
+    message = None
+    if skipped:
+        message = (f"{len(skipped)} file(s) skipped: "
+                   + "; ".join(f"{r.path}: {r.problem}" for r in skipped))[:4000]
+    counts = ingestor.finish(message=message)
     return counts, results, ingestor.run_id

@@ -20,7 +20,6 @@ so a run killed at any point resumes with no gap and no duplicate. Memory stays 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -35,6 +34,7 @@ from types import SimpleNamespace
 from egresslens.ingest import Counts, Ingestor
 from egresslens.sources.files import (
     LineBatcher,
+    _json_complete,
     _split_lines,
     detect_format,
     jsonl_chunks,
@@ -273,14 +273,6 @@ def _bounded(items: Iterable, fn: Callable, pool: ThreadPoolExecutor, window: in
         yield item, fut.result()
 
 
-def _json_complete(piece: bytes) -> bool:
-    try:
-        json.loads(piece)
-        return True
-    except ValueError:
-        return False
-
-
 class _Reader:
     """Ranged GETs over one container."""
 
@@ -367,7 +359,8 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
                 stats.results.append(_read_blob(ingestor, batcher, p, parts, advance))
             batcher.flush()
     except BaseException as exc:
-        ingestor.finish("failed", redact(f"{type(exc).__name__}: {exc}")[:500])
+        ingestor.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        redact(f"{type(exc).__name__}: {exc}")[:500])
         from azure.core.exceptions import AzureError
 
         if isinstance(exc, AzureError):
