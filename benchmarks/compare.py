@@ -16,7 +16,8 @@ process, so each one's peak RSS is measured alone from outside (the child's rusa
 * `pandas` — the script a user would write: `read_json(lines=True)` + `json_normalize` (legacy:
   `str.extract`; CSV: `read_csv`) per file, `concat`, `groupby`.
 
-Forms: `structured` (storage archive of AZFW* categories), `legacy` (storage archive of
+CPU seconds (user + system, from the same rusage) are printed too: on a shared machine they move less
+than wall time. Forms: `structured` (storage archive of AZFW* categories), `legacy` (storage archive of
 AzureDiagnostics text) and `csv` (Log Analytics CSV export of the AZFW* tables). Prints a table of
 seconds, records/s, peak RSS and the ratios to EgressLens, and writes it all as JSON.
 Absolute times depend on the machine and its load; the ratios, measured in one run, are what count.
@@ -66,14 +67,19 @@ def dataset(cache: Path, rows: int, form: str) -> Path:
     return out
 
 
-def run_contender(name: str, form: str, data: Path, work: Path) -> dict:
+def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None = None) -> dict:
     """Run one contender in a child process; wall time and peak RSS are taken from outside."""
     work.mkdir(parents=True, exist_ok=True)
     db = work / f"{name}-{form}.duckdb"
     for stale in work.glob(f"{name}-{form}.duckdb*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    if name == "egresslens":
-        cmd = [sys.executable, "-m", "egresslens.cli", "ingest", "files", str(data), "--db", str(db), "--json", "--quiet"]
+    if name.startswith("egresslens"):
+        args = ["ingest", "files", str(data), "--db", str(db), "--json", "--quiet"]
+        # egresslens@ref: another checkout's package first on the path (the current directory would win
+        # over PYTHONPATH), with this interpreter and its dependencies
+        path = str(ref.resolve()) if name == "egresslens@ref" else ""
+        cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {path!r}) if {bool(path)} else None; "
+               f"sys.argv = ['egresslens', *{args!r}]; from egresslens.cli import app; app()"]
     else:
         cmd = [sys.executable, str(HERE / "compare_baselines.py"), name, form, str(data), str(db)]
     t = time.perf_counter()
@@ -87,17 +93,18 @@ def run_contender(name: str, form: str, data: Path, work: Path) -> dict:
     if code not in (0, 5):  # 5: finished, some records quarantined (the simulator injects a few)
         raise RuntimeError(f"{name} on {form} failed ({code}): {stderr.strip()[-800:]}")
     report = json.loads(stdout.strip().splitlines()[-1])
-    records = report["records_read"] if name == "egresslens" else report["records"]
-    return {"seconds": seconds, "records": records, "peak_rss_mib": usage.ru_maxrss / 1024, "detail": report}
+    records = report["records_read"] if name.startswith("egresslens") else report["records"]
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "records": records,
+            "peak_rss_mib": usage.ru_maxrss / 1024, "detail": report}
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'form':<11}{'contender':<12}{'records':>12}{'seconds':>9}{'records/s':>12}{'peak RSS':>10}"
-             f"{'time / egresslens':>19}"]
+    lines = [f"{'form':<11}{'contender':<12}{'records':>12}{'seconds':>9}{'CPU s':>8}{'records/s':>12}"
+             f"{'peak RSS':>12}{'time / egresslens':>19}"]
     for r in results:
         ratio = f"{r['vs_egresslens']:.2f}x" if r.get("vs_egresslens") else "-"
-        lines.append(f"{r['form']:<11}{r['contender']:<12}{r['records']:>12,}{r['seconds']:>9.1f}"
-                     f"{r['records_per_s']:>12,.0f}{r['peak_rss_mib']:>7,.0f} MiB{ratio:>19}")
+        lines.append(f"{r['form']:<11}{r['contender']:<12}{r['records']:>12,}{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}"
+                     f"{r['records_per_s']:>12,.0f}{r['peak_rss_mib']:>8,.0f} MiB{ratio:>19}")
     return "\n".join(lines)
 
 
@@ -108,22 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of egresslens, duckdb, pandas")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"), help="where generated input is kept")
     ap.add_argument("--work", type=Path, default=None, help="where the stores are written (default: cache/work)")
+    ap.add_argument("--ref", type=Path, default=None,
+                    help="also time `egresslens@ref`: the egresslens package of another checkout (before/after)")
     ap.add_argument("--out", type=Path, default=None, help="JSON result (default bench-output/compare-ROWS.json)")
     args = ap.parse_args(argv)
     rows = parse_rows(args.rows)
     forms = [f for f in args.forms.split(",") if f]
-    contenders = [c for c in args.contenders.split(",") if c]
-    if unknown := [f for f in forms if f not in FORMS] + [c for c in contenders if c not in CONTENDERS]:
+    contenders = [c for c in args.contenders.split(",") if c] + (["egresslens@ref"] if args.ref else [])
+    if unknown := [f for f in forms if f not in FORMS] + [c for c in contenders if c not in (*CONTENDERS, "egresslens@ref")]:
         ap.error(f"unknown form or contender: {', '.join(unknown)}")
     work = args.work or args.cache / "work"
     results = []
     for form in forms:
         data = dataset(args.cache, rows, form)
         for name in contenders:
-            r = run_contender(name, form, data, work)
+            r = run_contender(name, form, data, work, args.ref)
             r.update(form=form, contender=name, records_per_s=r["records"] / r["seconds"])
             results.append(r)
-            print(f"  {form:<10} {name:<10} {r['seconds']:7.1f} s  {r['peak_rss_mib']:7,.0f} MiB", flush=True)
+            print(f"  {form:<10} {name:<10} {r['seconds']:7.1f} s  {r['cpu_seconds']:7.1f} CPU s"
+                  f"  {r['peak_rss_mib']:7,.0f} MiB", flush=True)
         ours = next((r for r in results if r["form"] == form and r["contender"] == "egresslens"), None)
         for r in results:
             if r["form"] == form and ours:

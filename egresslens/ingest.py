@@ -239,13 +239,14 @@ class Ingestor:
 
     def _store(self, progress: dict | list[dict] | None) -> Counts:
         con = self.con
-        normalise.normalise_batch(con)
+        built = normalise.normalise_batch(con)
+        tables = [t for t in EVENT_TABLES if t.name in built]
         read = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
         counts = Counts(read=read)
         con.execute("BEGIN TRANSACTION")
         try:
             good_total = 0
-            for table in EVENT_TABLES:
+            for table in tables:
                 good, inserted = self._insert_events(table)
                 good_total += good
                 counts.stored += inserted
@@ -253,7 +254,7 @@ class Ingestor:
                     counts.per_table[table.name] = inserted
             rejects = " UNION ALL ".join(
                 [f"SELECT rid, reject_reason AS reason FROM {normalise.canon_table(t)} WHERE reject_reason IS NOT NULL"
-                 for t in EVENT_TABLES]
+                 for t in tables]
                 + ["SELECT rid, reason FROM stage_rejects"]
             )
             con.execute(

@@ -111,7 +111,15 @@ def _field(name: str) -> str:
 
 # -- stage 1: one struct per record, the target table decided ------------------------------------
 
-def _stage_sql() -> str:
+def _stage_sql(guarded: bool) -> str:
+    """The stage statement. Unguarded, a record that is not JSON fails the whole statement, and the
+    batch is staged again guarded: `try()` doubles the parse's cost, so only such batches pay for it."""
+    if guarded:
+        parse = "try(json_transform(raw, {envelope}))"
+        reparse = "CASE WHEN r.properties IS NULL THEN try(json_transform(raw, {flat})) END"
+    else:
+        parse = "json_transform(raw, {envelope})"
+        reparse = "CASE WHEN r.properties IS NULL THEN json_transform(raw, {flat}) END"
     fields = ",\n      ".join(f"{_field(f)} AS f_{f}" for f in STRUCTURED_FIELDS)
     envelope = _lit(_envelope_structure())
     flat = _lit(_flat_structure())
@@ -131,11 +139,11 @@ CREATE OR REPLACE TEMP TABLE stage AS
 WITH parsed AS (
   -- one JSON parse per record, into the envelope shape; invalid JSON gives NULL here and a
   -- reason in stage_rejects
-  SELECT rid, raw, try(json_transform(raw, {envelope})) AS r
+  SELECT rid, raw, {parse.format(envelope=envelope)} AS r
   FROM batch
 ), flat AS (
   -- records without `properties` are Log Analytics rows: parse those again in the flat shape
-  SELECT *, CASE WHEN r.properties IS NULL THEN try(json_transform(raw, {flat})) END AS t
+  SELECT *, {reparse.format(flat=flat)} AS t
   FROM parsed
 ), varied AS (
   SELECT *,
@@ -572,16 +580,41 @@ def canonical_columns(table: Table) -> list[str]:
     return [c for c in table.column_names if c not in ("event_id", "log_format", "ingest_run_id")]
 
 
-def normalise_batch(con: duckdb.DuckDBPyConnection) -> None:
-    """Turn the registered relation `batch` into `canon_*` staging tables and `stage_rejects`."""
-    con.execute(_stage_sql())
+# Which stage targets each canonical staging statement reads.
+_TARGETS_OF = {
+    "flows": {"application", "network", "nat"},
+    "dns_queries": {"dns"},
+    "threats": {"threat_intel", "idps"},
+    **{name: {target} for name, (target, _, _) in _SIMPLE.items()},
+}
+
+
+def normalise_batch(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Turn the registered relation `batch` into `canon_*` staging tables and `stage_rejects`.
+
+    Returns the names of the event tables that have records in this batch: only their staging tables
+    are (re)built, so a batch of one category pays for one canonical statement, not nine."""
+    try:
+        con.execute(_stage_sql(guarded=False))
+    except duckdb.Error:
+        con.execute(_stage_sql(guarded=True))
+    present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage WHERE target IS NOT NULL").fetchall()}
     con.execute(_legacy_sql())
-    con.execute(_FLOW_SELECT)
-    con.execute(_DNS_SELECT)
-    con.execute(_THREAT_SELECT)
-    for name, (target, exprs, required) in _SIMPLE.items():
-        con.execute(_simple_select(name, target, exprs, required))
+    built = []
+    for name, targets in _TARGETS_OF.items():
+        if not targets & present:
+            continue
+        if name == "flows":
+            con.execute(_FLOW_SELECT)
+        elif name == "dns_queries":
+            con.execute(_DNS_SELECT)
+        elif name == "threats":
+            con.execute(_THREAT_SELECT)
+        else:
+            con.execute(_simple_select(name, *_SIMPLE[name]))
+        built.append(name)
     con.execute(_REJECTS_SQL)
+    return built
 
 
 def canon_table(table: Table) -> str:
