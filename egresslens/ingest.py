@@ -280,25 +280,27 @@ class Ingestor:
         return counts
 
     def _insert_events(self, table: Table) -> tuple[int, int]:
+        """Insert a batch's new rows: not already in the store (an anti-join against the slice of the
+        store in the batch's time range) and each event once. Event ids come with the staging table."""
         con = self.con
         canon = normalise.canon_table(table)
-        good, tmin, tmax = con.execute(
-            f"SELECT count(*), min(time), max(time) FROM {canon} WHERE reject_reason IS NULL"
+        good, tmin, tmax, distinct = con.execute(
+            f"SELECT count(*), min(time), max(time), count(DISTINCT event_id) FROM {canon} WHERE reject_reason IS NULL"
         ).fetchall()[0]
         if not good:
             return 0, 0
         cols = [c for c in table.column_names if c not in ("event_id", "ingest_run_id")]
+        # the same event twice within the batch: keep one (a window over the batch, paid only then)
+        once = "QUALIFY row_number() OVER (PARTITION BY event_id) = 1" if distinct < good else ""
         inserted = con.execute(
             f"""
             INSERT INTO {table.name} (event_id, {", ".join(cols)}, ingest_run_id)
-            SELECT event_id, {", ".join(cols)}, ? FROM (
-              SELECT {normalise.event_id_sql(table)} AS event_id, * FROM {canon} WHERE reject_reason IS NULL
-            ) c
-            WHERE NOT EXISTS (
+            SELECT event_id, {", ".join(cols)}, ? FROM {canon} c
+            WHERE reject_reason IS NULL AND NOT EXISTS (
               SELECT 1 FROM {table.name} x
               WHERE x.event_id = c.event_id AND x.time BETWEEN ? AND ?
             )
-            QUALIFY row_number() OVER (PARTITION BY event_id) = 1
+            {once}
             """,
             [self.run_id, tmin, tmax],
         ).fetchall()[0][0]

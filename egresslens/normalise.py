@@ -13,7 +13,7 @@ import json
 
 import duckdb
 
-from egresslens.schema import EVENT_TABLES, Table
+from egresslens.schema import EVENT_TABLES, TABLES_BY_NAME, Table
 
 # Column names a record may carry, in properties or at the top level.
 STRUCTURED_FIELDS = (
@@ -596,7 +596,7 @@ def normalise_batch(con: duckdb.DuckDBPyConnection) -> list[str]:
     are (re)built, so a batch of one category pays for one canonical statement, not nine."""
     try:
         con.execute(_stage_sql(guarded=False))
-    except duckdb.Error:
+    except (duckdb.Error, UnicodeDecodeError):  # the error message may quote bytes that are not UTF-8
         con.execute(_stage_sql(guarded=True))
     present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage WHERE target IS NOT NULL").fetchall()}
     con.execute(_legacy_sql())
@@ -605,16 +605,25 @@ def normalise_batch(con: duckdb.DuckDBPyConnection) -> list[str]:
         if not targets & present:
             continue
         if name == "flows":
-            con.execute(_FLOW_SELECT)
+            statement = _FLOW_SELECT
         elif name == "dns_queries":
-            con.execute(_DNS_SELECT)
+            statement = _DNS_SELECT
         elif name == "threats":
-            con.execute(_THREAT_SELECT)
+            statement = _THREAT_SELECT
         else:
-            con.execute(_simple_select(name, *_SIMPLE[name]))
+            statement = _simple_select(name, *_SIMPLE[name])
+        con.execute(_with_event_id(statement, TABLES_BY_NAME[name]))
         built.append(name)
     con.execute(_REJECTS_SQL)
     return built
+
+
+def _with_event_id(statement: str, table: Table) -> str:
+    """A `CREATE ... canon_x AS <query>` statement whose rows also carry their `event_id` (NULL on rows
+    that are refused), so the insert that follows reads it instead of computing it."""
+    head, query = statement.split(" AS\n", 1)
+    return (f"{head} AS SELECT CASE WHEN reject_reason IS NULL THEN {event_id_sql(table)} END AS event_id, * "
+            f"FROM (\n{query}\n)")
 
 
 def canon_table(table: Table) -> str:
