@@ -27,7 +27,7 @@ test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -q
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-examples: $(STAMP)
 	$(BIN)/python docs/examples/generate.py

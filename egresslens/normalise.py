@@ -302,8 +302,7 @@ WITH legacy_rows AS (
     f_SourceIp AS source_ip, f_SourcePort AS source_port,
     CASE WHEN target <> 'application' THEN f_DestinationIp END AS destination_ip,
     CASE WHEN target = 'application' THEN f_Fqdn END AS destination_fqdn,
-    -- SNI-missing requests name no destination; legacy text carries no port for them either, so
-    -- the structured port is dropped and both forms of the event coincide
+    -- SNI-missing requests: legacy text names no port, so the structured one is dropped (one event)
     CASE WHEN NOT {_SNI_MISSING} THEN f_DestinationPort END AS destination_port,
     CASE WHEN target = 'application' THEN coalesce(f_TargetUrl, f_Url) END AS target_url,
     -- structured SNI-missing rows carry an empty Action and the reason: the firewall denied them
@@ -389,8 +388,7 @@ WITH legacy_rows AS (
   FROM (SELECT * FROM legacy_rows UNION ALL BY NAME SELECT * FROM structured_rows)
 )
 SELECT rid, log_format, unparsed, time, firewall,
-  -- a failed query keeps its client when the record names one (structured rows do; legacy error lines
-  -- name only the firewall's own upstream socket)
+  -- a failed query keeps its client when named (structured rows; legacy error lines name none)
   nullif(source_ip, '') AS source_ip,
   nullif(try_cast(source_port AS INTEGER), 0) AS source_port,
   CASE WHEN NOT failed THEN try_cast(query_id AS INTEGER) END AS query_id,
@@ -467,6 +465,7 @@ SELECT rid, log_format, unparsed, time, firewall, kind,
     WHEN unparsed THEN 'unrecognised ' || kind || ' log text'
     WHEN time IS NULL THEN 'missing or unparseable time'
     WHEN action IS NULL THEN 'missing action'
+    WHEN nullif(source_ip, '') IS NULL THEN 'missing source address'
     {_not_ip('source_ip', 'source address')}
     {_not_ip('destination_ip', 'destination address')}
     {_bad_port('source_port', 'source port')}
@@ -549,12 +548,10 @@ _CANON_TABLE = {
     **{name: f"canon_{name}" for name in _SIMPLE},
 }
 
-# The reason prefix of a record whose category is a firewall category this version does not know:
-# Azure adds categories over time, and `ingest` sums these up per run so a new log type is noticed.
+# Reason prefix for an AZFW category this version does not know (`ingest` sums them up per run).
 UNKNOWN_CATEGORY = "unknown Azure Firewall log category (newer than this EgressLens?): "
 
-# Readers put this mark before a line that is not valid UTF-8 (its bad bytes written as \\xNN): such a
-# record is quarantined, never silently repaired. The mark is dropped from the quarantined text.
+# Readers mark a line that is not UTF-8 (bad bytes as \xNN) so it is quarantined, never repaired.
 INVALID_UTF8 = "\x00"
 
 _REJECTS_SQL = f"""

@@ -289,12 +289,13 @@ INGEST_RUNS = _t(
     ("finished_at", "TIMESTAMP", "UTC, NULL while running or after a crash"),
     ("source_kind", "VARCHAR", "`files`, `loganalytics`, `storage`, ..."),
     ("sources", "VARCHAR", "what was read (paths, workspace, container)"),
-    ("status", "VARCHAR", "`running`, `completed`, `failed`"),
+    ("status", "VARCHAR", "`running`; `completed`; `failed` (an error stopped it); `interrupted` (Ctrl-C or a kill: "
+               "its committed batches are kept and the next run resumes after them)"),
     ("records_read", "BIGINT", "records read"),
     ("stored", "BIGINT", "new rows stored"),
     ("duplicates", "BIGINT", "records already in the store (or repeated within the run)"),
     ("quarantined", "BIGINT", "records sent to quarantine"),
-    ("message", "VARCHAR", "error message of a failed run"),
+    ("message", "VARCHAR", "error of a failed run, or the files a run skipped and why"),
 )
 
 INGEST_SOURCES = _t(

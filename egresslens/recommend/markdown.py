@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from egresslens.escape import markdown as _md
 from egresslens.escape import markdown_code as _code
+from egresslens.recommend.model import with_port
 
 _HEAD = {
     "add-application-rule": "Add application rules",
@@ -63,15 +64,15 @@ def emit(recs, what_if: bool = False) -> str:
                 out.append(f"  - note: {_md(n)}")
             if ev.sample_events:
                 out.append("  - samples: " + "; ".join(
-                    f"{s.get('hour')} {_code(s.get('source_ip'))} → {_code(s.get('destination'))}:{s.get('port')} ({s.get('hits')} hits)"
+                    f"{s.get('hour')} {_code(s.get('source_ip'))} → {with_port(_code(s.get('destination')), s.get('port'))} ({s.get('hits')} hits)"
                     for s in ev.sample_events))
             if r.still_allowed:
                 out.append("- still allowed after the change: " + "; ".join(
-                    f"{_code(s['source_group'])} → {_code(s['destination'])}:{s['port']} ({s['hits']})" for s in r.still_allowed[:10])
+                    f"{_code(s['source_group'])} → {with_port(_code(s['destination']), s['port'])} ({s['hits']})" for s in r.still_allowed[:10])
                     + (f" and {len(r.still_allowed) - 10} more" if len(r.still_allowed) > 10 else ""))
             if r.would_be_denied:
                 out.append("- would be denied after the change: " + "; ".join(
-                    f"{_code(s['destination'])}:{s['port']} ({s['hits']}: {_md(s.get('reason'))})" for s in r.would_be_denied[:10]))
+                    f"{with_port(_code(s['destination']), s['port'])} ({s['hits']}: {_md(s.get('reason'))})" for s in r.would_be_denied[:10]))
             if r.rollout:
                 out.append("- rollout: " + " → ".join(_md(x) for x in r.rollout))
             if what_if and r.what_if:

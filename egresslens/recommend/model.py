@@ -75,6 +75,11 @@ class Recommendation:
         return asdict(self)
 
 
+def with_port(text: str, port: Any) -> str:
+    """`HTTPS:443`, `host:8443`; just `ICMP` or the host when there is no port (never `:None`)."""
+    return text if port is None else f"{text}:{port}"
+
+
 def rec_id(*parts: Any) -> str:
     """A stable recommendation id from what defines it."""
     return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:10]

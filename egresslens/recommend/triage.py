@@ -8,7 +8,7 @@ import polars as pl
 
 from egresslens.recommend.context import Context, investigate
 from egresslens.recommend.detect import Danger
-from egresslens.recommend.model import Evidence
+from egresslens.recommend.model import Evidence, with_port
 from egresslens.recommend.wildcards import InvalidName, validate_fqdn
 
 
@@ -36,7 +36,7 @@ def triage(ctx: Context, df: pl.DataFrame, danger: Danger, dest_col: str, extra_
             reason = "only sources with threat-intel/IDPS hits reached this destination"
         if reason:
             ev = Evidence(hits=row["hits"], distinct_sources=row["sources"], destinations=[str(dest)])
-            investigate(ctx, f"Do not allow {dest!r} ({row['protocol']}:{row['destination_port']}) from {row['sgroup']}",
+            investigate(ctx, f"Do not allow {dest!r} ({with_port(row['protocol'], row['destination_port'])}) from {row['sgroup']}",
                          reason, ev, risk, key=(row["sgroup"], dest, row["protocol"], row["destination_port"]),
                          rows=[{"gkey": row["gkey"]}])
             continue
@@ -54,7 +54,7 @@ def triage(ctx: Context, df: pl.DataFrame, danger: Danger, dest_col: str, extra_
     for dest, rows in noise.items():
         ev = Evidence(hits=sum(r["hits"] for r in rows), distinct_sources=sum(r["sources"] for r in rows),
                       destinations=[dest])
-        investigate(ctx, f"Too little evidence to allow {dest} ({rows[0]['protocol']}:{rows[0]['destination_port']})",
+        investigate(ctx, f"Too little evidence to allow {dest} ({with_port(rows[0]['protocol'], rows[0]['destination_port'])})",
                      f"below the evidence thresholds (min {cfg.min_hits} hits and {cfg.min_hours} distinct hours in the window): "
                      "one-off traffic is not turned into allow rules", ev, "low",
                      key=("noise", dest, rows[0]["protocol"], rows[0]["destination_port"]),

@@ -8,12 +8,9 @@ and Log Analytics CSV exports. Any of them may be gzip-compressed.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
-from egresslens.normalise import FLAT_FIELDS, INVALID_UTF8, STRUCTURED_FIELDS, STRUCTURED_TARGETS
+from egresslens.normalise import INVALID_UTF8, STRUCTURED_TARGETS
+from egresslens.sources.sniff import GzipStream, detect_format, json_complete, why_not_a_log
+from egresslens.sources.sniff import open_log as _open
 
 # Raw text per batch (one transaction): bounds memory whatever the file size.
 # 128 MB: a batch then fills whole row groups (about 122k rows), which DuckDB writes straight to the
@@ -31,9 +30,6 @@ from egresslens.normalise import FLAT_FIELDS, INVALID_UTF8, STRUCTURED_FIELDS, S
 CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 128 << 20))
 CSV_BATCH_ROWS = 200_000
 LOG_TABLES = set(STRUCTURED_TARGETS) | {"AzureDiagnostics"}
-SNIFF_BYTES = 64 << 10
-# A CSV export's header names at least one of these (compared case-insensitively, `[UTC]` suffixes dropped).
-LOG_COLUMNS = {c.lower() for c in (*STRUCTURED_FIELDS, *FLAT_FIELDS, "TenantId", "Category", "OperationName")}
 
 
 @dataclass
@@ -58,122 +54,6 @@ def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise FileNotFoundError(f"no such file or directory: {p}")
     return found
-
-
-class GzipStream(io.RawIOBase):
-    """Decompress a gzip file as a stream that survives a torn end.
-
-    `gzip.GzipFile` raises at a truncated or corrupt end and loses what it had decoded in that read;
-    here every decodable byte is returned, then the stream ends and `torn` says why. Multi-member
-    files (concatenated gzip) are read whole."""
-
-    def __init__(self, raw):
-        self.fileobj = raw  # the compressed file: its position measures progress
-        self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._buf = b""
-        self._done = False
-        self.torn: str | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def _fill(self, want: int) -> None:
-        while len(self._buf) < want and not self._done:
-            chunk = self.fileobj.read(1 << 20)
-            try:
-                if not chunk:
-                    self._buf += self._z.flush()
-                    self._done = True
-                    if not self._z.eof:
-                        self.torn = "gzip stream ends before its end marker (truncated file)"
-                    return
-                self._buf += self._z.decompress(chunk)
-                while self._z.eof and self._z.unused_data:  # next member of a concatenated gzip
-                    rest = self._z.unused_data
-                    self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                    self._buf += self._z.decompress(rest)
-            except zlib.error as exc:
-                self._done = True
-                self.torn = f"gzip data is corrupt from here on ({exc})"
-
-    def read(self, size: int = -1) -> bytes:
-        self._fill(size if size >= 0 else 1 << 62)
-        n = len(self._buf) if size < 0 else size
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-    def readline(self, limit: int = -1) -> bytes:
-        while True:
-            i = self._buf.find(b"\n")
-            if i >= 0 or self._done or (0 <= limit <= len(self._buf)):
-                n = i + 1 if i >= 0 else len(self._buf)
-                return self.read(min(n, limit) if limit >= 0 else n)
-            self._fill(len(self._buf) + (1 << 20))
-
-    def close(self) -> None:
-        self.fileobj.close()
-        super().close()
-
-
-def _open(path: Path):
-    raw = open(path, "rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return GzipStream(raw)
-    raw.seek(0)
-    return raw
-
-
-def why_not_a_log(path: Path) -> str | None:
-    """One sentence saying why a file is no log at all (binary, a database, text without a log
-    header), or None. Read from the first 64 KB only, so a huge junk file costs nothing."""
-    with _open(path) as f:
-        head = f.read(SNIFF_BYTES)
-        torn = getattr(f, "torn", None)
-    if not head:
-        return f"not a log: {torn}" if torn else None
-    if head.startswith(b"\x7fELF"):
-        return "binary file (an ELF executable), not a log"
-    if head[8:12] == b"DUCK":
-        return "a DuckDB database file, not a log"
-    if b"\x00" in head:
-        return "binary file (contains NUL bytes), not a log"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not text or text[:1] in b"{[":
-        return None
-    if b"\n" not in text and len(head) == SNIFF_BYTES:
-        return "not a log: its first line is longer than 64 KB and is not JSON"
-    header = text.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    names = {c.strip().strip('"').split(" [", 1)[0].strip().lower() for c in header.split(",")}
-    if not names & LOG_COLUMNS:
-        return "not a log: neither JSON nor a CSV export whose header names log columns"
-    return None
-
-
-def detect_format(path: Path) -> str:
-    """`jsonl`, `json` (one document), `csv`, or `empty`, from the first non-blank line."""
-    with _open(path) as f:
-        first = b""
-        while not first.strip():
-            line = f.readline(1 << 28)  # a whole Event Hub body can be one long line
-            if not line:
-                return "empty"
-            first = line
-        complete = first.endswith(b"\n") or not f.read(1)
-    text = first.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
-    if not text or text[0] not in "{[":
-        return "csv"
-    try:
-        doc = json.loads(text) if complete else None
-    except RecursionError:
-        return "jsonl"  # a record nested deeper than Python parses: the store's parser judges it
-    except ValueError:
-        doc = None
-    if doc is None:
-        return "json"  # a document spread over lines (pretty-printed) or too long to be a record
-    if isinstance(doc, list) or (isinstance(doc, dict) and "tables" in doc):
-        return "json"
-    return "jsonl"
 
 
 def _table_hint(path: Path) -> str | None:
@@ -236,15 +116,6 @@ def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
     return table
 
 
-def _json_complete(piece: bytes) -> bool:
-    """Whether an unterminated last line is a whole JSON value (a final record without a newline)."""
-    try:
-        json.loads(piece)
-        return True
-    except (ValueError, RecursionError):
-        return False
-
-
 def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_result,
                  on_bytes, tail: dict | None = None) -> Iterator[tuple[pa.Table | None, dict]]:
     """Complete lines in chunks of about CHUNK_BYTES, each with the progress to commit with it.
@@ -254,6 +125,7 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
     handed back in `tail` (text, position, why) to be quarantined; in a plain file it may be a line
     still being written, so it is held back (the file stays incomplete) and read once the file has
     grown, or quarantined once the file stopped changing (unchanged since the last run, or an hour old).
+    Without `tail`, a last line is read as a record whatever it holds (normalising quarantines it).
     """
     offset = state["offset_done"] if state else 0
     line_no = state["records_done"] if state else 0
@@ -272,8 +144,8 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
             complete = at_end
             if at_end and buf[cut + 1:].strip():
                 torn = getattr(f, "torn", None)
-                if not torn and (settled or _json_complete(buf[cut + 1:])):
-                    cut = len(buf) - 1  # the last record is whole (or final): take it
+                if tail is None or (not torn and (settled or json_complete(buf[cut + 1:]))):
+                    cut = len(buf) - 1  # the last record is whole (or final, or the caller takes it): read it
                 elif torn:
                     if tail is not None:
                         tail.update(text=buf[cut + 1:], position=line_no + buf[: cut + 1].count(b"\n") + 1, why=torn)
@@ -536,6 +408,13 @@ def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes
     return FileResult(source, fmt, read_csv(ingestor, path, source, stat, on_bytes))
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since listed: reported when it is read
+        return 0
+
+
 def explain(exc: BaseException) -> str:
     """One sentence for an error that stopped reading one file (no traceback, no log text)."""
     if isinstance(exc, PermissionError):
@@ -582,7 +461,7 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     """
     files = discover(paths)
     ingestor = Ingestor(con, "files", " ".join(str(p) for p in paths))
-    advance = progress(sum(f.stat().st_size for f in files)) if progress else (lambda n: None)
+    advance = progress(sum(_size(f) for f in files)) if progress else (lambda n: None)
     results: list[FileResult] = []
     batcher = LineBatcher(ingestor)
     try:

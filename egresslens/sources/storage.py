@@ -32,14 +32,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from egresslens.ingest import Counts, Ingestor
-from egresslens.sources.files import (
-    LineBatcher,
-    _json_complete,
-    _split_lines,
-    detect_format,
-    jsonl_chunks,
-    read_json_document,
-)
+from egresslens.sources.files import LineBatcher, _split_lines, jsonl_chunks, read_json_document
+from egresslens.sources.sniff import detect_format, json_complete
 
 # One ranged GET per RANGE_BYTES: a single request each (below the SDK's 32 MiB single-GET size).
 RANGE_BYTES = int(os.environ.get("EGRESSLENS_BLOB_RANGE_BYTES", 8 << 20))
@@ -480,7 +474,7 @@ def _read_lines(batcher: LineBatcher, p: _Plan, stream, advance) -> BlobResult:
         cut = buf.rfind(b"\n")
         if is_last:
             tail = buf[cut + 1:]
-            if tail.strip() and (p.settled or _json_complete(tail)):
+            if tail.strip() and (p.settled or json_complete(tail)):
                 cut = len(buf) - 1  # the last record is whole (or final): take it
         elif cut < 0:
             carry = buf
