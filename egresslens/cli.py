@@ -136,6 +136,7 @@ def simulate(
     layout: str = typer.Option("storage", "--layout", help="storage, eventhub or csv."),
     start: Optional[str] = typer.Option(None, "--start", help="First hour, ISO 8601 UTC (default: now - hours)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    incident: bool = typer.Option(False, "--incident", help="The compromised pod also tunnels over several DNS label levels and calls a C2 host (docs/suspicion.md)."),
 ) -> None:
     """Write realistic Azure Firewall logs of an AKS hub-and-spoke deployment, plus truth.json and policy.json."""
     from egresslens.analyse import parse_time
@@ -145,7 +146,7 @@ def simulate(
         console.print("[red]error:[/] --format is structured|legacy|both and --layout storage|eventhub|csv")
         raise typer.Exit(exitcodes.USAGE)
     summary = simulate_to_dir(out, hours=hours, events_per_hour=events_per_hour, seed=seed, fmt=fmt,
-                              layout=layout, start=parse_time(start) if start else None)
+                              layout=layout, start=parse_time(start) if start else None, incident=incident)
     if json_out:
         print(json.dumps(summary, default=str))
     else:

@@ -1,6 +1,7 @@
 """DNS-proxy analytics: volumes, failure rates and latency per source group and per name; names
-resolved and then denied; search-domain noise apart from real failures; tunnelling-like and newly
-seen domains (the `recommend` never-allow list comes from :func:`suspicious_domains`).
+resolved and then denied; search-domain noise apart from real failures; and the DNS view of the suspicion
+model (:mod:`egresslens.suspicion`: tunnelling, threat intelligence, generated, look-alike and newly
+seen domains), the same assessment `recommend` withholds names from.
 
 Counts come from hourly groups (raw `dns_queries`, or `dns_rollups` for hours only held as
 rollups, exactly as `analyse.dns_hours`). Latency percentiles come from a log-bucket histogram
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import duckdb
 import polars as pl
-from publicsuffixlist import PublicSuffixList
 
-from egresslens.analyse import DNS_HOURS_SQL, Window, frame, json_rows, register_temp, run_sql
+from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
+from egresslens.suspicion import NOISE_SUFFIXES, Suspicion, SuspicionConfig, assess, owner_zone
+from egresslens.suspicion.suffixes import owner_sql, register_rules
 
 LATENCY_BUCKET_BASE = 1.02  # histogram bucket width: percentiles within ~1 % (half a bucket)
 _LN_BASE = f"ln({LATENCY_BUCKET_BASE!r})"
@@ -76,51 +77,24 @@ def _latency_sql(key: str, source: str) -> str:
             FROM ({source}))
       GROUP BY {key}"""
 
-# Suffixes a resolver's search list appends (Kubernetes ndots:5, Azure's default VNet DNS suffix).
-NOISE_SUFFIXES: tuple[str, ...] = (".svc.cluster.local", ".cluster.local", ".reddog.microsoft.com",
-                                   ".internal.cloudapp.net")
 FAILURE_CODES = ("NXDOMAIN", "SERVFAIL", "REFUSED")
-TUNNEL_TYPES = ("TXT", "NULL")
-
-_PSL: PublicSuffixList | None = None
-
-
-def _psl() -> PublicSuffixList:
-    global _PSL
-    if _PSL is None:
-        _PSL = PublicSuffixList()
-    return _PSL
 
 
 @dataclass(frozen=True)
 class DnsConfig:
-    """Grouping and detection thresholds."""
+    """Grouping settings; detection thresholds live in the suspicion model."""
 
     # source group name -> CIDRs; sources outside every group fall back to their /24 (IPv6: /64)
     groups: dict[str, list[str]] | None = None
     noise_suffixes: tuple[str, ...] = NOISE_SUFFIXES
-    # tunnelling: needs this many unique names under one registrable domain, and `min_signals` of
-    # long labels / high entropy / TXT-NULL share / NXDOMAIN share / unique-name ratio, one of
-    # them long labels or high entropy
-    min_unique_names: int = 25
-    min_signals: int = 3
-    long_label: float = 24.0  # mean length of the part left of the registrable domain
-    high_entropy: float = 3.5  # bits per character of that part
-    txt_null_share: float = 0.3
-    nxdomain_share: float = 0.5
-    unique_ratio: float = 0.5
-    # newly seen: first query after the baseline (history before the window, else its first hours)
-    baseline_hours: float = 6.0
-    lookback_days: int = 30
     resolve_deny_gap_s: float = 5.0  # network deny attributed to the name resolved just before
-    entropy_sample: int = 200  # unique names per domain used for the entropy estimate
+    suspicion: SuspicionConfig = field(default_factory=SuspicionConfig)
 
 
 def registrable_domain(name: str | None) -> str | None:
-    """eTLD+1 of a query name (`PublicSuffixList().privatesuffix`), None for single labels/suffixes."""
-    if not name:
-        return None
-    return _psl().privatesuffix(name.lower().rstrip("."))
+    """The owner zone of a query name (eTLD+1, never above a public or multi-tenant suffix: see
+    :func:`egresslens.suspicion.owner_zone`), None for single labels and suffixes."""
+    return owner_zone(name)
 
 
 def strip_noise(name: str, suffixes: tuple[str, ...] = NOISE_SUFFIXES) -> str:
@@ -142,21 +116,23 @@ class DnsResult:
     upstream_errors: pl.DataFrame  # forwarder failures (`i/o timeout`), per name
     resolved_then_denied: pl.DataFrame
     suspicious: pl.DataFrame
+    suspicion: Suspicion
     totals: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_findings(self) -> bool:
-        return self.suspicious.height > 0 and bool(self.suspicious["never_allow"].any())
+        return self.suspicion.has_findings
 
     def to_dict(self, limit: int = 200) -> dict[str, Any]:
         def rows(df: pl.DataFrame) -> list[dict[str, Any]]:
             return json_rows(df, limit)
         return {
             "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()},
-            "config": {k: v for k, v in asdict(self.config).items()},
+            "config": asdict(self.config),
             "notes": self.notes,
             "totals": self.totals,
             "suspicious": rows(self.suspicious),
+            "suspicion": self.suspicion.to_json(),
             "by_group": rows(self.by_group),
             "by_name": rows(self.by_name),
             "failures": rows(self.failures),
@@ -194,47 +170,17 @@ def _source_groups(ips: list[str | None], groups: dict[str, list[str]] | None) -
 
 
 def _names_table(con: duckdb.DuckDBPyConnection, config: DnsConfig) -> pl.DataFrame:
-    """Distinct names in `dns_h` with noise kind and registrable domain (Python only on distinct parents)."""
+    """Distinct names in `dns_h` with noise kind, owner zone (`domain`) and the name the noise was for."""
+    register_rules(con)
     names = frame(con, f"""
-      SELECT query_name, {_noise_case(config.noise_suffixes)} AS noise_kind,
-             CASE WHEN contains(query_name, '.') THEN substr(query_name, strpos(query_name, '.') + 1) END AS parent
-      FROM (SELECT DISTINCT query_name FROM dns_h WHERE query_name IS NOT NULL)
+      SELECT n.query_name, {_noise_case(config.noise_suffixes)} AS noise_kind, o.owner AS domain
+      FROM (SELECT DISTINCT query_name FROM dns_h WHERE query_name IS NOT NULL) n
+      JOIN ({owner_sql('SELECT DISTINCT query_name AS name FROM dns_h')}) o ON o.name = n.query_name
     """)
-    parents = names["parent"].drop_nulls().unique().to_list()
-    psl = _psl()
-    pmap = pl.DataFrame({"parent": parents, "preg": [psl.privatesuffix(p) for p in parents]},
-                        schema={"parent": pl.String, "preg": pl.String})
-    names = names.join(pmap, on="parent", how="left")
-    direct = names.filter(pl.col("preg").is_null())["query_name"].to_list()
-    dmap = pl.DataFrame({"query_name": direct, "dreg": [psl.privatesuffix(n) for n in direct]},
-                        schema={"query_name": pl.String, "dreg": pl.String})
-    names = names.join(dmap, on="query_name", how="left").with_columns(
-        pl.coalesce("preg", "dreg").alias("domain")).drop("preg", "dreg")
     base = pl.col("query_name")
     for s in reversed(config.noise_suffixes):  # the first listed suffix wins (outermost `when`)
         base = pl.when(pl.col("query_name").str.ends_with(s)).then(pl.col("query_name").str.slice(0, pl.col("query_name").str.len_chars() - len(s))).otherwise(base)
-    names = names.with_columns(
-        pl.when(pl.col("noise_kind").is_not_null()).then(base).otherwise(None).alias("intended_name"),
-        # the part left of the registrable domain
-        pl.when(pl.col("domain").is_not_null() & (pl.col("query_name") != pl.col("domain")))
-        .then(pl.col("query_name").str.slice(0, pl.col("query_name").str.len_chars() - pl.col("domain").str.len_chars() - 1))
-        .otherwise(pl.lit("")).alias("subdomain"),
-    )
-    return names
-
-
-def _domain_entropy(names: pl.DataFrame, domains: list[str], sample: int) -> pl.DataFrame:
-    """Mean Shannon entropy (bits/char) of the subdomain part over up to `sample` unique names per domain."""
-    s = (names.filter(pl.col("domain").is_in(domains) & (pl.col("subdomain") != ""))
-         .select("domain", "query_name", pl.col("subdomain").str.replace_all(".", "", literal=True).alias("s"))
-         .sort("query_name").group_by("domain").head(sample))
-    if s.height == 0:
-        return pl.DataFrame(schema={"domain": pl.String, "entropy": pl.Float64})
-    chars = (s.with_columns(pl.col("s").str.split("").alias("c"), pl.col("s").str.len_chars().alias("n"))
-             .explode("c").group_by("domain", "query_name", "c").agg(pl.len().alias("k"), pl.col("n").first()))
-    ent = (chars.with_columns((pl.col("k") / pl.col("n")).alias("p"))
-           .group_by("domain", "query_name").agg((-(pl.col("p") * pl.col("p").log(2))).sum().alias("h")))
-    return ent.group_by("domain").agg(pl.col("h").mean().alias("entropy"))
+    return names.with_columns(pl.when(pl.col("noise_kind").is_not_null()).then(base).otherwise(None).alias("intended_name"))
 
 
 def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> DnsResult:
@@ -298,7 +244,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                  LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
       l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 0)
       SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis FROM c LEFT JOIN l USING (source_group)
-      ORDER BY queries DESC
+      ORDER BY queries DESC, source_group
     """, params)).with_columns(pl.col("noise_queries").fill_null(0))
     by_name = with_rates(frame(con, f"""
       WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
@@ -306,7 +252,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
       l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 1)
       SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
       FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
-      ORDER BY queries DESC
+      ORDER BY queries DESC, query_name
     """, params))
     fail_expr = pl.col("nxdomain") + pl.col("servfail") + pl.col("refused")
     failures = (by_name.filter(pl.col("noise_kind").is_null() & (fail_expr > 0))
@@ -322,10 +268,11 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                 .select("query_name", "upstream_errors", "noise_kind").sort("upstream_errors", descending=True))
 
     rtd = _resolved_then_denied(con, window, config)
-    suspicious = _suspicious(con, window, config, names)
+    susp = assess(con, window=window, config=config.suspicion)
+    suspicious = suspicious_view(susp)
     flagged = suspicious.filter(pl.col("reason") == "tunnelling")["domain"].implode()
     failures = failures.with_columns(pl.col("domain").is_in(flagged).fill_null(False).alias("suspicious_domain")).sort(
-        ["suspicious_domain", "failures"], descending=[False, True])
+        ["suspicious_domain", "failures", "query_name"], descending=[False, True, False])
     totals = {
         "queries": int(total),
         "noise_queries": int(by_name.filter(pl.col("noise_kind").is_not_null())["queries"].sum() or 0),
@@ -336,7 +283,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     }
     for t in ("dns_h", "dns_hb", "dns_names", "dns_groups", "dns_lat"):
         run_sql(con, f"DROP TABLE IF EXISTS {t}")
-    return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, totals)
+    return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, susp, totals)
 
 
 def _flows_sql(con: duckdb.DuckDBPyConnection, window: Window, where: str) -> str:
@@ -390,116 +337,29 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
     return out.sort("denials", descending=True)
 
 
-def _suspicious(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, names: pl.DataFrame) -> pl.DataFrame:
-    params = {"start": window.start, "end": window.end}
-    per = frame(con, f"""
-      SELECT n.domain, sum(h.queries)::BIGINT AS queries,
-             count(DISTINCT h.query_name) FILTER (WHERE h.query_name <> n.domain) AS unique_names,
-             sum(h.queries) FILTER (WHERE h.query_type IN {TUNNEL_TYPES})::DOUBLE / sum(h.queries) AS txt_null_share,
-             sum(h.queries) FILTER (WHERE h.response_code = 'NXDOMAIN')::DOUBLE / sum(h.queries) AS nxdomain_share,
-             list(DISTINCT h.source_ip ORDER BY h.source_ip) FILTER (WHERE h.source_ip IS NOT NULL)[:10] AS sources,
-             min(h.first_seen) AS first_seen, max(h.last_seen) AS last_seen,
-             mode(substr(h.query_name, strpos(h.query_name, '.') + 1)) FILTER (WHERE h.query_name <> n.domain) AS zone
-      FROM dns_h h JOIN dns_names n USING (query_name)
-      WHERE n.noise_kind IS NULL AND n.domain IS NOT NULL
-      GROUP BY n.domain
-    """, params)
-    sub = (names.filter(pl.col("noise_kind").is_null() & (pl.col("subdomain") != ""))
-           .group_by("domain").agg(pl.col("subdomain").str.len_chars().mean().alias("mean_label_length"),
-                                   pl.col("subdomain").str.len_chars().max().alias("max_label_length")))
-    per = per.join(sub, on="domain", how="left").with_columns(
-        (pl.col("unique_names") / pl.col("queries")).alias("unique_ratio"), pl.col("zone").fill_null(pl.col("domain")))
-    cand = per.filter(pl.col("unique_names") >= config.min_unique_names)["domain"].to_list()
-    per = per.join(_domain_entropy(names, cand, config.entropy_sample), on="domain", how="left")
-    long_ = pl.col("mean_label_length").fill_null(0) >= config.long_label
-    ent = pl.col("entropy").fill_null(0) >= config.high_entropy
-    sig = {
-        "long labels": long_, "high entropy": ent,
-        "TXT/NULL queries": pl.col("txt_null_share") >= config.txt_null_share,
-        "high NXDOMAIN share": pl.col("nxdomain_share") >= config.nxdomain_share,
-        "mostly unique names": pl.col("unique_ratio") >= config.unique_ratio,
-    }
-    per = per.with_columns(
-        pl.sum_horizontal([e.cast(pl.Int32) for e in sig.values()]).alias("signals"),
-        pl.concat_list([pl.when(e).then(pl.lit(k)).otherwise(None) for k, e in sig.items()]).list.drop_nulls()
-        .list.join(", ").alias("signal_list"),
-    )
-    tunnel = per.filter((pl.col("unique_names") >= config.min_unique_names) & (long_ | ent)
-                        & (pl.col("signals") >= config.min_signals)).with_columns(
-        pl.lit("tunnelling").alias("reason"), pl.lit(True).alias("never_allow"),
-        pl.format("{} unique names; {}", "unique_names", "signal_list").alias("detail"))
-
-    # Newly seen registrable domains: absent from the baseline (history before the window, else its first hours).
-    before = con.execute("""SELECT (SELECT count(*) FROM (SELECT 1 FROM dns_queries WHERE time < $start LIMIT 1))
-                                + (SELECT count(*) FROM (SELECT 1 FROM dns_rollups WHERE hour < $start LIMIT 1))""",
-                         {"start": window.start}).fetchall()[0][0]
-    if before:
-        seen = frame(con, """SELECT DISTINCT query_name FROM dns_queries WHERE time < $start AND time >= $lb
-                              UNION SELECT DISTINCT query_name FROM dns_rollups WHERE hour < $start AND hour >= $lb""",
-                      {"start": window.start, "lb": window.start - timedelta(days=config.lookback_days)})
-        known = (seen.join(names.select("query_name", "domain"), on="query_name", how="left")["domain"]
-                 .drop_nulls().unique())
-        if known.len() < seen.height:  # names not in the window: classify them too
-            extra = seen.filter(~pl.col("query_name").is_in(names["query_name"].implode()))["query_name"].to_list()
-            known = pl.concat([known, pl.Series([registrable_domain(n) for n in extra], dtype=pl.String)]).drop_nulls().unique()
-        cutoff = window.start
-    else:
-        data_start = per["first_seen"].min() if per.height else window.start
-        cutoff = max(window.start, data_start or window.start) + timedelta(hours=config.baseline_hours)
-        known = per.filter(pl.col("first_seen") < cutoff)["domain"]
-    new = per.filter(~pl.col("domain").is_in(known.implode()) & (pl.col("first_seen") >= cutoff)).with_columns(
-        pl.lit("newly_seen").alias("reason"),
-        # new alone is no reason to block; new plus another signal is
-        ((pl.col("txt_null_share") >= config.txt_null_share) | (pl.col("nxdomain_share") >= config.nxdomain_share)
-         | long_).fill_null(False).alias("never_allow"),
-        pl.format("first seen {}; {}", pl.col("first_seen").dt.strftime("%Y-%m-%d %H:%M"),
-                  pl.when(pl.col("signal_list") == "").then(pl.lit("no other signal")).otherwise(pl.col("signal_list")))
-        .alias("detail"))
-    ti = frame(con, """
-      SELECT fqdn AS query_name, count(*)::BIGINT AS hits, string_agg(DISTINCT description, '; ') AS what,
-             list(DISTINCT source_ip ORDER BY source_ip)[:10] AS ti_sources, min(time) AS first_seen_ti
-      FROM threats WHERE time >= $start AND time < $end AND fqdn IS NOT NULL AND kind = 'threat_intel'
-      GROUP BY fqdn""", params)
-    ti = ti.with_columns(pl.col("query_name").map_elements(registrable_domain, return_dtype=pl.String).alias("domain"))
-    tid = (ti.group_by("domain").agg(pl.col("hits").sum(), pl.col("what").first(), pl.col("query_name").first().alias("zone"),
-                                     pl.col("ti_sources").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("ti_sources"),
-                                     pl.col("first_seen_ti").min()).drop_nulls("domain"))
-    ti_rows = tid.join(per, on="domain", how="left", suffix="_dns").with_columns(
-        pl.coalesce("zone_dns", "zone").alias("zone"), pl.coalesce("sources", "ti_sources").alias("sources"),
-        pl.coalesce("first_seen", "first_seen_ti").alias("first_seen"),
-        pl.lit("threat_intel").alias("reason"), pl.lit(True).alias("never_allow"),
-        pl.format("threat intelligence: {} ({} hits)", "what", "hits").alias("detail"))
-    cols = {"domain": pl.String, "zone": pl.String, "reason": pl.String, "never_allow": pl.Boolean,
-            "detail": pl.String, "queries": pl.Int64, "unique_names": pl.Int64, "unique_ratio": pl.Float64,
-            "mean_label_length": pl.Float64, "entropy": pl.Float64, "txt_null_share": pl.Float64,
-            "nxdomain_share": pl.Float64, "signals": pl.Int32, "sources": pl.List(pl.String),
+def suspicious_view(susp: Suspicion) -> pl.DataFrame:
+    """The DNS view of a suspicion assessment: one row per (domain, reason), names and zones only."""
+    cols = {"domain": pl.String, "zone": pl.String, "reason": pl.String, "never_allow": pl.Boolean, "detail": pl.String,
+            "queries": pl.Int64, "unique_names": pl.Int64, "unique_ratio": pl.Float64, "mean_label_length": pl.Float64,
+            "entropy": pl.Float64, "txt_null_share": pl.Float64, "nxdomain_share": pl.Float64, "signals": pl.Int32,
+            "unicode": pl.String, "looks_like": pl.String, "sources": pl.List(pl.String),
             "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us")}
-    seen_already = pl.concat([tunnel["domain"], ti_rows["domain"]]).implode()
-    new = new.filter(~pl.col("domain").is_in(seen_already))
-    frames = [f.select([pl.col(c).cast(t) if c in f.columns else pl.lit(None, t).alias(c) for c, t in cols.items()])
-              for f in (tunnel, ti_rows, new)]
-    out = pl.concat(frames, how="vertical")
-    order = pl.col("reason").replace_strict({"tunnelling": 0, "threat_intel": 1, "newly_seen": 2}, return_dtype=pl.Int32)
-    return out.sort([order, pl.col("queries").fill_null(0)], descending=[False, True])
+    n = susp.names.filter(pl.col("scope") != "ip").with_columns(
+        # the domain a finding withholds: the owner zone when it escalates there, else the name or zone itself
+        pl.when(pl.col("escalates")).then(pl.coalesce("domain", "subject")).otherwise(pl.col("subject")).alias("domain"),
+        pl.col("subject").alias("zone"), pl.col("kind").alias("reason"))
+    return n.select([pl.col(c).cast(t) for c, t in cols.items()])
 
 
 def suspicious_domains(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> pl.DataFrame:
-    """Registrable domains that must never be allowed, or that deserve a look, one row per (domain, reason).
+    """Domains that must never be allowed, or that deserve a look, one row per (domain, reason), read
+    from :func:`egresslens.suspicion.assess` (the same findings `recommend` withholds).
 
-    Columns: domain (registrable, eTLD+1), zone (most common parent of the queried names, e.g.
-    `t.exfil-example.net`), reason (`tunnelling`, `threat_intel`, `newly_seen`), never_allow (bool:
-    True for tunnelling and threat intelligence, and for newly seen domains with another signal),
+    Columns: domain (owner zone: registrable domain, never above a public or multi-tenant suffix),
+    zone (the flagged zone or name, e.g. `t.exfil-example.net`), reason (`tunnelling`,
+    `threat_intel`, `idps`, `generated`, `beacon`, `lookalike`, `idn`, `newly_seen`), never_allow,
     detail, queries, unique_names, unique_ratio, mean_label_length, entropy, txt_null_share,
-    nxdomain_share, signals, sources (list), first_seen, last_seen.
+    nxdomain_share, signals, unicode, looks_like, sources (list), first_seen, last_seen.
     """
     config = config or DnsConfig()
-    params = {"start": window.start, "end": window.end}
-    run_sql(con, "DROP TABLE IF EXISTS dns_h")
-    run_sql(con, f"CREATE TEMP TABLE dns_h AS {DNS_HOURS_SQL}", params)
-    try:
-        names = _names_table(con, config)
-        register_temp(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
-        return _suspicious(con, window, config, names)
-    finally:
-        run_sql(con, "DROP TABLE IF EXISTS dns_h")
-        run_sql(con, "DROP TABLE IF EXISTS dns_names")
+    return suspicious_view(assess(con, window=window, config=config.suspicion))

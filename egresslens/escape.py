@@ -158,7 +158,9 @@ def hcl_string(value: Any) -> str:
             out.append(_code_escape(ch, "hcl"))
         else:
             out.append(ch)
-    s = "".join(out).replace("${", "$${").replace("%{", "%%{")
+    # HCL's own escapes for template openers ("$${", "%%{") are not understood by every HCL parser
+    # (python-hcl2 fails on an unclosed "$${"); a Unicode escape of the opener means the same to all.
+    s = "".join(out).replace("${", "\\u0024{").replace("%{", "\\u0025{")
     return f'"{s}"'
 
 

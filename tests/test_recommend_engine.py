@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime, timedelta
 
@@ -91,9 +92,14 @@ def test_denied_traffic_becomes_rules_and_dangerous_traffic_investigate():
     apps = recs.by_kind("add-application-rule")
     assert len(apps) == 1
     rule = apps[0].rule
-    assert rule.target_fqdns == ["api.partner-example.com"] and rule.source_addresses == ["10.1.0.0/24"]
+    # 10.1.0.4 hit threat intelligence: it is compromised, so the rule is for the clean sources only
+    assert rule.target_fqdns == ["api.partner-example.com"] and "10.1.0.5/32" in rule.source_addresses
+    assert not any(ipaddress.ip_address("10.1.0.4") in ipaddress.ip_network(c) for c in rule.source_addresses)
+    assert ipaddress.ip_network("10.1.0.0/24").num_addresses - 1 == sum(
+        ipaddress.ip_network(c).num_addresses for c in rule.source_addresses)
+    assert any("compromised source(s) 10.1.0.4" in n for n in apps[0].evidence.notes)
     assert rule.source_group == "aks-nodes" and rule.protocols == ["Https:443"]
-    assert apps[0].evidence.hits == 12 and apps[0].evidence.distinct_sources == 2 and apps[0].evidence.days_seen == 1
+    assert apps[0].evidence.hits == 6 and apps[0].evidence.distinct_sources == 1 and apps[0].evidence.days_seen == 1
     assert apps[0].evidence.sample_events
     nets = recs.by_kind("add-network-rule")
     assert len(nets) == 1 and nets[0].rule.destination_ports == ["123"] and nets[0].rule.ip_protocols == ["UDP"]

@@ -3,6 +3,8 @@ propose nothing for the malicious destinations, and never put a wildcard over a 
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
@@ -59,3 +61,38 @@ def test_done_when(seed, hours, eph):
     unused = {u if isinstance(u, str) else u["rule"] for u in sc.truth.get("unused_rules", [])}
     removed = {r.existing_rule["rule"] for r in recs.by_kind("remove-rule")}
     assert unused <= removed
+
+
+def test_simulated_incident_day_proposes_nothing_the_compromised_pod_alone_needs_and_dns_agrees():
+    """A day with a compromised pod tunnelling over 1-3 label levels and calling a C2 host no one else uses."""
+    from egresslens import dns
+    from egresslens.recommend import emit_json
+
+    sc, con, window = simulated_store(seed=7, hours=24, events_per_hour=20_000, incident=True)
+    mal = sc.truth["malicious"]
+    pod, c2, tunnel = mal["compromised_source"], mal["c2_fqdn"], mal["tunnel_domain"]
+    policy = parse_policy(sc.policy)
+    recs = recommend(con, window, policy=policy)
+    # what only the pod asked for: every destination of its denied flows that no other source reached
+    f = sc.flows.filter(pl.col("action") == "Deny").with_columns(d=pl.coalesce("destination_fqdn", "destination_ip"))
+    others = set(f.filter(pl.col("source_ip") != pod)["d"].to_list())
+    pod_only = set(f.filter(pl.col("source_ip") == pod)["d"].to_list()) - others
+    assert c2 in pod_only
+    for r in recs.items:
+        if r.rule is not None:
+            dests = set(r.rule.target_fqdns + r.rule.destination_fqdns + r.rule.destination_addresses)
+            assert not dests & pod_only, r.title
+            assert not any(d.endswith(tunnel) for d in dests)
+    inv = recs.by_kind("investigate")
+    assert any(c2 in r.title and pod in r.title for r in inv)
+    assert any(tunnel in r.title for r in inv) and any(r.title.startswith(f"Compromised source {pod}") for r in inv)
+    # dns and recommend read one assessment: the same zones and sources, the same block
+    d = dns.analyse_dns(con, window)
+    assert d.suspicious.filter(pl.col("reason") == "tunnelling")["zone"].to_list() == [tunnel]
+    block = json.loads(json.dumps(d.to_dict()["suspicion"], default=str))
+    assert block == json.loads(emit_json.emit(recs))["suspicion"]
+    assert block["tunnel_zones"] == [tunnel] and block["compromised_sources"] == [pod]
+    # the legitimate proposals keep their precision
+    replayed = whatif.replay(con, window, recs, policy)
+    legit = _legit_denied(sc.truth, replayed)
+    assert legit.filter(pl.col("with_proposals") == "Allow")["hits"].sum() / legit["hits"].sum() >= 0.98

@@ -107,12 +107,18 @@ def test_quiet_firewall_reports_nothing():
     assert res.timeline.height > 0 and res.timeline["estimate"].max() == pytest.approx(1200 / 4992)
 
 
-def test_rollups_spread_evenly_and_flagged():
+def _hot_rollup():
+    """A store holding one hour, as a rollup only, of 1,300 connections a minute from 10.240.0.4."""
     con = connect_memory()
     con.execute("""INSERT INTO flow_rollups (rollup_id, hour, firewall, kind, protocol, source_ip, destination_ip,
                    destination_port, action, hits, first_seen, last_seen)
                    VALUES ('r1', $h, $fw, 'network', 'TCP', '10.240.0.4', '20.60.1.10', 443, 'Allow', 60 * 1300, $h, $h)""",
                 {"h": T0, "fw": FW})
+    return con
+
+
+def test_rollups_spread_evenly_and_flagged():
+    con = _hot_rollup()
     res = snat.analyse_snat(con, WINDOW, CFG)
     assert res.rate_basis == "hourly-spread" and any("spread evenly" in n for n in res.notes)
     row = res.findings.row(0, named=True)
@@ -186,3 +192,12 @@ def test_cli_json_and_exit_codes(tmp_path, monkeypatch):
     assert r.exit_code == 2
     r = runner.invoke(_cli(), ["snat", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 3
+
+
+def test_a_compromised_top_source_is_marked_with_its_evidence():
+    con = _hot_rollup()
+    con.execute("""INSERT INTO threats (event_id, time, firewall, kind, source_ip, fqdn, action, description, log_format)
+                   VALUES ('t1', $h, $fw, 'threat_intel', '10.240.0.4', 'c2.bad-example.net', 'deny', 'Bot Networks',
+                           'structured')""", {"h": T0 + timedelta(minutes=5), "fw": FW})
+    row = snat.analyse_snat(con, WINDOW, CFG).findings.row(0, named=True)
+    assert row["top_sources"] == ["10.240.0.4 (78000; compromised: threat intel)"]

@@ -24,9 +24,9 @@ def dns_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """DNS-proxy analytics: volumes, failure rates and latency per source group and name, search-domain
-    noise, names resolved then denied, tunnelling-like and newly seen domains.
+    noise, names resolved then denied, and the suspicion model's domains and compromised sources.
 
-    Exit code 1 when a domain is flagged never-allow (tunnelling, threat intelligence)."""
+    Exit code 1 when a domain is flagged never-allow or a source is compromised."""
     from egresslens import dns
 
     with analysis_window(db, since, start, end) as (con, window):
@@ -47,9 +47,30 @@ def _ms(v, basis: str | None = "raw") -> str:  # noqa: ANN001
     return "-" if v is None else f"{'~' if basis not in (None, 'raw') else ''}{v * 1000:.1f}"
 
 
+def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, suspicion.Suspicion
+    """Compromised sources with their evidence and time window (log text escaped for the terminal)."""
+    from rich.table import Table
+
+    from egresslens.escape import terminal
+
+    if susp.sources.height == 0:
+        console.print("[green]No compromised sources.[/green]")
+        return
+    c = Table(title="Compromised sources (nothing only they asked for is ever proposed)")
+    for col in ("source", "first seen", "last seen", "evidence"):
+        c.add_column(col, overflow="fold")
+    for r in susp.sources.iter_rows(named=True):
+        c.add_row(f"[red]{terminal(r['source_ip'])}[/red]", f"{r['first_seen']:%Y-%m-%d %H:%M}",
+                  f"{r['last_seen']:%Y-%m-%d %H:%M}",
+                  "\n".join(terminal(f"{e['kind']}: {e['detail']}") for e in r["evidence"]))
+    console.print(c)
+
+
 def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported lazily
     from rich.console import Console
     from rich.table import Table
+
+    from egresslens.escape import terminal
 
     console = Console()
     t = result.totals
@@ -59,14 +80,16 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     for note in result.notes:
         console.print(f"[dim]note: {note}[/dim]")
 
-    s = Table(title="Suspicious domains (never_allow feeds `recommend`)")
+    s = Table(title="Suspicious domains (the suspicion model `recommend` reads too)")
     for col in ("reason", "domain", "zone", "never allow", "queries", "sources", "detail"):
         s.add_column(col, overflow="fold")
     for r in result.suspicious.iter_rows(named=True):
         colour = "red" if r["never_allow"] else "yellow"
-        s.add_row(f"[{colour}]{r['reason']}[/{colour}]", r["domain"], r["zone"] or "", "yes" if r["never_allow"] else "no",
-                  "-" if r["queries"] is None else f"{r['queries']:,}", ", ".join((r["sources"] or [])[:3]), r["detail"] or "")
+        s.add_row(f"[{colour}]{terminal(r['reason'])}[/{colour}]", terminal(r["domain"]), terminal(r["zone"] or ""),
+                  "yes" if r["never_allow"] else "no", "-" if r["queries"] is None else f"{r['queries']:,}",
+                  terminal(", ".join((r["sources"] or [])[:3])), terminal(r["detail"] or ""))
     console.print(s if result.suspicious.height else "[green]No suspicious domains.[/green]")
+    render_compromised(console, result.suspicion)
 
     g = Table(title="Per source group")
     for col in ("group", "queries", "names", "NXDOMAIN", "SERVFAIL", "REFUSED", "upstream err", "noise",

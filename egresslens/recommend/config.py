@@ -17,6 +17,9 @@ infer_prefix = 24              # inferred source subnets are built from /24 bloc
 rule_collection_group = "egresslens-proposed"
 priority = 64000               # RCG priority for new rules (default: after every existing group)
 remove_after_days = 30         # disable, then delete after N days
+
+[suspicion]                    # thresholds of the suspicion model (docs/suspicion.md)
+min_unique_names = 25          # unique names under one zone before tunnelling is considered
 ```
 """
 
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from egresslens.suspicion import SuspicionConfig
 
 
 class ConfigError(ValueError):
@@ -48,8 +53,13 @@ class Config:
     sample_events: int = 3
     dns_min_recall: float = 0.8
     dns_max_gap_s: float = 2.0
-    tunnel_min_names: int = 20
     ip_group_min_uses: int = 3
+    # a name below these (in the window, all source groups) is proposed in a rule of its own, never
+    # bundled with well-supported names
+    bundle_min_hits: int = 30
+    bundle_min_hours: int = 4
+    # detection thresholds of the suspicion model (`[suspicion]` section)
+    suspicion: SuspicionConfig = field(default_factory=SuspicionConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Config":
@@ -72,7 +82,14 @@ class Config:
             cfg.sources[str(name)] = cidrs
         for section in ("thresholds", "output"):
             for k, v in (doc.get(section) or {}).items():
-                if not hasattr(cfg, k) or k == "sources":
+                if not hasattr(cfg, k) or k in ("sources", "suspicion"):
                     raise ConfigError(f"unknown setting [{section}] {k}")
                 setattr(cfg, k, type(getattr(cfg, k))(v) if getattr(cfg, k) is not None else int(v))
+        known = {f.name: f for f in fields(SuspicionConfig)}
+        changes = {}
+        for k, v in (doc.get("suspicion") or {}).items():
+            if k not in known:
+                raise ConfigError(f"unknown setting [suspicion] {k}")
+            changes[k] = type(getattr(cfg.suspicion, k))(v)
+        cfg.suspicion = replace(cfg.suspicion, **changes)
         return cfg

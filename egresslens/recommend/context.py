@@ -27,17 +27,20 @@ class Context:
         self.coll_prio: dict[str, int] = {}
         self.group_cidrs: dict[str, list[str]] = {}  # source group -> CIDRs (set once sources are grouped)
         self.dns_map: dict[str, set[str]] = {}  # destination IP -> names attributed from DNS
+        self.susp = None  # the suspicion assessment (egresslens.suspicion.Suspicion)
+        self.taint: dict[tuple, list[str]] = {}  # (kind, destination, protocol, port) -> compromised sources
         self.stats_rows = 0
 
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)
 
 
-def investigate(ctx: Context, title: str, reason: str, ev: Evidence, risk: str, key: tuple, rows=None) -> Recommendation:
+def investigate(ctx: Context, title: str, reason: str, ev: Evidence, risk: str, key: tuple, rows=None,
+                rollout: list[str] | None = None) -> Recommendation:
     rid = rec_id("investigate", *key)
     rec = Recommendation(id=rid, kind="investigate", title=title, rule=None, evidence=ev, confidence="high",
                          risk=risk, rationale=reason, window=ctx.window_info,
-                         rollout=["review before allowing anything; no allow rule is proposed"])
+                         rollout=rollout or ["review before allowing anything; no allow rule is proposed"])
     ctx.add(rec)
     for row in rows or []:
         ctx.evidence_keys.append({**row, "rec_id": rid})

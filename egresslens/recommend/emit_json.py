@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 from egresslens.recommend.model import SCHEMA_VERSION
+from egresslens.suspicion import Suspicion, SuspicionConfig
 
 
 def document(recs) -> dict[str, Any]:
@@ -17,6 +18,7 @@ def document(recs) -> dict[str, Any]:
         "stats": recs.stats,
         "rule_scores": recs.rule_scores,
         "recommendations": recs.to_dicts(),
+        "suspicion": (recs.suspicion or Suspicion(recs.window, SuspicionConfig())).to_json(),
     }
 
 

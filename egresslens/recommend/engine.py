@@ -18,13 +18,13 @@ from egresslens.analyse import FLOW_HOURS_SQL, Window, newest_hour_may_be_incomp
 from egresslens.recommend.application import denied_application
 from egresslens.recommend.config import Config
 from egresslens.recommend.context import Context, investigate
-from egresslens.recommend.detect import Danger, dns_anomalies, threats
 from egresslens.recommend.existing import analyse_existing
 from egresslens.recommend.model import Evidence, Recommendation, iso, safe_name
 from egresslens.recommend.netaggr import ServiceTags
 from egresslens.recommend.network import attribute_ips, denied_network
 from egresslens.recommend.policy import Rule
 from egresslens.recommend.sources import assign_groups
+from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
 
 NETWORK_RULE_BUDGET = 20_000
 MAX_RCGS = 60
@@ -38,6 +38,7 @@ class Recommendations:
     stats: dict[str, Any] = field(default_factory=dict)
     rule_scores: list[dict[str, Any]] = field(default_factory=list)
     dns_attribution: dict[str, list[str]] = field(default_factory=dict)
+    suspicion: Suspicion | None = None
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -110,10 +111,9 @@ def recommend(
     if newest_hour_may_be_incomplete(window):
         ctx.warnings.append("the newest hour of the window may be incomplete (logs arrive minutes late)")
 
-    # 1. what must never be allowed
-    danger = Danger()
-    threats(con, window, danger)
-    tunnel_findings = dns_anomalies(con, window, config, danger)
+    # 1. what must never be allowed, and which sources are compromised: the one suspicion model
+    susp = assess(con, window=window, config=config.suspicion)
+    ctx.susp = susp
 
     # 2. distinct sources -> groups
     src_rows = con.execute(f"SELECT DISTINCT source_ip FROM ({FLOW_HOURS_SQL}) WHERE source_ip IS NOT NULL",
@@ -121,33 +121,32 @@ def recommend(
     mapping, group_cidrs = assign_groups([r[0] for r in src_rows], config)
     ctx.group_cidrs = group_cidrs
     srcmap = pl.DataFrame({"source_ip": list(mapping), "sgroup": list(mapping.values()),
-                           "flagged": [ip in danger.sources for ip in mapping]},
-                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "flagged": pl.Boolean})
+                           "compromised": [susp.is_compromised(ip) for ip in mapping]},
+                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
         groups = con.sql(f"""
-            SELECT m.sgroup, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port, f.action,
-                   hash(m.sgroup, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port) AS gkey,
+            SELECT m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port,
+                   f.action, hash(m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip,
+                                  f.destination_port) AS gkey,
                    f.action_reason, f.rule_collection_group, f.rule_collection, f.rule,
                    sum(f.hits)::BIGINT AS hits, approx_count_distinct(f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
                    approx_count_distinct(f.hour)::BIGINT AS hours,
-                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days,
-                   bool_or(m.flagged) AS any_flagged, bool_and(m.flagged) AS all_flagged
+                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days
             FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip)
             GROUP BY ALL""", params=ctx.params).pl()
         ctx.stats_rows = groups.height
-        dns_map = attribute_ips(ctx, danger) if groups.filter(
+        ctx.taint = _tainted_requests(ctx) if susp.compromised else {}
+        dns_map = attribute_ips(ctx) if groups.filter(
             (pl.col("kind") == "network") & (pl.col("action") == "Deny")).height else {}
         ctx.dns_map = dns_map
-        denied_application(ctx, groups, danger)
-        denied_network(ctx, groups, danger, dns_map)
-        scores = analyse_existing(ctx, groups, danger)  # narrow or remove allow rules
+        denied_application(ctx, groups)
+        denied_network(ctx, groups, dns_map)
+        scores = analyse_existing(ctx, groups)  # narrow or remove allow rules
         _suggest_ip_groups(ctx)
         _limits(ctx)
-        for f in tunnel_findings:
-            investigate(ctx, f"DNS tunnelling-like traffic under {f['parent']}", f["reason"],
-                        Evidence(hits=f["queries"], destinations=f["examples"]), "high", key=("tunnel", f["parent"]))
+        _suspicion_items(ctx, susp)
         _fill_evidence(ctx)
     finally:
         con.unregister("_rec_srcmap")
@@ -157,7 +156,42 @@ def recommend(
     order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
     ctx.items.sort(key=lambda r: (order[r.kind], -(r.evidence.hits or 0), r.id))
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()})
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp)
+
+
+def _tainted_requests(ctx: Context) -> dict[tuple, list[str]]:
+    """(kind, destination, protocol, port) -> compromised sources denied there."""
+    rows = ctx.con.execute(f"""
+        SELECT f.kind, coalesce(f.destination_fqdn, f.destination_ip), f.protocol, f.destination_port,
+               list(DISTINCT f.source_ip ORDER BY f.source_ip)
+        FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip)
+        WHERE m.compromised AND f.action = 'Deny' GROUP BY ALL""", ctx.params).fetchall()
+    return {(k, d, p, port): ips for k, d, p, port, ips in rows}
+
+
+def _suspicion_items(ctx: Context, susp: Suspicion) -> None:
+    """Tunnelling zones and compromised sources are always listed, whether or not a flow was denied."""
+    for r in susp.tunnel_zones.iter_rows(named=True):
+        srcs = r["sources"] or []
+        investigate(ctx, f"DNS tunnelling under {r['subject']}",
+                    f"{r['detail']}; owner zone {r['domain']} is withheld from every proposal", Evidence(
+                        hits=r["queries"] or 0, distinct_sources=len(srcs), first_seen=iso(r["first_seen"]),
+                        last_seen=iso(r["last_seen"]), destinations=[r["subject"]] + ([r["domain"]] if r["domain"] else []),
+                        notes=[f"queried by {', '.join(srcs)}"] if srcs else []),
+                    "high", key=("tunnel", r["subject"]),
+                    rollout=[f"add a deny rule for {r['subject']} and *.{r['subject']}", SUGGESTED_ACTION])
+    for r in susp.sources.iter_rows(named=True):
+        ip = r["source_ip"]
+        ev = r["evidence"]
+        subjects = sorted({e["subject"] for e in ev if e["subject"]})
+        investigate(ctx, f"Compromised source {ip}: isolate it",
+                    "; ".join(f"{e['kind'].replace('_', ' ')}: {e['detail']}" for e in ev)
+                    + f" (from {iso(r['first_seen'])} to {iso(r['last_seen'])})",
+                    Evidence(hits=sum(e["events"] or 0 for e in ev), distinct_sources=1, first_seen=iso(r["first_seen"]),
+                             last_seen=iso(r["last_seen"]), destinations=subjects[:20],
+                             notes=["nothing only this source asked for is proposed; rules other sources need exclude it"]),
+                    "high", key=("compromised", ip),
+                    rollout=[SUGGESTED_ACTION] + [f"add a deny rule for {s}" for s in subjects[:10]])
 
 
 # ------------------------------------------------------------------ limits
@@ -207,15 +241,16 @@ def _fill_evidence(ctx: Context) -> None:
     ctx.con.register("_rec_keys", keys.to_arrow())
     try:
         rows = ctx.con.execute(f"""
-            WITH f AS (SELECT f.*, hash(m.sgroup, f.kind, f.protocol, f.destination_fqdn, f.destination_ip,
-                                        f.destination_port) AS gkey
+            WITH f AS (SELECT f.*, hash(m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn,
+                                        f.destination_ip, f.destination_port) AS gkey
                        FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip) WHERE f.action = 'Deny'),
             j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
             SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
                    approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
                    max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
-                          'hits': hits}}, hits, {int(ctx.config.sample_events)})
+                          'hits': hits}}, {{'h': hits, 't': hour, 's': source_ip, 'd': coalesce(destination_fqdn, destination_ip),
+                                          'p': destination_port}}, {int(ctx.config.sample_events)})
             FROM j GROUP BY rec_id""", ctx.params).fetchall()
     finally:
         ctx.con.unregister("_rec_keys")

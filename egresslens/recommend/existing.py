@@ -7,7 +7,6 @@ from typing import Any
 
 import polars as pl
 
-from egresslens.recommend.detect import Danger
 from egresslens.recommend.model import (
     Evidence,
     ProposedRule,
@@ -28,7 +27,7 @@ from egresslens.recommend.sources import sources_for
 from egresslens.recommend.wildcards import is_valid_fqdn, propose_wildcards
 
 
-def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str, Any]]:
+def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
     allowed = groups.filter(pl.col("action") == "Allow")
     obs: dict[tuple, list[dict]] = defaultdict(list)
     for row in allowed.iter_rows(named=True):
@@ -83,15 +82,22 @@ def analyse_existing(ctx, groups: pl.DataFrame, danger: Danger) -> list[dict[str
                          f"delete it after {days} days without denies for its traffic"])
             ctx.add(rec)
             continue
-        _narrow(ctx, rule, rows, danger, existing, score)
+        _narrow(ctx, rule, rows, existing, score)
     return sorted(scores, key=lambda s: -(s["permissiveness"] or 0))
 
 
-def _narrow(ctx, rule: Rule, rows: list[dict], danger: Danger, existing: dict, score: float) -> None:
+def _dest(r: dict) -> tuple:
+    return (r["destination_fqdn"], r["destination_ip"], r["protocol"], r["destination_port"])
+
+
+def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> None:
     cfg = ctx.config
     safe, bad = [], []
+    clean = {_dest(r) for r in rows if not r["compromised"]}
     for r in rows:
-        reason = (danger.name_reason(r["destination_fqdn"]) if r["destination_fqdn"] else None) or danger.ips.get(r["destination_ip"] or "")
+        reason = ctx.susp.name_reason(r["destination_fqdn"]) or ctx.susp.ip_reason(r["destination_ip"])
+        if not reason and r["compromised"] and _dest(r) not in clean:
+            reason = "used only by compromised sources"
         if r["destination_fqdn"] and not is_valid_fqdn(r["destination_fqdn"]):
             reason = reason or "invalid name"
         (bad if reason else safe).append((r, reason))

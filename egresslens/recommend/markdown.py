@@ -62,6 +62,14 @@ def emit(recs, what_if: bool = False) -> str:
                            + (f" and {len(names) - 8} more" if len(names) > 8 else ""))
             for n in ev.notes[:10]:
                 out.append(f"  - note: {_md(n)}")
+            if ev.per_name:
+                out += ["", "  | destination | hits | sources | hours | first seen | last seen | support | compromised sources also asking |",
+                        "  |---|---|---|---|---|---|---|---|"]
+                out.extend(f"  | {_code(e['name'], in_table=True)} | {e['hits']} | {e['sources']} | {e['hours']} "
+                           f"| {_md(e['first_seen'])} | {_md(e['last_seen'])} | {e['support']} "
+                           f"| {', '.join(_code(ip, in_table=True) for ip in e['compromised_also']) or '-'} |"
+                           for e in ev.per_name)
+                out.append("")
             if ev.sample_events:
                 out.append("  - samples: " + "; ".join(
                     f"{s.get('hour')} {_code(s.get('source_ip'))} → {with_port(_code(s.get('destination')), s.get('port'))} ({s.get('hits')} hits)"

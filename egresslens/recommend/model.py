@@ -50,6 +50,10 @@ class Evidence:
     derived_from: dict[str, list[str]] = field(default_factory=dict)  # wildcard/tag -> observed names
     sample_events: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # one entry per observed destination behind the rule: name/address, hits, sources, hours,
+    # first/last seen, support (`well-supported` / `low`) and `compromised_also` (compromised
+    # sources that asked for it too, excluded from the rule)
+    per_name: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from collections import defaultdict
 import polars as pl
 
 from egresslens.recommend.context import Context, collection_priority, rcg_priority
-from egresslens.recommend.detect import Danger
 from egresslens.recommend.model import (
     Evidence,
     ProposedRule,
@@ -18,11 +17,11 @@ from egresslens.recommend.model import (
 )
 from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.sources import group_label, sources_for
-from egresslens.recommend.triage import triage
+from egresslens.recommend.triage import per_name_evidence, solo_destinations, taint_covered, triage
 from egresslens.recommend.wildcards import InvalidName, validate_fqdn
 
 
-def attribute_ips(ctx: Context, danger: Danger) -> dict[str, set[str]]:
+def attribute_ips(ctx: Context) -> dict[str, set[str]]:
     """Destination IP -> the name its sources resolved just before connecting, consistently.
 
     Uses raw `flows` and `dns_queries`: each denied network connection is paired with the same
@@ -54,22 +53,28 @@ def attribute_ips(ctx: Context, danger: Danger) -> dict[str, set[str]]:
     return out
 
 
-def denied_network(ctx: Context, groups: pl.DataFrame, danger: Danger, dns_map: dict[str, set[str]]) -> None:
+def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[str]]) -> None:
     df = groups.filter((pl.col("kind") == "network") & (pl.col("action") == "Deny") & pl.col("destination_ip").is_not_null())
     if df.is_empty():
         return
 
     def name_danger(ip: str) -> str | None:
         for n in dns_map.get(ip, ()):
-            r = danger.name_reason(n)
+            r = ctx.susp.name_reason(n)
             if r:
                 return f"{ip} resolves from {n}: {r}"
         return None
 
-    cand = triage(ctx, df, danger, "destination_ip", name_danger)
+    cand = triage(ctx, df, "destination_ip", name_danger)
     if cand.is_empty():
         return
     cfg = ctx.config
+    support = per_name_evidence(ctx, cand, "destination_ip")
+    # addresses with low support or a tainted origin get rules of their own (never merged with others)
+    ip_groups: dict[str, set[str]] = defaultdict(set)
+    for ip, g in cand.select("destination_ip", "sgroup").iter_rows():
+        ip_groups[ip].add(g)
+    solo = solo_destinations(support, {ip: frozenset(g) for ip, g in ip_groups.items()})
     # (ip, protocol, port) -> source groups
     per: dict[tuple[str, int | None], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for ip, g, proto, port in cand.select("destination_ip", "sgroup", "protocol", "destination_port").iter_rows():
@@ -79,8 +84,8 @@ def denied_network(ctx: Context, groups: pl.DataFrame, danger: Danger, dns_map: 
     for (proto, port), ips in per.items():
         by_sg: dict[frozenset, list[str]] = defaultdict(list)
         for ip, gs in ips.items():
-            by_sg[frozenset(gs)].append(ip)
-        for sg, iplist in by_sg.items():
+            by_sg[(frozenset(gs), ip if ip in solo else None)].append(ip)
+        for (sg, alone), iplist in by_sg.items():
             fqdn_ips = [ip for ip in iplist if len(dns_map.get(ip, ())) == 1]
             other = [ip for ip in iplist if ip not in fqdn_ips]
             dests: list[tuple[str, str, list[str]]] = []  # (type, value, ips)
@@ -107,10 +112,10 @@ def denied_network(ctx: Context, groups: pl.DataFrame, danger: Danger, dns_map: 
                 covered = [ip for ip in other if _in_cidr(ip, c)]
                 dests.append(("cidr", c, covered))
             for t, v, i in dests:
-                clusters[(sg, proto)][(t, v, tuple(sorted(i)))].add("*" if port is None else str(port))
+                clusters[(sg, proto, alone)][(t, v, tuple(sorted(i)))].add("*" if port is None else str(port))
     rcg = cfg.rule_collection_group
     rcg_prio = rcg_priority(ctx)
-    for (sg, proto), dest_ports in sorted(clusters.items(), key=lambda kv: (group_label(kv[0][0]), kv[0][1])):
+    for (sg, proto, alone), dest_ports in sorted(clusters.items(), key=lambda kv: (group_label(kv[0][0]), kv[0][1], kv[0][2] or "")):
         # merge destinations sharing the same port set into one rule
         by_ports: dict[frozenset, list] = defaultdict(list)
         for d, ports in dest_ports.items():
@@ -124,13 +129,20 @@ def denied_network(ctx: Context, groups: pl.DataFrame, danger: Danger, dns_map: 
             ips = sorted({ip for _t, _v, i in dests for ip in i})
             derived = {v: sorted(i) for t, v, i in dests if t in ("fqdn", "tag") or "/" in v}
             first = (fq + addrs)[0]
+            covered = set(ips) | set(fq)
+            excluded, notes = taint_covered(
+                ctx, "network", lambda d: d in covered or any("/" in a and _in_cidr(d, a) for a in addrs),
+                [(proto, None if p == "*" else int(p)) for p in port_list])
+            if alone:
+                if support[alone]["support"] == "low":
+                    notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "
+                                 "hour(s)): proposed on its own, review it by itself")
             name = safe_name(f"allow-{proto.lower()}-{'-'.join(port_list[:3])}-{first}")
             rule = ProposedRule(
                 rule_type="NetworkRule", rule_collection_group=rcg, rule_collection_group_priority=rcg_prio,
                 rule_collection=coll, rule_collection_priority=collection_priority(ctx, coll), name=name,
-                source_addresses=sources_for(sg, ctx.group_cidrs), source_group=label, ip_protocols=[proto],
+                source_addresses=sources_for(sg, ctx.group_cidrs, exclude=excluded), source_group=label, ip_protocols=[proto],
                 destination_addresses=addrs, destination_fqdns=fq, destination_ports=port_list)
-            notes = []
             if fq:
                 notes.append("FQDNs in network rules need DNS proxy enabled on the firewall (and clients using it as DNS server)")
                 notes.extend(f"{n} attributed from DNS: {', '.join(derived[n][:5])} were contacted by sources that "
@@ -141,7 +153,8 @@ def denied_network(ctx: Context, groups: pl.DataFrame, danger: Danger, dns_map: 
             what = ", ".join((fq + addrs)[:6]) + (" …" if len(fq) + len(addrs) > 6 else "")
             rec = Recommendation(
                 id=rid, kind="add-network-rule", title=f"Allow {label} to {what} on {proto} {','.join(port_list)}",
-                rule=rule, evidence=Evidence(destinations=ips, derived_from=derived, notes=notes),
+                rule=rule, evidence=Evidence(destinations=ips, derived_from=derived, notes=notes,
+                                             per_name=[support[ip] for ip in ips if ip in support]),
                 confidence="high" if fq or all("/" not in a for a in addrs) else "medium",
                 risk="medium" if any("/" in a for a in addrs) or any(t == "tag" for t, _v, _i in dests) else "low",
                 rationale=f"denied {proto} traffic from {label} to {len(ips)} address(es) on port(s) {', '.join(port_list)}",

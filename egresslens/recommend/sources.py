@@ -59,7 +59,8 @@ def assign_groups(source_ips: list[str], config: Config) -> tuple[dict[str, str]
     return mapping, cidrs
 
 
-def sources_for(groups: set[str] | frozenset[str], cidrs: dict[str, list[str]]) -> list[str]:
+def sources_for(groups: set[str] | frozenset[str], cidrs: dict[str, list[str]], exclude=()) -> list[str]:
+    """The groups' CIDRs, collapsed; addresses in `exclude` (compromised sources) are cut out of them."""
     nets = []
     other = []
     for g in groups:
@@ -68,6 +69,10 @@ def sources_for(groups: set[str] | frozenset[str], cidrs: dict[str, list[str]]) 
                 nets.append(ipaddress.ip_network(c, strict=False))
             except ValueError:
                 other.append(c)
+    for ip in exclude:
+        host = ipaddress.ip_network(ip)
+        nets = [part for n in nets for part in
+                ((n.address_exclude(host) if host.subnet_of(n) else [n]) if n.version == host.version else [n])]
     out = []
     for v in (4, 6):
         out.extend(str(n) for n in ipaddress.collapse_addresses([n for n in nets if n.version == v]))

@@ -1,4 +1,10 @@
-"""Split denied flow groups into what may be proposed and what goes to `investigate`."""
+"""Split denied flow groups into what may be proposed and what goes to `investigate`.
+
+Flow groups come split by source group *and* by whether the sources are compromised (the
+suspicion model). A destination only compromised sources asked for is never proposed: it goes to
+`investigate` with those sources, the evidence and the suggested action. One that clean sources
+also need is proposed from the clean groups' rows only, and the proposal says so (`ctx.taint`).
+"""
 
 from __future__ import annotations
 
@@ -7,40 +13,61 @@ from collections import defaultdict
 import polars as pl
 
 from egresslens.recommend.context import Context, investigate
-from egresslens.recommend.detect import Danger
-from egresslens.recommend.model import Evidence, with_port
-from egresslens.recommend.wildcards import InvalidName, validate_fqdn
+from egresslens.recommend.model import Evidence, iso, with_port
+from egresslens.recommend.wildcards import InvalidName, fqdn_matches, validate_fqdn
+from egresslens.suspicion import SUGGESTED_ACTION
 
 
-def triage(ctx: Context, df: pl.DataFrame, danger: Danger, dest_col: str, extra_danger=None) -> pl.DataFrame:
-    """Split off what must not be allowed; returns the allowable candidates."""
+def _reason(ctx: Context, row: dict, dest_col: str, extra_danger) -> tuple[str | None, str]:
+    dest = row[dest_col]
+    if dest_col == "destination_fqdn":
+        reason = ctx.susp.name_reason(dest)  # says what a look-alike looks like, in both forms
+        try:
+            validate_fqdn(dest)
+        except InvalidName as exc:
+            return f"invalid or hostile name rejected before emitting: {exc}" + (f"; {reason}" if reason else ""), "high"
+    else:
+        reason = ctx.susp.ip_reason(dest) or (extra_danger(dest) if extra_danger else None)
+    if reason:
+        return reason, "high"
+    if row["action_reason"] not in (None, "Default Action") and row["rule"]:
+        return (f"denied explicitly by rule {row['rule_collection_group']}/{row['rule_collection']}/{row['rule']}; "
+                "an allow would have to override a deliberate deny"), "medium"
+    return None, ""
+
+
+def triage(ctx: Context, df: pl.DataFrame, dest_col: str, extra_danger=None) -> pl.DataFrame:
+    """Split off what must not be allowed; returns the allowable candidates (clean sources only)."""
     cfg = ctx.config
     keep = []
-    noise: dict[str, list[dict]] = defaultdict(list)
+    refused: dict[tuple, list] = {}  # key -> [reason, risk, rows]
+    tainted: dict[tuple, list[dict]] = defaultdict(list)
     for row in df.iter_rows(named=True):
-        dest = row[dest_col]
-        reason = None
-        risk = "high"
-        if dest_col == "destination_fqdn":
-            try:
-                validate_fqdn(dest)
-            except InvalidName as exc:
-                reason = f"invalid or hostile name rejected before emitting: {exc}"
-            reason = reason or danger.name_reason(dest)
-        else:
-            reason = danger.ips.get(dest) or (extra_danger(dest) if extra_danger else None)
-        if not reason and row["action_reason"] not in (None, "Default Action") and row["rule"]:
-            reason = f"denied explicitly by rule {row['rule_collection_group']}/{row['rule_collection']}/{row['rule']}; an allow would have to override a deliberate deny"
-            risk = "medium"
-        if not reason and row["all_flagged"]:
-            reason = "only sources with threat-intel/IDPS hits reached this destination"
+        reason, risk = _reason(ctx, row, dest_col, extra_danger)
         if reason:
-            ev = Evidence(hits=row["hits"], distinct_sources=row["sources"], destinations=[str(dest)])
-            investigate(ctx, f"Do not allow {dest!r} ({with_port(row['protocol'], row['destination_port'])}) from {row['sgroup']}",
-                         reason, ev, risk, key=(row["sgroup"], dest, row["protocol"], row["destination_port"]),
-                         rows=[{"gkey": row["gkey"]}])
-            continue
-        keep.append(row)
+            key = (row["sgroup"], row[dest_col], row["protocol"], row["destination_port"])
+            refused.setdefault(key, [reason, risk, []])[2].append(row)
+        elif row["compromised"]:
+            tainted[(row[dest_col], row["protocol"], row["destination_port"])].append(row)
+        else:
+            keep.append(row)
+    for (sgroup, dest, proto, port), (reason, risk, rows) in refused.items():
+        ev = Evidence(hits=sum(r["hits"] for r in rows), distinct_sources=sum(r["sources"] for r in rows),
+                      destinations=[str(dest)])
+        investigate(ctx, f"Do not allow {dest!r} ({with_port(proto, port)}) from {sgroup}", reason, ev, risk,
+                    key=(sgroup, dest, proto, port), rows=[{"gkey": r["gkey"]} for r in rows])
+    clean_keys = {(r[dest_col], r["protocol"], r["destination_port"]) for r in keep}
+    for (dest, proto, port), rows in tainted.items():
+        ips = ctx.taint.get((rows[0]["kind"], dest, proto, port), [])
+        if (dest, proto, port) in clean_keys:
+            continue  # proposed for the clean sources only (application.py / network.py read ctx.taint)
+        who = ", ".join(ctx.susp.source_summary(ip) for ip in ips) or "compromised sources"
+        ev = Evidence(hits=sum(r["hits"] for r in rows), distinct_sources=len(ips), destinations=[str(dest)],
+                      notes=[f"asked for only by {who}"])
+        investigate(ctx, f"Do not allow {dest!r} ({with_port(proto, port)}): only compromised source(s) {', '.join(ips)} asked for it",
+                    f"no clean source needed this destination; it was requested by {who}", ev, "high",
+                    key=("tainted", dest, proto, port), rows=[{"gkey": r["gkey"]} for r in rows],
+                    rollout=[SUGGESTED_ACTION, f"add a deny rule for {dest} ({with_port(proto, port)})"])
     if not keep:
         return df.clear()
     cand = pl.DataFrame(keep, schema=df.schema)
@@ -49,15 +76,63 @@ def triage(ctx: Context, df: pl.DataFrame, danger: Danger, dest_col: str, extra_
         pl.col("hits").sum().alias("t_hits"), pl.col("hours").max().alias("t_hours"))
     cand = cand.join(agg, on=[dest_col, "protocol", "destination_port"], how="left", nulls_equal=True)
     weak = cand.filter((pl.col("t_hits") < cfg.min_hits) | (pl.col("t_hours") < cfg.min_hours))
+    noise: dict[str, list[dict]] = defaultdict(list)
     for row in weak.iter_rows(named=True):
         noise[str(row[dest_col])].append(row)
     for dest, rows in noise.items():
         ev = Evidence(hits=sum(r["hits"] for r in rows), distinct_sources=sum(r["sources"] for r in rows),
                       destinations=[dest])
         investigate(ctx, f"Too little evidence to allow {dest} ({with_port(rows[0]['protocol'], rows[0]['destination_port'])})",
-                     f"below the evidence thresholds (min {cfg.min_hits} hits and {cfg.min_hours} distinct hours in the window): "
-                     "one-off traffic is not turned into allow rules", ev, "low",
-                     key=("noise", dest, rows[0]["protocol"], rows[0]["destination_port"]),
-                     rows=[{"gkey": r["gkey"]} for r in rows])
+                    f"below the evidence thresholds (min {cfg.min_hits} hits and {cfg.min_hours} distinct hours in the window): "
+                    "one-off traffic is not turned into allow rules", ev, "low",
+                    key=("noise", dest, rows[0]["protocol"], rows[0]["destination_port"]),
+                    rows=[{"gkey": r["gkey"]} for r in rows])
     return cand.filter((pl.col("t_hits") >= cfg.min_hits) & (pl.col("t_hours") >= cfg.min_hours)).drop("t_hits", "t_hours")
 
+
+def taint_covered(ctx: Context, kind: str, covers, protocols: list[tuple[str, int | None]]) -> tuple[list[str], list[str]]:
+    """Compromised sources that asked for anything a rule covers (`covers(destination) -> bool`, on its
+    protocols), and one note per such destination: the rule must be for the clean sources only."""
+    wanted = set(protocols)
+    ips: set[str] = set()
+    notes = []
+    for (k, dest, proto, port), who in sorted(ctx.taint.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if k != kind or (proto, port) not in wanted or not covers(str(dest)):
+            continue
+        ips.update(who)
+        notes.append(f"compromised source(s) {', '.join(ctx.susp.source_summary(ip) for ip in who)} also asked for "
+                     f"{dest}; this rule is for the clean sources only (the compromised addresses are excluded from "
+                     "its sources)")
+    return sorted(ips), notes
+
+
+def name_cover(patterns: list[str]):
+    """`covers` for application rules: a name matches one of the rule's FQDNs or wildcards."""
+    return lambda dest: any(fqdn_matches(dest, p) for p in patterns)
+
+
+def solo_destinations(support: dict[str, dict], groups_of: dict[str, frozenset]) -> set[str]:
+    """Destinations that get a rule of their own: a tainted origin (a compromised source asked for it too),
+    or low support while a well-supported destination of the same source groups would share its rule."""
+    well = {groups_of[d] for d, e in support.items() if e["support"] != "low" and d in groups_of}
+    return {d for d, e in support.items()
+            if e["compromised_also"] or (e["support"] == "low" and groups_of.get(d) in well)}
+
+
+def per_name_evidence(ctx: Context, cand: pl.DataFrame, dest_col: str) -> dict[str, dict]:
+    """Per destination of the clean candidates: hits, sources, hours, first/last seen, support, and the
+    compromised sources that also asked for it (each proposal is reviewable name by name)."""
+    kind = "application" if dest_col == "destination_fqdn" else "network"
+    cfg = ctx.config
+    agg = cand.group_by(dest_col).agg(
+        pl.col("hits").sum(), pl.col("sources").sum(), pl.col("hours").max(), pl.col("first_seen").min(),
+        pl.col("last_seen").max(), pl.struct("protocol", "destination_port").unique().alias("protos"))
+    out: dict[str, dict] = {}
+    for r in agg.sort(dest_col).iter_rows(named=True):
+        dest = str(r[dest_col])
+        ips = sorted({ip for p in r["protos"] for ip in ctx.taint.get((kind, r[dest_col], p["protocol"], p["destination_port"]), [])})
+        low = r["hits"] < cfg.bundle_min_hits or r["hours"] < cfg.bundle_min_hours
+        out[dest] = {"name": dest, "hits": int(r["hits"]), "sources": int(r["sources"]), "hours": int(r["hours"]),
+                     "first_seen": iso(r["first_seen"]), "last_seen": iso(r["last_seen"]),
+                     "support": "low" if low else "well-supported", "compromised_also": ips}
+    return out

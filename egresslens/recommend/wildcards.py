@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections import Counter, defaultdict
-from functools import lru_cache
-from importlib import resources
 
-from publicsuffixlist import PublicSuffixList
+from egresslens.suspicion.suffixes import covering, multitenant_suffixes, psl
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _REGIONS = re.compile(
@@ -88,35 +85,11 @@ def entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
-@lru_cache(maxsize=1)
-def psl() -> PublicSuffixList:
-    return PublicSuffixList()
-
-
-@lru_cache(maxsize=1)
-def multitenant_suffixes() -> dict[str, dict]:
-    text = resources.files("egresslens").joinpath("data", "recommend", "multitenant.toml").read_text()
-    return {e["name"]: e for e in tomllib.loads(text)["suffix"]}
-
-
-@lru_cache(maxsize=1)
-def _covering() -> frozenset[str]:
-    """Every public suffix (ICANN + private) and every ancestor of one: `*.x` over these is unsafe."""
-    out: set[str] = set()
-    names = [s.lstrip("!").removeprefix("*.") for s in psl()._publicsuffix]  # noqa: SLF001
-    names.extend(multitenant_suffixes())
-    for s in names:
-        parts = s.split(".")
-        for i in range(len(parts)):
-            out.add(".".join(parts[i:]))
-    return frozenset(out)
-
-
 def wildcard_problem(parent: str, examples: list[str] | tuple[str, ...] = ()) -> str | None:
     """Why ``*.parent`` must not be proposed, or None when it is acceptable."""
     if not is_valid_fqdn(parent):
         return f"parent {describe(parent)} is not a valid FQDN"
-    if parent in _covering():
+    if parent in covering():
         return f"{parent} is (or is above) a public or shared multi-tenant suffix"
     for suffix, entry in multitenant_suffixes().items():
         if parent.endswith("." + suffix):

@@ -55,6 +55,9 @@ DB_FQDN = "orders-db.pg-example-hosting.net"
 DB_IP = "51.124.61.203"
 NTP_IPS = ["185.125.190.56", "185.125.190.57", "91.189.91.157"]
 TUNNEL_DOMAIN = "t.exfil-example.net"
+# The incident scenario (`incident=True`): the compromised pod also tunnels over 1-3 label levels
+# under TUNNEL_DOMAIN and keeps trying to reach a command-and-control host no other workload uses.
+C2_FQDN = "sync.cdn-update-example.org"
 TI_FQDNS = [("update.malware-cdn-example.com", "HTTPS", 443, "deny", "Bot Networks"),
             ("beacon.botnet-example.net", "HTTP", 80, "alert", "Malware")]
 IDPS_IPS = ["185.220.101.47", "45.137.21.9"]

@@ -131,9 +131,16 @@ def _dns_hour(world: Any, seed: int, h: int, t0_us: int, flows: pl.DataFrame, n_
     }).with_columns(query_type=pl.lit("A"), response_code=pl.lit("NXDOMAIN"), _answers=pl.lit(0))
     # DNS tunnelling from the compromised pod: unique long labels, TXT, mostly NXDOMAIN.
     k_tun = max(20, n_events * 3 // 1000)
+    tun_names = _base32_labels(k_tun, seed, h, "tunnel")
+    if world.incident:  # spread over 1-3 label levels: <40>.t.zone, <40>.<20>.t.zone, <40>.<20>.<12>.t.zone
+        depth = (_uniform(k_tun, seed, h, "tun-depth") * 3).floor()
+        mid = "." + _base32_labels(k_tun, seed, h, "tunnel-mid").str.slice(0, 20)
+        low = "." + _base32_labels(k_tun, seed, h, "tunnel-low").str.slice(0, 12)
+        tun_names = pl.select(pl.when(depth == 0).then(tun_names).when(depth == 1).then(tun_names + mid)
+                              .otherwise(tun_names + mid + low)).to_series()
     tun = pl.DataFrame({
         "source_ip": [world.compromised] * k_tun,
-        "query_name": _base32_labels(k_tun, seed, h, "tunnel") + "." + TUNNEL_DOMAIN,
+        "query_name": tun_names + "." + TUNNEL_DOMAIN,
         "time": ((_uniform(k_tun, seed, h, "tun-t") * 3.6e9).cast(pl.Int64) + t0_us).cast(pl.Datetime("us")),
     }).with_columns(
         query_type=pl.lit("TXT"),

@@ -18,6 +18,7 @@ import polars as pl
 from egresslens.simulate.base import (
     API_SERVER_IP,
     AZURECLOUD_WESTEUROPE,
+    C2_FQDN,
     DB_FQDN,
     DB_IP,
     FIREWALL_ID,
@@ -41,8 +42,9 @@ from egresslens.simulate.policy import POLICY_NAME, build_policy, evaluate, rule
 class _World:
     """Hosts, templates and the policy of the simulated deployment (independent of the hour)."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, incident: bool = False):
         self.seed = seed
+        self.incident = incident
         self.nodes = [f"10.240.0.{i}" for i in range(4, 10)]
         self.vms = [f"10.241.0.{i}" for i in range(4, 8)]
         pods = {
@@ -153,6 +155,9 @@ class _World:
                         paths=[f"{fq}/gate.php"] if proto == "HTTP" else [], role="malicious"))
         for ip in IDPS_IPS:
             ts.append(T("compromised", [self.compromised], "network", "TCP", 4444, 0.05, ip=ip, role="malicious"))
+        if self.incident:  # repeated HTTPS attempts to a host no other workload uses (no threat-intel hit)
+            ts.append(T("compromised", [self.compromised], "application", "HTTPS", 443, 0.15, fqdn=C2_FQDN,
+                        role="malicious"))
         return ts
 
     def _dns(self) -> dict[str, list[str]]:
@@ -241,9 +246,10 @@ def burst_window(hours: int) -> tuple[int, int]:
     return first, min(hours, first + 3)
 
 
-def iter_hours(hours: int, events_per_hour: int, seed: int, start: datetime, hot_share: float, world=None):
+def iter_hours(hours: int, events_per_hour: int, seed: int, start: datetime, hot_share: float, world=None,
+               incident: bool = False):
     """Yield (hour index, flows, dns_queries, threats) for each hour; frames are canonical."""
-    world = world or _World(seed)
+    world = world or _World(seed, incident)
     b0, b1 = burst_window(hours)
     for h in range(hours):
         t0 = start + timedelta(hours=h)
@@ -307,7 +313,9 @@ def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime,
             "threat_intel_fqdns": [x[0] for x in TI_FQDNS],
             "idps_destination_ips": list(IDPS_IPS),
             "tunnel_domain": TUNNEL_DOMAIN,
-            "denied_destinations": [x[0] for x in TI_FQDNS] + list(IDPS_IPS),
+            "denied_destinations": [x[0] for x in TI_FQDNS] + list(IDPS_IPS) + ([C2_FQDN] if world.incident else []),
+            "c2_fqdn": C2_FQDN if world.incident else None,
+            "tunnel_levels": [1, 2, 3] if world.incident else [1],
         },
         "snat_hot_destination": {
             "ip": HOT_IP, "port": 443, "protocol": "HTTPS", "fqdn": HOT_FQDN,
@@ -321,11 +329,12 @@ def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime,
 
 
 def generate(hours: int = 24, events_per_hour: int = 100_000, seed: int = 7, start: datetime | None = None,
-             hot_share: float = 0.35) -> Scenario:
-    """Simulate ``hours`` of logs; ``events_per_hour`` counts flow rows (DNS and threats come on top)."""
+             hot_share: float = 0.35, incident: bool = False) -> Scenario:
+    """Simulate ``hours`` of logs; ``events_per_hour`` counts flow rows (DNS and threats come on top).
+    ``incident``: the compromised pod also tunnels over several label levels and beacons to a C2 host."""
     check_args(hours, events_per_hour, hot_share)
     start = _naive_utc(start) if start is not None else default_start(hours)
-    world = _World(seed)
+    world = _World(seed, incident)
     parts = list(iter_hours(hours, events_per_hour, seed, start, hot_share, world))
     flows = pl.concat([p[1] for p in parts])
     dns = pl.concat([p[2] for p in parts])

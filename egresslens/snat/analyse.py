@@ -20,6 +20,7 @@ from egresslens.snat.capacity import (
     paas_service,
 )
 from egresslens.snat.metric import metric_fit
+from egresslens.suspicion import assess
 
 
 @dataclass
@@ -33,7 +34,7 @@ class SnatResult:
     minutes: pl.DataFrame  # per minute-bucket and destination at warning or above
     timeline: pl.DataFrame  # per firewall and minute: busiest destination's estimate, metric beside it
     metric_fit: pl.DataFrame  # per firewall: fit of SNATPortUtilization against the estimate
-    top_sources: pl.DataFrame  # per flagged destination: sources driving it
+    top_sources: pl.DataFrame  # per flagged destination: sources driving it (`compromised`: suspicion evidence kinds)
     assumptions: dict[str, Any] = field(default_factory=dict)
     # where public_ips / instances / nat_gateway_ips came from (flag, config file, firewall resource, default)
     capacity_sources: dict[str, str] = field(default_factory=dict)
@@ -184,8 +185,11 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     findings = _findings(minutes, config)
     top = _top_sources(con, window, findings, config)
     if findings.height:
+        top = _mark_compromised(con, window, top)
         tops = (top.group_by(["firewall", "destination", "port", "protocol"], maintain_order=True)
-                .agg(pl.format("{} ({})", "source_ip", "connections").alias("top_sources")))
+                .agg(pl.when(pl.col("compromised").is_null()).then(pl.format("{} ({})", "source_ip", "connections"))
+                     .otherwise(pl.format("{} ({}; compromised: {})", "source_ip", "connections", "compromised"))
+                     .alias("top_sources")))
         findings = findings.join(tops, on=["firewall", "destination", "port", "protocol"], how="left", nulls_equal=True)
         findings = findings.with_columns(pl.col("top_sources").fill_null([]))
         findings = findings.with_columns(
@@ -292,6 +296,15 @@ def _fix_text(r: dict[str, Any], config: SnatConfig) -> str:
     if r.get("top_sources"):
         parts.append("top sources: " + ", ".join(r["top_sources"][:3]))
     return "; ".join(parts)
+
+
+def _mark_compromised(con: duckdb.DuckDBPyConnection, window: Window, top: pl.DataFrame) -> pl.DataFrame:
+    """`compromised`: the suspicion model's evidence kinds for top sources it marks compromised, else null."""
+    if top.height == 0:
+        return top.with_columns(pl.lit(None, pl.String).alias("compromised"))
+    susp = assess(con, window=window)
+    kinds = {r["source_ip"]: ", ".join(k.replace("_", " ") for k in r["kinds"]) for r in susp.sources.iter_rows(named=True)}
+    return top.with_columns(pl.col("source_ip").replace_strict(kinds, default=None, return_dtype=pl.String).alias("compromised"))
 
 
 def _top_sources(con: duckdb.DuckDBPyConnection, window: Window, findings: pl.DataFrame, config: SnatConfig) -> pl.DataFrame:
