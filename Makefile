@@ -8,13 +8,13 @@ AZURITE := .azurite/node_modules/.bin/azurite-blob
 # Debian's headless Chromium and its WebDriver for the report's browser test (apt, as root in CI).
 CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: demo test bench docs docs-examples screenshots clean
+.PHONY: demo test bench bench-compare docs docs-examples screenshots clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -49,5 +49,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_snat_dns.py
 	$(BIN)/python benchmarks/bench_recommend.py
 
+# Ingest side by side with bare DuckDB SQL and pandas on the same simulated records (ROWS: 1M, 10M, 100M).
+ROWS ?= 1M
+bench-compare: $(STAMP)
+	$(BIN)/python benchmarks/compare.py --rows $(ROWS)
+
 clean:
-	rm -rf $(VENV) .azurite demo-output egresslens.duckdb site
+	rm -rf $(VENV) .azurite demo-output egresslens.duckdb site .bench-cache

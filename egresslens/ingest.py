@@ -239,13 +239,14 @@ class Ingestor:
 
     def _store(self, progress: dict | list[dict] | None) -> Counts:
         con = self.con
-        normalise.normalise_batch(con)
+        built = normalise.normalise_batch(con)
+        tables = [t for t in EVENT_TABLES if t.name in built]
         read = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
         counts = Counts(read=read)
         con.execute("BEGIN TRANSACTION")
         try:
             good_total = 0
-            for table in EVENT_TABLES:
+            for table in tables:
                 good, inserted = self._insert_events(table)
                 good_total += good
                 counts.stored += inserted
@@ -253,7 +254,7 @@ class Ingestor:
                     counts.per_table[table.name] = inserted
             rejects = " UNION ALL ".join(
                 [f"SELECT rid, reject_reason AS reason FROM {normalise.canon_table(t)} WHERE reject_reason IS NOT NULL"
-                 for t in EVENT_TABLES]
+                 for t in tables]
                 + ["SELECT rid, reason FROM stage_rejects"]
             )
             con.execute(
@@ -279,25 +280,27 @@ class Ingestor:
         return counts
 
     def _insert_events(self, table: Table) -> tuple[int, int]:
+        """Insert a batch's new rows: not already in the store (an anti-join against the slice of the
+        store in the batch's time range) and each event once. Event ids come with the staging table."""
         con = self.con
         canon = normalise.canon_table(table)
-        good, tmin, tmax = con.execute(
-            f"SELECT count(*), min(time), max(time) FROM {canon} WHERE reject_reason IS NULL"
+        good, tmin, tmax, distinct = con.execute(
+            f"SELECT count(*), min(time), max(time), count(DISTINCT event_id) FROM {canon} WHERE reject_reason IS NULL"
         ).fetchall()[0]
         if not good:
             return 0, 0
         cols = [c for c in table.column_names if c not in ("event_id", "ingest_run_id")]
+        # the same event twice within the batch: keep one (a window over the batch, paid only then)
+        once = "QUALIFY row_number() OVER (PARTITION BY event_id) = 1" if distinct < good else ""
         inserted = con.execute(
             f"""
             INSERT INTO {table.name} (event_id, {", ".join(cols)}, ingest_run_id)
-            SELECT event_id, {", ".join(cols)}, ? FROM (
-              SELECT {normalise.event_id_sql(table)} AS event_id, * FROM {canon} WHERE reject_reason IS NULL
-            ) c
-            WHERE NOT EXISTS (
+            SELECT event_id, {", ".join(cols)}, ? FROM {canon} c
+            WHERE reject_reason IS NULL AND NOT EXISTS (
               SELECT 1 FROM {table.name} x
               WHERE x.event_id = c.event_id AND x.time BETWEEN ? AND ?
             )
-            QUALIFY row_number() OVER (PARTITION BY event_id) = 1
+            {once}
             """,
             [self.run_id, tmin, tmax],
         ).fetchall()[0][0]

@@ -13,7 +13,7 @@ import json
 
 import duckdb
 
-from egresslens.schema import EVENT_TABLES, Table
+from egresslens.schema import EVENT_TABLES, TABLES_BY_NAME, Table
 
 # Column names a record may carry, in properties or at the top level.
 STRUCTURED_FIELDS = (
@@ -50,41 +50,10 @@ STRUCTURED_TARGETS = {
 }
 LEGACY_CATEGORIES = ("AzureFirewallApplicationRule", "AzureFirewallNetworkRule", "AzureFirewallDnsProxy")
 
-# Legacy msg_s grammars (RE2). Each names its groups so one regexp_extract yields a struct.
-# Greedy classes rather than lazy quantifiers where the text allows: RE2 extracts submatches
-# much faster then. Tails keep trailing spaces; they are trimmed in SQL.
-APP_RE = (
-    r"^(HTTPS|HTTP|MSSQL)\s+request from ([^\s:]*)(?::(\d*))?(?: to ([^\s:]+):(\d+))?\.(?: Url: (.*?)\.)? "
-    r"Action: ([A-Za-z]+)\.*\s*(.*)$"
+from egresslens.legacy_grammar import (  # noqa: E402  the legacy msg_s grammars
+    APP_GROUPS, APP_RE, DNS_ERR_GROUPS, DNS_ERR_RE, DNS_GROUPS, DNS_RE, IDS_GROUPS, IDS_RE, NAT_GROUPS, NAT_RE,
+    NET_GROUPS, NET_RE, RULE_TAIL_GROUPS, RULE_TAIL_RE, TI_GROUPS, TI_RE,
 )
-APP_GROUPS = ["proto", "src", "sport", "host", "dport", "url", "action", "tail"]
-NET_RE = (
-    r"^(TCP|UDP|ICMP)(?: Type=(\d+))? request from ([^\s:]+)(?::(\d*))? to ([^\s:]*[^\s:.])(?::(\d*))?\.? "
-    r"Action: ([A-Za-z]+)\.*\s*(.*)$"
-)
-NET_GROUPS = ["proto", "icmp_type", "src", "sport", "dst", "dport", "action", "tail"]
-NAT_RE = (
-    r"^(TCP|UDP)\s+request from ([^\s:]+):(\d*) to ([^\s:]+):(\d*) was DNAT'ed to ([^\s:]+):(\d*)"
-    r"\.*\s*(.*)$"
-)
-NAT_GROUPS = ["proto", "src", "sport", "dst", "dport", "tip", "tport", "tail"]
-TI_RE = (
-    r"^(\S+)\s+request from ([^\s:]*)(?::(\d*))?(?: to (\S+?)(?::(\d*))?)?\.(?: Url: (.*?)\.)? "
-    r"Action: ([A-Za-z]+)\.*\s*ThreatIntel: (.*?)\.?\s*$"
-)
-TI_GROUPS = ["proto", "src", "sport", "dst", "dport", "url", "action", "description"]
-IDS_RE = (
-    r"^(\S+)\s+request from ([^\s:]*)(?::(\d*))? to ([^\s:]*?)(?::(\d*))?\.? Action: ([A-Za-z]+)\.*\s*"
-    r"Signature: (\d+)\. IDS: (.*)\. Priority: (\d+)\. Classification: (.*?)\.?\s*$"
-)
-IDS_GROUPS = ["proto", "src", "sport", "dst", "dport", "action", "sid", "description", "priority", "category"]
-DNS_RE = (
-    r"^\s*DNS Request: ([^\s:]+):(\d+) [-\x{2013}] (\d+) (\S+) (\S+) (\S+) (\S+) (\d+) (\S+) (\d+) "
-    r"(\S+) (\S+) (\d+) ([\d.]+)s\s*$"
-)
-DNS_GROUPS = ["src", "sport", "qid", "qtype", "qclass", "qname", "proto", "reqsize", "dnssec", "edns", "rcode", "flags", "respsize", "dur"]
-DNS_ERR_RE = r"^\s*Error: (\d+) (\S+) ([A-Za-z0-9]+):? (.*?)\s*$"
-DNS_ERR_GROUPS = ["errno", "qname", "qtype", "detail"]
 
 
 def _lit(text: str) -> str:
@@ -111,7 +80,15 @@ def _field(name: str) -> str:
 
 # -- stage 1: one struct per record, the target table decided ------------------------------------
 
-def _stage_sql() -> str:
+def _stage_sql(guarded: bool) -> str:
+    """The stage statement. Unguarded, a record that is not JSON fails the whole statement, and the
+    batch is staged again guarded: `try()` doubles the parse's cost, so only such batches pay for it."""
+    if guarded:
+        parse = "try(json_transform(raw, {envelope}))"
+        reparse = "CASE WHEN r.properties IS NULL THEN try(json_transform(raw, {flat})) END"
+    else:
+        parse = "json_transform(raw, {envelope})"
+        reparse = "CASE WHEN r.properties IS NULL THEN json_transform(raw, {flat}) END"
     fields = ",\n      ".join(f"{_field(f)} AS f_{f}" for f in STRUCTURED_FIELDS)
     envelope = _lit(_envelope_structure())
     flat = _lit(_flat_structure())
@@ -131,11 +108,11 @@ CREATE OR REPLACE TEMP TABLE stage AS
 WITH parsed AS (
   -- one JSON parse per record, into the envelope shape; invalid JSON gives NULL here and a
   -- reason in stage_rejects
-  SELECT rid, raw, try(json_transform(raw, {envelope})) AS r
+  SELECT rid, raw, {parse.format(envelope=envelope)} AS r
   FROM batch
 ), flat AS (
   -- records without `properties` are Log Analytics rows: parse those again in the flat shape
-  SELECT *, CASE WHEN r.properties IS NULL THEN try(json_transform(raw, {flat})) END AS t
+  SELECT *, {reparse.format(flat=flat)} AS t
   FROM parsed
 ), varied AS (
   SELECT *,
@@ -187,13 +164,6 @@ FROM stage WHERE log_format = 'legacy' AND target IS NOT NULL
 
 # Shared SQL snippets -------------------------------------------------------------------------------
 
-# The rule part of a legacy tail: `[Policy: P. Rule Collection Group: G. ]Rule Collection: C.
-# Rule[ Name]: R[. Web Category: W]`. One pattern, applied only to tails that name a rule.
-RULE_TAIL_RE = (
-    r"^(?:Policy: (.*?)\. Rule Collection Group: (.*?)\. )?Rule Collection: (.*?)\. Rule(?: Name)?: (.*?)"
-    r"(?:\. Web Category: (.*?)\.?)?$"
-)
-RULE_TAIL_GROUPS = ["policy", "rcg", "rc", "rule", "web"]
 
 
 def _int(expr: str) -> str:
@@ -569,16 +539,50 @@ def canonical_columns(table: Table) -> list[str]:
     return [c for c in table.column_names if c not in ("event_id", "log_format", "ingest_run_id")]
 
 
-def normalise_batch(con: duckdb.DuckDBPyConnection) -> None:
-    """Turn the registered relation `batch` into `canon_*` staging tables and `stage_rejects`."""
-    con.execute(_stage_sql())
+# Which stage targets each canonical staging statement reads.
+_TARGETS_OF = {
+    "flows": {"application", "network", "nat"},
+    "dns_queries": {"dns"},
+    "threats": {"threat_intel", "idps"},
+    **{name: {target} for name, (target, _, _) in _SIMPLE.items()},
+}
+
+
+def normalise_batch(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Turn the registered relation `batch` into `canon_*` staging tables and `stage_rejects`.
+
+    Returns the names of the event tables that have records in this batch: only their staging tables
+    are (re)built, so a batch of one category pays for one canonical statement, not nine."""
+    try:
+        con.execute(_stage_sql(guarded=False))
+    except (duckdb.Error, UnicodeDecodeError):  # the error message may quote bytes that are not UTF-8
+        con.execute(_stage_sql(guarded=True))
+    present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage WHERE target IS NOT NULL").fetchall()}
     con.execute(_legacy_sql())
-    con.execute(_FLOW_SELECT)
-    con.execute(_DNS_SELECT)
-    con.execute(_THREAT_SELECT)
-    for name, (target, exprs, required) in _SIMPLE.items():
-        con.execute(_simple_select(name, target, exprs, required))
+    built = []
+    for name, targets in _TARGETS_OF.items():
+        if not targets & present:
+            continue
+        if name == "flows":
+            statement = _FLOW_SELECT
+        elif name == "dns_queries":
+            statement = _DNS_SELECT
+        elif name == "threats":
+            statement = _THREAT_SELECT
+        else:
+            statement = _simple_select(name, *_SIMPLE[name])
+        con.execute(_with_event_id(statement, TABLES_BY_NAME[name]))
+        built.append(name)
     con.execute(_REJECTS_SQL)
+    return built
+
+
+def _with_event_id(statement: str, table: Table) -> str:
+    """A `CREATE ... canon_x AS <query>` statement whose rows also carry their `event_id` (NULL on rows
+    that are refused), so the insert that follows reads it instead of computing it."""
+    head, query = statement.split(" AS\n", 1)
+    return (f"{head} AS SELECT CASE WHEN reject_reason IS NULL THEN {event_id_sql(table)} END AS event_id, * "
+            f"FROM (\n{query}\n)")
 
 
 def canon_table(table: Table) -> str:

@@ -1,0 +1,155 @@
+"""Side-by-side ingest benchmark: EgressLens against bare DuckDB SQL and a pandas script.
+
+    make bench-compare ROWS=1M                     # also 10M; 100M is opt-in (about 60 GB of input)
+    .venv/bin/python benchmarks/compare.py --rows 1M [--forms structured,legacy,csv]
+        [--contenders egresslens,duckdb,pandas] [--cache .bench-cache] [--out bench-output/compare-1M.json]
+
+The simulator writes the input once per size and form into the cache directory (flow events = ROWS;
+their DNS queries and threats come on top). Every contender then reads the SAME files in its own
+process, so each one's peak RSS is measured alone from outside (the child's rusage, `os.wait4`):
+
+* `egresslens` — `egresslens ingest files DIR` into a fresh store: every guarantee on (event ids,
+  de-duplication, quarantine, resumable batches, run accounting).
+* `duckdb` — the bare bound: hand-written SQL that reads the files with typed columns into `flows`,
+  `dns_queries` and `threats` tables of a DuckDB file (legacy text: `regexp_extract` per table; CSV:
+  `read_csv`), then aggregates each table.
+* `pandas` — the script a user would write: `read_json(lines=True)` + `json_normalize` (legacy:
+  `str.extract`; CSV: `read_csv`) per file, `concat`, `groupby`.
+
+CPU seconds (user + system, from the same rusage) are printed too: on a shared machine they move less
+than wall time. Forms: `structured` (storage archive of AZFW* categories), `legacy` (storage archive of
+AzureDiagnostics text) and `csv` (Log Analytics CSV export of the AZFW* tables). Prints a table of
+seconds, records/s, peak RSS and the ratios to EgressLens, and writes it all as JSON.
+Absolute times depend on the machine and its load; the ratios, measured in one run, are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FORMS = {"structured": ("structured", "storage"), "legacy": ("legacy", "storage"), "csv": ("structured", "csv")}
+CONTENDERS = ("egresslens", "duckdb", "pandas")
+HOURS = 24
+
+
+def parse_rows(text: str) -> int:
+    text = text.strip().upper().replace("_", "")
+    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("KM")) * scale)
+
+
+def dataset(cache: Path, rows: int, form: str) -> Path:
+    """The simulated input for `rows` flow events in `form`, generated once (hour by hour)."""
+    fmt, layout = FORMS[form]
+    out = cache / f"{rows}-{form}"
+    done = out / ".complete"
+    if not done.exists():
+        from egresslens.simulate import simulate_to_dir
+
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        summary = simulate_to_dir(out, hours=HOURS, events_per_hour=max(1, rows // HOURS), seed=1, fmt=fmt,
+                                  layout=layout, start=datetime(2026, 3, 1))
+        for meta in ("truth.json", "policy.json"):  # not logs: keep them out of every contender's input
+            (out / meta).rename(cache / f"{rows}-{form}-{meta}")
+        done.write_text(json.dumps(summary["counts"]))
+        print(f"generated {form} input for {rows:,} flow events in {time.perf_counter() - t:.0f} s", flush=True)
+    return out
+
+
+def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None = None) -> dict:
+    """Run one contender in a child process; wall time and peak RSS are taken from outside."""
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / f"{name}-{form}.duckdb"
+    for stale in work.glob(f"{name}-{form}.duckdb*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    if name.startswith("egresslens"):
+        args = ["ingest", "files", str(data), "--db", str(db), "--json", "--quiet"]
+        # egresslens@ref: another checkout's package first on the path (the current directory would win
+        # over PYTHONPATH), with this interpreter and its dependencies
+        path = str(ref.resolve()) if name == "egresslens@ref" else ""
+        cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {path!r}) if {bool(path)} else None; "
+               f"sys.argv = ['egresslens', *{args!r}]; from egresslens.cli import app; app()"]
+    else:
+        cmd = [sys.executable, str(HERE / "compare_baselines.py"), name, form, str(data), str(db)]
+    t = time.perf_counter()
+    with open(work / "stdout", "w+") as out, open(work / "stderr", "w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS alone
+        seconds = time.perf_counter() - t
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code not in (0, 5):  # 5: finished, some records quarantined (the simulator injects a few)
+        raise RuntimeError(f"{name} on {form} failed ({code}): {stderr.strip()[-800:]}")
+    report = json.loads(stdout.strip().splitlines()[-1])
+    records = report["records_read"] if name.startswith("egresslens") else report["records"]
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "records": records,
+            "peak_rss_mib": usage.ru_maxrss / 1024, "detail": report}
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'form':<11}{'contender':<12}{'records':>12}{'seconds':>9}{'CPU s':>8}{'records/s':>12}"
+             f"{'peak RSS':>12}{'time / egresslens':>19}"]
+    for r in results:
+        ratio = f"{r['vs_egresslens']:.2f}x" if r.get("vs_egresslens") else "-"
+        lines.append(f"{r['form']:<11}{r['contender']:<12}{r['records']:>12,}{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}"
+                     f"{r['records_per_s']:>12,.0f}{r['peak_rss_mib']:>8,.0f} MiB{ratio:>19}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default="1M", help="flow events: 1M, 10M, 100M or any number (default 1M)")
+    ap.add_argument("--forms", default=",".join(FORMS), help="comma list of structured, legacy, csv")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of egresslens, duckdb, pandas")
+    ap.add_argument("--cache", type=Path, default=Path(".bench-cache"), help="where generated input is kept")
+    ap.add_argument("--work", type=Path, default=None, help="where the stores are written (default: cache/work)")
+    ap.add_argument("--ref", type=Path, default=None,
+                    help="also time `egresslens@ref`: the egresslens package of another checkout (before/after)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON result (default bench-output/compare-ROWS.json)")
+    args = ap.parse_args(argv)
+    rows = parse_rows(args.rows)
+    forms = [f for f in args.forms.split(",") if f]
+    contenders = [c for c in args.contenders.split(",") if c] + (["egresslens@ref"] if args.ref else [])
+    if unknown := [f for f in forms if f not in FORMS] + [c for c in contenders if c not in (*CONTENDERS, "egresslens@ref")]:
+        ap.error(f"unknown form or contender: {', '.join(unknown)}")
+    work = args.work or args.cache / "work"
+    results = []
+    for form in forms:
+        data = dataset(args.cache, rows, form)
+        for name in contenders:
+            r = run_contender(name, form, data, work, args.ref)
+            r.update(form=form, contender=name, records_per_s=r["records"] / r["seconds"])
+            results.append(r)
+            print(f"  {form:<10} {name:<10} {r['seconds']:7.1f} s  {r['cpu_seconds']:7.1f} CPU s"
+                  f"  {r['peak_rss_mib']:7,.0f} MiB", flush=True)
+        ours = next((r for r in results if r["form"] == form and r["contender"] == "egresslens"), None)
+        for r in results:
+            if r["form"] == form and ours:
+                r["vs_egresslens"] = r["seconds"] / ours["seconds"]
+    shutil.rmtree(work, ignore_errors=True)
+    print(table(results))
+    out = args.out or Path("bench-output") / f"compare-{args.rows}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "flow_events": rows, "results": results,
+    }, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

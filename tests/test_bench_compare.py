@@ -1,0 +1,24 @@
+"""benchmarks/compare.py runs end to end on a small simulated input (a smoke test: no timing asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compare_times_every_contender_on_the_same_records(tmp_path):
+    out = tmp_path / "compare.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--rows", "2400", "--cache", str(tmp_path / "cache"),
+         "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert {(r["form"], r["contender"]) for r in results} == {
+        (f, c) for f in ("structured", "legacy", "csv") for c in ("egresslens", "duckdb", "pandas")}
+    for form in ("structured", "legacy", "csv"):
+        counts = {r["contender"]: r["records"] for r in results if r["form"] == form}
+        assert counts["egresslens"] == counts["duckdb"] == counts["pandas"] > 0, (form, counts)
+    assert all(r["peak_rss_mib"] > 0 and r["seconds"] > 0 for r in results)
+    assert "time / egresslens" in proc.stdout
