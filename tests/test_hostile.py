@@ -38,9 +38,6 @@ RICH_MARKUP = [TEXTS["rich style"], TEXTS["rich link"], TEXTS["rich bad close"],
 WIDE = {"COLUMNS": "1000", "NO_COLOR": "1"}  # a wide terminal: table cells are not folded
 
 RECOMMEND_FORMATS = ["markdown", "json", "az", "terraform", "bicep"]
-INGEST_BRANCH = pytest.mark.xfail(strict=True, reason="non-IP sources are quarantined at ingest (normalise, branch `ingest`)")
-SUSPICION_BRANCH = pytest.mark.xfail(strict=True, reason="punycode is decoded before the look-alike check (branch `suspicion`)")
-REPORT_BRANCH = pytest.mark.xfail(strict=True, reason="`egresslens report` (branch `report`)")
 
 runner = CliRunner()
 
@@ -304,7 +301,6 @@ def test_errors_that_quote_input_are_one_visible_line(tmp_path):
 # -------------------------------------------------------------------- cases that depend on work elsewhere
 
 
-@INGEST_BRANCH
 def test_non_ip_sources_are_quarantined_and_never_reach_a_rule(tmp_path):
     lines = [_app_rule(f"2026-03-01T0{h}:10:00Z", source, "api.nonip.example.com") for source in NON_IP_SOURCES
              for h in range(3)]
@@ -323,7 +319,6 @@ def punycode_db(tmp_path_factory):
     return db
 
 
-@SUSPICION_BRANCH
 @pytest.mark.parametrize("fmt", RECOMMEND_FORMATS)
 def test_punycode_look_alike_is_never_proposed(punycode_db, fmt):
     out = assert_clean(run("recommend", "--db", str(punycode_db), "--format", fmt))
@@ -343,7 +338,6 @@ def without_libraries(html_text: str) -> str:
     return "".join(p for p in parts if not (p.startswith("<script") and len(p) > 100_000))
 
 
-@REPORT_BRANCH
 @pytest.mark.parametrize("fmt", ["html", "markdown", "json"])
 def test_report_is_escaped_for_its_format(hostile_db, tmp_path, fmt):
     out_file = tmp_path / f"report.{fmt}"
