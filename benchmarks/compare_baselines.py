@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from egresslens import normalise as N
+from egresslens import legacy_grammar as N
 
 FLOW_CATEGORIES = ("AZFWApplicationRule", "AZFWNetworkRule", "AZFWNatRule")
 THREAT_CATEGORIES = ("AZFWThreatIntel", "AZFWIdpsSignature")

@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from egresslens import normalise
+from egresslens import canonical, normalise
 from egresslens.schema import DNS_QUERIES, EVENT_TABLES, FLOWS, THREATS, Table
 
 BATCH_SCHEMA = pa.schema(
@@ -114,13 +114,35 @@ class Ingestor:
         return {"size": size, "mtime_ns": mtime_ns, "records_done": records_done,
                 "offset_done": offset_done, "complete": complete}
 
+    def source_states(self) -> dict[str, dict]:
+        """Every source's progress as of now, in one query (a run over many files asks once)."""
+        return {source: {"size": size, "mtime_ns": mtime_ns, "records_done": records_done,
+                         "offset_done": offset_done, "complete": complete}
+                for source, size, mtime_ns, records_done, offset_done, complete in self.con.execute(
+                    "SELECT source, size, mtime_ns, records_done, offset_done, complete FROM ingest_sources").fetchall()}
+
     def _save_progress(self, source: str, size: int | None, mtime_ns: int | None,
                        records_done: int, offset_done: int, complete: bool) -> None:
-        self.con.execute("DELETE FROM ingest_sources WHERE source = ?", [source])
-        self.con.execute(
-            "INSERT INTO ingest_sources VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [source, size, mtime_ns, records_done, offset_done, complete, _utcnow()],
-        )
+        self._save_progress_many([dict(source=source, size=size, mtime_ns=mtime_ns, records_done=records_done,
+                                       offset_done=offset_done, complete=complete)])
+
+    def _save_progress_many(self, entries: list[dict]) -> None:
+        """Progress of the sources of one batch (an archive batch spans hundreds of hourly blobs): two
+        statements, whatever their number. The last entry of a source wins."""
+        latest = {e["source"]: e for e in entries}
+        rows = pa.table({
+            "source": pa.array(list(latest), pa.string()),
+            **{k: pa.array([e[k] for e in latest.values()], pa.int64())
+               for k in ("size", "mtime_ns", "records_done", "offset_done")},
+            "complete": pa.array([bool(e["complete"]) for e in latest.values()], pa.bool_()),
+        })
+        self.con.register("progress_rows", rows)
+        try:
+            self.con.execute("DELETE FROM ingest_sources WHERE source IN (SELECT source FROM progress_rows)")
+            self.con.execute("INSERT INTO ingest_sources SELECT source, size, mtime_ns, records_done, offset_done, "
+                             "complete, ? FROM progress_rows", [_utcnow()])
+        finally:
+            self.con.unregister("progress_rows")
 
     def mark_source(self, source: str, *, size: int | None = None, mtime_ns: int | None = None,
                     records_done: int = 0, offset_done: int = 0, complete: bool) -> None:
@@ -253,7 +275,7 @@ class Ingestor:
                 if inserted:
                     counts.per_table[table.name] = inserted
             rejects = " UNION ALL ".join(
-                [f"SELECT rid, reject_reason AS reason FROM {normalise.canon_table(t)} WHERE reject_reason IS NOT NULL"
+                [f"SELECT rid, reject_reason AS reason FROM {canonical.canon_table(t)} WHERE reject_reason IS NOT NULL"
                  for t in tables]
                 + ["SELECT rid, reason FROM stage_rejects"]
             )
@@ -283,7 +305,7 @@ class Ingestor:
         """Insert a batch's new rows: not already in the store (an anti-join against the slice of the
         store in the batch's time range) and each event once. Event ids come with the staging table."""
         con = self.con
-        canon = normalise.canon_table(table)
+        canon = canonical.canon_table(table)
         good, tmin, tmax, distinct = con.execute(
             f"SELECT count(*), min(time), max(time), count(DISTINCT event_id) FROM {canon} WHERE reject_reason IS NULL"
         ).fetchall()[0]
@@ -307,8 +329,9 @@ class Ingestor:
         return good, inserted
 
     def _finish_batch(self, counts: Counts, progress: dict | list[dict] | None) -> None:
-        for entry in [progress] if isinstance(progress, dict) else (progress or []):
-            self._save_progress(**entry)
+        entries = [progress] if isinstance(progress, dict) else (progress or [])
+        if entries:
+            self._save_progress_many(entries)
         self.con.execute(
             """UPDATE ingest_runs SET records_read = records_read + ?, stored = stored + ?,
                duplicates = duplicates + ?, quarantined = quarantined + ? WHERE run_id = ?""",
@@ -361,11 +384,11 @@ def store_canonical_frames(con: duckdb.DuckDBPyConnection, *, flows=None, dns_qu
         arrow = frame.to_arrow() if hasattr(frame, "to_arrow") else frame
         con.register("canonical_frame", arrow)
         try:
-            cols = normalise.canonical_columns(table)
+            cols = canonical.canonical_columns(table)
             inserted[table.name] = con.execute(
                 f"""
                 INSERT INTO {table.name} (event_id, {", ".join(cols)}, log_format)
-                SELECT {normalise.event_id_sql(table)}, {", ".join(cols)}, ? FROM canonical_frame
+                SELECT {canonical.event_id_sql(table)}, {", ".join(cols)}, ? FROM canonical_frame
                 """,
                 [log_format],
             ).fetchall()[0][0]

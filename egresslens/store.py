@@ -24,6 +24,7 @@ def resolve_db_path(db: str | os.PathLike[str] | None = None) -> Path:
 
 def _configure(con: duckdb.DuckDBPyConnection, db_path: Path | None) -> None:
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # commands draw their own progress, on stderr, when asked
     # Bounded memory: spill to disk beside the store rather than hold a busy day in RAM.
     con.execute(f"SET memory_limit = '{_memory_limit()}'")
     if db_path is not None:

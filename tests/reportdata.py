@@ -9,7 +9,7 @@ import polars as pl
 
 from egresslens import store
 from egresslens.ingest import store_canonical_frames
-from egresslens.normalise import canonical_columns
+from egresslens.canonical import canonical_columns
 from egresslens.schema import DNS_QUERIES, FLOWS, THREATS
 
 START = datetime(2026, 3, 2)

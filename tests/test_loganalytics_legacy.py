@@ -13,7 +13,7 @@ from fakes.loganalytics_server import (
     legacy_fixture,
 )
 
-from egresslens import normalise, store
+from egresslens import legacy_grammar, store
 from egresslens.sources import kql
 from egresslens.sources.loganalytics import LogAnalyticsError, Run, Settings, Target
 
@@ -131,9 +131,9 @@ def test_unknown_summary_table_is_one_sentence(legacy):
 def test_legacy_templates_use_the_normaliser_grammars_verbatim():
     flows = kql.load("summary_flows_legacy").text
     dns = kql.load("summary_dns_legacy").text
-    for pattern in (normalise.APP_RE, normalise.NET_RE, normalise.NAT_RE, normalise.RULE_TAIL_RE):
+    for pattern in (legacy_grammar.APP_RE, legacy_grammar.NET_RE, legacy_grammar.NAT_RE, legacy_grammar.RULE_TAIL_RE):
         assert f'@"{pattern}"' in flows
-    for pattern in (normalise.DNS_RE, normalise.DNS_ERR_RE):
+    for pattern in (legacy_grammar.DNS_RE, legacy_grammar.DNS_ERR_RE):
         assert f'@"{pattern}"' in dns
     for name in ("summary_flows_legacy", "summary_dns_legacy"):
         assert [p for p, _ in kql.load(name).params] == ["time_start", "time_end", "firewall"]

@@ -8,7 +8,7 @@ import pytest
 
 from egresslens import store
 from egresslens.ingest import store_canonical_frames
-from egresslens.normalise import canonical_columns
+from egresslens.canonical import canonical_columns
 from egresslens.schema import DNS_QUERIES, FLOWS, THREATS
 from egresslens.simulate import generate, write
 from egresslens.sources.files import ingest_paths

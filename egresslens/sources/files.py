@@ -9,6 +9,7 @@ and Log Analytics CSV exports. Any of them may be gzip-compressed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -43,17 +44,30 @@ class FileResult:
     waiting: bool = False  # its last line is incomplete (still being written?): read on a later run
 
 
+# The hour a storage-archive blob holds, from its path: .../y=2026/m=03/d=01/h=02/m=00/PT1H.json
+_HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
+
+
+def _read_order(path: Path) -> tuple:
+    """Archives are read hour by hour across their categories, so each batch spans a short time and
+    de-duplication looks at a small slice of the store (egresslens/ingest.py); other files by path."""
+    hour = _HOUR_PATH.search(path.as_posix())
+    return (hour.groups() if hour else ("",), str(path))
+
+
 def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
-    """Files under the given paths, recursively, in a stable order."""
+    """Files under the given paths, recursively, in a stable order (archives hour by hour)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+            found.extend(sorted((f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")),
+                                key=_read_order))
         elif p.is_file():
             found.append(p)
         else:
             raise FileNotFoundError(f"no such file or directory: {p}")
-    return found
+    seen: set[Path] = set()  # a file named twice (a directory and a file in it) is read once
+    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
 def _table_hint(path: Path) -> str | None:
@@ -88,8 +102,8 @@ def _utf8_text(block: bytes) -> pa.Array:
         return pa.array([_decode(block)])
 
 
-def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
-    """One chunk of complete lines → a batch, with no Python work per line."""
+def _split_lines(block: bytes, source: str, first_line: int) -> tuple[pa.Table, int]:
+    """One chunk of complete lines → (a batch, the number of lines), with no Python work per line."""
     lines = pc.list_flatten(pc.split_pattern(_utf8_text(block), "\n"))
     if b"\r" in block:
         lines = pc.utf8_rtrim(lines, characters="\r")
@@ -113,7 +127,7 @@ def _split_lines(block: bytes, source: str, first_line: int) -> pa.Table:
             keep = np.ones(n, dtype=bool)
             keep[drop] = False
             table = table.filter(pa.array(keep))
-    return table
+    return table, n
 
 
 def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_result,
@@ -164,8 +178,8 @@ def jsonl_chunks(path: Path, source: str, state: dict | None, stat: os.stat_resu
             if block:
                 offset += len(block)
                 block = block[:-1] if block.endswith(b"\n") else block
-                table = _split_lines(block, source, line_no + 1)
-                line_no += block.count(b"\n") + 1
+                table, lines = _split_lines(block, source, line_no + 1)
+                line_no += lines
             progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                             records_done=line_no, offset_done=offset, complete=complete)
             if table is not None or at_end:
@@ -364,10 +378,11 @@ class LineBatcher:
 
 
 def ingest_file(ingestor: Ingestor, path: Path, *, force: bool = False, on_bytes=lambda n: None,
-                batcher: LineBatcher | None = None) -> FileResult:
+                batcher: LineBatcher | None = None, states: dict[str, dict] | None = None) -> FileResult:
+    """Ingest one file. `states` (from `Ingestor.source_states`, read once per run) saves a query per file."""
     source = str(path.resolve())
     stat = path.stat()
-    state = None if force else ingestor.source_state(source)
+    state = None if force else (states.get(source) if states is not None else ingestor.source_state(source))
     if state and state["complete"] and state["size"] == stat.st_size and state["mtime_ns"] == stat.st_mtime_ns:
         on_bytes(stat.st_size)
         return FileResult(source, "unchanged", Counts(), skipped=True)
@@ -464,11 +479,13 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     advance = progress(sum(_size(f) for f in files)) if progress else (lambda n: None)
     results: list[FileResult] = []
     batcher = LineBatcher(ingestor)
+    states = ingestor.source_states()
     try:
         with _CtrlC() as ctrl_c:
             for path in files:
                 try:
-                    results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher))
+                    results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher,
+                                               states=states))
                 except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, the run goes on
                     if ctrl_c.hit:
                         raise KeyboardInterrupt from exc

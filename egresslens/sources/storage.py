@@ -496,8 +496,8 @@ def _read_lines(batcher: LineBatcher, p: _Plan, stream, advance) -> BlobResult:
         if block:
             offset += len(block)
             text = block[:-1] if block.endswith(b"\n") else block
-            table = _split_lines(text, p.key, line_no + 1)
-            line_no += text.count(b"\n") + 1
+            table, lines = _split_lines(text, p.key, line_no + 1)
+            line_no += lines
         if table is not None or is_last:  # complete: read to the end (a partial last line may wait)
             batcher.add(table, dict(source=p.key, size=p.size, mtime_ns=p.mtime_ns, records_done=line_no,
                                     offset_done=offset, complete=is_last))
