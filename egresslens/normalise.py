@@ -97,7 +97,20 @@ def _time(text: str) -> str:
             "['%m/%d/%Y, %I:%M:%S.%g %p', '%m/%d/%Y, %I:%M:%S %p', '%m/%d/%Y %I:%M:%S %p']))")
 
 
-def _stage_sql(guarded: bool, source: str = "batch") -> str:
+# The table a legacy message text belongs to, from the text itself (a NAT line is filed under the
+# network category; threat-intel and IDPS lines under either).
+_LEGACY_TARGET = """
+      CASE
+        WHEN regexp_matches(msg, '^\\s*DNS Request:') OR regexp_matches(msg, '^\\s*Error: \\d+ ') THEN 'dns'
+        WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'
+        WHEN contains(msg, ' ThreatIntel: ') THEN 'threat_intel'
+        WHEN contains(msg, ' Signature: ') AND contains(msg, ' IDS: ') THEN 'idps'
+        WHEN regexp_matches(msg, '^(HTTPS|HTTP|MSSQL)\\s+request') THEN 'application'
+        WHEN regexp_matches(msg, '^(TCP|UDP|ICMP)[ ]') THEN 'network'
+      END"""
+
+
+def _stage_sql(guarded: bool, source: str = "batch", *, append: bool = False) -> str:
     """The stage statement. Unguarded, a record that is not JSON fails the whole statement, and the
     batch is staged again guarded: `try()` doubles the parse's cost, so only such batches pay for it."""
     if guarded:
@@ -110,18 +123,11 @@ def _stage_sql(guarded: bool, source: str = "batch") -> str:
     envelope = _lit(_envelope_structure())
     flat = _lit(_flat_structure())
     variants = "[" + ", ".join(_lit(p) for p in CASE_VARIANTS) + "]"
-    legacy_target = """
-      CASE
-        WHEN regexp_matches(msg, '^\\s*DNS Request:') OR regexp_matches(msg, '^\\s*Error: \\d+ ') THEN 'dns'
-        WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'
-        WHEN contains(msg, ' ThreatIntel: ') THEN 'threat_intel'
-        WHEN contains(msg, ' Signature: ') AND contains(msg, ' IDS: ') THEN 'idps'
-        WHEN regexp_matches(msg, '^(HTTPS|HTTP|MSSQL)\\s+request') THEN 'application'
-        WHEN regexp_matches(msg, '^(TCP|UDP|ICMP)[ ]') THEN 'network'
-      END"""
+    legacy_target = _LEGACY_TARGET
     targets = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in STRUCTURED_TARGETS.items())
+    head = "INSERT INTO stage BY NAME" if append else "CREATE OR REPLACE TEMP TABLE stage AS"
     return f"""
-CREATE OR REPLACE TEMP TABLE stage AS
+{head}
 WITH parsed AS (
   -- one JSON parse per record, into the envelope shape; invalid JSON gives NULL here and a
   -- reason in stage_rejects
@@ -217,10 +223,33 @@ FAST_CATEGORIES = {
 
 _CATEGORY_TEXT = '"category":"%s"'
 UNCONFIRMED = "unconfirmed"
+# Legacy records (AzureFirewall* categories, the columns as text in properties.msg) are routed too:
+# their message text is read by the same grammars; only the parse of the record is narrower.
+LEGACY = "legacy"
 _ROUTE_SQL = "CREATE OR REPLACE TEMP TABLE batch_route AS SELECT rid, CASE " + " ".join(
     f"WHEN contains(raw, {_lit(_CATEGORY_TEXT % category)}) THEN {_lit(name)}"
-    for name, categories in FAST_CATEGORIES.items() for category in categories
+    for name, categories in {**FAST_CATEGORIES, LEGACY: LEGACY_CATEGORIES}.items() for category in categories
 ) + " END AS route FROM batch WHERE NOT starts_with(raw, chr(0))"
+
+_LEGACY_SPEC = json.dumps({"time": "VARCHAR", "category": "VARCHAR", "resourceId": "VARCHAR",
+                           "properties": {"msg": "VARCHAR"}})
+# Routed legacy records into the stage, with the columns the generic stage gives them (their f_<Field>
+# columns stay NULL: legacy rows are read from their text, never from fields). Unconfirmed ones are
+# marked, as in `fast_source`, and sent the generic way.
+_LEGACY_STAGE_SQL = f"""
+INSERT INTO stage BY NAME
+SELECT rid, time_text, log_category, msg, firewall, {_time('time_text')} AS ts,
+  CASE WHEN confirmed THEN 'legacy' ELSE {_lit(UNCONFIRMED)} END AS log_format,
+  CASE WHEN confirmed THEN {_LEGACY_TARGET} END AS target
+FROM (
+  SELECT rid, nullif(r.time, '') AS time_text, nullif(r.category, '') AS log_category,
+    nullif(r.properties.msg, '') AS msg, lower(nullif(r.resourceId, '')) AS firewall,
+    coalesce(r.category IN ({", ".join(_lit(c) for c in LEGACY_CATEGORIES)}) AND r.resourceId IS NOT NULL
+             AND nullif(r.properties.msg, '') IS NOT NULL, false) AS confirmed
+  FROM (SELECT rid, json_transform(b.raw, {_lit(_LEGACY_SPEC)}) AS r
+        FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})
+)
+"""
 
 
 def fast_source(name: str) -> str:
@@ -256,14 +285,15 @@ def _confirmed(categories: tuple[str, ...]) -> str:
             "AND r.resourceId IS NOT NULL AND nullif(r.properties.msg, '') IS NULL")
 
 
-def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True) -> list[str]:
+def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes: dict | None = None) -> list[str]:
     """Turn the registered relation `batch` into `canon_*` staging tables and `stage_rejects`.
 
     Returns the names of the event tables that have records in this batch: only their staging tables
     are (re)built, so a batch of one category pays for one canonical statement, not nine.
-    `fast=False` sends every record the generic route (the tests compare the two)."""
+    `fast=False` sends every record the generic route (the tests compare the two); `routes`, if given,
+    receives how many records took each route ({"fast": n, "generic": m})."""
     built: list[str] = []
-    handled = 0
+    taken = []  # relations of the rids the fast route took
     if fast:
         # the canonical statements read the legacy stage too: empty it first (it holds the last batch)
         con.execute(_stage_sql(guarded=False, source="(SELECT * FROM batch LIMIT 0)"))
@@ -271,33 +301,25 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True) -> lis
         con.execute(_ROUTE_SQL)
         routed = dict(con.execute("SELECT route, count(*) FROM batch_route WHERE route IS NOT NULL GROUP BY 1").fetchall())
         for name in FAST_CATEGORIES:
-            if not routed.get(name):
-                continue
-            try:
-                con.execute(canonical_sql(name, fast_source(name)))
-            except (duckdb.Error, UnicodeDecodeError):  # a routed line that is not JSON: all go the generic way
-                con.execute(f"DROP TABLE IF EXISTS {_canon(name)}")
-                continue
-            taken, unconfirmed = con.execute(f"SELECT count(*) FILTER (log_format <> {_lit(UNCONFIRMED)}), "
-                                             f"count(*) FILTER (log_format = {_lit(UNCONFIRMED)}) FROM {_canon(name)}"
-                                             ).fetchall()[0]
-            if unconfirmed:
-                con.execute(f"DELETE FROM {_canon(name)} WHERE log_format = {_lit(UNCONFIRMED)}")
-            if taken:
+            if routed.get(name) and _fast_table(con, name):
                 built.append(name)
-                handled += taken
+                taken.append(f"SELECT rid FROM {_canon(name)}")
+        if routed.get(LEGACY) and _fast_legacy(con):
+            taken.append("SELECT rid FROM stage")
+    handled = sum(con.execute(f"SELECT count(*) FROM ({t})").fetchall()[0][0] for t in taken)
     total = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
     if not handled:
         rest = "batch"
     elif handled == total:
         rest = "(SELECT * FROM batch LIMIT 0)"
     else:  # records the fast route did not take, or did not confirm
-        taken = " UNION ALL ".join(f"SELECT rid FROM {_canon(name)}" for name in built)
-        rest = f"(SELECT * FROM batch ANTI JOIN ({taken}) t USING (rid))"
+        rest = f"(SELECT * FROM batch ANTI JOIN ({' UNION ALL '.join(taken)}) t USING (rid))"
+    if routes is not None:
+        routes.update(fast=handled, generic=total - handled)
     try:
-        con.execute(_stage_sql(guarded=False, source=rest))
+        con.execute(_stage_sql(guarded=False, source=rest, append=fast))
     except (duckdb.Error, UnicodeDecodeError):  # the error message may quote bytes that are not UTF-8
-        con.execute(_stage_sql(guarded=True, source=rest))
+        con.execute(_stage_sql(guarded=True, source=rest, append=fast))
     present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage WHERE target IS NOT NULL").fetchall()}
     con.execute(_legacy_sql())
     for name, targets in TARGETS_OF.items():
@@ -307,6 +329,33 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True) -> lis
                 built.append(name)
     con.execute(_REJECTS_SQL)
     return [name for name in TARGETS_OF if name in built]
+
+
+def _fast_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """One table's routed records straight into `canon_<table>`; False when it took none."""
+    try:
+        con.execute(canonical_sql(name, fast_source(name)))
+    except (duckdb.Error, UnicodeDecodeError):  # a routed line that is not JSON: all go the generic way
+        con.execute(f"DROP TABLE IF EXISTS {_canon(name)}")
+        return False
+    return _drop_unconfirmed(con, _canon(name))
+
+
+def _fast_legacy(con: duckdb.DuckDBPyConnection) -> bool:
+    """Routed legacy records into the (empty) stage; False when it took none."""
+    try:
+        con.execute(_LEGACY_STAGE_SQL)
+    except (duckdb.Error, UnicodeDecodeError):  # a routed line that is not JSON: all go the generic way
+        return False
+    return _drop_unconfirmed(con, "stage")
+
+
+def _drop_unconfirmed(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    taken, unconfirmed = con.execute(f"SELECT count(*) FILTER (log_format <> {_lit(UNCONFIRMED)}), "
+                                     f"count(*) FILTER (log_format = {_lit(UNCONFIRMED)}) FROM {table}").fetchall()[0]
+    if unconfirmed:
+        con.execute(f"DELETE FROM {table} WHERE log_format = {_lit(UNCONFIRMED)}")
+    return taken > 0
 
 
 def _canon(name: str) -> str:
