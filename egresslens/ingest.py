@@ -198,19 +198,10 @@ class Ingestor:
 
         Each row becomes a JSON object record; `log_table` supplies `Type` when the rows lack it.
         """
-        names = rows.column_names
-        pack = ", ".join(f"{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)" for n in names)
-        add_type = "Type" not in names and log_table is not None
-        type_field = ', "Type" := ?::VARCHAR' if add_type else ""
-        self.con.register("raw_rows", rows)
+        names = register_tabular(self.con, rows, source=source, log_table=log_table,
+                                 position_offset=position_offset)
         try:
-            return self.ingest_select(
-                f"""SELECT ?::VARCHAR AS source, (row_number() OVER () + ?)::BIGINT AS position,
-                           NULL::INTEGER AS record_index, to_json(struct_pack({pack}{type_field}))::VARCHAR AS raw
-                    FROM raw_rows r""",
-                [source, position_offset, *([log_table] if add_type else [])],
-                progress=progress,
-            )
+            return self._store(progress, tabular=("raw_rows", names))
         finally:
             self.con.unregister("raw_rows")
 
@@ -259,9 +250,9 @@ class Ingestor:
             [self.run_id, _utcnow()],
         ).fetchall()[0][0]
 
-    def _store(self, progress: dict | list[dict] | None) -> Counts:
+    def _store(self, progress: dict | list[dict] | None, tabular: tuple[str, list[str]] | None = None) -> Counts:
         con = self.con
-        built = normalise.normalise_batch(con)
+        built = normalise.normalise_batch(con, tabular=tabular)
         tables = [t for t in EVENT_TABLES if t.name in built]
         read = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
         counts = Counts(read=read)
@@ -363,6 +354,33 @@ def unknown_categories_line(found: dict[str, int]) -> str | None:
         return None
     return ("unknown Azure Firewall log categories, quarantined (a newer EgressLens may read them): "
             + ", ".join(f"{name} ({n:,} records)" for name, n in found.items()))
+
+
+def register_tabular(con: duckdb.DuckDBPyConnection, rows: pa.Table, *, source: str, log_table: str | None = None,
+                     position_offset: int = 0) -> list[str]:
+    """Register tabular rows as `raw_rows` (with `rid`, and `Type` from `log_table` when they lack it) and
+    the view `batch` over them; returns their column names.
+
+    Each row is also a JSON object record (`raw`), computed only where it is read: by the generic
+    route and for the quarantine. Rows the fast route takes are read from their columns."""
+    names = rows.column_names
+    rows = rows.append_column("rid", pa.array(np.arange(1, rows.num_rows + 1, dtype=np.int64)))
+    if "Type" not in names and log_table is not None:
+        rows = rows.append_column("Type", pa.array([log_table] * rows.num_rows, pa.string()))
+        names = [*names, "Type"]
+    pack = ", ".join(f"{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)" for n in names)
+    con.register("raw_rows", rows)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW batch AS
+            SELECT rid, {_sql_text(source)} AS source, (rid + {int(position_offset)})::BIGINT AS position,
+                   NULL::INTEGER AS record_index, to_json(struct_pack({pack}))::VARCHAR AS raw
+            FROM raw_rows r""")
+    return names
+
+
+def _sql_text(text: str) -> str:
+    """A SQL string literal (a view cannot hold parameters)."""
+    return "'" + text.replace("'", "''") + "'::VARCHAR"
 
 
 def _ident(name: str) -> str:

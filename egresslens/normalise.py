@@ -285,27 +285,75 @@ def _confirmed(categories: tuple[str, ...]) -> str:
             "AND r.resourceId IS NOT NULL AND nullif(r.properties.msg, '') IS NULL")
 
 
-def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes: dict | None = None) -> list[str]:
+# Columns that would make a tabular row read differently by the generic route (envelope keys, legacy text).
+_NOT_TABULAR = {"time", "category", "operationName", "resourceId", "properties", "msg_s"}
+
+
+def tabular_source(relation: str, columns: list[str], name: str) -> str:
+    """The rows of a tabular batch (Log Analytics rows, CSV exports) of one table's categories, read from
+    their columns, with the values the generic route reads from the rows as JSON objects."""
+    def col(c: str) -> str:
+        return f"CAST({_ident(c)} AS VARCHAR)" if c in columns else "NULL::VARCHAR"
+
+    categories = FAST_CATEGORIES[name]
+    targets = " ".join(f"WHEN {_lit(c)} THEN {_lit(STRUCTURED_TARGETS[c])}" for c in categories)
+    fields = ",\n    ".join(
+        # IDPS rows carry their classification in Category (read by path by the generic route)
+        f"CASE WHEN {col('Type')} = 'AZFWIdpsSignature' THEN nullif({col('Category')}, '') END AS f_Category"
+        if f == "Category" else f"nullif({col(f)}, '') AS f_{f}" for f in structured_fields(name))
+    # the generic route names the firewall by _ResourceId, then (read by path only when _ResourceId is
+    # missing, or on IDPS rows) ResourceId, then Resource
+    firewall = (f"lower(coalesce(nullif({col('_ResourceId')}, ''), CASE WHEN {col('_ResourceId')} IS NULL "
+                f"OR {col('Type')} = 'AZFWIdpsSignature' THEN nullif({col('ResourceId')}, '') END, "
+                f"nullif({col('Resource')}, '')))")
+    return f"""(
+  SELECT rid, 'structured' AS log_format, {firewall} AS firewall,
+    {_time(f"nullif({col('TimeGenerated')}, '')")} AS ts, CASE {col('Type')} {targets} END AS target,
+    {fields}
+  FROM {relation} WHERE {col('Type')} IN ({', '.join(_lit(c) for c in categories)})
+)"""
+
+
+def _tabular_ok(columns: list[str]) -> bool:
+    return ("Type" in columns and "TimeGenerated" in columns and len(set(columns)) == len(columns)
+            and not _NOT_TABULAR & set(columns))
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes: dict | None = None,
+                    tabular: tuple[str, list[str]] | None = None) -> list[str]:
     """Turn the registered relation `batch` into `canon_*` staging tables and `stage_rejects`.
 
     Returns the names of the event tables that have records in this batch: only their staging tables
     are (re)built, so a batch of one category pays for one canonical statement, not nine.
     `fast=False` sends every record the generic route (the tests compare the two); `routes`, if given,
-    receives how many records took each route ({"fast": n, "generic": m})."""
+    receives how many records took each route ({"fast": n, "generic": m}). `tabular` (relation, column
+    names) names the rows behind a batch of tabular records: the fast route then reads their columns."""
     built: list[str] = []
     taken = []  # relations of the rids the fast route took
     if fast:
         # the canonical statements read the legacy stage too: empty it first (it holds the last batch)
         con.execute(_stage_sql(guarded=False, source="(SELECT * FROM batch LIMIT 0)"))
         con.execute(_legacy_sql())
-        con.execute(_ROUTE_SQL)
-        routed = dict(con.execute("SELECT route, count(*) FROM batch_route WHERE route IS NOT NULL GROUP BY 1").fetchall())
-        for name in FAST_CATEGORIES:
-            if routed.get(name) and _fast_table(con, name):
-                built.append(name)
-                taken.append(f"SELECT rid FROM {_canon(name)}")
-        if routed.get(LEGACY) and _fast_legacy(con):
-            taken.append("SELECT rid FROM stage")
+        if tabular is not None:
+            if _tabular_ok(tabular[1]):
+                for name in FAST_CATEGORIES:
+                    if _fast_table(con, name, tabular_source(*tabular, name)):
+                        built.append(name)
+                        taken.append(f"SELECT rid FROM {_canon(name)}")
+        else:
+            con.execute(_ROUTE_SQL)
+            routed = dict(con.execute("SELECT route, count(*) FROM batch_route WHERE route IS NOT NULL "
+                                      "GROUP BY 1").fetchall())
+            for name in FAST_CATEGORIES:
+                if routed.get(name) and _fast_table(con, name, fast_source(name)):
+                    built.append(name)
+                    taken.append(f"SELECT rid FROM {_canon(name)}")
+            if routed.get(LEGACY) and _fast_legacy(con):
+                taken.append("SELECT rid FROM stage")
     handled = sum(con.execute(f"SELECT count(*) FROM ({t})").fetchall()[0][0] for t in taken)
     total = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
     if not handled:
@@ -331,10 +379,10 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
     return [name for name in TARGETS_OF if name in built]
 
 
-def _fast_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def _fast_table(con: duckdb.DuckDBPyConnection, name: str, source: str) -> bool:
     """One table's routed records straight into `canon_<table>`; False when it took none."""
     try:
-        con.execute(canonical_sql(name, fast_source(name)))
+        con.execute(canonical_sql(name, source))
     except (duckdb.Error, UnicodeDecodeError):  # a routed line that is not JSON: all go the generic way
         con.execute(f"DROP TABLE IF EXISTS {_canon(name)}")
         return False

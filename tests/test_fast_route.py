@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egresslens import normalise, store
+from egresslens.ingest import register_tabular
 from egresslens.canonical import canon_table
 from egresslens.schema import EVENT_TABLES
 from egresslens.simulate import simulate_to_dir
@@ -199,3 +200,95 @@ def test_each_fast_table_reads_every_field_its_canonical_statement_uses(name):
     lines = [json.dumps(dict(b, properties={**full, **b["properties"]}), separators=(",", ":"))
              for b in BASES if b["category"] in normalise.FAST_CATEGORIES[name]]
     assert assert_same(lines) == 0
+
+
+# -- tabular rows (Log Analytics results, CSV exports) ------------------------------------------------
+
+def tabular_both_routes(rows: pa.Table, log_table: str | None = None) -> tuple[dict, dict, int]:
+    con = store.connect_memory()
+    try:
+        names = register_tabular(con, rows, source="t", log_table=log_table)
+        results = []
+        routes: dict = {}
+        for fast in (True, False):
+            built = normalise.normalise_batch(con, fast=fast, routes=routes if fast else None,
+                                              tabular=("raw_rows", names) if fast else None)
+            out = {t.name: _rows(con, f"SELECT * FROM {canon_table(t)} ORDER BY rid")
+                   for t in EVENT_TABLES if t.name in built}
+            out["rejects"] = _rows(con, "SELECT rid, reason FROM stage_rejects ORDER BY rid")
+            results.append(out)
+        return results[0], results[1], routes["generic"]
+    finally:
+        con.close()
+
+
+def assert_same_tabular(rows: pa.Table, log_table: str | None = None) -> int:
+    fast, generic, left = tabular_both_routes(rows, log_table)
+    assert fast.keys() == generic.keys()
+    for name in generic:
+        assert fast[name] == generic[name], name
+    return left
+
+
+def _csv(path: Path) -> pa.Table:
+    con = duckdb.connect()
+    try:  # as `ingest files` reads an export: every value as text, `[UTC]` header suffixes dropped
+        table = con.sql("SELECT * FROM read_csv($p, all_varchar = true, header = true)", params={"p": str(path)}
+                        ).to_arrow_table()
+    finally:
+        con.close()
+    return table.rename_columns([n.split(" [", 1)[0].strip() for n in table.column_names])
+
+
+def test_published_csv_exports_take_the_fast_route_with_the_same_rows():
+    for path in sorted((FIXTURES / "real" / "logs" / "sentinel-asim").glob("*.csv")):
+        assert assert_same_tabular(_csv(path)) == 0, path.name
+
+
+def test_a_simulated_csv_export_takes_the_fast_route_with_the_same_rows(tmp_path):
+    simulate_to_dir(tmp_path, hours=2, events_per_hour=300, seed=3, layout="csv", incident=True)
+    for path in sorted(tmp_path.glob("*.csv")):
+        table = _csv(path)
+        assert assert_same_tabular(table) == 0, path.name
+        # an export without its Type column, named by its file
+        assert assert_same_tabular(table.drop_columns(["Type"]), log_table=path.stem) == 0, path.name
+
+
+def test_tabular_rows_with_columns_the_generic_route_reads_differently_go_its_way():
+    row = {"TimeGenerated": "2026-03-01T10:00:00Z", "Type": "AZFWNetworkRule", "_ResourceId": FIREWALL,
+           "Protocol": "TCP", "SourceIp": "10.0.0.1", "SourcePort": "1", "DestinationIp": "10.0.0.2",
+           "DestinationPort": "2", "Action": "Deny"}
+    for extra in ({"category": "AZFWDnsQuery"}, {"time": "2026-03-02T00:00:00Z"}, {"msg_s": "TCP request from"},
+                  {"properties": "{}"}, {"resourceId": "/other"}):
+        rows = pa.table({k: [v] for k, v in {**row, **extra}.items()})
+        assert assert_same_tabular(rows) == 1, extra
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(
+    st.sampled_from(["TimeGenerated", "Type", "_ResourceId", "ResourceId", "Resource", "Category", "Protocol",
+                     "SourceIp", "SourcePort", "DestinationIp", "DestinationPort", "Fqdn", "Action", "QueryName",
+                     "ErrorNumber", "Severity", "IsTlsInspected", "TranslatedPort"]),
+    st.one_of(st.none(), st.sampled_from(["", "AZFWNetworkRule", "AZFWIdpsSignature", "AZFWDnsQuery",
+                                          "AzureDiagnostics", "AZFWNewThing", "10.0.0.1", "65536", "443",
+                                          "2026-03-01T10:00:00Z", "03/01/2026, 10:00:00.123 AM", FIREWALL,
+                                          *TEXTS.values(), *NON_IP_SOURCES])),
+    min_size=1), min_size=1, max_size=8))
+def test_odd_tabular_rows_give_the_same_rows_by_either_route(records):
+    columns = sorted({k for r in records for k in r})
+    rows = pa.table({c: pa.array([r.get(c) for r in records], pa.string()) for c in columns})
+    assert_same_tabular(rows, log_table="AZFWNetworkRule")
+
+
+def test_typed_query_results_give_the_same_rows_by_either_route():
+    from datetime import datetime
+
+    rows = pa.table({
+        "TimeGenerated": pa.array([datetime(2026, 3, 1, 10, 0, 0, 123456), None], pa.timestamp("us")),
+        "Type": ["AZFWApplicationRule", "AZFWDnsQuery"], "_ResourceId": [FIREWALL, FIREWALL],
+        "Protocol": ["HTTPS", "udp"], "SourceIp": ["10.0.0.1", "10.0.0.2"], "SourcePort": pa.array([50000, 53000], pa.int64()),
+        "DestinationPort": pa.array([443, None], pa.int32()), "Fqdn": ["a.example", None], "Action": ["Allow", None],
+        "IsTlsInspected": pa.array([True, None], pa.bool_()), "QueryName": [None, "a.example."],
+        "RequestDurationSecs": pa.array([None, 0.002], pa.float64()),
+    })
+    assert assert_same_tabular(rows) == 0

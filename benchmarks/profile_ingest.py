@@ -1,0 +1,93 @@
+"""Where ingest time goes: `ingest files` on a directory, with the time of every SQL statement summed
+by pipeline stage, and what is left (reading and splitting lines in Python).
+
+    .venv/bin/python benchmarks/profile_ingest.py .bench-cache/1000000-structured [--db PATH] [--json]
+
+Run it on the input `compare.py` generated (`.bench-cache/<rows>-<form>`). Each statement of the real
+ingest path is timed as it runs (wall seconds, on this process's connection); the stages are:
+route (the fast route's guess per line), fast parse + canonical (records parsed straight into their
+table's canonical rows, with event ids), generic stage (every other record, one wide parse), legacy
+grammars (regular expressions over message text), canonical (the generic and legacy rows of each
+table), insert (de-duplication against the store and the write), progress (per-source bookkeeping),
+commit, and other SQL. Python is the rest: reading files, splitting lines, building Arrow batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from egresslens import store
+from egresslens.sources import files
+
+STAGES = [  # (stage, pattern over the statement's first words), first match wins
+    ("route", r"TEMP TABLE batch_route|SELECT route, count"),
+    ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
+    ("legacy fast parse", r"INSERT INTO stage BY NAME SELECT rid, time_text"),
+    ("generic stage", r"TEMP TABLE stage AS|INSERT INTO stage BY NAME"),
+    ("legacy grammars", r"TEMP TABLE legacy AS"),
+    ("canonical", r"TEMP TABLE canon_|INSERT INTO canon_"),
+    ("insert (de-dup + write)", r"INSERT INTO (flows|dns_queries|threats|fqdn_|fat_|flow_|application_|network_|nat_)"),
+    ("envelope check", r"contains\(raw, '\"records\"'\)"),
+    ("progress", r"ingest_sources|ingest_runs"),
+    ("commit", r"^COMMIT"),
+]
+
+
+class TimedConnection:
+    """The store connection with every `execute` timed by stage."""
+
+    def __init__(self, con):
+        self._con = con
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def execute(self, sql, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self._con.execute(sql, *args, **kwargs)
+        finally:
+            self.seconds[stage_of(sql)] += time.perf_counter() - started
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def stage_of(sql: str) -> str:
+    text = " ".join(sql.split())
+    for stage, pattern in STAGES:
+        if re.search(pattern, text, re.S):
+            return stage
+    return "other SQL"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("input", type=Path, help="a directory or file of logs")
+    ap.add_argument("--db", type=Path, default=None, help="store file (default: a fresh temporary one)")
+    ap.add_argument("--json", action="store_true", help="print the profile as JSON")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        con = TimedConnection(store.connect(args.db or Path(tmp) / "profile.duckdb"))
+        started, cpu = time.perf_counter(), time.process_time()
+        counts, _, _ = files.ingest_paths(con, [args.input])
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        con.close()
+    stages = dict(sorted(con.seconds.items(), key=lambda kv: -kv[1]))
+    stages["Python (read, split, batch)"] = wall - sum(con.seconds.values())
+    if args.json:
+        print(json.dumps({"records": counts.read, "wall_s": wall, "cpu_s": cpu, "stages_s": stages}))
+        return 0
+    print(f"{counts.summary()}: {wall:.1f} s wall, {cpu:.1f} s CPU")
+    for stage, seconds in stages.items():
+        print(f"  {stage:<30} {seconds:7.2f} s  {seconds / wall:5.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
