@@ -88,15 +88,17 @@ WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
 GROUP BY ALL
 """
 
-# The minutes of rollup hours, for the keys in `snat_candidates` only: an hour's 60 minutes, each
-# with the hour's even rate, clipped to the window.
-_ROLLUP_MINUTES_SQL = """
-SELECT h.firewall, h.kind, h.protocol, h.destination, h.port, h.hour + to_minutes(i.range) AS minute,
-       h.conns, 'hourly' AS basis
-FROM snat_hours h SEMI JOIN snat_candidates c ON h.firewall = c.firewall AND h.kind = c.kind
-     AND h.protocol IS NOT DISTINCT FROM c.protocol AND h.destination = c.destination
-     AND h.port IS NOT DISTINCT FROM c.port
-CROSS JOIN range(60) i
+_KEY_JOIN = ("{t}.firewall = k.firewall AND {t}.kind = k.kind AND {t}.protocol IS NOT DISTINCT FROM k.protocol "
+             "AND {t}.destination = k.destination AND {t}.port IS NOT DISTINCT FROM k.port")
+
+# Per candidate key (`kid`, from `snat_candidates`) and minute: raw minutes as they are, and each rollup
+# hour's 60 minutes with the hour's even rate, clipped to the window.
+_CANDIDATE_MINUTES_SQL = f"""
+SELECT k.kid, s.minute, s.conns, s.basis
+FROM snat_minutes s JOIN snat_candidates k ON {_KEY_JOIN.format(t='s')}
+UNION ALL
+SELECT k.kid, h.hour + to_minutes(i.range) AS minute, h.conns, 'hourly' AS basis
+FROM snat_hours h JOIN snat_candidates k ON {_KEY_JOIN.format(t='h')} CROSS JOIN range(60) i
 WHERE h.hour + to_minutes(i.range) >= $start AND h.hour + to_minutes(i.range) < $end
 """
 
@@ -159,7 +161,8 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     bound_floor = 0.5 * config.warning * capacity
     run_sql(con, f"""
     CREATE TEMP TABLE snat_candidates AS
-    SELECT firewall, kind, protocol, destination, port FROM (
+    SELECT row_number() OVER (ORDER BY firewall, kind, destination, port, protocol) AS kid,
+           firewall, kind, protocol, destination, port FROM (
       SELECT *, row_number() OVER (PARTITION BY firewall ORDER BY bound DESC, kind, destination, port, protocol) AS rk
       FROM (SELECT firewall, kind, protocol, destination, port, max(conns) * {max(hold_min, 1.0)!r} AS bound
             FROM (SELECT firewall, kind, protocol, destination, port, conns FROM snat_minutes
@@ -176,21 +179,17 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     run_sql(con, f"""
     CREATE TEMP TABLE snat_demand AS
     WITH c AS (
-      SELECT firewall, kind, protocol, destination, port, minute, sum(conns) AS conns, min(basis) AS basis
-      FROM (SELECT s.* FROM snat_minutes s SEMI JOIN snat_candidates c ON s.firewall = c.firewall AND s.kind = c.kind
-                 AND s.protocol IS NOT DISTINCT FROM c.protocol AND s.destination = c.destination
-                 AND s.port IS NOT DISTINCT FROM c.port
-            UNION ALL {_ROLLUP_MINUTES_SQL})
-      GROUP BY ALL
+      SELECT kid, minute, sum(conns) AS conns, min(basis) AS basis FROM ({_CANDIDATE_MINUTES_SQL}) GROUP BY kid, minute
     ), r AS (
-      SELECT *, {ports_expr} AS ports
-      FROM c WINDOW w AS (PARTITION BY firewall, kind, protocol, destination, port ORDER BY minute)
+      -- partitioned by the integer key: the same rows and order as by the key's five columns, sorted faster
+      SELECT *, {ports_expr} AS ports FROM c WINDOW w AS (PARTITION BY kid ORDER BY minute)
     )
-    SELECT *, ports / {float(capacity)!r} AS utilisation,
-           regr_slope(ports / {float(capacity)!r}, epoch(minute) / 60) OVER (
-             PARTITION BY firewall, kind, protocol, destination, port ORDER BY minute
+    SELECT k.firewall, k.kind, k.protocol, k.destination, k.port, r.minute, r.conns, r.basis, r.ports,
+           r.ports / {float(capacity)!r} AS utilisation,
+           regr_slope(r.ports / {float(capacity)!r}, epoch(r.minute) / 60) OVER (
+             PARTITION BY r.kid ORDER BY r.minute
              RANGE BETWEEN INTERVAL '{config.trend_minutes - 1} minutes' PRECEDING AND CURRENT ROW) AS slope_per_min
-    FROM r
+    FROM r JOIN snat_candidates k USING (kid)
     """, params)
     minutes = frame(con, f"""
       SELECT firewall, destination, port, protocol, kind, minute, conns AS connections, ports, utilisation,
