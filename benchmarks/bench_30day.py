@@ -43,7 +43,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -160,7 +160,7 @@ def store_counts(path: Path) -> dict[str, int]:
 
 # -- timing ----------------------------------------------------------------------------------------
 
-def run_command(path: Path, command: str, policy) -> tuple[float, str]:  # noqa: ANN001 - list[Rule]
+def run_command(path: Path, command: str, policy) -> tuple[float, str]:
     """Seconds for one command as the CLI runs it, and a one-line summary of its result."""
     t = time.perf_counter()
     con = connect(path, read_only=True)
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         cells = [next(f"{t['seconds']:.2f}" for t in timings if t["store"] == s and t["command"] == c) for s in wanted]
         print(f"| `{c}` | {' | '.join(cells)} |")
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "params": {"days": args.days, "events_per_hour": args.events_per_hour, "raw_days": args.raw_days,
                    "wide_groups": args.wide_groups, "seed": SEED, "start": START.isoformat(), "window": "--since 30d",
                    "repeat": args.repeat},

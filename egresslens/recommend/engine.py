@@ -15,7 +15,12 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import FLOW_RAW_HOURS_SQL, Window, flow_hours_sql, newest_hour_may_be_incomplete
+from egresslens.analyse import (
+    FLOW_RAW_HOURS_SQL,
+    Window,
+    flow_hours_sql,
+    newest_hour_may_be_incomplete,
+)
 from egresslens.recommend.application import denied_application
 from egresslens.recommend.config import Config
 from egresslens.recommend.context import Context, investigate
