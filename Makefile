@@ -55,7 +55,7 @@ bench-compare: $(STAMP)
 	$(BIN)/python benchmarks/compare.py --rows $(ROWS)
 
 # recommend, snat and dns over a 30-day store: rollups (as held in real use), raw rows, and wide rollups;
-# the stores are built once into .bench-cache/30day (about 5 minutes), the table goes to bench-output/30day.json.
+# the stores are built once into .bench-cache/30day (about 4 minutes), the table goes to bench-output/30day.json.
 bench-30day: $(STAMP)
 	$(BIN)/python benchmarks/bench_30day.py
 
