@@ -79,24 +79,40 @@ def resolve_window(
     return Window(start_dt, end_dt)
 
 
-FLOW_HOURS_SQL = """
-WITH raw_hours AS (
-  SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM flows
-  WHERE time >= $start AND time < $end
-)
+FLOW_RAW_HOURS_SQL = """
 SELECT date_trunc('hour', time) AS hour, firewall, kind, protocol, source_ip, destination_ip,
        destination_fqdn, destination_port, action, action_reason, policy, rule_collection_group,
        rule_collection, rule, count(*)::BIGINT AS hits, min(time) AS first_seen, max(time) AS last_seen
 FROM flows
 WHERE time >= $start AND time < $end
 GROUP BY ALL
-UNION ALL
+"""
+
+_FLOW_ROLLUP_HOURS_SQL = """
 SELECT r.hour, r.firewall, r.kind, r.protocol, r.source_ip, r.destination_ip, r.destination_fqdn,
        r.destination_port, r.action, r.action_reason, r.policy, r.rule_collection_group,
        r.rule_collection, r.rule, r.hits, r.first_seen, r.last_seen
-FROM flow_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
+FROM flow_rollups r ANTI JOIN {raw_hours} h ON r.firewall = h.firewall AND r.hour = h.hour
 WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
 """
+
+FLOW_HOURS_SQL = f"""
+WITH raw_hours AS (
+  SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM flows
+  WHERE time >= $start AND time < $end
+)
+{FLOW_RAW_HOURS_SQL}
+UNION ALL
+{_FLOW_ROLLUP_HOURS_SQL.format(raw_hours="raw_hours")}
+"""
+
+
+def flow_hours_sql(raw_table: str) -> str:
+    """FLOW_HOURS_SQL with the raw part read from `raw_table`, a table holding FLOW_RAW_HOURS_SQL's rows
+    for the same window: several passes over the window then group the raw rows only once."""
+    return (f"SELECT * FROM {raw_table} UNION ALL "
+            + _FLOW_ROLLUP_HOURS_SQL.format(raw_hours=f"(SELECT DISTINCT firewall, hour FROM {raw_table})"))
+
 
 DNS_HOURS_SQL = """
 WITH raw_hours AS (

@@ -5,7 +5,7 @@ seen domains), the same assessment `recommend` withholds names from.
 
 Counts come from hourly groups (raw `dns_queries`, or `dns_rollups` for hours only held as
 rollups, exactly as `analyse.dns_hours`). Latency percentiles come from a log-bucket histogram
-built in the same pass as the hourly grouping: bucket b holds durations in [1.02^b, 1.02^(b+1))
+per source and name over the same rows: bucket b holds durations in [1.02^b, 1.02^(b+1))
 seconds and a percentile is the geometric middle of the bucket where the cumulative count crosses
 it, so it is within about 1 % of the exact (nearest-rank) value. Hours held only as rollups carry a
 mean and a maximum per group, not a distribution: their queries enter the histogram at their
@@ -36,16 +36,17 @@ def _bucket(expr: str) -> str:
     return f"floor(ln(greatest({expr}, {_MIN_DURATION_S!r})) / {_LN_BASE})::INTEGER"
 
 
-# Hourly groups (as analyse.DNS_HOURS_SQL) split further by latency bucket `b`, in one scan of the
-# raw rows. `lat_n` counts the queries that have a latency (upstream-failure rows do not);
-# rollup-only hours put all their answered queries in the bucket of the group's mean duration.
-DNS_HOURS_HIST_SQL = f"""
-WITH raw_hours AS (
+_RAW_HOURS = """raw_hours AS (
   SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM dns_queries
   WHERE time >= $start AND time < $end
-)
+)"""
+_ROLLUP_ONLY = """FROM dns_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
+WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end"""
+
+# Hourly groups, exactly as analyse.DNS_HOURS_SQL, with `from_rollup`.
+DNS_GROUPS_SQL = f"""
+WITH {_RAW_HOURS}
 SELECT date_trunc('hour', time) AS hour, firewall, source_ip, query_name, query_type, response_code,
-       CASE WHEN error_message IS NULL AND duration_s IS NOT NULL THEN {_bucket('duration_s')} END AS b,
        count(*)::BIGINT AS queries, count(error_message)::BIGINT AS errors,
        coalesce(sum(duration_s), 0) AS total_duration_s, max(duration_s) AS max_duration_s,
        min(time) AS first_seen, max(time) AS last_seen, false AS from_rollup
@@ -53,12 +54,27 @@ FROM dns_queries
 WHERE time >= $start AND time < $end
 GROUP BY ALL
 UNION ALL
-SELECT r.hour, r.firewall, r.source_ip, r.query_name, r.query_type, r.response_code,
-       CASE WHEN r.queries > coalesce(r.errors, 0) AND r.total_duration_s IS NOT NULL
-            THEN {_bucket('r.total_duration_s / (r.queries - coalesce(r.errors, 0))')} END,
-       r.queries, r.errors, r.total_duration_s, r.max_duration_s, r.first_seen, r.last_seen, true
-FROM dns_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
-WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
+SELECT r.hour, r.firewall, r.source_ip, r.query_name, r.query_type, r.response_code, r.queries,
+       r.errors, r.total_duration_s, r.max_duration_s, r.first_seen, r.last_seen, true
+{_ROLLUP_ONLY}
+"""
+
+# Latency histogram per (source, name) and bucket `b`: `n` answered queries (upstream failures have no
+# latency), `rollup_n` of them from rollup-only hours, which put all their answered queries in the
+# bucket of the group's mean duration.
+DNS_LATENCY_HIST_SQL = f"""
+WITH {_RAW_HOURS}
+SELECT source_ip, query_name, b, sum(n) AS n, sum(rollup_n) AS rollup_n FROM (
+  SELECT source_ip, query_name, {_bucket('duration_s')} AS b, count(*)::BIGINT AS n, NULL::BIGINT AS rollup_n
+  FROM dns_queries
+  WHERE time >= $start AND time < $end AND error_message IS NULL AND duration_s IS NOT NULL
+  GROUP BY ALL
+  UNION ALL
+  SELECT r.source_ip, r.query_name, {_bucket('r.total_duration_s / (r.queries - coalesce(r.errors, 0))')},
+         r.queries - r.errors, r.queries - r.errors
+  {_ROLLUP_ONLY} AND r.queries > coalesce(r.errors, 0) AND r.total_duration_s IS NOT NULL
+)
+GROUP BY ALL
 """
 
 
@@ -188,17 +204,12 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     config = config or DnsConfig()
     params = {"start": window.start, "end": window.end}
     notes: list[str] = []
-    for t in ("dns_h", "dns_hb"):
+    for t in ("dns_h", "dns_hist"):
         run_sql(con, f"DROP TABLE IF EXISTS {t}")
-    run_sql(con, f"CREATE TEMP TABLE dns_hb AS {DNS_HOURS_HIST_SQL}", params)
-    run_sql(con, """
-      CREATE TEMP TABLE dns_h AS
-      SELECT hour, firewall, source_ip, query_name, query_type, response_code, sum(queries)::BIGINT AS queries,
-             sum(errors)::BIGINT AS errors, sum(total_duration_s) AS total_duration_s, max(max_duration_s) AS max_duration_s,
-             min(first_seen) AS first_seen, max(last_seen) AS last_seen
-      FROM dns_hb GROUP BY ALL""")
+    run_sql(con, f"CREATE TEMP TABLE dns_h AS {DNS_GROUPS_SQL}", params)
+    run_sql(con, f"CREATE TEMP TABLE dns_hist AS {DNS_LATENCY_HIST_SQL}", params)
     total, rollup_queries = con.execute(
-        "SELECT coalesce(sum(queries), 0), coalesce(sum(queries) FILTER (WHERE from_rollup), 0) FROM dns_hb").fetchall()[0]
+        "SELECT coalesce(sum(queries), 0), coalesce(sum(queries) FILTER (WHERE from_rollup), 0) FROM dns_h").fetchall()[0]
     if rollup_queries:
         notes.append(f"{rollup_queries:,} of {total:,} queries come from hourly rollups (no raw rows): latency "
                      "percentiles there are approximate (each query counted at its hourly group's mean duration, so "
@@ -226,9 +237,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                                  for c in ("nxdomain", "servfail", "refused", "upstream_errors")])
 
     run_sql(con, "DROP TABLE IF EXISTS dns_lat")
-    hist = """SELECT source_ip, query_name, b, sum(queries - errors) AS n,
-                     sum(queries - errors) FILTER (WHERE from_rollup) AS rollup_n
-              FROM dns_hb WHERE b IS NOT NULL GROUP BY ALL"""
+    hist = "SELECT * FROM dns_hist"
     run_sql(con, f"""
       CREATE TEMP TABLE dns_lat AS
       WITH hs AS ({hist}),
@@ -283,7 +292,7 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
         "names": by_name.height,
         "source_groups": by_group.height,
     }
-    for t in ("dns_h", "dns_hb", "dns_names", "dns_groups", "dns_lat"):
+    for t in ("dns_h", "dns_hist", "dns_names", "dns_groups", "dns_lat"):
         run_sql(con, f"DROP TABLE IF EXISTS {t}")
     return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, susp, totals)
 

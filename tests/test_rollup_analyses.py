@@ -21,6 +21,7 @@ from egresslens.analyse import Window
 from egresslens.ingest import store_canonical_frames
 from egresslens.recommend import recommend
 from egresslens.simulate import generate
+from egresslens.simulate.rollups import dns_rollups_sql, flow_rollups_sql
 from egresslens.store import connect_memory
 
 HOURS = 24
@@ -30,38 +31,9 @@ START = datetime(2025, 6, 2, 0, 0)
 # hold makes that ~5,800 ports against 4,992 (1 public IP x 2 instances): critical.
 CFG = snat.SnatConfig(public_ips=1, instances=2, hold_time_s=600)
 
-# summary_flows.kql: Kind/DestName/DestIp per table, then summarize by the grouping columns.
-FLOW_ROLLUPS_SQL = """
-SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(kind, ''), coalesce(protocol, ''),
-           coalesce(source_ip, ''), coalesce(destination_ip, ''), coalesce(destination_fqdn, ''),
-           coalesce(destination_port::VARCHAR, ''), coalesce(action, ''), coalesce(action_reason, ''),
-           coalesce(policy, ''), coalesce(rule_collection_group, ''), coalesce(rule_collection, ''),
-           coalesce(rule, ''))) AS rollup_id, *, NULL::BIGINT AS ingest_run_id
-FROM (
-  SELECT date_trunc('hour', time) AS hour, lower(firewall) AS firewall, kind, upper(protocol) AS protocol, source_ip,
-         CASE WHEN kind = 'application' THEN NULL ELSE destination_ip END AS destination_ip,
-         CASE WHEN kind = 'application' THEN lower(rtrim(destination_fqdn, '.')) END AS destination_fqdn,
-         destination_port, CASE WHEN kind = 'nat' THEN 'DNAT' ELSE action END AS action, action_reason,
-         policy, rule_collection_group, rule_collection, trim(rule) AS rule,
-         count(*)::BIGINT AS hits, min(time) AS first_seen, max(time) AS last_seen
-  FROM flows GROUP BY ALL
-)
-"""
-
-# summary_dns.kql
-DNS_ROLLUPS_SQL = """
-SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(source_ip, ''),
-           coalesce(query_name, ''), coalesce(query_type, ''), coalesce(response_code, ''))) AS rollup_id, *,
-       NULL::BIGINT AS ingest_run_id
-FROM (
-  SELECT date_trunc('hour', time) AS hour, lower(firewall) AS firewall, source_ip,
-         lower(rtrim(query_name, '.')) AS query_name, rtrim(query_type, ':') AS query_type, response_code,
-         count(*)::BIGINT AS queries, count(nullif(error_message, ''))::BIGINT AS errors,
-         coalesce(sum(duration_s), 0) AS total_duration_s, max(duration_s) AS max_duration_s,
-         min(time) AS first_seen, max(time) AS last_seen
-  FROM dns_queries GROUP BY ALL
-)
-"""
+# summary_flows.kql / summary_dns.kql, as `ingest loganalytics --mode summary` stores them
+FLOW_ROLLUPS_SQL = flow_rollups_sql("flows")
+DNS_ROLLUPS_SQL = dns_rollups_sql("dns_queries")
 
 
 @lru_cache(maxsize=None)

@@ -127,6 +127,17 @@ def test_rollups_spread_evenly_and_flagged():
     assert row["top_sources"] == ["10.240.0.4 (78000)"]
 
 
+def test_a_rollup_hour_counts_only_its_minutes_inside_the_window():
+    con = _hot_rollup()
+    last_minute = snat.analyse_snat(con, Window(T0 + timedelta(minutes=59), T0 + timedelta(hours=2)), CFG)
+    assert last_minute.rate_basis == "hourly-spread"
+    assert last_minute.timeline["minute"].to_list() == [T0 + timedelta(minutes=59)]
+    assert last_minute.timeline["ports"].to_list() == [pytest.approx(1300)]
+    # a window opening after the hour's last minute has started holds none of its minutes
+    none = snat.analyse_snat(con, Window(T0 + timedelta(minutes=59, seconds=30), T0 + timedelta(hours=2)), CFG)
+    assert none.rate_basis == "none" and none.timeline.height == 0 and none.findings.height == 0
+
+
 def test_hold_time_fraction_and_config(tmp_path):
     p = tmp_path / "snat.toml"
     p.write_text('[snat]\npublic_ips = 2\nhold_time = "90s"\nport_rule = "first_five"\n'

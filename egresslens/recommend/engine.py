@@ -1,8 +1,9 @@
 """The recommendation engine: store + window (+ policy) -> recommendations with evidence.
 
 Hot path: DuckDB groups the window's flows (raw `flows` or hourly `flow_rollups`, via
-`egresslens.analyse.FLOW_HOURS_SQL`) to distinct (source group, destination, protocol, port,
-action, rule) first; Python logic then runs over those groups (thousands, not millions of rows).
+`egresslens.analyse.FLOW_HOURS_SQL`; raw rows are grouped once per run into a temp table) to
+distinct (source group, destination, protocol, port, action, rule) first; Python logic then runs
+over those groups (thousands, not millions of rows).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import FLOW_HOURS_SQL, Window, newest_hour_may_be_incomplete
+from egresslens.analyse import (
+    FLOW_RAW_HOURS_SQL,
+    Window,
+    flow_hours_sql,
+    newest_hour_may_be_incomplete,
+)
 from egresslens.recommend.application import denied_application
 from egresslens.recommend.config import Config
 from egresslens.recommend.context import Context, investigate
@@ -27,6 +33,8 @@ from egresslens.recommend.sources import assign_groups
 from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
 
 NETWORK_RULE_BUDGET = 20_000
+RAW_HOURS = "_rec_raw_hours"  # temp table: the window's raw flows grouped by hour, once per run
+FLOW_HOURS = f"({flow_hours_sql(RAW_HOURS)})"  # FLOW_HOURS_SQL over it (needs the window's $start, $end)
 MAX_RCGS = 60
 
 
@@ -115,8 +123,17 @@ def recommend(
     susp = assess(con, window=window, config=config.suspicion)
     ctx.susp = susp
 
-    # 2. distinct sources -> groups
-    src_rows = con.execute(f"SELECT DISTINCT source_ip FROM ({FLOW_HOURS_SQL}) WHERE source_ip IS NOT NULL",
+    # 2. the window's hourly flow groups, once (every later pass reads them); distinct sources -> groups
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {RAW_HOURS} AS {FLOW_RAW_HOURS_SQL}", ctx.params).fetchall()
+    try:
+        return _recommend(ctx, susp)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {RAW_HOURS}")
+
+
+def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
+    con, config, window = ctx.con, ctx.config, ctx.window
+    src_rows = con.execute(f"SELECT DISTINCT source_ip FROM {FLOW_HOURS} WHERE source_ip IS NOT NULL",
                            ctx.params).fetchall()
     mapping, group_cidrs = assign_groups([r[0] for r in src_rows], config)
     ctx.group_cidrs = group_cidrs
@@ -134,7 +151,7 @@ def recommend(
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
                    approx_count_distinct(f.hour)::BIGINT AS hours,
                    (approx_count_distinct(f.hour::DATE))::BIGINT AS days
-            FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip)
+            FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
             GROUP BY ALL""", params=ctx.params).pl()
         ctx.stats_rows = groups.height
         ctx.taint = _tainted_requests(ctx) if susp.compromised else {}
@@ -164,7 +181,7 @@ def _tainted_requests(ctx: Context) -> dict[tuple, list[str]]:
     rows = ctx.con.execute(f"""
         SELECT f.kind, coalesce(f.destination_fqdn, f.destination_ip), f.protocol, f.destination_port,
                list(DISTINCT f.source_ip ORDER BY f.source_ip)
-        FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip)
+        FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
         WHERE m.compromised AND f.action = 'Deny' GROUP BY ALL""", ctx.params).fetchall()
     return {(k, d, p, port): ips for k, d, p, port, ips in rows}
 
@@ -243,7 +260,7 @@ def _fill_evidence(ctx: Context) -> None:
         rows = ctx.con.execute(f"""
             WITH f AS (SELECT f.*, hash(m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn,
                                         f.destination_ip, f.destination_port) AS gkey
-                       FROM ({FLOW_HOURS_SQL}) f JOIN _rec_srcmap m USING (source_ip) WHERE f.action = 'Deny'),
+                       FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip) WHERE f.action = 'Deny'),
             j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
             SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
                    approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,

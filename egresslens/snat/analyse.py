@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import FLOW_HOURS_SQL, Window, frame, json_rows, register_temp, run_sql
+from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
 from egresslens.snat.capacity import (
     FIRST_FIVE_LIMIT,
     MAX_PUBLIC_IPS,
@@ -74,17 +74,36 @@ WHERE time >= $start AND time < $end AND {_SNAT_FILTER}
 GROUP BY ALL
 """
 
-_ROLLUP_MINUTES_SQL = f"""
-WITH fh AS ({FLOW_HOURS_SQL}),
-raw_hours AS (SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM flows
-              WHERE time >= $start AND time < $end),
-roll AS (SELECT fh.* FROM fh ANTI JOIN raw_hours r ON fh.firewall = r.firewall AND fh.hour = r.hour)
-SELECT firewall, kind, protocol, {_DEST} AS destination, destination_port AS port,
-       hour + to_minutes(i.range) AS minute, sum(hits)::DOUBLE / 60 AS conns, 'hourly' AS basis
-FROM roll CROSS JOIN range(60) i
-WHERE {_SNAT_FILTER} AND hour + to_minutes(i.range) >= $start AND hour + to_minutes(i.range) < $end
+# Hours held only as rollups, one row per destination key and hour: `conns` is the connections a
+# minute when the hour's hits are spread evenly over its 60 minutes. Only hours with at least one
+# minute inside the window count (those minutes are expanded later, for candidate keys only).
+_ROLLUP_HOURS_SQL = f"""
+WITH raw_hours AS (SELECT DISTINCT firewall, date_trunc('hour', time) AS hour FROM flows
+                   WHERE time >= $start AND time < $end)
+SELECT r.firewall, kind, protocol, {_DEST} AS destination, destination_port AS port, r.hour,
+       sum(hits)::DOUBLE / 60 AS conns
+FROM flow_rollups r ANTI JOIN raw_hours h ON r.firewall = h.firewall AND r.hour = h.hour
+WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
+  AND r.hour + INTERVAL 59 MINUTE >= $start AND {_SNAT_FILTER}
 GROUP BY ALL
 """
+
+_KEY_JOIN = ("{t}.firewall = k.firewall AND {t}.kind = k.kind AND {t}.protocol IS NOT DISTINCT FROM k.protocol "
+             "AND {t}.destination = k.destination AND {t}.port IS NOT DISTINCT FROM k.port")
+
+# Per candidate key (`kid`, from `snat_candidates`) and minute: raw minutes as they are, and each rollup
+# hour's 60 minutes with the hour's even rate, clipped to the window.
+_CANDIDATE_MINUTES_SQL = f"""
+SELECT k.kid, s.minute, s.conns, s.basis
+FROM snat_minutes s JOIN snat_candidates k ON {_KEY_JOIN.format(t='s')}
+UNION ALL
+SELECT k.kid, h.hour + to_minutes(i.range) AS minute, h.conns, 'hourly' AS basis
+FROM snat_hours h JOIN snat_candidates k ON {_KEY_JOIN.format(t='h')} CROSS JOIN range(60) i
+WHERE h.hour + to_minutes(i.range) >= $start AND h.hour + to_minutes(i.range) < $end
+"""
+
+
+_TEMP_TABLES = ("snat_minutes", "snat_hours", "snat_excluded", "snat_candidates", "snat_demand")
 
 
 def _has_rollups(con: duckdb.DuckDBPyConnection, window: Window) -> bool:
@@ -96,7 +115,8 @@ def _excluded_destinations(con: duckdb.DuckDBPyConnection, ranges: tuple[str, ..
     """Network-rule destination IPs inside the no-SNAT ranges (decided on distinct IPs, not rows)."""
     nets = [ipaddress.ip_network(c, strict=False) for c in ranges]
     ips = [r[0] for r in con.execute(
-        "SELECT DISTINCT destination FROM snat_minutes WHERE kind = 'network'").fetchall()]
+        "SELECT destination FROM snat_minutes WHERE kind = 'network' "
+        "UNION SELECT destination FROM snat_hours WHERE kind = 'network'").fetchall()]
     out = []
     for ip in ips:
         try:
@@ -116,11 +136,13 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     capacity = config.capacity()
     hold_min = config.hold_time_s / 60
 
-    run_sql(con, "DROP TABLE IF EXISTS snat_minutes")
+    for t in _TEMP_TABLES:
+        run_sql(con, f"DROP TABLE IF EXISTS {t}")
     run_sql(con, f"CREATE TEMP TABLE snat_minutes AS {_RAW_MINUTES_SQL}", params)
-    if _has_rollups(con, window):
-        run_sql(con, f"INSERT INTO snat_minutes {_ROLLUP_MINUTES_SQL}", params)
-    bases = {r[0] for r in con.execute("SELECT DISTINCT basis FROM snat_minutes").fetchall()}
+    rollups = _ROLLUP_HOURS_SQL if _has_rollups(con, window) else f"SELECT * FROM ({_ROLLUP_HOURS_SQL}) LIMIT 0"
+    run_sql(con, f"CREATE TEMP TABLE snat_hours AS {rollups}", params)
+    bases = {b for b, t in (("minute", "snat_minutes"), ("hourly", "snat_hours"))
+             if con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {t} LIMIT 1)").fetchall()[0][0]}
     rate_basis = ("none" if not bases else "per-minute" if bases == {"minute"}
                   else "hourly-spread" if bases == {"hourly"} else "mixed")
     if "hourly" in bases:
@@ -131,41 +153,44 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     register_temp(con, "snat_excluded", pl.DataFrame({"destination": excluded}, schema={"destination": pl.String}))
 
     # Candidate destinations: an upper bound on the rolling demand (hold x busiest minute) that can
-    # reach half the warning threshold, plus the 20 busiest per firewall for the timeline.
+    # reach half the warning threshold, plus the 20 busiest per firewall for the timeline. A rollup
+    # hour's busiest minute is its even rate, so the bound needs no per-minute rows for those hours:
+    # only the candidates' rollup hours are spread over their minutes.
     full = int(math.floor(hold_min))
     frac = hold_min - full
     bound_floor = 0.5 * config.warning * capacity
-    run_sql(con, "DROP TABLE IF EXISTS snat_demand")
+    run_sql(con, f"""
+    CREATE TEMP TABLE snat_candidates AS
+    SELECT row_number() OVER (ORDER BY firewall, kind, destination, port, protocol) AS kid,
+           firewall, kind, protocol, destination, port FROM (
+      SELECT *, row_number() OVER (PARTITION BY firewall ORDER BY bound DESC, kind, destination, port, protocol) AS rk
+      FROM (SELECT firewall, kind, protocol, destination, port, max(conns) * {max(hold_min, 1.0)!r} AS bound
+            FROM (SELECT firewall, kind, protocol, destination, port, conns FROM snat_minutes
+                  UNION ALL SELECT firewall, kind, protocol, destination, port, conns FROM snat_hours)
+            WHERE destination IS NOT NULL
+              AND NOT (kind = 'network' AND destination IN (SELECT destination FROM snat_excluded))
+            GROUP BY ALL))
+    WHERE bound >= {bound_floor!r} OR rk <= 20
+    """)
     rolling_full = (f"sum(conns) OVER (w RANGE BETWEEN INTERVAL '{full - 1} minutes' PRECEDING AND CURRENT ROW)"
                     if full >= 1 else "0")
     rolling_ext = f"sum(conns) OVER (w RANGE BETWEEN INTERVAL '{full} minutes' PRECEDING AND CURRENT ROW)"
     ports_expr = f"({rolling_full}) + {frac!r} * (({rolling_ext}) - ({rolling_full}))" if frac > 0 else rolling_full
     run_sql(con, f"""
     CREATE TEMP TABLE snat_demand AS
-    WITH m AS (
-      SELECT firewall, kind, protocol, destination, port, minute, sum(conns) AS conns, min(basis) AS basis
-      FROM snat_minutes WHERE destination IS NOT NULL
-        AND NOT (kind = 'network' AND destination IN (SELECT destination FROM snat_excluded))
-      GROUP BY ALL
-    ), b AS (
-      SELECT *, row_number() OVER (PARTITION BY firewall ORDER BY bound DESC) AS rk FROM (
-        SELECT firewall, kind, protocol, destination, port, max(conns) * {max(hold_min, 1.0)!r} AS bound
-        FROM m GROUP BY firewall, kind, protocol, destination, port)
-    ), c AS (
-      SELECT m.* FROM m JOIN b ON m.firewall = b.firewall AND m.kind = b.kind
-        AND m.protocol IS NOT DISTINCT FROM b.protocol AND m.destination = b.destination
-        AND m.port IS NOT DISTINCT FROM b.port
-      WHERE b.bound >= {bound_floor!r} OR b.rk <= 20
+    WITH c AS (
+      SELECT kid, minute, sum(conns) AS conns, min(basis) AS basis FROM ({_CANDIDATE_MINUTES_SQL}) GROUP BY kid, minute
     ), r AS (
-      SELECT *, {ports_expr} AS ports
-      FROM c WINDOW w AS (PARTITION BY firewall, kind, protocol, destination, port ORDER BY minute)
+      -- partitioned by the integer key: the same rows and order as by the key's five columns, sorted faster
+      SELECT *, {ports_expr} AS ports FROM c WINDOW w AS (PARTITION BY kid ORDER BY minute)
     )
-    SELECT *, ports / {float(capacity)!r} AS utilisation,
-           regr_slope(ports / {float(capacity)!r}, epoch(minute) / 60) OVER (
-             PARTITION BY firewall, kind, protocol, destination, port ORDER BY minute
+    SELECT k.firewall, k.kind, k.protocol, k.destination, k.port, r.minute, r.conns, r.basis, r.ports,
+           r.ports / {float(capacity)!r} AS utilisation,
+           regr_slope(r.ports / {float(capacity)!r}, epoch(r.minute) / 60) OVER (
+             PARTITION BY r.kid ORDER BY r.minute
              RANGE BETWEEN INTERVAL '{config.trend_minutes - 1} minutes' PRECEDING AND CURRENT ROW) AS slope_per_min
-    FROM r
-    """)
+    FROM r JOIN snat_candidates k USING (kid)
+    """, params)
     minutes = frame(con, f"""
       SELECT firewall, destination, port, protocol, kind, minute, conns AS connections, ports, utilisation,
              slope_per_min,
@@ -213,9 +238,8 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
         "snat_applies_to": "allowed application-rule flows; allowed network-rule flows outside no_snat_ranges",
         "no_snat_ranges": list(config.no_snat_ranges),
     }
-    run_sql(con, "DROP TABLE IF EXISTS snat_minutes")
-    run_sql(con, "DROP TABLE IF EXISTS snat_excluded")
-    run_sql(con, "DROP TABLE IF EXISTS snat_demand")
+    for t in _TEMP_TABLES:
+        run_sql(con, f"DROP TABLE IF EXISTS {t}")
     return SnatResult(window, config, capacity, rate_basis, notes, findings, minutes, timeline, fit, top, assumptions)
 
 

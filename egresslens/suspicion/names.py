@@ -161,7 +161,8 @@ def generated(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataFr
 def lookalikes(con: duckdb.DuckDBPyConnection, window: Window) -> pl.DataFrame:
     """Punycode / Unicode names from DNS and flows (raw or rollups; counts are indicative): decoded and
     classified, Python on those few names only."""
-    idn = "(contains({c}, 'xn--') OR NOT regexp_full_match({c}, '[\\x00-\\x7f]*'))"
+    # non-ASCII: more UTF-8 bytes than code points (a byte count, not a regular expression per flow row)
+    idn = "(contains({c}, 'xn--') OR strlen({c}) <> length({c}))"
     cand = frame(con, f"""
       SELECT name, sum(queries)::BIGINT AS queries, list_sort(list_distinct(flatten(list(sources))))[:10] AS sources,
              min(first_seen) AS first_seen, max(last_seen) AS last_seen
