@@ -166,7 +166,7 @@ class Ingestor:
         # Lines are numbered here (rid) so that, without envelopes, the batch is a view over the
         # Arrow data: no copy of the raw text.
         lines = lines.append_column("rid", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
-        self.con.register("raw_lines", lines)
+        self.con.register("raw_lines", _chunked(lines))
         try:
             envelopes = self.con.execute(
                 "SELECT count(*) FROM raw_lines WHERE contains(raw, '\"records\"')").fetchall()[0][0]
@@ -369,13 +369,23 @@ def register_tabular(con: duckdb.DuckDBPyConnection, rows: pa.Table, *, source: 
         rows = rows.append_column("Type", pa.array([log_table] * rows.num_rows, pa.string()))
         names = [*names, "Type"]
     pack = ", ".join(f"{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)" for n in names)
-    con.register("raw_rows", rows)
+    con.register("raw_rows", _chunked(rows))
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW batch AS
             SELECT rid, {_sql_text(source)} AS source, (rid + {int(position_offset)})::BIGINT AS position,
                    NULL::INTEGER AS record_index, to_json(struct_pack({pack}))::VARCHAR AS raw
             FROM raw_rows r""")
     return names
+
+
+# DuckDB scans a registered Arrow table one record batch per task: a batch in chunks of this many rows
+# is read by every thread (a CSV reader or a large file hands over one chunk of 200k rows or more).
+ARROW_CHUNK_ROWS = 16_384
+
+
+def _chunked(table: pa.Table) -> pa.Table:
+    """The same rows in chunks of at most ARROW_CHUNK_ROWS (slices: no copy)."""
+    return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), table.schema)
 
 
 def _sql_text(text: str) -> str:
