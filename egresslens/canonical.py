@@ -1,7 +1,7 @@
 """Canonical rows per event table, in DuckDB SQL over whole batches: the one place that says what a
 flow, a DNS query or a threat record is, whichever way its fields were read.
 
-Each statement reads its legacy records from ``stage`` joined with ``legacy`` (the parsed message
+Each statement reads its legacy records from ``legacy`` (the stage's columns and the parsed message
 text, egresslens/normalise.py) and its structured records from a relation of ``f_<Field>`` columns
 that the caller names: the generic ``stage`` (any record shape) or the fast path's narrow parse of
 storage-archive records (`normalise.fast_source`). Every row carries its ``reject_reason`` (NULL when
@@ -78,7 +78,7 @@ _SNI_MISSING = "(target = 'application' AND coalesce(f_ActionReason, '') LIKE 'S
 
 _FLOW_QUERY = f"""
 WITH legacy_rows AS (
-  SELECT s.rid, s.ts AS time, s.firewall, s.target AS kind, s.log_format,
+  SELECT l.rid, l.ts AS time, l.firewall, l.target AS kind, l.log_format,
     coalesce(l.app.proto, l.net.proto, l.nat.proto) AS protocol,
     l.net.icmp_type AS icmp_type,
     coalesce(l.app.src, l.net.src, l.nat.src) AS source_ip,
@@ -87,12 +87,12 @@ WITH legacy_rows AS (
     l.app.host AS destination_fqdn,
     coalesce(l.app.dport, l.net.dport, l.nat.dport) AS destination_port,
     l.app.url AS target_url,
-    CASE WHEN s.target = 'nat' THEN 'DNAT' ELSE coalesce(l.app.action, l.net.action) END AS action,
+    CASE WHEN l.target = 'nat' THEN 'DNAT' ELSE coalesce(l.app.action, l.net.action) END AS action,
     rtrim(coalesce(l.app.tail, l.net.tail, l.nat.tail)) AS tail,
     l.nat.tip AS translated_ip, l.nat.tport AS translated_port,
-    coalesce(l.app.proto, l.net.proto, l.nat.proto) IS NULL OR (s.target = 'nat' AND l.nat.tip = '') AS unparsed
-  FROM stage s JOIN legacy l USING (rid)
-  WHERE s.target IN ('application', 'network', 'nat')
+    coalesce(l.app.proto, l.net.proto, l.nat.proto) IS NULL OR (l.target = 'nat' AND l.nat.tip = '') AS unparsed
+  FROM legacy l
+  WHERE l.target IN ('application', 'network', 'nat')
 ), legacy_tails AS (
   -- each tail field extracted once; the older form puts `policy:group:collection` in Rule Collection
   SELECT *, nullif(rt.policy, '') AS t_policy, nullif(rt.rcg, '') AS t_rcg, nullif(rt.rc, '') AS t_rc,
@@ -185,7 +185,7 @@ FROM unioned
 
 _DNS_QUERY = f"""
 WITH legacy_rows AS (
-  SELECT s.rid, s.ts AS time, s.firewall, s.log_format,
+  SELECT l.rid, l.ts AS time, l.firewall, l.log_format,
     coalesce(l.dns.src, '') AS source_ip, l.dns.sport AS source_port, l.dns.qid AS query_id,
     coalesce(l.dns.qtype, l.dns_err.qtype) AS query_type, l.dns.qclass AS query_class,
     coalesce(l.dns.qname, l.dns_err.qname) AS query_name, l.dns.proto AS protocol,
@@ -194,8 +194,8 @@ WITH legacy_rows AS (
     l.dns.dur AS duration_s, l.dns_err.errno AS error_number,
     regexp_extract(l.dns_err.detail, '([^:]*)$', 1) AS error_message,
     coalesce(l.dns.qname, l.dns_err.qname, '') = '' AS unparsed
-  FROM stage s JOIN legacy l USING (rid)
-  WHERE s.target = 'dns'
+  FROM legacy l
+  WHERE l.target = 'dns'
 ), structured_rows AS (
   SELECT rid, ts AS time, firewall, log_format,
     f_SourceIp AS source_ip, f_SourcePort AS source_port, f_QueryId AS query_id, f_QueryType AS query_type,
@@ -239,22 +239,22 @@ FROM unioned
 
 _THREAT_QUERY = f"""
 WITH legacy_rows AS (
-  SELECT s.rid, s.ts AS time, s.firewall, s.log_format, s.target AS kind,
+  SELECT l.rid, l.ts AS time, l.firewall, l.log_format, l.target AS kind,
     coalesce(l.ti.proto, l.ids.proto) AS protocol,
     coalesce(l.ti.src, l.ids.src) AS source_ip, coalesce(l.ti.sport, l.ids.sport) AS source_port,
-    CASE WHEN s.target = 'idps' THEN l.ids.dst
+    CASE WHEN l.target = 'idps' THEN l.ids.dst
          WHEN regexp_matches(l.ti.dst, '^\\d+\\.\\d+\\.\\d+\\.\\d+$') THEN l.ti.dst END AS destination_ip,
     coalesce(l.ti.dport, l.ids.dport) AS destination_port,
-    CASE WHEN s.target = 'threat_intel' AND NOT regexp_matches(coalesce(l.ti.dst, ''), '^\\d+\\.\\d+\\.\\d+\\.\\d+$')
+    CASE WHEN l.target = 'threat_intel' AND NOT regexp_matches(coalesce(l.ti.dst, ''), '^\\d+\\.\\d+\\.\\d+\\.\\d+$')
          THEN l.ti.dst END AS fqdn,
     l.ti.url AS target_url,
     coalesce(l.ti.action, l.ids.action) AS action,
     coalesce(l.ti.description, l.ids.description) AS description,
     l.ids.sid AS signature_id, l.ids.category AS category, l.ids.priority AS severity,
-    CASE WHEN s.target = 'threat_intel' THEN false END AS is_tls_inspected,
+    CASE WHEN l.target = 'threat_intel' THEN false END AS is_tls_inspected,
     coalesce(l.ti.proto, l.ids.proto, '') = '' AS unparsed
-  FROM stage s JOIN legacy l USING (rid)
-  WHERE s.target IN ('threat_intel', 'idps')
+  FROM legacy l
+  WHERE l.target IN ('threat_intel', 'idps')
 ), structured_rows AS (
   SELECT rid, ts AS time, firewall, log_format, target AS kind,
     f_Protocol AS protocol, f_SourceIp AS source_ip, f_SourcePort AS source_port,

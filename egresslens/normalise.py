@@ -125,7 +125,7 @@ def _stage_sql(guarded: bool, source: str = "batch", *, append: bool = False) ->
     variants = "[" + ", ".join(_lit(p) for p in CASE_VARIANTS) + "]"
     legacy_target = _LEGACY_TARGET
     targets = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in STRUCTURED_TARGETS.items())
-    head = "INSERT INTO stage BY NAME" if append else "CREATE OR REPLACE TEMP TABLE stage AS"
+    head = "INSERT INTO stage_generic BY NAME" if append else "CREATE OR REPLACE TEMP TABLE stage_generic AS"
     return f"""
 {head}
 WITH parsed AS (
@@ -170,7 +170,7 @@ FROM shaped
 def _legacy_sql() -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE legacy AS
-SELECT rid,
+SELECT rid, ts, firewall, target, log_format,
   CASE target WHEN 'application' THEN regexp_extract(msg, {_lit(APP_RE)}, {_groups(APP_GROUPS)}) END AS app,
   CASE target WHEN 'network' THEN regexp_extract(msg, {_lit(NET_RE)}, {_groups(NET_GROUPS)}) END AS net,
   CASE target WHEN 'nat' THEN regexp_extract(msg, {_lit(NAT_RE)}, {_groups(NAT_GROUPS)}) END AS nat,
@@ -237,7 +237,7 @@ _LEGACY_SPEC = json.dumps({"time": "VARCHAR", "category": "VARCHAR", "resourceId
 # columns stay NULL: legacy rows are read from their text, never from fields). Unconfirmed ones are
 # marked, as in `fast_source`, and sent the generic way.
 _LEGACY_STAGE_SQL = f"""
-INSERT INTO stage BY NAME
+CREATE OR REPLACE TEMP TABLE stage_legacy AS
 SELECT rid, time_text, log_category, msg, firewall, {_time('time_text')} AS ts,
   CASE WHEN confirmed THEN 'legacy' ELSE {_lit(UNCONFIRMED)} END AS log_format,
   CASE WHEN confirmed THEN {_LEGACY_TARGET} END AS target
@@ -250,6 +250,13 @@ FROM (
         FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})
 )
 """
+
+
+_EMPTY_LEGACY_STAGE = _LEGACY_STAGE_SQL.replace(f"JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})",
+                                                 "WHERE false)")
+# The stage every later statement reads: the generic route's wide rows and the legacy fast route's narrow
+# ones (their field columns read as NULL).
+_STAGE_VIEW = "CREATE OR REPLACE TEMP VIEW stage AS SELECT * FROM stage_generic UNION ALL BY NAME SELECT * FROM stage_legacy"
 
 
 def fast_source(name: str) -> str:
@@ -337,6 +344,8 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
     if fast:
         # the canonical statements read the legacy stage too: empty it first (it holds the last batch)
         con.execute(_stage_sql(guarded=False, source="(SELECT * FROM batch LIMIT 0)"))
+        con.execute(_EMPTY_LEGACY_STAGE)
+        con.execute(_STAGE_VIEW)
         con.execute(_legacy_sql())
         if tabular is not None:
             if _tabular_ok(tabular[1]):
@@ -353,7 +362,7 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
                     built.append(name)
                     taken.append(f"SELECT rid FROM {_canon(name)}")
             if routed.get(LEGACY) and _fast_legacy(con):
-                taken.append("SELECT rid FROM stage")
+                taken.append("SELECT rid FROM stage_legacy")
     handled = sum(con.execute(f"SELECT count(*) FROM ({t})").fetchall()[0][0] for t in taken)
     total = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
     if not handled:
@@ -368,6 +377,9 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
         con.execute(_stage_sql(guarded=False, source=rest, append=fast))
     except (duckdb.Error, UnicodeDecodeError):  # the error message may quote bytes that are not UTF-8
         con.execute(_stage_sql(guarded=True, source=rest, append=fast))
+    if not fast:
+        con.execute(_EMPTY_LEGACY_STAGE)
+    con.execute(_STAGE_VIEW)
     present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage WHERE target IS NOT NULL").fetchall()}
     con.execute(_legacy_sql())
     for name, targets in TARGETS_OF.items():
@@ -390,12 +402,13 @@ def _fast_table(con: duckdb.DuckDBPyConnection, name: str, source: str) -> bool:
 
 
 def _fast_legacy(con: duckdb.DuckDBPyConnection) -> bool:
-    """Routed legacy records into the (empty) stage; False when it took none."""
+    """Routed legacy records into `stage_legacy` (narrow: no field columns); False when it took none."""
     try:
         con.execute(_LEGACY_STAGE_SQL)
     except (duckdb.Error, UnicodeDecodeError):  # a routed line that is not JSON: all go the generic way
+        con.execute(_EMPTY_LEGACY_STAGE)
         return False
-    return _drop_unconfirmed(con, "stage")
+    return _drop_unconfirmed(con, "stage_legacy")
 
 
 def _drop_unconfirmed(con: duckdb.DuckDBPyConnection, table: str) -> bool:
