@@ -29,8 +29,8 @@ from egresslens.sources import files
 STAGES = [  # (stage, pattern over the statement's first words), first match wins
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
     ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
-    ("legacy fast parse", r"INSERT INTO stage BY NAME SELECT rid, time_text"),
-    ("generic stage", r"TEMP TABLE stage AS|INSERT INTO stage BY NAME"),
+    ("legacy fast parse", r"TEMP TABLE stage_legacy AS SELECT rid, time_text"),
+    ("generic stage", r"TEMP TABLE stage_generic AS|INSERT INTO stage_generic BY NAME"),
     ("legacy grammars", r"TEMP TABLE legacy AS"),
     ("canonical", r"TEMP TABLE canon_|INSERT INTO canon_"),
     ("insert (de-dup + write)", r"INSERT INTO (flows|dns_queries|threats|fqdn_|fat_|flow_|application_|network_|nat_)"),

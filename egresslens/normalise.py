@@ -226,10 +226,12 @@ UNCONFIRMED = "unconfirmed"
 # Legacy records (AzureFirewall* categories, the columns as text in properties.msg) are routed too:
 # their message text is read by the same grammars; only the parse of the record is narrower.
 LEGACY = "legacy"
-_ROUTE_SQL = "CREATE OR REPLACE TEMP TABLE batch_route AS SELECT rid, CASE " + " ".join(
+# (every legacy category starts with AzureFirewall: one test routes them all; `_LEGACY_STAGE_SQL` checks)
+_ROUTE_SQL = (f"CREATE OR REPLACE TEMP TABLE batch_route AS SELECT rid, CASE WHEN contains(raw, "
+              f"{_lit(_CATEGORY_TEXT.replace('%s', 'AzureFirewall').rstrip(chr(34)))}) THEN {_lit(LEGACY)} " + " ".join(
     f"WHEN contains(raw, {_lit(_CATEGORY_TEXT % category)}) THEN {_lit(name)}"
-    for name, categories in {**FAST_CATEGORIES, LEGACY: LEGACY_CATEGORIES}.items() for category in categories
-) + " END AS route FROM batch WHERE NOT starts_with(raw, chr(0))"
+    for name, categories in FAST_CATEGORIES.items() for category in categories
+) + " END AS route FROM batch WHERE NOT starts_with(raw, chr(0))")
 
 _LEGACY_SPEC = json.dumps({"time": "VARCHAR", "category": "VARCHAR", "resourceId": "VARCHAR",
                            "properties": {"msg": "VARCHAR"}})
