@@ -49,10 +49,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_snat_dns.py
 	$(BIN)/python benchmarks/bench_recommend.py
 
-# Ingest side by side with bare DuckDB SQL and pandas on the same simulated records (ROWS: 1M, 10M, 100M).
+# Ingest side by side with bare DuckDB SQL and pandas on the same simulated records (ROWS: 1M, 10M, 100M;
+# REPEAT: runs per contender, the fastest kept).
 ROWS ?= 1M
+REPEAT ?= 1
 bench-compare: $(STAMP)
-	$(BIN)/python benchmarks/compare.py --rows $(ROWS)
+	$(BIN)/python benchmarks/compare.py --rows $(ROWS) --repeat $(REPEAT)
 
 # recommend, snat and dns over a 30-day store: rollups (as held in real use), raw rows, and wide rollups;
 # the stores are built once into .bench-cache/30day (about 4 minutes), the table goes to bench-output/30day.json.

@@ -1,7 +1,7 @@
 """Side-by-side ingest benchmark: EgressLens against bare DuckDB SQL and a pandas script.
 
     make bench-compare ROWS=1M                     # also 10M; 100M is opt-in (about 60 GB of input)
-    .venv/bin/python benchmarks/compare.py --rows 1M [--forms structured,legacy,csv]
+    .venv/bin/python benchmarks/compare.py --rows 1M [--forms structured,legacy,csv] [--repeat 3]
         [--contenders egresslens,duckdb,pandas] [--cache .bench-cache] [--out bench-output/compare-1M.json]
 
 The simulator writes the input once per size and form into the cache directory (flow events = ROWS;
@@ -90,18 +90,31 @@ def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None
         proc.returncode = code = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
+    measured = {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mib": usage.ru_maxrss / 1024}
     if code not in (0, 5):  # 5: finished, some records quarantined (the simulator injects a few)
-        raise RuntimeError(f"{name} on {form} failed ({code}): {stderr.strip()[-800:]}")
+        # a contender that fails (pandas out of memory at 100M) is reported, and the run goes on
+        last = (stderr.strip().splitlines() or [f"exit {code}"])[-1][:300]
+        return {**measured, "records": 0, "failed": f"exit {code}: {last}"}
     report = json.loads(stdout.strip().splitlines()[-1])
     records = report["records_read"] if name.startswith("egresslens") else report["records"]
-    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "records": records,
-            "peak_rss_mib": usage.ru_maxrss / 1024, "detail": report}
+    return {**measured, "records": records, "detail": report}
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The fastest of repeated runs (the others are kept in `runs`): on a shared machine, noise only adds."""
+    ok = [r for r in runs if "failed" not in r] or runs
+    best = min(ok, key=lambda r: r["seconds"])
+    return {**best, "runs": [{k: r[k] for k in ("seconds", "cpu_seconds", "peak_rss_mib")} for r in runs]}
 
 
 def table(results: list[dict]) -> str:
     lines = [f"{'form':<11}{'contender':<12}{'records':>12}{'seconds':>9}{'CPU s':>8}{'records/s':>12}"
              f"{'peak RSS':>12}{'time / egresslens':>19}"]
     for r in results:
+        if "failed" in r:
+            lines.append(f"{r['form']:<11}{r['contender']:<12}  failed after {r['seconds']:.0f} s: {r['failed']}")
+            continue
         ratio = f"{r['vs_egresslens']:.2f}x" if r.get("vs_egresslens") else "-"
         lines.append(f"{r['form']:<11}{r['contender']:<12}{r['records']:>12,}{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}"
                      f"{r['records_per_s']:>12,.0f}{r['peak_rss_mib']:>8,.0f} MiB{ratio:>19}")
@@ -112,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="1M", help="flow events: 1M, 10M, 100M or any number (default 1M)")
     ap.add_argument("--forms", default=",".join(FORMS), help="comma list of structured, legacy, csv")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of egresslens, duckdb, pandas")
+    ap.add_argument("--contenders", default=None,
+                    help="comma list of egresslens, duckdb, pandas (default: all; above 10M rows pandas is left "
+                         "out, as it holds every record in memory: name it to run it anyway)")
+    ap.add_argument("--repeat", type=int, default=1, help="run each contender N times and keep the fastest")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"), help="where generated input is kept")
     ap.add_argument("--work", type=Path, default=None, help="where the stores are written (default: cache/work)")
     ap.add_argument("--ref", type=Path, default=None,
@@ -121,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = parse_rows(args.rows)
     forms = [f for f in args.forms.split(",") if f]
-    contenders = [c for c in args.contenders.split(",") if c] + (["egresslens@ref"] if args.ref else [])
+    default = ",".join(c for c in CONTENDERS if c != "pandas" or rows <= 10_000_000)
+    contenders = [c for c in (args.contenders or default).split(",") if c] + (["egresslens@ref"] if args.ref else [])
     if unknown := [f for f in forms if f not in FORMS] + [c for c in contenders if c not in (*CONTENDERS, "egresslens@ref")]:
         ap.error(f"unknown form or contender: {', '.join(unknown)}")
     work = args.work or args.cache / "work"
@@ -129,14 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     for form in forms:
         data = dataset(args.cache, rows, form)
         for name in contenders:
-            r = run_contender(name, form, data, work, args.ref)
+            r = best_of([run_contender(name, form, data, work, args.ref) for _ in range(max(1, args.repeat))])
             r.update(form=form, contender=name, records_per_s=r["records"] / r["seconds"])
             results.append(r)
             print(f"  {form:<10} {name:<10} {r['seconds']:7.1f} s  {r['cpu_seconds']:7.1f} CPU s"
-                  f"  {r['peak_rss_mib']:7,.0f} MiB", flush=True)
-        ours = next((r for r in results if r["form"] == form and r["contender"] == "egresslens"), None)
+                  f"  {r['peak_rss_mib']:7,.0f} MiB" + (f"  FAILED {r['failed']}" if "failed" in r else ""), flush=True)
+        ours = next((r for r in results if r["form"] == form and r["contender"] == "egresslens"
+                     and "failed" not in r), None)
         for r in results:
-            if r["form"] == form and ours:
+            if r["form"] == form and ours and "failed" not in r:
                 r["vs_egresslens"] = r["seconds"] / ours["seconds"]
     shutil.rmtree(work, ignore_errors=True)
     print(table(results))

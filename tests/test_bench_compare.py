@@ -22,3 +22,18 @@ def test_compare_times_every_contender_on_the_same_records(tmp_path):
         assert counts["egresslens"] == counts["duckdb"] == counts["pandas"] > 0, (form, counts)
     assert all(r["peak_rss_mib"] > 0 and r["seconds"] > 0 for r in results)
     assert "time / egresslens" in proc.stdout
+
+
+def test_a_contender_that_fails_is_reported_and_the_fastest_of_repeated_runs_is_kept(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    failed = compare.run_contender("egresslens", "structured", tmp_path / "no-such-input", tmp_path / "work")
+    assert failed["failed"].startswith("exit 3") and failed["records"] == 0
+    runs = [{"seconds": 3.0, "cpu_seconds": 5.0, "peak_rss_mib": 10, "records": 7},
+            {"seconds": 2.0, "cpu_seconds": 4.0, "peak_rss_mib": 11, "records": 7}, failed]
+    best = compare.best_of(runs)
+    assert best["seconds"] == 2.0 and len(best["runs"]) == 3
+    assert compare.best_of([failed])["failed"]
