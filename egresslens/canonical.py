@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import re
 
+from egresslens.escape import sql_string as _lit
 from egresslens.legacy_grammar import RULE_TAIL_GROUPS, RULE_TAIL_RE
 from egresslens.schema import TABLES_BY_NAME, Table
 
 
-def _lit(text: str) -> str:
-    """A SQL string literal (the patterns are constants, but quote them properly anyway)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _groups(names: list[str]) -> str:

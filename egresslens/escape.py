@@ -19,6 +19,8 @@ medium it goes to, and nowhere else is escaping written by hand:
 | HCL (Terraform) string | :func:`hcl_string` | double-quoted; `\\`, `"`, `${`, `%{` and control characters escaped |
 | Bicep string | :func:`bicep_string` | single-quoted; `\\`, `'`, `${` and control characters escaped |
 | KQL string | :func:`kql_string` | double-quoted; control characters refused (a query is never built from them) |
+| DuckDB SQL string literal | :func:`sql_string` | single-quoted, `'` doubled (for text a statement cannot take as a parameter: views, DDL) |
+| DuckDB SQL identifier | :func:`sql_identifier` | double-quoted, `"` doubled (column names read from input files) |
 
 JSON documents need no helper of their own: ``json.dumps(..., ensure_ascii=True)`` escapes every
 control and non-ASCII character. The shared hostile corpus (``tests/hostile.py``) is run through every
@@ -217,3 +219,14 @@ def kql_string(value: str, max_length: int = 4096) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def sql_string(value: str) -> str:
+    """A single-quoted DuckDB string literal. Values go into queries as parameters wherever a statement
+    takes them; this is for the rest (a view's text, grammar constants, the path a view names)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    """A double-quoted DuckDB identifier (column names come from input files)."""
+    return '"' + str(name).replace('"', '""') + '"'

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from egresslens import canonical, normalise
+from egresslens.escape import sql_identifier as _ident
+from egresslens.escape import sql_string
 from egresslens.schema import DNS_QUERIES, EVENT_TABLES, FLOWS, THREATS, Table
 
 BATCH_SCHEMA = pa.schema(
@@ -372,7 +374,7 @@ def register_tabular(con: duckdb.DuckDBPyConnection, rows: pa.Table, *, source: 
     con.register("raw_rows", _chunked(rows))
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW batch AS
-            SELECT rid, {_sql_text(source)} AS source, (rid + {int(position_offset)})::BIGINT AS position,
+            SELECT rid, {sql_string(source)}::VARCHAR AS source, (rid + {int(position_offset)})::BIGINT AS position,
                    NULL::INTEGER AS record_index, to_json(struct_pack({pack}))::VARCHAR AS raw
             FROM raw_rows r""")
     return names
@@ -386,16 +388,6 @@ ARROW_CHUNK_ROWS = 16_384
 def _chunked(table: pa.Table) -> pa.Table:
     """The same rows in chunks of at most ARROW_CHUNK_ROWS (slices: no copy)."""
     return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), table.schema)
-
-
-def _sql_text(text: str) -> str:
-    """A SQL string literal (a view cannot hold parameters)."""
-    return "'" + text.replace("'", "''") + "'::VARCHAR"
-
-
-def _ident(name: str) -> str:
-    """A safely quoted SQL identifier (column names come from input files)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def store_canonical_frames(con: duckdb.DuckDBPyConnection, *, flows=None, dns_queries=None,

@@ -210,3 +210,16 @@ def test_kql_strings_round_trip_or_are_refused(text):
         return
     _, values, _ = kql.parse_rendered(f"declare query_parameters(v:string = {literal});\nT")
     assert values["v"] == text
+
+
+@CASES
+def test_sql_strings_and_identifiers_round_trip_through_duckdb(text):
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        cur = con.execute(f"SELECT {escape.sql_string(text)} AS {escape.sql_identifier(text)}")
+        assert cur.fetchall() == [(text,)]
+        assert cur.description[0][0] == text
+    finally:
+        con.close()
