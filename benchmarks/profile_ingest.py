@@ -5,7 +5,9 @@ by pipeline stage, and what is left (reading and splitting lines in Python).
 
 Run it on the input `compare.py` generated (`.bench-cache/<rows>-<form>`). Each statement of the real
 ingest path is timed as it runs (wall seconds, on this process's connection); the stages are:
-route (the fast route's guess per line), fast parse + canonical (records parsed straight into their
+archive read + canonical (whole
+archive blobs read by DuckDB's JSON reader into canonical rows), route (the fast route's guess per
+line), fast parse + canonical (records parsed straight into their
 table's canonical rows, with event ids), generic stage (every other record, one wide parse), legacy
 grammars (regular expressions over message text), canonical (the generic and legacy rows of each
 table), insert (de-duplication against the store and the write), progress (per-source bookkeeping),
@@ -28,6 +30,7 @@ from egresslens.sources import files
 
 STAGES = [  # (stage, pattern over the statement's first words), first match wins
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
+    ("archive read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_json\("),
     ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
     ("legacy fast parse", r"TEMP TABLE stage_legacy AS SELECT rid, time_text"),
     ("generic stage", r"TEMP TABLE stage_generic AS|INSERT INTO stage_generic BY NAME"),

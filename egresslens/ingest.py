@@ -252,11 +252,29 @@ class Ingestor:
             [self.run_id, _utcnow()],
         ).fetchall()[0][0]
 
+    def ingest_archive(self, paths: list[str], table: str, progress: list[dict]) -> tuple[Counts, set[int]]:
+        """Whole JSON Lines files of one table's categories, read by DuckDB itself
+        (`normalise.normalise_archive`). `progress` has one entry per path; the files taken are committed
+        with theirs. Returns the counts and the indexes of the files taken (the others are left to the
+        line reader)."""
+        taken, _ = normalise.normalise_archive(self.con, paths, table)
+        if not taken:
+            return Counts(), set()
+        for i, n in taken.items():
+            progress[i]["records_done"] = n
+        counts = self._commit([table], sum(taken.values()), [progress[i] for i in sorted(taken)], rejects=False)
+        return counts, set(taken)
+
     def _store(self, progress: dict | list[dict] | None, tabular: tuple[str, list[str]] | None = None) -> Counts:
+        built = normalise.normalise_batch(self.con, tabular=tabular)
+        return self._commit(built, self.con.execute("SELECT count(*) FROM batch").fetchall()[0][0], progress)
+
+    def _commit(self, built: list[str], read: int, progress: dict | list[dict] | None, *,
+                rejects: bool = True) -> Counts:
+        """One transaction: the staged rows of `built` tables, the refused records of the batch (when
+        `rejects`) and the progress of its sources. `read` records must all be accounted for."""
         con = self.con
-        built = normalise.normalise_batch(con, tabular=tabular)
         tables = [t for t in EVENT_TABLES if t.name in built]
-        read = con.execute("SELECT count(*) FROM batch").fetchall()[0][0]
         counts = Counts(read=read)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -267,19 +285,9 @@ class Ingestor:
                 counts.stored += inserted
                 if inserted:
                     counts.per_table[table.name] = inserted
-            rejects = " UNION ALL ".join(
-                [f"SELECT rid, reject_reason AS reason FROM {canonical.canon_table(t)} WHERE reject_reason IS NOT NULL"
-                 for t in tables]
-                + ["SELECT rid, reason FROM stage_rejects"]
-            )
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, "
-                # a line that is not UTF-8 carries the normaliser's mark (a NUL): the quarantine keeps its text
-                "CASE WHEN starts_with(b.raw, chr(0)) THEN substr(b.raw, 2) ELSE b.raw END AS raw, "
-                f"r.reason FROM ({rejects}) r JOIN batch b USING (rid)"
-            )
-            rejected = con.execute("SELECT count(*) FROM batch_rejects").fetchall()[0][0]
-            new_q = self._insert_quarantine("batch_rejects")
+            rejected = new_q = 0
+            if rejects:
+                rejected, new_q = self._quarantine_rejects(tables)
             counts.quarantined = new_q
             counts.duplicates = (good_total - counts.stored) + (rejected - new_q)
             if good_total + rejected != read:
@@ -294,6 +302,22 @@ class Ingestor:
         self.counts.add(counts)
         return counts
 
+    def _quarantine_rejects(self, tables: list[Table]) -> tuple[int, int]:
+        """The batch's refused records into the quarantine: (refused, newly quarantined)."""
+        rejects = " UNION ALL ".join(
+            [f"SELECT rid, reject_reason AS reason FROM {canonical.canon_table(t)} WHERE reject_reason IS NOT NULL"
+             for t in tables]
+            + ["SELECT rid, reason FROM stage_rejects"]
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE batch_rejects AS SELECT b.source, b.position, b.record_index, "
+            # a line that is not UTF-8 carries the normaliser's mark (a NUL): the quarantine keeps its text
+            "CASE WHEN starts_with(b.raw, chr(0)) THEN substr(b.raw, 2) ELSE b.raw END AS raw, "
+            f"r.reason FROM ({rejects}) r JOIN batch b USING (rid)"
+        )
+        rejected = self.con.execute("SELECT count(*) FROM batch_rejects").fetchall()[0][0]
+        return rejected, self._insert_quarantine("batch_rejects")
+
     def _insert_events(self, table: Table) -> tuple[int, int]:
         """Insert a batch's new rows: not already in the store (an anti-join against the slice of the
         store in the batch's time range) and each event once. Event ids come with the staging table."""
@@ -307,17 +331,22 @@ class Ingestor:
         cols = [c for c in table.column_names if c not in ("event_id", "ingest_run_id")]
         # the same event twice within the batch: keep one (a window over the batch, paid only then)
         once = "QUALIFY row_number() OVER (PARTITION BY event_id) = 1" if distinct < good else ""
+        # an event's time is one of its canonical columns: only stored rows in the batch's time range can
+        # be the same event, and when there are none (new hours, the usual case) there is nothing to join
+        overlap = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table.name} WHERE time BETWEEN ? AND ? LIMIT 1)",
+                              [tmin, tmax]).fetchall()[0][0]
+        new_only = f"""AND NOT EXISTS (
+              SELECT 1 FROM {table.name} x
+              WHERE x.event_id = c.event_id AND x.time BETWEEN $tmin AND $tmax
+            )""" if overlap else ""
         inserted = con.execute(
             f"""
             INSERT INTO {table.name} (event_id, {", ".join(cols)}, ingest_run_id)
-            SELECT event_id, {", ".join(cols)}, ? FROM {canon} c
-            WHERE reject_reason IS NULL AND NOT EXISTS (
-              SELECT 1 FROM {table.name} x
-              WHERE x.event_id = c.event_id AND x.time BETWEEN ? AND ?
-            )
+            SELECT event_id, {", ".join(cols)}, $run FROM {canon} c
+            WHERE reject_reason IS NULL {new_only}
             {once}
             """,
-            [self.run_id, tmin, tmax],
+            {"run": self.run_id, **({"tmin": tmin, "tmax": tmax} if overlap else {})},
         ).fetchall()[0][0]
         return good, inserted
 

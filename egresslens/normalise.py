@@ -253,16 +253,24 @@ _EMPTY_LEGACY_STAGE = _LEGACY_STAGE_SQL.replace(f"JOIN batch_route USING (rid) W
 _STAGE_VIEW = "CREATE OR REPLACE TEMP VIEW stage AS SELECT * FROM stage_generic UNION ALL BY NAME SELECT * FROM stage_legacy"
 
 
-def fast_source(name: str) -> str:
+def _fast_spec(name: str) -> dict:
+    """The record shape the fast route parses for one table: the envelope and the fields it reads."""
+    return {"time": "VARCHAR", "category": "VARCHAR", "resourceId": "VARCHAR",
+            "properties": {f: "VARCHAR" for f in sorted({*structured_fields(name), "msg"})}}
+
+
+def fast_source(name: str, parsed: str | None = None) -> str:
     """The routed records of one table, parsed into only the fields its canonical statement reads.
 
     The relation has the generic stage's columns (rid, log_format, firewall, ts, target, f_<Field>) with
     the same values the generic route gives these records. A record `_confirmed` does not hold has
     log_format 'unconfirmed' (a column, not a filter: a filter would be pushed into the scan and parse
-    each record once per condition); `normalise_batch` sends it the generic way."""
+    each record once per condition); `normalise_batch` sends it the generic way. `parsed` (rid, r) is
+    where the parsed records come from (default: the batch's routed lines)."""
     fields = structured_fields(name)
-    spec = json.dumps({"time": "VARCHAR", "category": "VARCHAR", "resourceId": "VARCHAR",
-                       "properties": {f: "VARCHAR" for f in sorted({*fields, "msg"})}})
+    spec = json.dumps(_fast_spec(name))
+    routed = (f"SELECT rid, json_transform(b.raw, {_lit(spec)}) AS r "
+              f"FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(name)}")
     categories = FAST_CATEGORIES[name]
     targets = " ".join(f"WHEN {_lit(c)} THEN {_lit(STRUCTURED_TARGETS[c])}" for c in categories)
     columns = ",\n    ".join(
@@ -274,9 +282,51 @@ def fast_source(name: str) -> str:
     lower(nullif(r.resourceId, '')) AS firewall,
     {_time("nullif(r.time, '')")} AS ts, CASE r.category {targets} END AS target,
     {columns}
-  FROM (SELECT rid, json_transform(b.raw, {_lit(spec)}) AS r
-        FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(name)})
+  FROM ({parsed or routed})
 )"""
+
+
+_NO_LINES = ("(SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS source, NULL::BIGINT AS position, "
+             "NULL::INTEGER AS record_index, NULL::VARCHAR AS raw LIMIT 0)")
+
+
+def _read_json_columns(spec: dict) -> str:
+    """A `read_json(columns = ...)` argument for a record shape."""
+    def sql_type(t) -> str:
+        return t if isinstance(t, str) else "STRUCT(" + ", ".join(f"{_ident(k)} {sql_type(v)}" for k, v in t.items()) + ")"
+    return "{" + ", ".join(f"{_lit(k)}: {_lit(sql_type(v))}" for k, v in spec.items()) + "}"
+
+
+def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: str) -> tuple[dict[int, int], set[int]]:
+    """Whole JSON Lines files of one table's categories, read by DuckDB's JSON reader (every thread, no
+    line handed over from Python), into `canon_<table>`, as the fast route would read their lines.
+
+    A file holding anything the fast route would not confirm, a record that is refused, or a line the
+    reader cannot take is left out whole, to be read line by line (where every record gets its
+    position and its quarantine reason). Returns ({file index: records taken}, {file indexes left out}).
+    The rows' `rid` is their file's index in `paths`."""
+    con.execute(_stage_sql(guarded=False, source=_NO_LINES))
+    con.execute(_EMPTY_LEGACY_STAGE.replace("FROM batch b WHERE false", f"FROM {_NO_LINES} b"))
+    con.execute(_STAGE_VIEW)
+    con.execute(_legacy_sql())
+    files = "[" + ", ".join(_lit(p) for p in paths) + "]"
+    index = "CASE filename " + " ".join(f"WHEN {_lit(p)} THEN {i}" for i, p in enumerate(paths)) + " END"
+    parsed = (f"SELECT {index} AS rid, {{'time': time, 'category': category, 'resourceId': resourceId, "
+              f"'properties': properties}} AS r FROM read_json({files}, format = 'newline_delimited', "
+              f"columns = {_read_json_columns(_fast_spec(name))}, filename = true, compression = 'none', "
+              "hive_partitioning = false, "
+              "maximum_object_size = 16777216)")
+    try:
+        con.execute(canonical_sql(name, fast_source(name, parsed)))
+    except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: every file line by line
+        return {}, set(range(len(paths)))
+    table = _canon(name)
+    bad = {i for (i,) in con.execute(f"SELECT DISTINCT rid FROM {table} WHERE log_format = {_lit(UNCONFIRMED)} "
+                                     "OR reject_reason IS NOT NULL OR rid IS NULL").fetchall()}
+    if bad:
+        con.execute(f"DELETE FROM {table} WHERE rid IN (SELECT unnest(?)) OR rid IS NULL", [sorted(bad - {None})])
+    taken = dict(con.execute(f"SELECT rid, count(*) FROM {table} GROUP BY rid").fetchall())
+    return taken, bad - {None}
 
 
 def _confirmed(categories: tuple[str, ...]) -> str:

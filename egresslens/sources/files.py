@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
+from egresslens.sources import archive
 from egresslens.normalise import INVALID_UTF8, STRUCTURED_TARGETS
 from egresslens.sources.sniff import GzipStream, detect_format, json_complete, why_not_a_log
 from egresslens.sources.sniff import open_log as _open
@@ -482,7 +483,14 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     states = ingestor.source_states()
     try:
         with _CtrlC() as ctrl_c:
+            # plain archive blobs first, read whole by DuckDB; the rest (and any it leaves) line by line
+            chosen = archive.plan(files, states, force=force, batch_bytes=CHUNK_BYTES)
+            _, whole = archive.ingest(ingestor, chosen, batch_bytes=CHUNK_BYTES, on_bytes=advance,
+                                      interrupted=lambda: ctrl_c.hit)
+            results.extend(FileResult(str(p.resolve()), "jsonl", Counts()) for p in files if p in whole)
             for path in files:
+                if path in whole:
+                    continue
                 try:
                     results.append(ingest_file(ingestor, path, force=force, on_bytes=advance, batcher=batcher,
                                                states=states))
