@@ -292,3 +292,89 @@ def test_typed_query_results_give_the_same_rows_by_either_route():
         "RequestDurationSecs": pa.array([None, 0.002], pa.float64()),
     })
     assert assert_same_tabular(rows) == 0
+
+
+# -- whole archive blobs read by DuckDB (egresslens/sources/archive.py) -------------------------------
+
+HIVE = ("resourceId=/SUBSCRIPTIONS/0/RESOURCEGROUPS/HUB/PROVIDERS/MICROSOFT.NETWORK/AZUREFIREWALLS/FW/"
+        "y=2026/m=03/d=01/h={hour:02d}/m=00/PT1H.json")
+
+
+def _store_contents(db: Path) -> dict:
+    con = store.connect(db, read_only=True)
+    try:
+        out = {t.name: sorted(con.execute(f"SELECT * EXCLUDE (ingest_run_id) FROM {t.name}").fetchall(), key=repr)
+               for t in EVENT_TABLES}
+        out["quarantine"] = sorted(con.execute("SELECT source, position, raw, reason FROM quarantine").fetchall())
+        out["run"] = con.execute("SELECT records_read, stored, duplicates, quarantined FROM ingest_runs").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dict, dict, int]:
+    """Ingest a directory as usual and with every file read line by line; return both stores' contents
+    and how many files DuckDB read whole."""
+    from egresslens import ingest
+    from egresslens.sources import archive, files
+
+    whole = []
+    real = ingest.Ingestor.ingest_archive
+
+    def spy(self, paths, table, progress):
+        counts, taken = real(self, paths, table, progress)
+        whole.extend(paths[i] for i in taken)
+        return counts, taken
+
+    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
+    results = []
+    for name, plan in (("archive", archive.plan), ("lines", lambda *a, **k: [])):
+        monkeypatch.setattr(archive, "plan", plan)
+        db = tmp_path / f"{name}.duckdb"
+        con = store.connect(db)
+        try:
+            files.ingest_paths(con, [directory])
+        finally:
+            con.close()
+        results.append(_store_contents(db))
+    return results[0], results[1], len(whole)
+
+
+def test_a_simulated_archive_read_whole_by_duckdb_stores_what_the_line_reader_stores(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    simulate_to_dir(logs, hours=3, events_per_hour=500, seed=5, incident=True)
+    whole, lines, taken = archive_and_lines(logs, tmp_path, monkeypatch)
+    assert whole == lines
+    blobs = len(list(logs.rglob("PT1H.json")))
+    assert 0 < taken <= blobs  # blobs with a record the simulator spoiled are read line by line
+
+
+def test_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_same_result(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    compact = [json.dumps(r, separators=(",", ":")) for r in (APP, NET, dict(NET, time="2026-03-01T10:00:09Z"))]
+    blobs = {
+        0: compact,  # clean: read whole
+        9: [json.dumps(r, separators=(",", ":")) for r in BASES],  # every table in one blob: line by line
+        1: compact + [json.dumps(dict(NET, properties={**NET["properties"], "SourceIp": "10.0.0.0/8"}),
+                                 separators=(",", ":"))],  # a refused record
+        2: compact[:1] + [json.dumps(dict(APP, category="AZFWNewThing"), separators=(",", ":"))],  # unknown category
+        3: compact[:1] + ['{"category":"AZFWNetworkRule","properties":{"Protocol":"TCP"'],  # torn line mid-file
+        4: compact[:1] + ["", "   "] + compact[1:2],  # blank lines
+        5: compact[:1] + [json.dumps(dict(NET, properties={"msg": "TCP request from 10.0.0.1:1 to 10.0.0.2:2. "
+                                                           "Action: Deny. "}), separators=(",", ":"))],  # legacy text
+        6: [json.dumps(dict(NET, properties={**NET["properties"], "Rule": text}), separators=(",", ":"),
+                       ensure_ascii=False) for text in TEXTS.values()],  # hostile values, refused or not
+    }
+    for hour, lines in blobs.items():
+        path = logs / HIVE.format(hour=hour)
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(lines) + "\n")
+    crlf = logs / HIVE.format(hour=7)
+    crlf.parent.mkdir(parents=True)
+    crlf.write_bytes(("\r\n".join(compact) + "\r\n").encode())
+    bad_utf8 = logs / HIVE.format(hour=8)
+    bad_utf8.parent.mkdir(parents=True)
+    bad_utf8.write_bytes(compact[0].encode() + b"\n" + compact[1].encode().replace(b"10.0.0.5", b"10.0.0.\xff") + b"\n")
+    whole, lines, taken = archive_and_lines(logs, tmp_path, monkeypatch)
+    assert whole == lines
+    assert taken == 4  # the clean blob, blank lines, hostile rule names (text, stored escaped on output), CRLF

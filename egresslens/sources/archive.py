@@ -93,4 +93,10 @@ def _batch(ingestor: Ingestor, table: str, batch: list[tuple[Path, os.stat_resul
     progress = [dict(source=s, size=st.st_size, mtime_ns=st.st_mtime_ns, records_done=0, offset_done=st.st_size,
                      complete=True) for s, (_, st) in zip(sources, batch)]
     counts, taken = ingestor.ingest_archive(sources, table, progress)
+    if not taken and len(batch) > 1:
+        # one line the reader cannot take stops the whole batch: try its files one by one
+        for one in batch:
+            got, done = _batch(ingestor, table, [one])
+            counts.add(got)
+            taken |= {sources.index(str(p.resolve())) for p in done}
     return counts, {p for i, (p, _) in enumerate(batch) if i in taken}
