@@ -24,7 +24,10 @@ def resolve_db_path(db: str | os.PathLike[str] | None = None) -> Path:
 
 def _configure(con: duckdb.DuckDBPyConnection, db_path: Path | None) -> None:
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")  # commands draw their own progress, on stderr, when asked
+    try:  # commands draw their own progress, on stderr, when asked
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.Error:  # in a notebook without ipywidgets DuckDB refuses to touch the setting at all
+        pass
     # Bounded memory: spill to disk beside the store rather than hold a busy day in RAM.
     con.execute(f"SET memory_limit = '{_memory_limit()}'")
     if db_path is not None:
