@@ -37,9 +37,10 @@ def table_of(path: Path, size: int) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def plan(files: list[Path], states: dict[str, dict], *, force: bool, batch_bytes: int) -> list[tuple[Path, str]]:
+def plan(files: list[Path], states: dict[str, dict], *, force: bool, max_bytes: int) -> list[tuple[Path, str]]:
     """The files DuckDB can read whole, with their table: new ones (or changed since read, which are read
-    again from the start anyway), each at most `batch_bytes`."""
+    again from the start anyway), each at most `max_bytes` (a larger blob is read line by line, in
+    batches of bounded size)."""
     chosen = []
     for path in files:
         try:
@@ -47,7 +48,7 @@ def plan(files: list[Path], states: dict[str, dict], *, force: bool, batch_bytes
             state = None if force else states.get(str(path.resolve()))
             if state and not (state["complete"] and (state["size"], state["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns)):
                 continue  # unchanged, or an interrupted read to resume: the line reader's
-            if stat.st_size > batch_bytes:
+            if stat.st_size > max_bytes:
                 continue
             table = table_of(path, stat.st_size)
         except OSError:
@@ -59,7 +60,8 @@ def plan(files: list[Path], states: dict[str, dict], *, force: bool, batch_bytes
 
 def ingest(ingestor: Ingestor, chosen: list[tuple[Path, str]], *, batch_bytes: int, on_bytes,
            interrupted=lambda: False) -> tuple[Counts, set[Path]]:
-    """Read the chosen files, one table at a time, in batches of about `batch_bytes`. Returns the counts
+    """Read the chosen files, one table at a time, in batches of about `batch_bytes` (a larger file is a
+    batch of its own). Returns the counts
     and the files DuckDB took (every other file is for the line reader, which also reports any failure).
     `interrupted()` tells a Ctrl-C (DuckDB reports one inside a query as an ordinary error) from a failure."""
     counts, done = Counts(), set()

@@ -30,6 +30,9 @@ from egresslens.sources.sniff import open_log as _open
 # 128 MB: a batch then fills whole row groups (about 122k rows), which DuckDB writes straight to the
 # store file instead of through the WAL, and scans with every thread.
 CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 128 << 20))
+# Archive blobs up to this size are read whole by DuckDB (sources/archive.py), one batch each at most:
+# an hourly blob of a busy firewall; larger ones are read line by line in CHUNK_BYTES batches.
+ARCHIVE_FILE_BYTES = int(os.environ.get("EGRESSLENS_ARCHIVE_FILE_BYTES", 4 * CHUNK_BYTES))
 CSV_BATCH_ROWS = 200_000
 LOG_TABLES = set(STRUCTURED_TARGETS) | {"AzureDiagnostics"}
 
@@ -484,7 +487,7 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     try:
         with _CtrlC() as ctrl_c:
             # plain archive blobs first, read whole by DuckDB; the rest (and any it leaves) line by line
-            chosen = archive.plan(files, states, force=force, batch_bytes=CHUNK_BYTES)
+            chosen = archive.plan(files, states, force=force, max_bytes=ARCHIVE_FILE_BYTES)
             _, whole = archive.ingest(ingestor, chosen, batch_bytes=CHUNK_BYTES, on_bytes=advance,
                                       interrupted=lambda: ctrl_c.hit)
             results.extend(FileResult(str(p.resolve()), "jsonl", Counts()) for p in files if p in whole)
