@@ -28,8 +28,10 @@ def _configure(con: duckdb.DuckDBPyConnection, db_path: Path | None) -> None:
         con.execute("SET enable_progress_bar = false")
     except duckdb.Error:  # in a notebook without ipywidgets DuckDB refuses to touch the setting at all
         pass
-    # Bounded memory: spill to disk beside the store rather than hold a busy day in RAM.
-    con.execute(f"SET memory_limit = '{_memory_limit()}'")
+    # Bounded memory: spill to disk beside the store rather than hold a busy day in RAM. A writer (ingest)
+    # works one batch at a time and needs less: what a larger limit adds is cached blocks of the store it
+    # has written (measured: 3.5 GiB peak at 10M records with 4GB, 2.4 GiB with 2GB, no slower).
+    con.execute(f"SET memory_limit = '{_memory_limit('2GB' if db_path is not None else '4GB')}'")
     if db_path is not None:
         spill = db_path.parent.resolve() / f".{db_path.name}.tmp"
         con.execute("SET temp_directory = ?", [str(spill)])
@@ -39,8 +41,8 @@ def _configure(con: duckdb.DuckDBPyConnection, db_path: Path | None) -> None:
     con.execute("SET checkpoint_threshold = '256MB'")
 
 
-def _memory_limit() -> str:
-    value = os.environ.get(MEMORY_LIMIT_ENV, "4GB").strip()
+def _memory_limit(default: str) -> str:
+    value = os.environ.get(MEMORY_LIMIT_ENV, default).strip()
     if not value or not all(ch.isalnum() or ch == "." for ch in value):
         raise ValueError(f"{MEMORY_LIMIT_ENV} must look like 4GB or 512MB, got {value!r}")
     return value
