@@ -63,28 +63,35 @@ def both_routes(lines: list[str]) -> tuple[dict, dict, int]:
             "rid": list(range(1, len(lines) + 1)), "source": ["t"] * len(lines),
             "position": list(range(1, len(lines) + 1)), "record_index": pa.nulls(len(lines), pa.int32()),
             "raw": lines}))
-        results = []
-        routes: dict = {}
-        for fast in (True, False):
-            built = normalise.normalise_batch(con, fast=fast, routes=routes if fast else None)
-            out = {t.name: _rows(con, f"SELECT * FROM {canon_table(t)} ORDER BY rid")
-                   for t in EVENT_TABLES if t.name in built}
-            out["rejects"] = _rows(con, "SELECT rid, reason FROM stage_rejects ORDER BY rid")
-            results.append(out)
-        return results[0], results[1], routes["generic"]
+        return _normalise_both_ways(con)
     finally:
         con.close()
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
-    return con.execute(sql).fetchall()
+def _normalise_both_ways(con: duckdb.DuckDBPyConnection, tabular: tuple | None = None) -> tuple[dict, dict, int]:
+    """The registered batch through the fast route and through the generic one: each route's rows per
+    table and rejects, and how many records the fast route left to the generic one."""
+    results = []
+    routes: dict = {}
+    for fast in (True, False):
+        built = normalise.normalise_batch(con, fast=fast, routes=routes if fast else None,
+                                          tabular=tabular if fast else None)
+        out = {t.name: con.execute(f"SELECT * FROM {canon_table(t)} ORDER BY rid").fetchall()
+               for t in EVENT_TABLES if t.name in built}
+        out["rejects"] = con.execute("SELECT rid, reason FROM stage_rejects ORDER BY rid").fetchall()
+        results.append(out)
+    return results[0], results[1], routes["generic"]
+
+
+def _assert_same_rows(fast: dict, generic: dict) -> None:
+    assert fast.keys() == generic.keys()
+    for name in generic:
+        assert fast[name] == generic[name], name
 
 
 def assert_same(lines: list[str]) -> int:
     fast, generic, left = both_routes(lines)
-    assert fast.keys() == generic.keys()
-    for name in generic:
-        assert fast[name] == generic[name], name
+    _assert_same_rows(fast, generic)
     return left
 
 
@@ -208,25 +215,14 @@ def tabular_both_routes(rows: pa.Table, log_table: str | None = None) -> tuple[d
     con = store.connect_memory()
     try:
         names = register_tabular(con, rows, source="t", log_table=log_table)
-        results = []
-        routes: dict = {}
-        for fast in (True, False):
-            built = normalise.normalise_batch(con, fast=fast, routes=routes if fast else None,
-                                              tabular=("raw_rows", names) if fast else None)
-            out = {t.name: _rows(con, f"SELECT * FROM {canon_table(t)} ORDER BY rid")
-                   for t in EVENT_TABLES if t.name in built}
-            out["rejects"] = _rows(con, "SELECT rid, reason FROM stage_rejects ORDER BY rid")
-            results.append(out)
-        return results[0], results[1], routes["generic"]
+        return _normalise_both_ways(con, ("raw_rows", names))
     finally:
         con.close()
 
 
 def assert_same_tabular(rows: pa.Table, log_table: str | None = None) -> int:
     fast, generic, left = tabular_both_routes(rows, log_table)
-    assert fast.keys() == generic.keys()
-    for name in generic:
-        assert fast[name] == generic[name], name
+    _assert_same_rows(fast, generic)
     return left
 
 
