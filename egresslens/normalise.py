@@ -246,8 +246,11 @@ FROM (
 """
 
 
-_EMPTY_LEGACY_STAGE = _LEGACY_STAGE_SQL.replace(f"JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})",
-                                                 "WHERE false)")
+# A batch of no lines: the stage tables of a batch the fast route reads whole are built from it.
+_NO_LINES = ("(SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS source, NULL::BIGINT AS position, "
+             "NULL::INTEGER AS record_index, NULL::VARCHAR AS raw LIMIT 0)")
+_EMPTY_LEGACY_STAGE = _LEGACY_STAGE_SQL.replace(
+    f"FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})", f"FROM {_NO_LINES} b)")
 # The stage every later statement reads: the generic route's wide rows and the legacy fast route's narrow
 # ones (their field columns read as NULL).
 _STAGE_VIEW = "CREATE OR REPLACE TEMP VIEW stage AS SELECT * FROM stage_generic UNION ALL BY NAME SELECT * FROM stage_legacy"
@@ -286,10 +289,6 @@ def fast_source(name: str, parsed: str | None = None) -> str:
 )"""
 
 
-_NO_LINES = ("(SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS source, NULL::BIGINT AS position, "
-             "NULL::INTEGER AS record_index, NULL::VARCHAR AS raw LIMIT 0)")
-
-
 def _read_json_columns(spec: dict) -> str:
     """A `read_json(columns = ...)` argument for a record shape."""
     def sql_type(t) -> str:
@@ -305,10 +304,7 @@ def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: st
     reader cannot take is left out whole, to be read line by line (where every record gets its
     position and its quarantine reason). Returns ({file index: records taken}, {file indexes left out}).
     The rows' `rid` is their file's index in `paths`."""
-    con.execute(_stage_sql(guarded=False, source=_NO_LINES))
-    con.execute(_EMPTY_LEGACY_STAGE.replace("FROM batch b WHERE false", f"FROM {_NO_LINES} b"))
-    con.execute(_STAGE_VIEW)
-    con.execute(_legacy_sql())
+    _empty_stage(con)
     files = "[" + ", ".join(_lit(p) for p in paths) + "]"
     index = "CASE filename " + " ".join(f"WHEN {_lit(p)} THEN {i}" for i, p in enumerate(paths)) + " END"
     parsed = (f"SELECT {index} AS rid, {{'time': time, 'category': category, 'resourceId': resourceId, "
@@ -382,11 +378,7 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
     built: list[str] = []
     taken = []  # relations of the rids the fast route took
     if fast:
-        # the canonical statements read the legacy stage too: empty it first (it holds the last batch)
-        con.execute(_stage_sql(guarded=False, source="(SELECT * FROM batch LIMIT 0)"))
-        con.execute(_EMPTY_LEGACY_STAGE)
-        con.execute(_STAGE_VIEW)
-        con.execute(_legacy_sql())
+        _empty_stage(con)
         if tabular is not None:
             if _tabular_ok(tabular[1]):
                 for name in FAST_CATEGORIES:
@@ -429,6 +421,15 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
                 built.append(name)
     con.execute(_REJECTS_SQL)
     return [name for name in TARGETS_OF if name in built]
+
+
+def _empty_stage(con: duckdb.DuckDBPyConnection) -> None:
+    """The canonical statements read the legacy stage too: the fast route empties it first (it holds the
+    last batch's rows)."""
+    con.execute(_stage_sql(guarded=False, source=_NO_LINES))
+    con.execute(_EMPTY_LEGACY_STAGE)
+    con.execute(_STAGE_VIEW)
+    con.execute(_legacy_sql())
 
 
 def _fast_table(con: duckdb.DuckDBPyConnection, name: str, source: str) -> bool:
