@@ -37,10 +37,11 @@ def table_of(path: Path, size: int) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def plan(files: list[Path], states: dict[str, dict], *, force: bool, max_bytes: int) -> list[tuple[Path, str]]:
+def plan(files: list[Path], states: dict[str, dict], *, force: bool,
+         max_bytes: int) -> list[tuple[Path, str, os.stat_result]]:
     """The files DuckDB can read whole, with their table: new ones (or changed since read, which are read
     again from the start anyway), each at most `max_bytes` (a larger blob is read line by line, in
-    batches of bounded size)."""
+    batches of bounded size). Each comes with its table and its stat."""
     chosen = []
     for path in files:
         try:
@@ -54,11 +55,11 @@ def plan(files: list[Path], states: dict[str, dict], *, force: bool, max_bytes: 
         except OSError:
             continue  # the line reader reports it
         if table:
-            chosen.append((path, table))
+            chosen.append((path, table, stat))
     return chosen
 
 
-def ingest(ingestor: Ingestor, chosen: list[tuple[Path, str]], *, batch_bytes: int, on_bytes,
+def ingest(ingestor: Ingestor, chosen: list[tuple[Path, str, os.stat_result]], *, batch_bytes: int, on_bytes,
            interrupted=lambda: False) -> tuple[Counts, set[Path]]:
     """Read the chosen files, one table at a time, in batches of about `batch_bytes` (a larger file is a
     batch of its own). Returns the counts
@@ -66,11 +67,10 @@ def ingest(ingestor: Ingestor, chosen: list[tuple[Path, str]], *, batch_bytes: i
     `interrupted()` tells a Ctrl-C (DuckDB reports one inside a query as an ordinary error) from a failure."""
     counts, done = Counts(), set()
     for table in FAST_CATEGORIES:
-        group = [p for p, t in chosen if t == table]
+        group = [(p, st) for p, t, st in chosen if t == table]
         batch: list[tuple[Path, os.stat_result]] = []
         size = 0
-        for path in group + [None]:
-            stat = path.stat() if path is not None else None
+        for path, stat in group + [(None, None)]:
             if batch and (path is None or size + stat.st_size > batch_bytes):
                 try:
                     got, taken = _batch(ingestor, table, batch)
@@ -97,8 +97,9 @@ def _batch(ingestor: Ingestor, table: str, batch: list[tuple[Path, os.stat_resul
     counts, taken = ingestor.ingest_archive(sources, table, progress)
     if not taken and len(batch) > 1:
         # one line the reader cannot take stops the whole batch: try its files one by one
-        for one in batch:
+        for i, one in enumerate(batch):
             got, done = _batch(ingestor, table, [one])
             counts.add(got)
-            taken |= {sources.index(str(p.resolve())) for p in done}
+            if done:
+                taken.add(i)
     return counts, {p for i, (p, _) in enumerate(batch) if i in taken}
