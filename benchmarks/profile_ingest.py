@@ -31,6 +31,7 @@ from egresslens.sources import files
 STAGES = [  # (stage, pattern over the statement's first words), first match wins
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
     ("archive read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_json\("),
+    ("legacy archive read", r"TEMP TABLE stage_legacy AS .*read_json\("),
     ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
     ("legacy fast parse", r"TEMP TABLE stage_legacy AS SELECT rid, time_text"),
     ("generic stage", r"TEMP TABLE stage_generic AS|INSERT INTO stage_generic BY NAME"),

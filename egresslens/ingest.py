@@ -253,16 +253,16 @@ class Ingestor:
         ).fetchall()[0][0]
 
     def ingest_archive(self, paths: list[str], table: str, progress: list[dict]) -> tuple[Counts, set[int]]:
-        """Whole JSON Lines files of one table's categories, read by DuckDB itself
-        (`normalise.normalise_archive`). `progress` has one entry per path; the files taken are committed
-        with theirs. Returns the counts and the indexes of the files taken (the others are left to the
-        line reader)."""
-        taken, _ = normalise.normalise_archive(self.con, paths, table)
+        """Whole JSON Lines files of one table's categories (or, `table` normalise.LEGACY, legacy files), read
+        by DuckDB itself (`normalise.normalise_archive`). `progress` has one entry per path; the files taken
+        are committed with theirs. Returns the counts and the indexes of the files taken (the others are left
+        to the line reader)."""
+        taken, _, built = normalise.normalise_archive(self.con, paths, table)
         if not taken:
             return Counts(), set()
         for i, n in taken.items():
             progress[i]["records_done"] = n
-        counts = self._commit([table], sum(taken.values()), [progress[i] for i in sorted(taken)], rejects=False)
+        counts = self._commit(built, sum(taken.values()), [progress[i] for i in sorted(taken)], rejects=False)
         return counts, set(taken)
 
     def _store(self, progress: dict | list[dict] | None, tabular: tuple[str, list[str]] | None = None) -> Counts:

@@ -218,19 +218,24 @@ UNCONFIRMED = "unconfirmed"
 # Legacy records (AzureFirewall* categories, the columns as text in properties.msg) are routed too:
 # their message text is read by the same grammars; only the parse of the record is narrower.
 LEGACY = "legacy"
-# (every legacy category starts with AzureFirewall: one test routes them all; `_LEGACY_STAGE_SQL` checks)
+# (every legacy category starts with AzureFirewall: one test routes them all; `_legacy_stage_sql` checks)
 _ROUTE_SQL = (f"CREATE OR REPLACE TEMP TABLE batch_route AS SELECT rid, CASE WHEN contains(raw, "
               f"{_lit(_CATEGORY_TEXT.replace('%s', 'AzureFirewall').rstrip(chr(34)))}) THEN {_lit(LEGACY)} " + " ".join(
     f"WHEN contains(raw, {_lit(_CATEGORY_TEXT % category)}) THEN {_lit(name)}"
     for name, categories in FAST_CATEGORIES.items() for category in categories
 ) + " END AS route FROM batch WHERE NOT starts_with(raw, chr(0))")
 
-_LEGACY_SPEC = json.dumps({"time": "VARCHAR", "category": "VARCHAR", "resourceId": "VARCHAR",
-                           "properties": {"msg": "VARCHAR"}})
-# Routed legacy records into the stage, with the columns the generic stage gives them (their f_<Field>
-# columns stay NULL: legacy rows are read from their text, never from fields). Unconfirmed ones are
-# marked, as in `fast_source`, and sent the generic way.
-_LEGACY_STAGE_SQL = f"""
+_LEGACY_SPEC = {"time": "VARCHAR", "category": "VARCHAR", "resourceId": "VARCHAR", "properties": {"msg": "VARCHAR"}}
+_ROUTED_LEGACY = (f"SELECT rid, json_transform(b.raw, {_lit(json.dumps(_LEGACY_SPEC))}) AS r "
+                  f"FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)}")
+
+
+def _legacy_stage_sql(parsed: str = _ROUTED_LEGACY) -> str:
+    """Legacy records (`parsed`: rid, r in `_LEGACY_SPEC`'s shape; default: the batch's routed lines) into the
+    stage, with the columns the generic stage gives them (their f_<Field> columns stay NULL: legacy rows are
+    read from their text, never from fields). Unconfirmed ones are marked, as in `fast_source`, and sent the
+    generic way."""
+    return f"""
 CREATE OR REPLACE TEMP TABLE stage_legacy AS
 SELECT rid, time_text, log_category, msg, firewall, {_time('time_text')} AS ts,
   CASE WHEN confirmed THEN 'legacy' ELSE {_lit(UNCONFIRMED)} END AS log_format,
@@ -240,8 +245,7 @@ FROM (
     nullif(r.properties.msg, '') AS msg, lower(nullif(r.resourceId, '')) AS firewall,
     coalesce(r.category IN ({", ".join(_lit(c) for c in LEGACY_CATEGORIES)}) AND r.resourceId IS NOT NULL
              AND nullif(r.properties.msg, '') IS NOT NULL, false) AS confirmed
-  FROM (SELECT rid, json_transform(b.raw, {_lit(_LEGACY_SPEC)}) AS r
-        FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})
+  FROM ({parsed})
 )
 """
 
@@ -249,8 +253,8 @@ FROM (
 # A batch of no lines: the stage tables of a batch the fast route reads whole are built from it.
 _NO_LINES = ("(SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS source, NULL::BIGINT AS position, "
              "NULL::INTEGER AS record_index, NULL::VARCHAR AS raw LIMIT 0)")
-_EMPTY_LEGACY_STAGE = _LEGACY_STAGE_SQL.replace(
-    f"FROM batch b JOIN batch_route USING (rid) WHERE route = {_lit(LEGACY)})", f"FROM {_NO_LINES} b)")
+_EMPTY_LEGACY_STAGE = _legacy_stage_sql(f"SELECT rid, json_transform(raw, {_lit(json.dumps(_LEGACY_SPEC))}) AS r "
+                                       f"FROM {_NO_LINES}")
 # The stage every later statement reads: the generic route's wide rows and the legacy fast route's narrow
 # ones (their field columns read as NULL).
 _STAGE_VIEW = "CREATE OR REPLACE TEMP VIEW stage AS SELECT * FROM stage_generic UNION ALL BY NAME SELECT * FROM stage_legacy"
@@ -296,33 +300,60 @@ def _read_json_columns(spec: dict) -> str:
     return "{" + ", ".join(f"{_lit(k)}: {_lit(sql_type(v))}" for k, v in spec.items()) + "}"
 
 
-def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: str) -> tuple[dict[int, int], set[int]]:
-    """Whole JSON Lines files of one table's categories, read by DuckDB's JSON reader (every thread, no
-    line handed over from Python), into `canon_<table>`, as the fast route would read their lines.
+def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: str
+                      ) -> tuple[dict[int, int], set[int], list[str]]:
+    """Whole JSON Lines files, read by DuckDB's JSON reader (every thread, no line handed over from Python),
+    into canonical rows, as the fast route would read their lines: the files of one table's categories
+    into `canon_<table>`, or (`name` LEGACY) legacy files, their message text read by the grammars, into
+    the tables their records belong to.
 
     A file holding anything the fast route would not confirm, a record that is refused, or a line the
     reader cannot take is left out whole, to be read line by line (where every record gets its
-    position and its quarantine reason). Returns ({file index: records taken}, {file indexes left out}).
-    The rows' `rid` is their file's index in `paths`."""
+    position and its quarantine reason). Returns ({file index: records taken}, {file indexes left out},
+    the tables built). The rows' `rid` is their file's index in `paths`."""
     _empty_stage(con)
+    spec = _LEGACY_SPEC if name == LEGACY else _fast_spec(name)
     files = "[" + ", ".join(_lit(p) for p in paths) + "]"
     index = "CASE filename " + " ".join(f"WHEN {_lit(p)} THEN {i}" for i, p in enumerate(paths)) + " END"
     parsed = (f"SELECT {index} AS rid, {{'time': time, 'category': category, 'resourceId': resourceId, "
               f"'properties': properties}} AS r FROM read_json({files}, format = 'newline_delimited', "
-              f"columns = {_read_json_columns(_fast_spec(name))}, filename = true, compression = 'none', "
-              "hive_partitioning = false, "
-              "maximum_object_size = 16777216)")
+              f"columns = {_read_json_columns(spec)}, filename = true, compression = 'none', "
+              "hive_partitioning = false, maximum_object_size = 16777216)")
     try:
-        con.execute(canonical_sql(name, fast_source(name, parsed)))
+        if name == LEGACY:
+            built = _archive_legacy(con, parsed)
+        else:
+            con.execute(canonical_sql(name, fast_source(name, parsed)))
+            built = [name]
     except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: every file line by line
-        return {}, set(range(len(paths)))
-    table = _canon(name)
-    bad = {i for (i,) in con.execute(f"SELECT DISTINCT rid FROM {table} WHERE log_format = {_lit(UNCONFIRMED)} "
-                                     "OR reject_reason IS NOT NULL OR rid IS NULL").fetchall()}
+        return {}, set(range(len(paths))), []
+    tables = [_canon(n) for n in built]
+    refused = [f"SELECT rid FROM {t} WHERE log_format = {_lit(UNCONFIRMED)} OR reject_reason IS NOT NULL "
+               "OR rid IS NULL" for t in tables]
+    if name == LEGACY:  # a record not confirmed, or its text not recognised
+        refused.append(f"SELECT rid FROM stage_legacy WHERE log_format = {_lit(UNCONFIRMED)} OR target IS NULL "
+                       "OR rid IS NULL")
+    bad = {i for (i,) in con.execute(" UNION ".join(refused)).fetchall()} if refused else set()
     if bad:
-        con.execute(f"DELETE FROM {table} WHERE rid IN (SELECT unnest(?)) OR rid IS NULL", [sorted(bad - {None})])
-    taken = dict(con.execute(f"SELECT rid, count(*) FROM {table} GROUP BY rid").fetchall())
-    return taken, bad - {None}
+        for t in tables:
+            con.execute(f"DELETE FROM {t} WHERE rid IN (SELECT unnest(?)) OR rid IS NULL", [sorted(bad - {None})])
+    taken: dict[int, int] = {}
+    for t in tables:
+        for rid, n in con.execute(f"SELECT rid, count(*) FROM {t} GROUP BY rid").fetchall():
+            taken[rid] = taken.get(rid, 0) + n
+    return taken, bad - {None}, built
+
+
+def _archive_legacy(con: duckdb.DuckDBPyConnection, parsed: str) -> list[str]:
+    """Legacy records (`parsed`) into the stage, through the grammars, into the canonical rows of every
+    table they belong to; returns those tables."""
+    con.execute(_legacy_stage_sql(parsed))
+    con.execute(_legacy_sql())
+    present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage_legacy WHERE target IS NOT NULL").fetchall()}
+    built = [name for name, targets in TARGETS_OF.items() if targets & present]
+    for name in built:
+        con.execute(canonical_sql(name))
+    return built
 
 
 def _confirmed(categories: tuple[str, ...]) -> str:
@@ -445,7 +476,7 @@ def _fast_table(con: duckdb.DuckDBPyConnection, name: str, source: str) -> bool:
 def _fast_legacy(con: duckdb.DuckDBPyConnection) -> bool:
     """Routed legacy records into `stage_legacy` (narrow: no field columns); False when it took none."""
     try:
-        con.execute(_LEGACY_STAGE_SQL)
+        con.execute(_legacy_stage_sql())
     except (duckdb.Error, UnicodeDecodeError):  # a routed line that is not JSON: all go the generic way
         con.execute(_EMPTY_LEGACY_STAGE)
         return False

@@ -310,7 +310,7 @@ def _store_contents(db: Path) -> dict:
 
 def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dict, dict, int]:
     """Ingest a directory as usual and with every file read line by line; return both stores' contents
-    and how many files DuckDB read whole."""
+    and the files DuckDB read whole."""
     from egresslens import ingest
     from egresslens.sources import archive, files
 
@@ -333,7 +333,7 @@ def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dic
         finally:
             con.close()
         results.append(_store_contents(db))
-    return results[0], results[1], len(whole)
+    return results[0], results[1], whole
 
 
 def test_a_simulated_archive_read_whole_by_duckdb_stores_what_the_line_reader_stores(tmp_path, monkeypatch):
@@ -342,7 +342,7 @@ def test_a_simulated_archive_read_whole_by_duckdb_stores_what_the_line_reader_st
     whole, lines, taken = archive_and_lines(logs, tmp_path, monkeypatch)
     assert whole == lines
     blobs = len(list(logs.rglob("PT1H.json")))
-    assert 0 < taken <= blobs  # blobs with a record the simulator spoiled are read line by line
+    assert 0 < len(taken) <= blobs  # blobs with a record the simulator spoiled are read line by line
 
 
 def test_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_same_result(tmp_path, monkeypatch):
@@ -373,4 +373,52 @@ def test_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_same_resu
     bad_utf8.write_bytes(compact[0].encode() + b"\n" + compact[1].encode().replace(b"10.0.0.5", b"10.0.0.\xff") + b"\n")
     whole, lines, taken = archive_and_lines(logs, tmp_path, monkeypatch)
     assert whole == lines
-    assert taken == 4  # the clean blob, blank lines, hostile rule names (text, stored escaped on output), CRLF
+    assert len(taken) == 4  # the clean blob, blank lines, hostile rule names (text, stored escaped on output), CRLF
+
+
+def test_a_simulated_legacy_archive_read_whole_by_duckdb_stores_what_the_line_reader_stores(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    simulate_to_dir(logs, hours=3, events_per_hour=500, seed=5, fmt="legacy", incident=True)
+    whole, lines, taken = archive_and_lines(logs, tmp_path, monkeypatch)
+    assert whole == lines
+    assert whole["flows"] and whole["dns_queries"] and whole["threats"]
+    assert 0 < len(taken) <= len(list(logs.rglob("PT1H.json")))
+
+
+def _legacy(msg: str, category: str = "AzureFirewallNetworkRule", **fields) -> str:
+    return json.dumps({"category": category, "operationName": "AzureFirewallNetworkRuleLog", "properties": {"msg": msg},
+                       "resourceId": FIREWALL, "time": "2026-03-01T10:00:00.0000000Z", **fields},
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def test_legacy_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_same_result(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    messages = json.loads((FIXTURES / "reference_lines.json").read_text())
+    net = "TCP request from 10.0.0.5:40000 to 20.1.2.3:8443. Action: Deny. No rule matched. Proceeding with default action"
+    dns = ("DNS Request: 10.0.0.6:53000 - 7 A IN api.example.com. udp 60 false 1232 NOERROR qr,rd,ra 120 "
+           "0.002000s")
+    clean = [_legacy(net), _legacy(dns, "AzureFirewallDnsProxy"), _legacy(net, time="2026-03-01T10:00:09Z")]
+    blobs = {
+        0: clean,  # clean, all three legacy categories' shapes: read whole
+        1: [_legacy(m, c) for m in messages for c in ("AzureFirewallNetworkRule", "AzureFirewallApplicationRule")],
+        2: clean + [_legacy(net.replace("10.0.0.5", "10.0.0.0/8"))],  # a refused record (not an address)
+        3: clean[:1] + [_legacy("GARBAGE request text that no grammar reads")],  # unrecognised text
+        4: clean[:1] + [_legacy(net, category="AzureFirewallSomethingNew")],  # not a legacy category it knows
+        5: clean[:1] + [_legacy("")],  # a legacy record without its text
+        6: clean[:1] + [json.dumps(APP, separators=(",", ":"))],  # a structured record among legacy ones
+        7: clean[:1] + ['{"category":"AzureFirewallNetworkRule","properties":{"msg":"TCP'],  # torn line
+        8: clean[:1] + [_legacy(net, properties={"msg": 5})],  # text of another type
+        9: [_legacy(net.replace("Deny. No rule matched. Proceeding with default action", f"Allow. Rule Collection: c. "
+                                f"Rule: {text}")) for text in TEXTS.values()
+            if "\n" not in text and "\r" not in text],  # hostile rule names the grammar reads
+        10: [_legacy(net.replace("Deny. No rule matched. Proceeding with default action", "Allow. Rule Collection: c. "
+                                 "Rule: line\nbreak"))],  # text the grammar refuses (one line per message)
+    }
+    for hour, lines in blobs.items():
+        path = logs / HIVE.format(hour=hour).replace("y=2026", "y=2025")
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole, lines, taken = archive_and_lines(logs, tmp_path, monkeypatch)
+    assert whole == lines
+    assert whole["quarantine"], "the odd records are quarantined with their reasons, by either reader"
+    assert sorted(int(p.split("/h=")[1][:2]) for p in taken) == [0, 1, 9]

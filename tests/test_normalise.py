@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FIREWALL_ID, ingest_raw, legacy_record, rows
 
@@ -199,3 +202,58 @@ def test_unparseable_records_are_quarantined_with_reason_and_raw_text(con, raw, 
     assert (counts.read, counts.stored, counts.quarantined) == (1, 0, 1)
     q = _one(con, "quarantine")
     assert reason in q["reason"] and q["raw"] == raw and q["position"] == 1 and q["source"] == "test"
+
+
+# -- the rule part of a legacy tail, read by position, is what RULE_TAIL_RE extracts -------------------
+
+_TAIL_PIECES = ["Policy: ", "Rule Collection: ", ". Rule Collection Group: ", ". Rule Collection: ", ". Rule: ",
+                ". Rule Name: ", ". Web Category: ", ".", ". ", " ", "p", "grp", "coll:a:b", "r1", "Web", "\n",
+                "é", "\u2028", "Rule", ":", "Name"]
+
+
+@functools.cache
+def _tail_connection():
+    import duckdb
+
+    return duckdb.connect()
+
+
+def _rule_tails_both_ways(tails: list[str]) -> list[tuple]:
+    from egresslens import canonical
+    from egresslens.escape import sql_string
+    from egresslens.legacy_grammar import RULE_TAIL_GROUPS, RULE_TAIL_RE
+
+    pattern = f"regexp_extract(tail, {sql_string(RULE_TAIL_RE)}, {canonical._groups(RULE_TAIL_GROUPS)})"
+    rows = "(SELECT unnest($tails::VARCHAR[]) AS tail)"
+    return _tail_connection().execute(
+        f"SELECT tail, rt, CASE WHEN tail LIKE 'Policy: %' OR tail LIKE 'Rule Collection: %' THEN {pattern} END "
+        f"FROM ({canonical._RULE_TAIL_SQL.replace('{SOURCE}', rows)})", {"tails": tails}).fetchall()
+
+
+def test_the_rule_part_of_a_tail_read_by_position_is_what_the_pattern_extracts():
+    tails = [
+        "Policy: p. Rule Collection Group: g. Rule Collection: c. Rule: r",
+        "Policy: p. Rule Collection Group: g. Rule Collection: c. Rule: r. Web Category: Games.",
+        "Policy: p. Rule Collection Group: g. Rule Collection: c. Rule Name: r. Web Category: ",
+        "Rule Collection: pol:grp:coll. Rule Name: r1",
+        "Rule Collection: c. Rule: a. Rule: b. Web Category: w. Web Category: v..",
+        "Rule Collection: c. Rule: a. Rule Name: b", "Rule Collection: c. Rule Name: a. Rule: b",
+        "Policy: a. Rule Collection Group: b. Rule Collection Group: c. Rule Collection: d. Rule: e",
+        "Policy: a. Rule Collection Group: b. Rule: c. Rule Collection: d. Rule: e",  # a rule marker too early
+        "Policy: a. Rule Collection: b. Rule: c",  # no group: the pattern does not match at all
+        "Policy: a. Rule Collection Group: b. Rule Collection: c",  # no rule
+        "Rule Collection: c. Rule: r\nsecond line. Web Category: w",  # a line break: the pattern's own reading
+        "Rule Collection: . Rule: ", "Policy: . Rule Collection Group: . Rule Collection: . Rule: . Web Category: .",
+        "No rule matched. Proceeding with default action", "",
+    ]
+    for tail, by_position, by_pattern in _rule_tails_both_ways(tails):
+        assert by_position == by_pattern, tail
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Policy: ", "Rule Collection: ", ""]),
+                          st.lists(st.sampled_from(_TAIL_PIECES), max_size=12)).map(lambda t: t[0] + "".join(t[1])),
+                min_size=1, max_size=50))
+def test_any_tail_made_of_the_markers_reads_the_same_by_position_and_by_pattern(tails):
+    for tail, by_position, by_pattern in _rule_tails_both_ways(tails):
+        assert by_position == by_pattern, tail

@@ -1,9 +1,9 @@
 """Storage-archive files read by DuckDB's own JSON reader, whole files at a time.
 
-A storage archive holds hourly JSON Lines blobs, one category per container. A file that is plainly
-one (not compressed, not read before, every line ended, its first record of a category the fast route
-takes) is read by DuckDB in parallel with no line passing through Python, straight into its table's
-canonical rows (`normalise.normalise_archive`). A file with anything else in it (a record refused or
+A storage archive holds hourly JSON Lines blobs, one category per container (the legacy categories
+share one). A file that is plainly one (not compressed, not read before, every line ended, its first
+record of a category the fast route takes, legacy ones included) is read by DuckDB in parallel with no
+line passing through Python, straight into canonical rows (`normalise.normalise_archive`). A file with anything else in it (a record refused or
 of another shape, a line that is not JSON or not UTF-8) is left to the line reader
 (`egresslens/sources/files.py`), which gives every record its position and every refusal its reason.
 Both end in the same canonical SQL; tests/test_fast_route.py holds them to the same rows.
@@ -15,15 +15,18 @@ import os
 from pathlib import Path
 
 from egresslens.ingest import Counts, Ingestor
-from egresslens.normalise import FAST_CATEGORIES
+from egresslens.normalise import FAST_CATEGORIES, LEGACY, LEGACY_CATEGORIES
 
-_CATEGORY_OF = {f'"category":"{c}"'.encode(): name for name, cats in FAST_CATEGORIES.items() for c in cats}
+# What a blob's first line names, and how its files are read: by table, or as legacy text (a legacy blob
+# mixes the categories, all read by the same grammars).
+_ROUTES = {**FAST_CATEGORIES, LEGACY: LEGACY_CATEGORIES}
+_CATEGORY_OF = {f'"category":"{c}"'.encode(): name for name, cats in _ROUTES.items() for c in cats}
 
 
 def table_of(path: Path, size: int) -> str | None:
-    """The table a file's records would fill, when the file looks like a plain archive blob: its first
-    line a compact record of a fast-route category, its last byte a line end, not gzip. A guess only:
-    `normalise_archive` checks every record."""
+    """The table a file's records would fill (LEGACY for legacy text), when the file looks like a plain
+    archive blob: its first line a compact record of a fast-route category, its last byte a line end,
+    not gzip. A guess only: `normalise_archive` checks every record."""
     if not 0 < size:
         return None
     with open(path, "rb") as f:
@@ -66,7 +69,7 @@ def ingest(ingestor: Ingestor, chosen: list[tuple[Path, str, os.stat_result]], *
     and the files DuckDB took (every other file is for the line reader, which also reports any failure).
     `interrupted()` tells a Ctrl-C (DuckDB reports one inside a query as an ordinary error) from a failure."""
     counts, done = Counts(), set()
-    for table in FAST_CATEGORIES:
+    for table in _ROUTES:
         group = [(p, st) for p, t, st in chosen if t == table]
         batch: list[tuple[Path, os.stat_result]] = []
         size = 0
