@@ -161,7 +161,7 @@ FROM shaped
 
 def _legacy_sql() -> str:
     return f"""
-CREATE OR REPLACE TEMP TABLE legacy AS
+CREATE OR REPLACE TEMP VIEW legacy AS
 SELECT rid, ts, firewall, target, log_format,
   CASE target WHEN 'application' THEN regexp_extract(msg, {_lit(APP_RE)}, {_groups(APP_GROUPS)}) END AS app,
   CASE target WHEN 'network' THEN regexp_extract(msg, {_lit(NET_RE)}, {_groups(NET_GROUPS)}) END AS net,

@@ -25,7 +25,8 @@ from egresslens import store
 from egresslens.cli import app
 from egresslens.simulate import generate, write
 from egresslens.sources.files import ingest_paths
-from egresslens.sources.storage import HEAD_BYTES, blob_hour, container_client, ingest_container
+from egresslens.sources.sniff import blob_hour
+from egresslens.sources.storage import HEAD_BYTES, container_client, ingest_container
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_DIR = Path(os.environ.get("EGRESSLENS_AZURITE_DIR", REPO / ".azurite"))

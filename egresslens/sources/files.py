@@ -9,7 +9,6 @@ and Log Analytics CSV exports. Any of them may be gzip-compressed.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pyarrow.compute as pc
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
 from egresslens.sources import archive
 from egresslens.normalise import INVALID_UTF8, STRUCTURED_TARGETS
-from egresslens.sources.sniff import GzipStream, detect_format, json_complete, why_not_a_log
+from egresslens.sources.sniff import GzipStream, blob_hour, detect_format, json_complete, why_not_a_log
 from egresslens.sources.sniff import open_log as _open
 
 # Raw text per batch (one transaction): bounds memory whatever the file size.
@@ -48,15 +47,11 @@ class FileResult:
     waiting: bool = False  # its last line is incomplete (still being written?): read on a later run
 
 
-# The hour a storage-archive blob holds, from its path: .../y=2026/m=03/d=01/h=02/m=00/PT1H.json
-_HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
-
-
 def _read_order(path: Path) -> tuple:
     """Archives are read hour by hour across their categories, so each batch spans a short time and
     de-duplication looks at a small slice of the store (egresslens/ingest.py); other files by path."""
-    hour = _HOUR_PATH.search(path.as_posix())
-    return (hour.groups() if hour else ("",), str(path))
+    hour = blob_hour(path.as_posix())
+    return (hour is not None, hour, str(path))
 
 
 def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:

@@ -1,13 +1,16 @@
 """What a file holds, judged from its first bytes: a log container format, or no log at all.
 
-Also the gzip stream every reader decompresses through, which survives a torn end.
+Also the gzip stream every reader decompresses through, which survives a torn end, and the hour a
+storage-archive blob is filed under.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 from egresslens.normalise import FLAT_FIELDS, STRUCTURED_FIELDS
@@ -143,3 +146,19 @@ def json_complete(piece: bytes) -> bool:
         return True
     except (ValueError, RecursionError):
         return False
+
+
+# The hour a storage-archive blob holds, from its path: .../y=2026/m=03/d=01/h=02/m=00/PT1H.json
+_HOUR_RE = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
+
+
+def blob_hour(name: str) -> datetime | None:
+    """The hour a blob is filed under (`.../y=YYYY/m=MM/d=DD/h=HH/...`), UTC; None if not in the name."""
+    m = _HOUR_RE.search(name)
+    if not m:
+        return None
+    y, mo, d, h = (int(g) for g in m.groups())
+    try:
+        return datetime(y, mo, d, h, tzinfo=timezone.utc)
+    except ValueError:
+        return None

@@ -34,7 +34,7 @@ from types import SimpleNamespace
 from egresslens.ingest import Counts, Ingestor
 from egresslens.sources.azure_errors import cause, redact
 from egresslens.sources.files import LineBatcher, _split_lines, jsonl_chunks, read_json_document
-from egresslens.sources.sniff import detect_format, json_complete
+from egresslens.sources.sniff import blob_hour, detect_format, json_complete
 
 # One ranged GET per RANGE_BYTES: a single request each (below the SDK's 32 MiB single-GET size).
 RANGE_BYTES = int(os.environ.get("EGRESSLENS_BLOB_RANGE_BYTES", 8 << 20))
@@ -42,7 +42,6 @@ HEAD_BYTES = 1024  # fingerprint of a blob's start, to tell an append from a rew
 PREFETCH = 4  # ranged GETs in flight (bounded memory: PREFETCH x RANGE_BYTES)
 DOCUMENT_MAX = 512 << 20  # whole-document blobs (pre-2018, gzip) are spooled to a temp file
 GZIP_MAGIC = b"\x1f\x8b"
-_HOUR_RE = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 
 
 class StorageError(RuntimeError):
@@ -299,18 +298,6 @@ class _Reader:
             raise
         self.bytes += len(data)
         return data
-
-
-def blob_hour(name: str) -> datetime | None:
-    """The hour a blob is filed under (`.../y=YYYY/m=MM/d=DD/h=HH/...`), UTC; None if not in the name."""
-    m = _HOUR_RE.search(name)
-    if not m:
-        return None
-    y, mo, d, h = (int(g) for g in m.groups())
-    try:
-        return datetime(y, mo, d, h, tzinfo=timezone.utc)
-    except ValueError:
-        return None
 
 
 def ingest_container(con, client, prefix: str | None = None, *, force: bool = False,
