@@ -93,27 +93,30 @@ def _rule_tail_sql() -> str:
     }
     assert list(fields) == RULE_TAIL_GROUPS
     found = "{" + ", ".join(f"{_lit(k)}: {v}" for k, v in fields.items()) + "}"
+    # one step per subquery: each reads the positions the one before found (an alias read in the same
+    # SELECT would be expanded in place, and the expression would grow with every step)
+    steps = [
+        "CASE WHEN NOT (tail LIKE 'Policy: %' OR tail LIKE 'Rule Collection: %') THEN NULL WHEN contains(tail, chr(10)) "
+        "THEN 'regex' WHEN tail LIKE 'Policy: %' THEN 'new' ELSE 'old' END AS rt_form",
+        f"rt_form = 'new' AS rt_new, CASE WHEN rt_form = 'new' THEN {pos('tail', _M_GROUP)} END AS rt_m1",
+        f"CASE WHEN rt_m1 > 0 THEN substr(tail, rt_m1 + {len(_M_GROUP)}) END AS rt_r1",
+        f"{pos('rt_r1', _M_COLLECTION)} AS rt_m2",
+        f"CASE WHEN rt_form = 'old' THEN substr(tail, {len('Rule Collection: ') + 1}) "
+        f"WHEN rt_m2 > 0 THEN substr(rt_r1, rt_m2 + {len(_M_COLLECTION)}) END AS rt_r2",
+        f"{pos('rt_r2', _M_RULE)} AS rt_a, {pos('rt_r2', _M_RULE_NAME)} AS rt_b",
+        "CASE WHEN rt_a > 0 AND (rt_b = 0 OR rt_a < rt_b) THEN rt_a WHEN rt_b > 0 THEN rt_b END AS rt_m3",
+        f"substr(rt_r2, rt_m3 + CASE WHEN rt_m3 = rt_a THEN {len(_M_RULE)} ELSE {len(_M_RULE_NAME)} END) AS rt_r3",
+        f"{pos('rt_r3', _M_WEB)} AS rt_m4",
+    ]
+    relation = "{SOURCE}"
+    for step in steps:
+        relation = f"(SELECT *, {step} FROM {relation})"
     return f"""
 SELECT * EXCLUDE (rt_form, rt_new, rt_m1, rt_r1, rt_m2, rt_r2, rt_a, rt_b, rt_m3, rt_r3, rt_m4),
   CASE WHEN rt_form = 'regex' THEN regexp_extract(tail, {_lit(RULE_TAIL_RE)}, {_groups(RULE_TAIL_GROUPS)})
        WHEN rt_r3 IS NOT NULL THEN {found}
        WHEN rt_form IS NOT NULL THEN {empty} END AS rt
-FROM (
-  SELECT *,
-    CASE WHEN NOT (tail LIKE 'Policy: %' OR tail LIKE 'Rule Collection: %') THEN NULL
-         WHEN contains(tail, chr(10)) THEN 'regex' WHEN tail LIKE 'Policy: %' THEN 'new' ELSE 'old' END AS rt_form,
-    rt_form = 'new' AS rt_new,
-    CASE WHEN rt_new THEN {pos('tail', _M_GROUP)} END AS rt_m1,
-    CASE WHEN rt_m1 > 0 THEN substr(tail, rt_m1 + {len(_M_GROUP)}) END AS rt_r1,
-    {pos('rt_r1', _M_COLLECTION)} AS rt_m2,
-    CASE WHEN rt_form = 'old' THEN substr(tail, {len('Rule Collection: ') + 1})
-         WHEN rt_m2 > 0 THEN substr(rt_r1, rt_m2 + {len(_M_COLLECTION)}) END AS rt_r2,
-    {pos('rt_r2', _M_RULE)} AS rt_a, {pos('rt_r2', _M_RULE_NAME)} AS rt_b,
-    CASE WHEN rt_a > 0 AND (rt_b = 0 OR rt_a < rt_b) THEN rt_a WHEN rt_b > 0 THEN rt_b END AS rt_m3,
-    substr(rt_r2, rt_m3 + CASE WHEN rt_m3 = rt_a THEN {len(_M_RULE)} ELSE {len(_M_RULE_NAME)} END) AS rt_r3,
-    {pos('rt_r3', _M_WEB)} AS rt_m4
-  FROM {{SOURCE}}
-)"""
+FROM {relation}"""
 
 
 _RULE_TAIL_SQL = _rule_tail_sql()

@@ -250,7 +250,7 @@ def test_the_rule_part_of_a_tail_read_by_position_is_what_the_pattern_extracts()
         assert by_position == by_pattern, tail
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["Policy: ", "Rule Collection: ", ""]),
                           st.lists(st.sampled_from(_TAIL_PIECES), max_size=12)).map(lambda t: t[0] + "".join(t[1])),
                 min_size=1, max_size=50))
