@@ -73,7 +73,7 @@ def _bad_port(expr: str, what: str) -> str:
 # The rule part of a legacy tail (RULE_TAIL_RE's fields), read by where its markers first occur: the
 # same struct `regexp_extract(tail, RULE_TAIL_RE, RULE_TAIL_GROUPS)` gives (every `(.*?)` of that pattern
 # ends at the first marker after it from which the rest can match, and the rest can always match from the
-# first one), at a fifth of its cost. A tail with a line break (which `.` does not cross) is left to the
+# first one), at a quarter of its cost. A tail with a line break (which `.` does not cross) is left to the
 # pattern itself. tests/test_normalise.py holds the two equal on generated tails.
 _M_GROUP, _M_COLLECTION, _M_RULE, _M_RULE_NAME, _M_WEB = (
     ". Rule Collection Group: ", ". Rule Collection: ", ". Rule: ", ". Rule Name: ", ". Web Category: ")

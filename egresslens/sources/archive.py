@@ -3,10 +3,11 @@
 A storage archive holds hourly JSON Lines blobs, one category per container (the legacy categories
 share one). A file that is plainly one (not compressed, not read before, every line ended, its first
 record of a category the fast route takes, legacy ones included) is read by DuckDB in parallel with no
-line passing through Python, straight into canonical rows (`normalise.normalise_archive`). A file with anything else in it (a record refused or
-of another shape, a line that is not JSON or not UTF-8) is left to the line reader
-(`egresslens/sources/files.py`), which gives every record its position and every refusal its reason.
-Both end in the same canonical SQL; tests/test_fast_route.py holds them to the same rows.
+line passing through Python, straight into canonical rows (`normalise.normalise_archive`). A file with
+anything else in it (a record refused or of another shape, a line that is not JSON or not UTF-8) is
+left to the line reader (`egresslens/sources/files.py`), which gives every record its position and
+every refusal its reason. Both end in the same canonical SQL; tests/test_fast_route.py holds them to
+the same rows.
 """
 
 from __future__ import annotations
