@@ -4,14 +4,21 @@ by pipeline stage, and what is left (reading and splitting lines in Python).
     .venv/bin/python benchmarks/profile_ingest.py .bench-cache/1000000-structured [--db PATH] [--json]
 
 Run it on the input `compare.py` generated (`.bench-cache/<rows>-<form>`). Each statement of the real
-ingest path is timed as it runs (wall seconds, on this process's connection); the stages are:
-archive read + canonical (whole
-archive blobs read by DuckDB's JSON reader into canonical rows), route (the fast route's guess per
-line), fast parse + canonical (records parsed straight into their
-table's canonical rows, with event ids), generic stage (every other record, one wide parse), legacy
-grammars (regular expressions over message text), canonical (the generic and legacy rows of each
-table), insert (de-duplication against the store and the write), progress (per-source bookkeeping),
-commit, and other SQL. Python is the rest: reading files, splitting lines, building Arrow batches.
+ingest path is timed as it runs (wall seconds, and this process's CPU seconds over all its threads: on
+a shared machine they move less than wall time); the stages are:
+
+- archive read + canonical: whole structured archive blobs read by DuckDB's JSON reader straight into
+  canonical rows, with event ids;
+- legacy archive read: whole legacy blobs read by DuckDB's JSON reader into the stage;
+- route: the fast route's guess per line; fast parse + canonical: lines parsed straight into their
+  table's canonical rows; legacy fast parse: legacy lines into the stage;
+- generic stage: every other record, one wide parse;
+- canonical: the legacy and generic rows of each table (the legacy grammars are a view, so their
+  regular expressions run here);
+- insert: de-duplication against the store and the write; progress: per-source bookkeeping; commit;
+  other SQL.
+
+Python is the rest: reading files, splitting lines, building Arrow batches.
 """
 
 from __future__ import annotations
@@ -50,13 +57,16 @@ class TimedConnection:
     def __init__(self, con):
         self._con = con
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)  # this process's CPU seconds, every thread
 
     def execute(self, sql, *args, **kwargs):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             return self._con.execute(sql, *args, **kwargs)
         finally:
-            self.seconds[stage_of(sql)] += time.perf_counter() - started
+            stage = stage_of(sql)
+            self.seconds[stage] += time.perf_counter() - started
+            self.cpu[stage] += time.process_time() - cpu
 
     def __getattr__(self, name):
         return getattr(self._con, name)
@@ -82,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         counts, _, _ = files.ingest_paths(con, [args.input])
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         con.close()
+    python = "Python (read, split, batch)"
     stages = dict(sorted(con.seconds.items(), key=lambda kv: -kv[1]))
-    stages["Python (read, split, batch)"] = wall - sum(con.seconds.values())
+    stages[python] = wall - sum(con.seconds.values())
+    cpus = {**con.cpu, python: cpu - sum(con.cpu.values())}
     if args.json:
-        print(json.dumps({"records": counts.read, "wall_s": wall, "cpu_s": cpu, "stages_s": stages}))
+        print(json.dumps({"records": counts.read, "wall_s": wall, "cpu_s": cpu, "stages_s": stages,
+                          "stages_cpu_s": {k: cpus[k] for k in stages}}))
         return 0
     print(f"{counts.summary()}: {wall:.1f} s wall, {cpu:.1f} s CPU")
+    print(f"  {'stage':<30} {'wall s':>7}  {'share':>5}  {'CPU s':>7}")
     for stage, seconds in stages.items():
-        print(f"  {stage:<30} {seconds:7.2f} s  {seconds / wall:5.1%}")
+        print(f"  {stage:<30} {seconds:7.2f}  {seconds / wall:5.1%}  {cpus[stage]:7.2f}")
     return 0
 
 
