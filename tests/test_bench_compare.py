@@ -37,3 +37,19 @@ def test_a_contender_that_fails_is_reported_and_the_fastest_of_repeated_runs_is_
     best = compare.best_of(runs)
     assert best["seconds"] == 2.0 and len(best["runs"]) == 3
     assert compare.best_of([failed])["failed"]
+
+
+def test_the_profile_names_where_a_legacy_and_a_structured_archive_spend_their_time(tmp_path):
+    from egresslens.simulate import simulate_to_dir
+
+    for fmt, stage in (("structured", "archive read + canonical"), ("legacy", "legacy archive read")):
+        logs = tmp_path / fmt
+        simulate_to_dir(logs, hours=2, events_per_hour=300, seed=2, fmt=fmt)
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_ingest.py"), str(logs), "--json"],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        profile = json.loads(proc.stdout)
+        assert profile["records"] > 600
+        assert profile["stages_s"][stage] > 0, profile  # the blobs were read whole, by DuckDB
+        assert profile["stages_s"].keys() == profile["stages_cpu_s"].keys()
+        assert abs(sum(profile["stages_s"].values()) - profile["wall_s"]) < 1e-6
