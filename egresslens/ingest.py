@@ -207,6 +207,14 @@ class Ingestor:
         finally:
             self.con.unregister("raw_rows")
 
+    def ingest_tabular(self, relation: str, names: list[str], *, source: str, position_offset: int = 0,
+                       progress: dict | None = None) -> Counts:
+        """Store tabular rows a reader has already put in DuckDB (a CSV file read by DuckDB itself):
+        `relation` has a `rid` numbering its rows and the columns `names` (with `Type`, or every row
+        is refused for want of a table name)."""
+        tabular_batch_view(self.con, relation, names, source=source, position_offset=position_offset)
+        return self._store(progress, tabular=(relation, names))
+
     def quarantine_raw(self, source: str, items: list[tuple[int, str, str]], *,
                        progress: dict | None = None) -> Counts:
         """Quarantine records refused before normalisation (CSV lines the reader rejected,
@@ -399,14 +407,20 @@ def register_tabular(con: duckdb.DuckDBPyConnection, rows: pa.Table, *, source: 
     if "Type" not in names and log_table is not None:
         rows = rows.append_column("Type", pa.array([log_table] * rows.num_rows, pa.string()))
         names = [*names, "Type"]
-    pack = ", ".join(f"{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)" for n in names)
     con.register("raw_rows", _chunked(rows))
+    tabular_batch_view(con, "raw_rows", names, source=source, position_offset=position_offset)
+    return names
+
+
+def tabular_batch_view(con: duckdb.DuckDBPyConnection, relation: str, names: list[str], *, source: str,
+                       position_offset: int = 0) -> None:
+    """The view `batch` over tabular rows (`rid` and the columns `names`): each row a JSON object record."""
+    pack = ", ".join(f"{_ident(n)} := CAST(r.{_ident(n)} AS VARCHAR)" for n in names)
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW batch AS
             SELECT rid, {sql_string(source)}::VARCHAR AS source, (rid + {int(position_offset)})::BIGINT AS position,
                    NULL::INTEGER AS record_index, to_json(struct_pack({pack}))::VARCHAR AS raw
-            FROM raw_rows r""")
-    return names
+            FROM {relation} r""")
 
 
 # DuckDB scans a registered Arrow table one record batch per task: a batch in chunks of this many rows

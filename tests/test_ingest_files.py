@@ -99,6 +99,37 @@ def test_csv_named_after_its_table_needs_no_type_column(tmp_path):
     assert counts.stored == 1
 
 
+def test_csv_exports_in_one_run_each_quarantine_their_own_lines_at_their_positions(tmp_path, monkeypatch):
+    """Two exports read in one run, each in several batches: every refused row and malformed line is
+    quarantined once, under its own file, at its own line (rows are numbered across batches)."""
+    import egresslens.sources.files as files
+
+    monkeypatch.setattr(files, "CSV_BATCH_ROWS", 2)
+    header = "TimeGenerated,Protocol,SourceIp,SourcePort,DestinationIp,DestinationPort,Action,#row"
+    good = "2025-11-26T14:17:0{i},UDP,10.1.0.4,4000{i},91.189.91.157,123,Deny,x"
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    lines = {
+        "AZFWNetworkRule.csv": [header, *(good.format(i=i) for i in range(4)),
+                                "2025-11-26T14:17:09Z,UDP,10.1.0.4,99999,91.189.91.157,123,Deny,x", "too,few"],
+        "network-2.csv": [header.replace("#row", "Type"), "oops",
+                          *(good.format(i=i).replace(",x", ",AZFWNetworkRule").replace("4000", "5000") for i in range(3))],
+    }
+    for name, text in lines.items():
+        (exports / name).write_text("\n".join(text) + "\n")
+    db = tmp_path / "s.duckdb"
+    counts = _ingest(db, exports)
+    assert (counts.read, counts.stored, counts.quarantined) == (10, 7, 3)
+    con = store.connect(db, read_only=True)
+    quarantined = rows(con, "SELECT source, position, raw, reason FROM quarantine ORDER BY source, position")
+    con.close()
+    assert [(Path(q["source"]).name, q["position"], q["raw"]) for q in quarantined] == [
+        ("AZFWNetworkRule.csv", 6, lines["AZFWNetworkRule.csv"][5]), ("AZFWNetworkRule.csv", 7, "too,few"),
+        ("network-2.csv", 2, "oops")]
+    assert "port" in quarantined[0]["reason"] and "malformed CSV line" in quarantined[1]["reason"]
+    assert _ingest(db, exports, force=True).stored == 0
+
+
 def test_log_analytics_query_api_json(tmp_path):
     response = {"tables": [{"name": "PrimaryResult", "columns": [
         {"name": "TimeGenerated", "type": "datetime"}, {"name": "Type", "type": "string"},

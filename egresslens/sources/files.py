@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from egresslens.escape import sql_identifier as _ident
+from egresslens.escape import sql_string
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
 from egresslens.sources import archive
 from egresslens.normalise import INVALID_UTF8, STRUCTURED_TARGETS
@@ -32,7 +34,9 @@ CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 128 << 20))
 # Archive blobs up to this size are read whole by DuckDB (sources/archive.py), one batch each at most:
 # an hourly blob of a busy firewall; larger ones are read line by line in CHUNK_BYTES batches.
 ARCHIVE_FILE_BYTES = int(os.environ.get("EGRESSLENS_ARCHIVE_FILE_BYTES", 4 * CHUNK_BYTES))
-CSV_BATCH_ROWS = 200_000
+# Rows of a CSV export per batch (one transaction): each batch pays a dozen statements whatever its size, and
+# holds its canonical rows in memory once (about 150 MB at 500k flows).
+CSV_BATCH_ROWS = 500_000
 LOG_TABLES = set(STRUCTURED_TARGETS) | {"AzureDiagnostics"}
 
 
@@ -283,38 +287,54 @@ def _ingest_query_api_response(ingestor: Ingestor, source: str, hint: str | None
     return counts
 
 
+# The CSV reader's temporary tables: the file's rows and the lines DuckDB rejected. DuckDB adds a scan's
+# rejects to those its rejects tables already hold: all are dropped before and after each file.
+_CSV_TABLES = ("temp.main.csv_rows", "temp.main.csv_rejects", "temp.main.csv_scans")
+# The rows' number in the file, the first column of csv_rows (a file's own column of that name is renamed
+# `#row_1` by DuckDB, not lost).
+_CSV_ROW = "#row"
+
+
 def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, on_bytes) -> Counts:
-    """Log Analytics CSV export: any column order, `[UTC]` header suffixes, booleans as 0/1."""
+    """Log Analytics CSV export: any column order, `[UTC]` header suffixes, booleans as 0/1.
+
+    DuckDB reads the whole file into a temporary table in one statement (one thread, so the rows are
+    numbered in file order; no row passes through Python or Arrow), which the tabular route then reads in
+    batches of CSV_BATCH_ROWS. The table is bounded by DuckDB's memory limit: beyond it, it spills to the
+    store's temporary directory. Progress is per file: a run stopped mid-file reads it again, and event
+    ids keep that duplicate-free."""
+    con = ingestor.con
     counts = Counts()
-    reader_con = ingestor.con.cursor()
+    _drop_csv_tables(con)
     try:
-        reader_con.execute("SET TimeZone = 'UTC'")
-        rel = reader_con.sql(
-            "SELECT * FROM read_csv($path, all_varchar = true, header = true, store_rejects = true, "
-            "rejects_table = 'csv_rejects', rejects_scan = 'csv_scans', strict_mode = false, "
-            "null_padding = false, parallel = false)",
-            params={"path": str(path)},
-        )
-        clean = [n.split(" [", 1)[0].strip() for n in rel.columns]
-        reader = rel.to_arrow_reader(CSV_BATCH_ROWS)
-        offset = 0
+        rows = con.execute(
+            f"CREATE TEMP TABLE csv_rows AS SELECT row_number() OVER () AS {_ident(_CSV_ROW)}, * FROM read_csv("
+            "$path, all_varchar = true, header = true, store_rejects = true, rejects_table = 'csv_rejects', "
+            "rejects_scan = 'csv_scans', strict_mode = false, null_padding = false, parallel = false)",
+            {"path": str(path)}).fetchall()[0][0]
+        columns = [c for (c,) in con.execute("SELECT name FROM pragma_table_info('temp.main.csv_rows')").fetchall()][1:]
+        names = [c.split(" [", 1)[0].strip() for c in columns]
+        select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
         hint = _table_hint(path)
-        for rb in reader:
-            table = pa.Table.from_batches([rb]).rename_columns(clean)
+        if "Type" not in names and hint is not None:
+            select.append(f"{sql_string(hint)}::VARCHAR AS Type")
+            names.append("Type")
+        for first in range(1, rows + 1, CSV_BATCH_ROWS):
+            batch = (f"(SELECT {_ident(_CSV_ROW)} AS rid, {', '.join(select)} FROM csv_rows "
+                     f"WHERE {_ident(_CSV_ROW)} BETWEEN {first} AND {first + CSV_BATCH_ROWS - 1})")
             # position: the file line (the header is line 1; values spanning lines are not counted)
-            counts.add(ingestor.ingest_rows(table, source=source, log_table=hint, position_offset=offset + 1))
-            offset += table.num_rows
-        rejects = reader_con.execute(
+            counts.add(ingestor.ingest_tabular(batch, names, source=source, position_offset=1))
+        rejects = con.execute(
             "SELECT line, ltrim(any_value(csv_line), chr(13) || chr(10)), arg_min(error_message, column_idx) "
             "FROM csv_rejects GROUP BY line ORDER BY line"
         ).fetchall()
     finally:
-        reader_con.close()
+        _drop_csv_tables(con)
     if counts.quarantined:
         _quarantine_original_lines(ingestor, path, source)
     on_bytes(stat.st_size)
     progress = dict(source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                    records_done=offset + len(rejects), offset_done=stat.st_size, complete=True)
+                    records_done=rows + len(rejects), offset_done=stat.st_size, complete=True)
     if rejects:
         counts.add(ingestor.quarantine_raw(
             source, [(int(line), text or "", f"malformed CSV line: {err}") for line, text, err in rejects],
@@ -322,6 +342,11 @@ def read_csv(ingestor: Ingestor, path: Path, source: str, stat: os.stat_result, 
     else:
         ingestor.mark_source(**progress)
     return counts
+
+
+def _drop_csv_tables(con) -> None:
+    for table in _CSV_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _quarantine_original_lines(ingestor: Ingestor, path: Path, source: str) -> None:
