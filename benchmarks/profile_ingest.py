@@ -10,6 +10,7 @@ a shared machine they move less than wall time); the stages are:
 - archive read + canonical: whole structured archive blobs read by DuckDB's JSON reader straight into
   canonical rows, with event ids;
 - legacy archive read: whole legacy blobs read by DuckDB's JSON reader into the stage;
+- CSV read: a whole CSV export read by DuckDB's CSV reader into a temporary table;
 - route: the fast route's guess per line; fast parse + canonical: lines parsed straight into their
   table's canonical rows; legacy fast parse: legacy lines into the stage;
 - generic stage: every other record, one wide parse;
@@ -39,6 +40,7 @@ STAGES = [  # (stage, pattern over the statement's first words), first match win
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
     ("archive read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_json\("),
     ("legacy archive read", r"TEMP TABLE stage_legacy AS .*read_json\("),
+    ("CSV read", r"TEMP TABLE csv_rows AS"),
     ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
     ("legacy fast parse", r"TEMP TABLE stage_legacy AS SELECT rid, time_text"),
     ("generic stage", r"TEMP TABLE stage_generic AS|INSERT INTO stage_generic BY NAME"),
