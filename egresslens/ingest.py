@@ -268,8 +268,8 @@ class Ingestor:
         taken, _, built = normalise.normalise_archive(self.con, paths, table)
         if not taken:
             return Counts(), set()
-        for i, n in taken.items():
-            progress[i]["records_done"] = n
+        for i, n in taken.items():  # a whole file: its records; a piece of one comes with its line count
+            progress[i].setdefault("records_done", n)
         counts = self._commit(built, sum(taken.values()), [progress[i] for i in sorted(taken)], rejects=False)
         return counts, set(taken)
 

@@ -216,7 +216,7 @@ def test_garbage_never_crashes_and_every_record_is_accounted_for(con, lines):
 
 # -- a run killed mid-way, then resumed ------------------------------------------------------------
 
-def _write_big_archive(directory: Path, files: int, lines_per_file: int) -> int:
+def _write_big_archive(directory: Path, files: int, lines_per_file: int, compact: bool = False) -> int:
     records = [json.loads(r) for r in RECORDS if '"AZFWNetworkRule"' in r]
     base = records[0]
     n = 0
@@ -227,16 +227,19 @@ def _write_big_archive(directory: Path, files: int, lines_per_file: int) -> int:
             for j in range(lines_per_file):
                 rec = dict(base, time=f"2026-03-02T{i % 24:02d}:{j // 600 % 60:02d}:{j % 60:02d}.{j:06d}Z")
                 rec["properties"] = dict(base["properties"], SourcePort=1024 + j % 60000, DestinationPort=1 + i)
-                f.write(json.dumps(rec) + "\n")
+                f.write(json.dumps(rec, separators=(",", ":") if compact else None) + "\n")
                 n += 1
     return n
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_exact_counts(tmp_path):
+@pytest.mark.parametrize("compact", [False, True], ids=["line reader", "duckdb pieces"])
+def test_killed_run_resumes_with_exact_counts(tmp_path, compact):
+    """Killed mid-way, the next run goes on after the last committed batch: line-reader batches, or (blobs
+    as Azure writes them, compact and larger than a whole read) the pieces DuckDB reads."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    total = _write_big_archive(logs, files=6, lines_per_file=60_000)
+    total = _write_big_archive(logs, files=6, lines_per_file=60_000, compact=compact)
     db = tmp_path / "s.duckdb"
     env = dict(os.environ, EGRESSLENS_CHUNK_BYTES=str(4 << 20))
     cmd = [sys.executable, "-m", "egresslens.cli", "ingest", "files", str(logs), "--db", str(db), "--quiet"]
@@ -253,11 +256,15 @@ def test_killed_run_resumes_with_exact_counts(tmp_path):
     proc.wait()
     stored = count_rows(db, "flows")
     assert 0 < stored < total, "the run should have been killed mid-way"
+    scratch = list(tmp_path.glob(".s.duckdb.piece-*"))
+    assert bool(scratch) == compact, "the pieces' scratch copies, left by the killed run"
     result = subprocess.run(cmd[:-1] + ["--json"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["duplicates"] == 0  # resumed after the last committed batch, not from the start
+    assert summary["records_read"] == total - stored
     assert count_rows(db, "flows") == total
+    assert not list(tmp_path.glob(".s.duckdb.piece-*"))
     con = store.connect(db, read_only=True)
     statuses = [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()]
     con.close()

@@ -1,0 +1,172 @@
+"""A blob larger than a whole read may be (a busy firewall's hourly application log runs to gigabytes) is
+read by DuckDB in pieces of whole lines, and stores exactly what the line reader stores: the same rows,
+the same quarantine (positions included), the same progress per blob. A piece with anything odd in it
+hands the rest of the blob to the line reader, and a run stopped mid-blob resumes after its last piece.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from egresslens import ingest, store
+from egresslens.simulate import simulate_to_dir
+from egresslens.sources import archive, files
+from test_fast_route import APP, HIVE, NET, _store_contents
+
+PIECE = 8_000  # bytes per piece (and per line-reader batch) in these tests
+LARGE = 20_000  # a blob above this is read in pieces
+
+
+def _line(rec: dict, i: int, **props) -> str:
+    rec = dict(rec, time=f"2026-03-01T10:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z")
+    rec["properties"] = {**rec["properties"], "SourcePort": 1024 + i, **props}
+    return json.dumps(rec, separators=(",", ":"))
+
+
+def _blob(logs: Path, hour: int, lines: list[str]) -> Path:
+    path = logs / HIVE.format(hour=hour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _progress(db: Path) -> list[tuple]:
+    con = store.connect(db, read_only=True)
+    try:
+        return con.execute("SELECT source, size, records_done, offset_done, complete FROM ingest_sources "
+                           "ORDER BY source").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    monkeypatch.setattr(files, "ARCHIVE_FILE_BYTES", LARGE)
+    monkeypatch.setattr(files, "CHUNK_BYTES", PIECE)
+
+
+@pytest.fixture
+def pieces_read(monkeypatch) -> list[dict]:
+    """Every piece DuckDB took: its blob's progress as committed."""
+    taken: list[dict] = []
+    real = ingest.Ingestor.ingest_archive
+
+    def spy(self, paths, table, progress):
+        counts, got = real(self, paths, table, progress)
+        taken.extend(dict(progress[i]) for i in got if ".piece-" in paths[i])
+        return counts, got
+
+    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
+    return taken
+
+
+def _ingest(logs: Path, db: Path):
+    con = store.connect(db)
+    try:
+        return files.ingest_paths(con, [logs])
+    finally:
+        con.close()
+
+
+def _lines_only(logs: Path, db: Path, monkeypatch) -> None:
+    """The directory ingested with every file read line by line."""
+    plan = archive.plan
+    monkeypatch.setattr(archive, "plan", lambda *a, **k: [])
+    _ingest(logs, db)
+    monkeypatch.setattr(archive, "plan", plan)
+
+
+def both_ways(logs: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """The directory ingested as usual and with every file read line by line: the two stores."""
+    ours, lines = tmp_path / "pieces.duckdb", tmp_path / "lines.duckdb"
+    _ingest(logs, ours)
+    _lines_only(logs, lines, monkeypatch)
+    return ours, lines
+
+
+@pytest.mark.parametrize("fmt", ["structured", "legacy"])
+def test_large_simulated_blobs_read_in_pieces_store_what_the_line_reader_stores(
+        tmp_path, monkeypatch, small_pieces, pieces_read, fmt):
+    logs = tmp_path / "logs"
+    simulate_to_dir(logs, hours=2, events_per_hour=400, seed=3, fmt=fmt, incident=True)
+    ours, lines = both_ways(logs, tmp_path, monkeypatch)
+    assert _store_contents(ours) == _store_contents(lines)
+    assert _progress(ours) == _progress(lines)  # offsets and line counts as the line reader keeps them
+    large = [p for p in logs.rglob("PT1H.json") if p.stat().st_size > LARGE]
+    in_pieces = {p["source"] for p in pieces_read}
+    # (a blob whose first piece holds a record the simulator spoiled is read line by line)
+    assert in_pieces and in_pieces <= {str(p.resolve()) for p in large}
+    ends = [p["offset_done"] for p in pieces_read if p["source"] == pieces_read[0]["source"]]
+    assert len(ends) > 1 and ends == sorted(ends), "a large blob is read in several pieces, in order"
+    assert all(b - a <= PIECE for a, b in zip([0, *ends], ends)), "at most a piece each"
+
+
+def test_a_refused_record_hands_the_rest_of_the_blob_to_the_line_reader_with_positions_intact(
+        tmp_path, monkeypatch, small_pieces, pieces_read):
+    logs = tmp_path / "logs"
+    lines = [_line(NET, i) for i in range(200)]
+    lines[150] = _line(NET, 150, SourceIp="10.0.0.0/8")  # not one address: refused, quarantined at line 151
+    lines[170] = _line(APP, 170)  # another category in the blob: the line reader's too
+    blob = _blob(logs, 10, lines)
+    ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
+    contents = _store_contents(ours)
+    assert contents == _store_contents(by_lines)
+    assert [(q[1], q[3]) for q in contents["quarantine"]] == [(151, "source address is not an IP address: 10.0.0.0/8")]
+    assert _progress(ours) == _progress(by_lines) == [(str(blob.resolve()), blob.stat().st_size, 200,
+                                                        blob.stat().st_size, True)]
+    read = pieces_read[-1]["records_done"]
+    assert 0 < read < 151, "the pieces before the refused record are read by DuckDB, the rest line by line"
+    assert contents["run"] == [(200, 199, 0, 1)]
+
+
+def test_a_line_longer_than_a_piece_goes_to_the_line_reader(tmp_path, monkeypatch, small_pieces, pieces_read):
+    logs = tmp_path / "logs"
+    lines = [_line(NET, i, Rule="r" * (2 * PIECE if i == 0 else 1)) for i in range(100)]
+    _blob(logs, 10, lines)
+    ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
+    assert _store_contents(ours) == _store_contents(by_lines)
+    assert _store_contents(ours)["run"] == [(100, 100, 0, 0)]
+    assert pieces_read == []
+
+
+def test_a_run_stopped_mid_blob_resumes_after_its_last_piece(tmp_path, monkeypatch, small_pieces, pieces_read):
+    logs = tmp_path / "logs"
+    blob = _blob(logs, 10, [_line(NET, i) for i in range(300)])
+    db = tmp_path / "s.duckdb"
+    real = ingest.Ingestor.ingest_archive  # the spy: every piece taken is in pieces_read
+
+    def ctrl_c_at_the_third_piece(self, paths, table, progress):
+        if len(pieces_read) == 2:
+            raise KeyboardInterrupt
+        return real(self, paths, table, progress)
+
+    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", ctrl_c_at_the_third_piece)
+    with pytest.raises(KeyboardInterrupt):
+        _ingest(logs, db)
+    stopped_at = pieces_read[-1]
+    assert _progress(db) == [(str(blob.resolve()), blob.stat().st_size, stopped_at["records_done"],
+                              stopped_at["offset_done"], False)]
+    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", real)
+    counts, _, _ = _ingest(logs, db)
+    assert pieces_read[2]["records_done"] > stopped_at["records_done"], "the second run read on in pieces"
+    assert (counts.read, counts.stored, counts.duplicates) == (300 - stopped_at["records_done"],) * 2 + (0,)
+    _lines_only(logs, tmp_path / "lines.duckdb", monkeypatch)
+    ours, by_lines = _store_contents(db), _store_contents(tmp_path / "lines.duckdb")
+    assert ours["flows"] == by_lines["flows"] and len(ours["flows"]) == 300
+    assert [r[0] for r in ours["run"]] == [stopped_at["records_done"], 300 - stopped_at["records_done"]]
+    assert not list(tmp_path.glob(".*.piece-*")), "the scratch copies of the pieces are removed"
+
+
+def test_a_piece_is_whole_lines_and_counts_them(tmp_path):
+    src = tmp_path / "blob"
+    src.write_bytes(b"one\ntwo\nthree\nfour\n")
+    dest = tmp_path / "piece"
+    with open(src, "rb") as f:
+        assert archive._copy_piece(f, 0, 10, dest) == (8, 2)
+        assert dest.read_bytes() == b"one\ntwo\n"
+        assert archive._copy_piece(f, 8, 100, dest) == (11, 2)
+        assert dest.read_bytes() == b"three\nfour\n"
+        assert archive._copy_piece(f, 8, 4, dest) == (0, 0)  # no line ends within the range
