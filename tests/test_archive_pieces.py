@@ -16,8 +16,8 @@ from egresslens.simulate import simulate_to_dir
 from egresslens.sources import archive, files
 from test_fast_route import APP, HIVE, NET, _store_contents
 
-PIECE = 8_000  # bytes per piece (and per line-reader batch) in these tests
-LARGE = 20_000  # a blob above this is read in pieces
+PIECE = 16_000  # the largest whole read in these tests: a larger blob is read in pieces of at most this size
+BATCH = 8_000  # bytes per batch of small blobs, and of the line reader
 
 
 def _line(rec: dict, i: int, **props) -> str:
@@ -44,8 +44,8 @@ def _progress(db: Path) -> list[tuple]:
 
 @pytest.fixture
 def small_pieces(monkeypatch):
-    monkeypatch.setattr(files, "ARCHIVE_FILE_BYTES", LARGE)
-    monkeypatch.setattr(files, "CHUNK_BYTES", PIECE)
+    monkeypatch.setattr(files, "ARCHIVE_FILE_BYTES", PIECE)
+    monkeypatch.setattr(files, "CHUNK_BYTES", BATCH)
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_large_simulated_blobs_read_in_pieces_store_what_the_line_reader_stores(
     ours, lines = both_ways(logs, tmp_path, monkeypatch)
     assert _store_contents(ours) == _store_contents(lines)
     assert _progress(ours) == _progress(lines)  # offsets and line counts as the line reader keeps them
-    large = [p for p in logs.rglob("PT1H.json") if p.stat().st_size > LARGE]
+    large = [p for p in logs.rglob("PT1H.json") if p.stat().st_size > PIECE]
     in_pieces = {p["source"] for p in pieces_read}
     # (a blob whose first piece holds a record the simulator spoiled is read line by line)
     assert in_pieces and in_pieces <= {str(p.resolve()) for p in large}
@@ -126,6 +126,19 @@ def test_a_line_longer_than_a_piece_goes_to_the_line_reader(tmp_path, monkeypatc
     logs = tmp_path / "logs"
     lines = [_line(NET, i, Rule="r" * (2 * PIECE if i == 0 else 1)) for i in range(100)]
     _blob(logs, 10, lines)
+    ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
+    assert _store_contents(ours) == _store_contents(by_lines)
+    assert _store_contents(ours)["run"] == [(100, 100, 0, 0)]
+    assert pieces_read == []
+
+
+def test_a_piece_that_cannot_be_copied_leaves_the_blob_to_the_line_reader(
+        tmp_path, monkeypatch, small_pieces, pieces_read):
+    logs = tmp_path / "logs"
+    _blob(logs, 10, [_line(NET, i) for i in range(100)])
+    nowhere = tmp_path / "no-such-directory"  # as a full disk would, the copy fails
+    scratch = (nowhere / ".s.piece-0.json", nowhere / ".s.piece-1.json")
+    monkeypatch.setattr(archive, "_scratch_files", lambda ingestor: scratch)
     ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
     assert _store_contents(ours) == _store_contents(by_lines)
     assert _store_contents(ours)["run"] == [(100, 100, 0, 0)]

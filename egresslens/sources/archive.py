@@ -86,18 +86,18 @@ def plan(files: list[Path], states: dict[str, dict], *, force: bool, max_bytes: 
     return chosen
 
 
-def ingest(ingestor: Ingestor, chosen: list[Blob], *, batch_bytes: int, on_bytes, states: dict[str, dict],
-           interrupted=lambda: False) -> tuple[Counts, set[Path]]:
+def ingest(ingestor: Ingestor, chosen: list[Blob], *, batch_bytes: int, piece_bytes: int, on_bytes,
+           states: dict[str, dict], interrupted=lambda: False) -> tuple[Counts, set[Path]]:
     """Read the chosen files, one table at a time, in batches of about `batch_bytes` (a larger file is a
-    batch of its own; one to split, in pieces of `batch_bytes`). Returns the counts and the files DuckDB
+    batch of its own; one to split, in pieces of about `piece_bytes`). Returns the counts and the files DuckDB
     read to the end (every other file is for the line reader, which also reports any failure, and reads
     on from where a split read stopped: `states` is updated with what was committed).
     `interrupted()` tells a Ctrl-C (DuckDB reports one inside a query as an ordinary error) from a failure."""
     counts, done = Counts(), set()
     for table in _ROUTES:
         # the small files first, gathered into full batches (whose rows DuckDB writes straight to the store
-        # file, not through the WAL); then each large one, as a batch or in pieces of its own, when it
-        # de-duplicates against only the hour the small ones stored beside it
+        # file, not through the WAL); then each large one, a batch or pieces of its own, whose time range
+        # then holds only the rows the small files of its hour stored
         group = sorted((b for b in chosen if b.table == table), key=lambda b: b.split or b.stat.st_size > batch_bytes)
         batch: list[Blob] = []
         size = 0
@@ -118,7 +118,7 @@ def ingest(ingestor: Ingestor, chosen: list[Blob], *, batch_bytes: int, on_bytes
             if blob is None:
                 continue
             if blob.split:
-                got, finished = _pieces(ingestor, blob, batch_bytes, on_bytes, states, interrupted)
+                got, finished = _pieces(ingestor, blob, piece_bytes, on_bytes, states, interrupted)
                 counts.add(got)
                 if finished:
                     done.add(blob.path)
@@ -172,8 +172,8 @@ def _pieces(ingestor: Ingestor, blob: Blob, piece_bytes: int, on_bytes, states: 
 
 def _copied_pieces(path: Path, offset: int, size: int, piece_bytes: int, scratch: tuple[Path, Path]):
     """The pieces of `path` from `offset`, each copied to one of the two scratch files while DuckDB reads
-    the one before (the copy overlaps the read): (scratch file, bytes, lines) per piece, until the end
-    or a range in which no line ends. The scratch files are removed at the end."""
+    the one before (the copy overlaps the read): (scratch file, bytes, lines) per piece, until the end,
+    a range in which no line ends, or a copy that fails. The scratch files are removed at the end."""
     def copy(start: int, dest: Path) -> tuple[int, int]:
         with open(path, "rb") as f:
             return _copy_piece(f, start, min(piece_bytes, size - start), dest)
@@ -182,7 +182,10 @@ def _copied_pieces(path: Path, offset: int, size: int, piece_bytes: int, scratch
     try:
         pending = pool.submit(copy, offset, scratch[0]) if offset < size else None
         while pending is not None:
-            length, newlines = pending.result()
+            try:
+                length, newlines = pending.result()
+            except OSError:  # no room for the copy, say: the line reader reads on from here
+                return
             if not length:
                 return
             following = offset + length
