@@ -507,7 +507,8 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     states = ingestor.source_states()
     try:
         with _CtrlC() as ctrl_c:
-            # plain archive blobs first, read whole by DuckDB; the rest (and any it leaves) line by line
+            # plain archive blobs first, read by DuckDB (whole, or a large one in pieces); the rest, and
+            # whatever DuckDB leaves (from the piece it stopped at), line by line
             chosen = archive.plan(files, states, force=force, max_bytes=ARCHIVE_FILE_BYTES)
             _, whole = archive.ingest(ingestor, chosen, batch_bytes=CHUNK_BYTES, piece_bytes=ARCHIVE_FILE_BYTES,
                                       on_bytes=advance, states=states, interrupted=lambda: ctrl_c.hit)
