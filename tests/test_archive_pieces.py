@@ -17,7 +17,7 @@ from egresslens.sources import archive, files
 from test_fast_route import APP, HIVE, NET, _store_contents
 
 PIECE = 16_000  # the largest whole read in these tests: a larger blob is read in pieces of at most this size
-BATCH = 8_000  # bytes per batch of small blobs, and of the line reader
+BATCH = 8_000  # bytes per batch of the line reader (small blobs are gathered up to PIECE)
 
 
 def _line(rec: dict, i: int, **props) -> str:
@@ -183,3 +183,34 @@ def test_a_piece_is_whole_lines_and_counts_them(tmp_path):
         assert archive._copy_piece(f, 8, 100, dest) == (11, 2)
         assert dest.read_bytes() == b"three\nfour\n"
         assert archive._copy_piece(f, 8, 4, dest) == (0, 0)  # no line ends within the range
+
+
+def test_small_blobs_are_gathered_into_batches_as_large_as_a_whole_read(tmp_path, monkeypatch, small_pieces):
+    """A batch of small blobs holds up to a whole read's bytes (not a line-reader batch's): each statement
+    then scans more rows per thread, and the small blobs of a table fill as few batches as they can."""
+    batches: list[list[str]] = []
+    real = ingest.Ingestor.ingest_archive
+
+    def spy(self, paths, table, progress):
+        batches.append(list(paths))
+        return real(self, paths, table, progress)
+
+    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
+    logs = tmp_path / "logs"
+    blobs = [_blob(logs, h, [_line(NET, h * 100 + i) for i in range(12)]) for h in range(8)]
+    size = blobs[0].stat().st_size
+    assert BATCH < 2 * size and 8 * size > PIECE > 3 * size, "the blobs are sized for this test"
+    _ingest(logs, tmp_path / "s.duckdb")
+    assert sorted(p for b in batches for p in b) == sorted(str(p.resolve()) for p in blobs)
+    assert all(sum(Path(p).stat().st_size for p in b) <= PIECE for b in batches)
+    per_batch = PIECE // size  # blobs of the same size: this many fit in a whole read
+    assert len(batches) == -(-8 // per_batch), "as few batches as a whole read allows"
+    assert count_stored(tmp_path / "s.duckdb") == 8 * 12
+
+
+def count_stored(db: Path) -> int:
+    con = store.connect(db, read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM flows").fetchall()[0][0]
+    finally:
+        con.close()
