@@ -14,6 +14,7 @@ import pytest
 from egresslens import ingest, store
 from egresslens.simulate import simulate_to_dir
 from egresslens.sources import archive, files
+from conftest import count_rows
 from test_fast_route import APP, HIVE, NET, _store_contents
 
 PIECE = 16_000  # the largest whole read in these tests: a larger blob is read in pieces of at most this size
@@ -199,18 +200,11 @@ def test_small_blobs_are_gathered_into_batches_as_large_as_a_whole_read(tmp_path
     logs = tmp_path / "logs"
     blobs = [_blob(logs, h, [_line(NET, h * 100 + i) for i in range(12)]) for h in range(8)]
     size = blobs[0].stat().st_size
-    assert BATCH < 2 * size and 8 * size > PIECE > 3 * size, "the blobs are sized for this test"
+    assert {b.stat().st_size for b in blobs} == {size} and BATCH < 2 * size and 8 * size > PIECE > 3 * size, \
+        "the blobs are sized for this test"
     _ingest(logs, tmp_path / "s.duckdb")
     assert sorted(p for b in batches for p in b) == sorted(str(p.resolve()) for p in blobs)
     assert all(sum(Path(p).stat().st_size for p in b) <= PIECE for b in batches)
     per_batch = PIECE // size  # blobs of the same size: this many fit in a whole read
     assert len(batches) == -(-8 // per_batch), "as few batches as a whole read allows"
-    assert count_stored(tmp_path / "s.duckdb") == 8 * 12
-
-
-def count_stored(db: Path) -> int:
-    con = store.connect(db, read_only=True)
-    try:
-        return con.execute("SELECT count(*) FROM flows").fetchall()[0][0]
-    finally:
-        con.close()
+    assert count_rows(tmp_path / "s.duckdb", "flows") == 8 * 12

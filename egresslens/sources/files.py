@@ -27,7 +27,7 @@ from egresslens.normalise import INVALID_UTF8, STRUCTURED_TARGETS
 from egresslens.sources.sniff import GzipStream, blob_hour, detect_format, json_complete, why_not_a_log
 from egresslens.sources.sniff import open_log as _open
 
-# Raw text per batch (one transaction): bounds memory whatever the file size.
+# Raw text per batch of the line reader (one transaction): bounds memory whatever the file size.
 # 128 MB: a batch then fills whole row groups (about 122k rows), which DuckDB writes straight to the
 # store file instead of through the WAL, and scans with every thread.
 CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 128 << 20))
