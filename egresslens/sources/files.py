@@ -36,7 +36,8 @@ CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 128 << 20))
 # (measured at 10M records: 128 MB pieces took 1.4x as long as 231 MB blobs read whole). Smaller blobs
 # are gathered into batches of this size too: DuckDB holds a batch's canonical rows either way, and each
 # statement scans more rows per thread (measured at 1M records: 4.6 s in batches of 512 MB, 6.5 s in
-# batches of 128 MB; no higher peak, as a piece is as large).
+# batches of 128 MB; peak 1.18 GiB at 10M against 2.1, while at 100M the peak is not yet settled:
+# see docs/benchmarks.md).
 ARCHIVE_FILE_BYTES = int(os.environ.get("EGRESSLENS_ARCHIVE_FILE_BYTES", 4 * CHUNK_BYTES))
 # Rows of a CSV export per batch (one transaction): each batch pays a dozen statements whatever its size, and
 # holds its canonical rows in memory once (about 150 MB at 500k flows).
