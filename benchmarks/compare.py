@@ -6,7 +6,8 @@
 
 The simulator writes the input once per size and form into the cache directory (flow events = ROWS;
 their DNS queries and threats come on top). Every contender then reads the SAME files in its own
-process, so each one's peak RSS is measured alone from outside (the child's rusage, `os.wait4`):
+process, so each one's peak RSS is measured alone from outside (the child's rusage, `os.wait4`, taken by a
+small launcher process: see `measure`):
 
 * `egresslens` — `egresslens ingest files DIR` into a fresh store: every guarantee on (event ids,
   de-duplication, quarantine, resumable batches, run accounting).
@@ -32,7 +33,7 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,22 +49,56 @@ def parse_rows(text: str) -> int:
     return int(float(text.rstrip("KM")) * scale)
 
 
+# A child's peak RSS as `wait4` reports it is never below its parent's high-water mark: at exec, Linux
+# carries the high-water of the memory image being replaced (with vfork, the parent's own) into the new
+# program's peak. A parent that has ever held gigabytes (the simulator holds 9.3 GiB at 100M, and it
+# once ran in this process) would lend that peak to every contender it starts. So the input is generated
+# in a child, and a contender is started by a fresh launcher (a few MiB), which waits for it and reports
+# its rusage: the peak is the contender's alone, whatever the parent did before.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+t = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+seconds = time.perf_counter() - t
+with open(sys.argv[1], "w") as f:
+    json.dump({"exit": os.waitstatus_to_exitcode(status), "seconds": seconds,
+               "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}, f)
+"""
+
+
+def measure(cmd: list[str], stdout, stderr) -> dict:
+    """Run `cmd` to its end: its exit code, wall and CPU seconds and peak RSS in MiB, taken from outside it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        usage = Path(tmp) / "usage.json"
+        launcher = subprocess.run([sys.executable, "-c", LAUNCHER, str(usage), *cmd], stdout=stdout, stderr=stderr)
+        if not usage.exists():  # the launcher itself failed (it could not start `cmd`)
+            return {"exit": launcher.returncode or 1, "seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mib": 0.0}
+        return json.loads(usage.read_text())
+
+
 def dataset(cache: Path, rows: int, form: str) -> Path:
-    """The simulated input for `rows` flow events in `form`, generated once (hour by hour)."""
+    """The simulated input for `rows` flow events in `form`, generated once (hour by hour, in a child process)."""
     fmt, layout = FORMS[form]
     out = cache / f"{rows}-{form}"
     done = out / ".complete"
     if not done.exists():
-        from egresslens.simulate import simulate_to_dir
-
         shutil.rmtree(out, ignore_errors=True)
-        t = time.perf_counter()
-        summary = simulate_to_dir(out, hours=HOURS, events_per_hour=max(1, rows // HOURS), seed=1, fmt=fmt,
-                                  layout=layout, start=datetime(2026, 3, 1))
-        for meta in ("truth.json", "policy.json"):  # not logs: keep them out of every contender's input
-            (out / meta).rename(cache / f"{rows}-{form}-{meta}")
-        done.write_text(json.dumps(summary["counts"]))
-        print(f"generated {form} input for {rows:,} flow events in {time.perf_counter() - t:.0f} s", flush=True)
+        args = dict(hours=HOURS, events_per_hour=max(1, rows // HOURS), seed=1, fmt=fmt, layout=layout)
+        code = ("import json, sys; from datetime import datetime; from pathlib import Path; "
+                "from egresslens.simulate import simulate_to_dir; "
+                f"s = simulate_to_dir(Path({str(out)!r}), start=datetime(2026, 3, 1), **{args!r}); "
+                "print(json.dumps(s['counts']))")
+        with tempfile.TemporaryFile("w+") as counts:
+            run = measure([sys.executable, "-c", code], counts, None)
+            counts.seek(0)
+            if run["exit"] != 0:
+                raise SystemExit(f"generating the {form} input failed (exit {run['exit']})")
+            for meta in ("truth.json", "policy.json"):  # not logs: keep them out of every contender's input
+                (out / meta).rename(cache / f"{rows}-{form}-{meta}")
+            done.write_text(counts.read().strip().splitlines()[-1])
+        print(f"generated {form} input for {rows:,} flow events in {run['seconds']:.0f} s "
+              f"(simulator peak RSS {run['peak_rss_mib']:,.0f} MiB)", flush=True)
     return out
 
 
@@ -82,16 +117,11 @@ def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None
                f"sys.argv = ['egresslens', *{args!r}]; from egresslens.cli import app; app()"]
     else:
         cmd = [sys.executable, str(HERE / "compare_baselines.py"), name, form, str(data), str(db)]
-    t = time.perf_counter()
     with open(work / "stdout", "w+") as out, open(work / "stderr", "w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS alone
-        seconds = time.perf_counter() - t
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        measured = measure(cmd, out, err)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
-    measured = {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                "peak_rss_mib": usage.ru_maxrss / 1024}
+    code = measured.pop("exit")
     if code not in (0, 5):  # 5: finished, some records quarantined (the simulator injects a few)
         # a contender that fails (pandas out of memory at 100M) is reported, and the run goes on
         last = (stderr.strip().splitlines() or [f"exit {code}"])[-1][:300]

@@ -50,18 +50,24 @@ def small_pieces(monkeypatch):
 
 
 @pytest.fixture
-def pieces_read(monkeypatch) -> list[dict]:
-    """Every piece DuckDB took: its blob's progress as committed."""
-    taken: list[dict] = []
+def archive_reads(monkeypatch) -> list[dict]:
+    """Every statement of DuckDB's archive reader, in order: the files it was given, and the progress
+    committed for each file it took."""
+    reads: list[dict] = []
     real = ingest.Ingestor.ingest_archive
 
     def spy(self, paths, table, progress):
         counts, got = real(self, paths, table, progress)
-        taken.extend(dict(progress[i]) for i in got if ".piece-" in paths[i])
+        reads.append({"files": list(paths), "taken": [(paths[i], dict(progress[i])) for i in sorted(got)]})
         return counts, got
 
     monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
-    return taken
+    return reads
+
+
+def pieces_read(reads: list[dict]) -> list[dict]:
+    """Every piece DuckDB took (a scratch copy of part of a blob): its blob's progress as committed."""
+    return [progress for r in reads for path, progress in r["taken"] if ".piece-" in path]
 
 
 def _ingest(logs: Path, db: Path):
@@ -90,23 +96,24 @@ def both_ways(logs: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("fmt", ["structured", "legacy"])
 def test_large_simulated_blobs_read_in_pieces_store_what_the_line_reader_stores(
-        tmp_path, monkeypatch, small_pieces, pieces_read, fmt):
+        tmp_path, monkeypatch, small_pieces, archive_reads, fmt):
     logs = tmp_path / "logs"
     simulate_to_dir(logs, hours=2, events_per_hour=400, seed=3, fmt=fmt, incident=True)
     ours, lines = both_ways(logs, tmp_path, monkeypatch)
     assert _store_contents(ours) == _store_contents(lines)
     assert _progress(ours) == _progress(lines)  # offsets and line counts as the line reader keeps them
     large = [p for p in logs.rglob("PT1H.json") if p.stat().st_size > PIECE]
-    in_pieces = {p["source"] for p in pieces_read}
+    pieces = pieces_read(archive_reads)
+    in_pieces = {p["source"] for p in pieces}
     # (a blob whose first piece holds a record the simulator spoiled is read line by line)
     assert in_pieces and in_pieces <= {str(p.resolve()) for p in large}
-    ends = [p["offset_done"] for p in pieces_read if p["source"] == pieces_read[0]["source"]]
+    ends = [p["offset_done"] for p in pieces if p["source"] == pieces[0]["source"]]
     assert len(ends) > 1 and ends == sorted(ends), "a large blob is read in several pieces, in order"
     assert all(b - a <= PIECE for a, b in zip([0, *ends], ends)), "at most a piece each"
 
 
 def test_a_refused_record_hands_the_rest_of_the_blob_to_the_line_reader_with_positions_intact(
-        tmp_path, monkeypatch, small_pieces, pieces_read):
+        tmp_path, monkeypatch, small_pieces, archive_reads):
     logs = tmp_path / "logs"
     lines = [_line(NET, i) for i in range(200)]
     lines[150] = _line(NET, 150, SourceIp="10.0.0.0/8")  # not one address: refused, quarantined at line 151
@@ -118,23 +125,23 @@ def test_a_refused_record_hands_the_rest_of_the_blob_to_the_line_reader_with_pos
     assert [(q[1], q[3]) for q in contents["quarantine"]] == [(151, "source address is not an IP address: 10.0.0.0/8")]
     assert _progress(ours) == _progress(by_lines) == [(str(blob.resolve()), blob.stat().st_size, 200,
                                                         blob.stat().st_size, True)]
-    read = pieces_read[-1]["records_done"]
+    read = pieces_read(archive_reads)[-1]["records_done"]
     assert 0 < read < 151, "the pieces before the refused record are read by DuckDB, the rest line by line"
     assert contents["run"] == [(200, 199, 0, 1)]
 
 
-def test_a_line_longer_than_a_piece_goes_to_the_line_reader(tmp_path, monkeypatch, small_pieces, pieces_read):
+def test_a_line_longer_than_a_piece_goes_to_the_line_reader(tmp_path, monkeypatch, small_pieces, archive_reads):
     logs = tmp_path / "logs"
     lines = [_line(NET, i, Rule="r" * (2 * PIECE if i == 0 else 1)) for i in range(100)]
     _blob(logs, 10, lines)
     ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
     assert _store_contents(ours) == _store_contents(by_lines)
     assert _store_contents(ours)["run"] == [(100, 100, 0, 0)]
-    assert pieces_read == []
+    assert pieces_read(archive_reads) == []
 
 
 def test_a_piece_that_cannot_be_copied_leaves_the_blob_to_the_line_reader(
-        tmp_path, monkeypatch, small_pieces, pieces_read):
+        tmp_path, monkeypatch, small_pieces, archive_reads):
     logs = tmp_path / "logs"
     _blob(logs, 10, [_line(NET, i) for i in range(100)])
     nowhere = tmp_path / "no-such-directory"  # as a full disk would, the copy fails
@@ -143,29 +150,29 @@ def test_a_piece_that_cannot_be_copied_leaves_the_blob_to_the_line_reader(
     ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
     assert _store_contents(ours) == _store_contents(by_lines)
     assert _store_contents(ours)["run"] == [(100, 100, 0, 0)]
-    assert pieces_read == []
+    assert pieces_read(archive_reads) == []
 
 
-def test_a_run_stopped_mid_blob_resumes_after_its_last_piece(tmp_path, monkeypatch, small_pieces, pieces_read):
+def test_a_run_stopped_mid_blob_resumes_after_its_last_piece(tmp_path, monkeypatch, small_pieces, archive_reads):
     logs = tmp_path / "logs"
     blob = _blob(logs, 10, [_line(NET, i) for i in range(300)])
     db = tmp_path / "s.duckdb"
-    real = ingest.Ingestor.ingest_archive  # the spy: every piece taken is in pieces_read
+    real = ingest.Ingestor.ingest_archive  # the spy: every statement is in archive_reads
 
     def ctrl_c_at_the_third_piece(self, paths, table, progress):
-        if len(pieces_read) == 2:
+        if len(pieces_read(archive_reads)) == 2:
             raise KeyboardInterrupt
         return real(self, paths, table, progress)
 
     monkeypatch.setattr(ingest.Ingestor, "ingest_archive", ctrl_c_at_the_third_piece)
     with pytest.raises(KeyboardInterrupt):
         _ingest(logs, db)
-    stopped_at = pieces_read[-1]
+    stopped_at = pieces_read(archive_reads)[-1]
     assert _progress(db) == [(str(blob.resolve()), blob.stat().st_size, stopped_at["records_done"],
                               stopped_at["offset_done"], False)]
     monkeypatch.setattr(ingest.Ingestor, "ingest_archive", real)
     counts, _, _ = _ingest(logs, db)
-    assert pieces_read[2]["records_done"] > stopped_at["records_done"], "the second run read on in pieces"
+    assert pieces_read(archive_reads)[2]["records_done"] > stopped_at["records_done"], "the second run read on in pieces"
     assert (counts.read, counts.stored, counts.duplicates) == (300 - stopped_at["records_done"],) * 2 + (0,)
     _lines_only(logs, tmp_path / "lines.duckdb", monkeypatch)
     ours, by_lines = _store_contents(db), _store_contents(tmp_path / "lines.duckdb")
@@ -186,23 +193,16 @@ def test_a_piece_is_whole_lines_and_counts_them(tmp_path):
         assert archive._copy_piece(f, 8, 4, dest) == (0, 0)  # no line ends within the range
 
 
-def test_small_blobs_are_gathered_into_batches_as_large_as_a_whole_read(tmp_path, monkeypatch, small_pieces):
+def test_small_blobs_are_gathered_into_batches_as_large_as_a_whole_read(tmp_path, small_pieces, archive_reads):
     """A batch of small blobs holds up to a whole read's bytes (not a line-reader batch's): each statement
     then scans more rows per thread, and the small blobs of a table fill as few batches as they can."""
-    batches: list[list[str]] = []
-    real = ingest.Ingestor.ingest_archive
-
-    def spy(self, paths, table, progress):
-        batches.append(list(paths))
-        return real(self, paths, table, progress)
-
-    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
     logs = tmp_path / "logs"
     blobs = [_blob(logs, h, [_line(NET, h * 100 + i) for i in range(12)]) for h in range(8)]
     size = blobs[0].stat().st_size
     assert {b.stat().st_size for b in blobs} == {size} and BATCH < 2 * size and 8 * size > PIECE > 3 * size, \
         "the blobs are sized for this test"
     _ingest(logs, tmp_path / "s.duckdb")
+    batches = [r["files"] for r in archive_reads]
     assert sorted(p for b in batches for p in b) == sorted(str(p.resolve()) for p in blobs)
     assert all(sum(Path(p).stat().st_size for p in b) <= PIECE for b in batches)
     per_batch = PIECE // size  # blobs of the same size: this many fit in a whole read

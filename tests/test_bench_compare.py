@@ -24,12 +24,32 @@ def test_compare_times_every_contender_on_the_same_records(tmp_path):
     assert "time / egresslens" in proc.stdout
 
 
-def test_a_contender_that_fails_is_reported_and_the_fastest_of_repeated_runs_is_kept(tmp_path):
+def _compare():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import compare
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+    return compare
+
+
+def test_a_contenders_peak_rss_is_its_own_not_the_high_water_of_the_process_that_started_it(tmp_path):
+    compare = _compare()
+    big = bytearray(1024**3)  # this process's high-water mark rises by 1 GiB, as the in-process simulator's did
+    del big
+    with open(tmp_path / "out", "w") as out:
+        small = compare.measure([sys.executable, "-c", "pass"], out, None)
+        large = compare.measure([sys.executable, "-c", "b = bytearray(300 * 1024**2); b[::4096] = b'x' * len(b[::4096])"],
+                                out, None)
+    assert small["exit"] == 0 and small["peak_rss_mib"] < 200, small
+    assert 300 < large["peak_rss_mib"] < 600, large
+    assert large["seconds"] >= large["cpu_seconds"] / 2 > 0  # two cores at most
+    with open(tmp_path / "out", "w") as out:
+        assert compare.measure([sys.executable, "-c", "raise SystemExit(7)"], out, None)["exit"] == 7
+
+
+def test_a_contender_that_fails_is_reported_and_the_fastest_of_repeated_runs_is_kept(tmp_path):
+    compare = _compare()
     failed = compare.run_contender("egresslens", "structured", tmp_path / "no-such-input", tmp_path / "work")
     assert failed["failed"].startswith("exit 3") and failed["records"] == 0
     runs = [{"seconds": 3.0, "cpu_seconds": 5.0, "peak_rss_mib": 10, "records": 7},

@@ -86,23 +86,23 @@ def plan(files: list[Path], states: dict[str, dict], *, force: bool, max_bytes: 
     return chosen
 
 
-def ingest(ingestor: Ingestor, chosen: list[Blob], *, batch_bytes: int, piece_bytes: int, on_bytes,
+def ingest(ingestor: Ingestor, chosen: list[Blob], *, read_bytes: int, on_bytes,
            states: dict[str, dict], interrupted=lambda: False) -> tuple[Counts, set[Path]]:
-    """Read the chosen files, one table at a time, in batches of about `batch_bytes` (a larger file is a
-    batch of its own; one to split, in pieces of about `piece_bytes`). Returns the counts and the files DuckDB
-    read to the end (every other file is for the line reader, which also reports any failure, and reads
+    """Read the chosen files, one table at a time, at most about `read_bytes` per statement: whole files
+    gathered into batches of up to that size, a file to split in pieces of about that size. Returns the
+    counts and the files DuckDB read to the end (every other file is for the line reader, which also reports any failure, and reads
     on from where a split read stopped: `states` is updated with what was committed).
     `interrupted()` tells a Ctrl-C (DuckDB reports one inside a query as an ordinary error) from a failure."""
     counts, done = Counts(), set()
     for table in _ROUTES:
-        # the small files first, gathered into full batches (whose rows DuckDB writes straight to the store
-        # file, not through the WAL); then each large one, a batch or pieces of its own, whose time range
-        # then holds only the rows the small files of its hour stored
-        group = sorted((b for b in chosen if b.table == table), key=lambda b: b.split or b.stat.st_size > batch_bytes)
+        # the whole files first, gathered into full batches (whose rows DuckDB writes straight to the store
+        # file, not through the WAL); then each large one in pieces, whose time range then holds only the
+        # rows the whole files of its hour stored
+        group = sorted((b for b in chosen if b.table == table), key=lambda b: b.split)
         batch: list[Blob] = []
         size = 0
         for blob in group + [None]:
-            if batch and (blob is None or blob.split or size + blob.stat.st_size > batch_bytes):
+            if batch and (blob is None or blob.split or size + blob.stat.st_size > read_bytes):
                 try:
                     got, taken = _batch(ingestor, table, batch)
                 except Exception:  # noqa: BLE001 - the line reader reads these files again, and reports
@@ -118,7 +118,7 @@ def ingest(ingestor: Ingestor, chosen: list[Blob], *, batch_bytes: int, piece_by
             if blob is None:
                 continue
             if blob.split:
-                got, finished = _pieces(ingestor, blob, piece_bytes, on_bytes, states, interrupted)
+                got, finished = _pieces(ingestor, blob, read_bytes, on_bytes, states, interrupted)
                 counts.add(got)
                 if finished:
                     done.add(blob.path)

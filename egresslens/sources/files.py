@@ -36,8 +36,8 @@ CHUNK_BYTES = int(os.environ.get("EGRESSLENS_CHUNK_BYTES", 128 << 20))
 # (measured at 10M records: 128 MB pieces took 1.4x as long as 231 MB blobs read whole). Smaller blobs
 # are gathered into batches of this size too: DuckDB holds a batch's canonical rows either way, and each
 # statement scans more rows per thread (measured at 1M records: 4.6 s in batches of 512 MB, 6.5 s in
-# batches of 128 MB; peak 1.18 GiB at 10M against 2.1, while at 100M the peak is not yet settled:
-# see docs/benchmarks.md).
+# batches of 128 MB; peak 1.18 GiB at 10M against 2.1, and 2.16 GiB at 100M against 2.14: see
+# docs/benchmarks.md).
 ARCHIVE_FILE_BYTES = int(os.environ.get("EGRESSLENS_ARCHIVE_FILE_BYTES", 4 * CHUNK_BYTES))
 # Rows of a CSV export per batch (one transaction): each batch pays a dozen statements whatever its size, and
 # holds its canonical rows in memory once (about 150 MB at 500k flows).
@@ -514,7 +514,7 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
             # plain archive blobs first, read by DuckDB (whole, or a large one in pieces); the rest, and
             # whatever DuckDB leaves (from the piece it stopped at), line by line
             chosen = archive.plan(files, states, force=force, max_bytes=ARCHIVE_FILE_BYTES)
-            _, whole = archive.ingest(ingestor, chosen, batch_bytes=ARCHIVE_FILE_BYTES, piece_bytes=ARCHIVE_FILE_BYTES,
+            _, whole = archive.ingest(ingestor, chosen, read_bytes=ARCHIVE_FILE_BYTES,
                                       on_bytes=advance, states=states, interrupted=lambda: ctrl_c.hit)
             results.extend(FileResult(str(p.resolve()), "jsonl", Counts()) for p in files if p in whole)
             for path in files:
