@@ -172,7 +172,8 @@ def test_a_run_stopped_mid_blob_resumes_after_its_last_piece(tmp_path, monkeypat
                               stopped_at["offset_done"], False)]
     monkeypatch.setattr(ingest.Ingestor, "ingest_archive", real)
     counts, _, _ = _ingest(logs, db)
-    assert pieces_read(archive_reads)[2]["records_done"] > stopped_at["records_done"], "the second run read on in pieces"
+    resumed = pieces_read(archive_reads)[2]
+    assert resumed["records_done"] > stopped_at["records_done"], "the second run read on in pieces"
     assert (counts.read, counts.stored, counts.duplicates) == (300 - stopped_at["records_done"],) * 2 + (0,)
     _lines_only(logs, tmp_path / "lines.duckdb", monkeypatch)
     ours, by_lines = _store_contents(db), _store_contents(tmp_path / "lines.duckdb")

@@ -90,8 +90,9 @@ def ingest(ingestor: Ingestor, chosen: list[Blob], *, read_bytes: int, on_bytes,
            states: dict[str, dict], interrupted=lambda: False) -> tuple[Counts, set[Path]]:
     """Read the chosen files, one table at a time, at most about `read_bytes` per statement: whole files
     gathered into batches of up to that size, a file to split in pieces of about that size. Returns the
-    counts and the files DuckDB read to the end (every other file is for the line reader, which also reports any failure, and reads
-    on from where a split read stopped: `states` is updated with what was committed).
+    counts and the files DuckDB read to the end (every other file is for the line reader, which also
+    reports any failure, and reads on from where a split read stopped: `states` is updated with what was
+    committed).
     `interrupted()` tells a Ctrl-C (DuckDB reports one inside a query as an ordinary error) from a failure."""
     counts, done = Counts(), set()
     for table in _ROUTES:
