@@ -243,18 +243,24 @@ def test_killed_run_resumes_with_exact_counts(tmp_path, compact):
     db = tmp_path / "s.duckdb"
     env = dict(os.environ, EGRESSLENS_CHUNK_BYTES=str(4 << 20))
     cmd = [sys.executable, "-m", "egresslens.cli", "ingest", "files", str(logs), "--db", str(db), "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
     wal = Path(str(db) + ".wal")
-    # kill once a few batches have been committed (the store or its WAL has grown)
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        size = (db.stat().st_size if db.exists() else 0) + (wal.stat().st_size if wal.exists() else 0)
-        if size > 8 << 20:
+    # kill once the store or its WAL has grown: a batch's rows are written to the store file before its
+    # commit, so a kill can still come before the first commit; then the kill comes later, in a new store
+    for grown in (8 << 20, 12 << 20, 16 << 20, 24 << 20):
+        for leftover in (db, wal, *tmp_path.glob(".s.duckdb.piece-*")):
+            leftover.unlink(missing_ok=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            size = (db.stat().st_size if db.exists() else 0) + (wal.stat().st_size if wal.exists() else 0)
+            if size > grown:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stored = count_rows(db, "flows")
+        if stored:
             break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stored = count_rows(db, "flows")
     assert 0 < stored < total, "the run should have been killed mid-way"
     scratch = list(tmp_path.glob(".s.duckdb.piece-*"))
     assert bool(scratch) == compact, "the pieces' scratch copies, left by the killed run"
