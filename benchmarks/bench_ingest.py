@@ -3,21 +3,22 @@
 Usage: python benchmarks/bench_ingest.py [--events 10000000] [--format structured|legacy|both]
        [--layout storage|eventhub|csv] [--dir DIR] [--keep]
 
-The ingest runs in a child process so its peak RSS is measured alone (getrusage of the child).
+The ingest runs in a child process, started by compare.py's launcher, so its peak RSS is its own: not the
+high-water mark this process reached while simulating (see `compare.measure`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+
+from compare import measure  # benchmarks/compare.py: run from this folder, as `make bench` does
 
 
 def main() -> int:
@@ -40,15 +41,16 @@ def main() -> int:
     gen_s = time.perf_counter() - t0
     inputs = [str(p) for p in logs.iterdir() if p.name not in ("truth.json", "policy.json")]
     size = sum(f.stat().st_size for p in map(Path, inputs) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
-    t1 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "egresslens.cli", "ingest", "files", *inputs, "--db", str(db),
-                           "--json", "--quiet"], capture_output=True, text=True)
-    ingest_s = time.perf_counter() - t1
-    if proc.returncode not in (0, 5):
-        print(proc.stderr, file=sys.stderr)
-        return proc.returncode
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    run = json.loads(proc.stdout)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        measured = measure([sys.executable, "-m", "egresslens.cli", "ingest", "files", *inputs, "--db", str(db),
+                            "--json", "--quiet"], out, err)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    ingest_s, peak_mib = measured["seconds"], measured["peak_rss_mib"]
+    if measured["exit"] not in (0, 5):
+        print(stderr, file=sys.stderr)
+        return measured["exit"]
+    run = json.loads(stdout)
     result = {
         "format": args.format, "layout": args.layout, "flow_events": summary["counts"]["flows"],
         "records_read": run["records_read"], "stored": run["stored"], "quarantined": run["quarantined"],
