@@ -275,3 +275,25 @@ def test_killed_run_resumes_with_exact_counts(tmp_path, compact):
     statuses = [r[0] for r in con.execute("SELECT status FROM ingest_runs ORDER BY run_id").fetchall()]
     con.close()
     assert statuses == ["interrupted", "completed"]
+
+
+def test_archive_blobs_are_read_hour_by_hour_across_every_path_given(tmp_path):
+    """`ingest files <one container> <another>` reads as `ingest files <their parent>`: hour by hour across
+    the categories, so each batch spans a short time and de-duplicates against a small slice of the store
+    (read container after container, a later category's batches would span the whole day already stored)."""
+    from egresslens.simulate import simulate_to_dir
+    from egresslens.sources.files import discover
+    from egresslens.sources.sniff import blob_hour
+
+    logs = tmp_path / "logs"
+    simulate_to_dir(logs, hours=3, events_per_hour=40, seed=1, fmt="structured")
+    containers = sorted(p for p in logs.iterdir() if p.is_dir())
+    assert len(containers) > 2
+    by_parent = [f for f in discover([logs]) if blob_hour(f.as_posix())]
+    by_container = discover(containers)
+    assert by_container == by_parent
+    hours = [blob_hour(f.as_posix()) for f in by_container]
+    assert hours == sorted(hours) and len(set(hours)) == 3
+    b, a = tmp_path / "b.jsonl", tmp_path / "a.jsonl"
+    b.write_text(RECORDS[0] + "\n"), a.write_text(RECORDS[1] + "\n")
+    assert discover([b, containers[0], a])[:2] == [b, a], "other files in the order given, before the archive"

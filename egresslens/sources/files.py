@@ -64,7 +64,9 @@ def _read_order(path: Path) -> tuple:
 
 
 def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
-    """Files under the given paths, recursively, in a stable order (archives hour by hour)."""
+    """Files under the given paths, recursively, in a stable order: archive blobs hour by hour across
+    all the paths (`ingest files container-a container-b` as `ingest files their-parent`), every other
+    file in the order given, a directory's by path."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -74,6 +76,8 @@ def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
             found.append(p)
         else:
             raise FileNotFoundError(f"no such file or directory: {p}")
+    hours = {f: blob_hour(f.as_posix()) for f in found}
+    found.sort(key=lambda f: (hours[f] is not None, hours[f] or 0))  # stable: ties keep the order above
     seen: set[Path] = set()  # a file named twice (a directory and a file in it) is read once
     return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
 
