@@ -57,10 +57,11 @@ class FileResult:
 
 
 def _read_order(path: Path) -> tuple:
-    """Archives are read hour by hour across their categories, so each batch spans a short time and
-    de-duplication looks at a small slice of the store (egresslens/ingest.py); other files by path."""
+    """Archives are read hour by hour across their categories and across every path given, so each batch
+    spans a short time and de-duplication looks at a small slice of the store (egresslens/ingest.py);
+    other files first. A stable sort: files of the same hour, and other files, keep the order found."""
     hour = blob_hour(path.as_posix())
-    return (hour is not None, hour, str(path))
+    return (hour is not None, hour)
 
 
 def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
@@ -70,14 +71,12 @@ def discover(paths: list[str | os.PathLike[str]]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted((f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")),
-                                key=_read_order))
+            found.extend(sorted((f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")), key=str))
         elif p.is_file():
             found.append(p)
         else:
             raise FileNotFoundError(f"no such file or directory: {p}")
-    hours = {f: blob_hour(f.as_posix()) for f in found}
-    found.sort(key=lambda f: (hours[f] is not None, hours[f] or 0))  # stable: ties keep the order above
+    found.sort(key=_read_order)
     seen: set[Path] = set()  # a file named twice (a directory and a file in it) is read once
     return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
 
