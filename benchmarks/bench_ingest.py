@@ -41,16 +41,13 @@ def main() -> int:
     gen_s = time.perf_counter() - t0
     inputs = [str(p) for p in logs.iterdir() if p.name not in ("truth.json", "policy.json")]
     size = sum(f.stat().st_size for p in map(Path, inputs) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        measured = measure([sys.executable, "-m", "egresslens.cli", "ingest", "files", *inputs, "--db", str(db),
-                            "--json", "--quiet"], out, err)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    measured = measure([sys.executable, "-m", "egresslens.cli", "ingest", "files", *inputs, "--db", str(db),
+                        "--json", "--quiet"])
     ingest_s, peak_mib = measured["seconds"], measured["peak_rss_mib"]
     if measured["exit"] not in (0, 5):
-        print(stderr, file=sys.stderr)
+        print(measured["stderr"], file=sys.stderr)
         return measured["exit"]
-    run = json.loads(stdout)
+    run = json.loads(measured["stdout"])
     result = {
         "format": args.format, "layout": args.layout, "flow_events": summary["counts"]["flows"],
         "records_read": run["records_read"], "stored": run["stored"], "quarantined": run["quarantined"],

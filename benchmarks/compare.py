@@ -67,14 +67,17 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def measure(cmd: list[str], stdout, stderr) -> dict:
-    """Run `cmd` to its end: its exit code, wall and CPU seconds and peak RSS in MiB, taken from outside it."""
+def measure(cmd: list[str], *, show_stderr: bool = False) -> dict:
+    """Run `cmd` to its end: its exit code, wall and CPU seconds and peak RSS in MiB, taken from outside it,
+    and what it wrote (`stdout`; `stderr`, unless `show_stderr` leaves it on this process's own)."""
     with tempfile.TemporaryDirectory() as tmp:
-        usage = Path(tmp) / "usage.json"
-        launcher = subprocess.run([sys.executable, "-c", LAUNCHER, str(usage), *cmd], stdout=stdout, stderr=stderr)
-        if not usage.exists():  # the launcher itself failed (it could not start `cmd`)
-            return {"exit": launcher.returncode or 1, "seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mib": 0.0}
-        return json.loads(usage.read_text())
+        usage, out, err = Path(tmp) / "usage.json", Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            launcher = subprocess.run([sys.executable, "-c", LAUNCHER, str(usage), *cmd], stdout=stdout,
+                                      stderr=None if show_stderr else stderr)
+        measured = (json.loads(usage.read_text()) if usage.exists() else  # else the launcher could not start `cmd`
+                    {"exit": launcher.returncode or 1, "seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mib": 0.0})
+        return {**measured, "stdout": out.read_text(), "stderr": None if show_stderr else err.read_text()}
 
 
 def dataset(cache: Path, rows: int, form: str) -> Path:
@@ -85,18 +88,16 @@ def dataset(cache: Path, rows: int, form: str) -> Path:
     if not done.exists():
         shutil.rmtree(out, ignore_errors=True)
         args = dict(hours=HOURS, events_per_hour=max(1, rows // HOURS), seed=1, fmt=fmt, layout=layout)
-        code = ("import json, sys; from datetime import datetime; from pathlib import Path; "
+        code = ("import json; from datetime import datetime; from pathlib import Path; "
                 "from egresslens.simulate import simulate_to_dir; "
                 f"s = simulate_to_dir(Path({str(out)!r}), start=datetime(2026, 3, 1), **{args!r}); "
                 "print(json.dumps(s['counts']))")
-        with tempfile.TemporaryFile("w+") as counts:
-            run = measure([sys.executable, "-c", code], counts, None)
-            counts.seek(0)
-            if run["exit"] != 0:
-                raise SystemExit(f"generating the {form} input failed (exit {run['exit']})")
-            for meta in ("truth.json", "policy.json"):  # not logs: keep them out of every contender's input
-                (out / meta).rename(cache / f"{rows}-{form}-{meta}")
-            done.write_text(counts.read().strip().splitlines()[-1])
+        run = measure([sys.executable, "-c", code], show_stderr=True)
+        if run["exit"] != 0:
+            raise SystemExit(f"generating the {form} input failed (exit {run['exit']})")
+        for meta in ("truth.json", "policy.json"):  # not logs: keep them out of every contender's input
+            (out / meta).rename(cache / f"{rows}-{form}-{meta}")
+        done.write_text(run["stdout"].strip().splitlines()[-1])
         print(f"generated {form} input for {rows:,} flow events in {run['seconds']:.0f} s "
               f"(simulator peak RSS {run['peak_rss_mib']:,.0f} MiB)", flush=True)
     return out
@@ -117,11 +118,8 @@ def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None
                f"sys.argv = ['egresslens', *{args!r}]; from egresslens.cli import app; app()"]
     else:
         cmd = [sys.executable, str(HERE / "compare_baselines.py"), name, form, str(data), str(db)]
-    with open(work / "stdout", "w+") as out, open(work / "stderr", "w+") as err:
-        measured = measure(cmd, out, err)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    code = measured.pop("exit")
+    measured = measure(cmd)
+    code, stdout, stderr = measured.pop("exit"), measured.pop("stdout"), measured.pop("stderr")
     if code not in (0, 5):  # 5: finished, some records quarantined (the simulator injects a few)
         # a contender that fails (pandas out of memory at 100M) is reported, and the run goes on
         last = (stderr.strip().splitlines() or [f"exit {code}"])[-1][:300]

@@ -17,10 +17,10 @@ def test_compare_times_every_contender_on_the_same_records(tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--rows", ROWS, "--cache", str(tmp_path / "cache"),
          "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(out.read_text())["results"]
+    written = json.loads(out.read_text())
+    results, rows = written["results"], written["flow_events"]
     assert {(r["form"], r["contender"]) for r in results} == {
         (f, c) for f in ("structured", "legacy", "csv") for c in ("egresslens", "duckdb", "pandas")}
-    rows = json.loads(out.read_text())["flow_events"]
     for form in ("structured", "legacy", "csv"):
         counts = {r["contender"]: r["records"] for r in results if r["form"] == form}
         assert counts["egresslens"] == counts["duckdb"] == counts["pandas"] > rows, (form, counts)  # + DNS, threats
@@ -41,14 +41,14 @@ def test_a_contenders_peak_rss_is_its_own_not_the_high_water_of_the_process_that
     compare = _compare()
     big = b"x" * 1024**3  # this process's high-water mark rises by 1 GiB, as the in-process simulator's did
     del big
-    with open(tmp_path / "out", "w") as out:
-        small = compare.measure([sys.executable, "-c", "pass"], out, None)
-        large = compare.measure([sys.executable, "-c", "b = b'x' * (300 * 1024**2)"], out, None)
+    small = compare.measure([sys.executable, "-c", "pass"])
+    large = compare.measure([sys.executable, "-c", "b = b'x' * (300 * 1024**2); print(len(b))"])
     assert small["exit"] == 0 and small["peak_rss_mib"] < 200, small
     assert 300 < large["peak_rss_mib"] < 600, large
     assert large["seconds"] >= large["cpu_seconds"] / 2 > 0  # two cores at most
-    with open(tmp_path / "out", "w") as out:
-        assert compare.measure([sys.executable, "-c", "raise SystemExit(7)"], out, None)["exit"] == 7
+    assert large["stdout"] == f"{300 * 1024**2}\n" and large["stderr"] == ""
+    failed = compare.measure([sys.executable, "-c", "import sys; sys.exit('no input')"])
+    assert failed["exit"] == 1 and failed["stderr"] == "no input\n"
 
 
 def test_a_contender_that_fails_is_reported_and_the_fastest_of_repeated_runs_is_kept(tmp_path):

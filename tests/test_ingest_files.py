@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from conftest import FIREWALL_ID, count_rows, legacy_record, rows
 from egresslens import store
-from egresslens.sources.files import detect_format, ingest_paths
+from egresslens.simulate import simulate_to_dir
+from egresslens.sources.files import detect_format, discover, ingest_paths
+from egresslens.sources.sniff import blob_hour
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORDS = (FIXTURES / "reference_records.jsonl").read_text().splitlines()
@@ -281,10 +283,6 @@ def test_archive_blobs_are_read_hour_by_hour_across_every_path_given(tmp_path):
     """`ingest files <one container> <another>` reads as `ingest files <their parent>`: hour by hour across
     the categories, so each batch spans a short time and de-duplicates against a small slice of the store
     (read container after container, a later category's batches would span the whole day already stored)."""
-    from egresslens.simulate import simulate_to_dir
-    from egresslens.sources.files import discover
-    from egresslens.sources.sniff import blob_hour
-
     logs = tmp_path / "logs"
     simulate_to_dir(logs, hours=3, events_per_hour=40, seed=1, fmt="structured")
     containers = sorted(p for p in logs.iterdir() if p.is_dir())
