@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fakes.loganalytics_server import FakeCredential, FakeLogAnalytics, fixture_tables  # noqa: E402
 
 from egresslens import store  # noqa: E402
-from egresslens.sources.loganalytics import Run, Settings, Target  # noqa: E402
+from egresslens import ingest  # noqa: E402
+from egresslens.sources.loganalytics import LogAnalyticsSource, Settings, Target  # noqa: E402
 
 WS = "11111111-2222-3333-4444-555555555555"
 
@@ -41,8 +42,9 @@ def main() -> None:
         for mode in ("raw", "summary"):
             con = store.connect_memory()
             t = time.perf_counter()
-            stats = Run(con, FakeCredential(), Target(workspace_id=WS), start=start, end=end, now=now, mode=mode,
-                        endpoint=fake.endpoint, settings=Settings()).run()
+            source = LogAnalyticsSource(FakeCredential(), Target(workspace_id=WS), start=start, end=end, now=now,
+                                        mode=mode, endpoint=fake.endpoint, settings=Settings())
+            stats = source.summary(ingest.run(con, source))
             secs = time.perf_counter() - t
             out[mode] = {"rows": stats.rows, "bytes": stats.bytes, "queries": stats.queries, "seconds": round(secs, 2),
                          "rows_per_s": round(stats.rows / secs), "stored": stats.counts.stored, "rollups": stats.rollups}

@@ -34,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from egresslens import store
-from egresslens.sources import files
+from egresslens import ingest
 
 STAGES = [  # (stage, pattern over the statement's first words), first match wins
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         con = TimedConnection(store.connect(args.db or Path(tmp) / "profile.duckdb"))
         started, cpu = time.perf_counter(), time.process_time()
-        counts, _, _ = files.ingest_paths(con, [args.input])
+        counts, _, _ = ingest.ingest_files(con, [args.input])
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         con.close()
     python = "Python (read, split, batch)"

@@ -49,14 +49,14 @@ def ingest_files(
     or some files skipped, 3 input missing, 6 another process holds the store, 130 interrupted (Ctrl-C;
     the next run resumes).
     """
+    from egresslens.ingest import ingest_files
     from egresslens.ingest import unknown_categories, unknown_categories_line
-    from egresslens.sources.files import ingest_paths
 
     con = open_store(db, wait=wait)
     bar, start = byte_progress("ingest", console, quiet=quiet or json_out)
     try:
         with bar:
-            counts, results, run_id = ingest_paths(con, paths, force=force, progress=start)
+            counts, results, run_id = ingest_files(con, paths, force=force, progress=start)
         unknown = unknown_categories(con, run_id)
     except FileNotFoundError as exc:
         raise fail(exc, exitcodes.INPUT_ERROR) from None

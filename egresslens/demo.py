@@ -72,7 +72,7 @@ def _report(con, db_path: Path, logs: Path, directory: Path, console: Console) -
 
 def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Console, progress) -> int:
     from egresslens.simulate import simulate_to_dir
-    from egresslens.sources.files import ingest_paths
+    from egresslens.ingest import ingest_files
 
     directory = Path(directory)
     logs = directory / "logs"
@@ -89,7 +89,7 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
         with bar:
             # truth.json and policy.json sit beside the log containers: they are not logs.
             containers = sorted(p for p in logs.iterdir() if p.is_dir())
-            counts, results, run_id = ingest_paths(con, containers, progress=start)
+            counts, results, run_id = ingest_files(con, containers, progress=start)
         console.print(f"[bold]2. ingest[/]: {len(results)} files, {counts.summary()} "
                       f"({time.perf_counter() - t1:.1f} s, {counts.read / max(time.perf_counter() - t1, 1e-9):,.0f} records/s)")
         console.print(_summary_table(con))

@@ -84,10 +84,10 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
     """Every configured ingest step, each incremental. IngestFailed (with its exit code) on the first failure."""
     done: list[str] = []
     if opts.files:
-        from egresslens.sources.files import ingest_paths
+        from egresslens.ingest import ingest_files
 
         try:
-            counts, results, run_id = ingest_paths(con, opts.files)
+            counts, results, run_id = ingest_files(con, opts.files)
         except FileNotFoundError as exc:
             raise IngestFailed(exitcodes.INPUT_ERROR, f"ingest of files failed: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - reported in one sentence, the report still written
@@ -98,24 +98,27 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
         from azure.identity import DefaultAzureCredential
 
         from egresslens.analyse import parse_duration
-        from egresslens.sources.loganalytics import LogAnalyticsError, Run, Target
+        from egresslens import ingest as pipeline
+        from egresslens.sources.loganalytics import LogAnalyticsError, LogAnalyticsSource, Target
 
         try:
-            run = Run(con, DefaultAzureCredential(), Target(workspace_id=opts.workspace_id),
-                      start=now - parse_duration(opts.since), now=now)
-            stats = run.run()
+            source = LogAnalyticsSource(DefaultAzureCredential(), Target(workspace_id=opts.workspace_id),
+                                        start=now - parse_duration(opts.since), now=now)
+            stats = source.summary(pipeline.run(con, source))
         except (LogAnalyticsError, ValueError) as exc:
             raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest from Log Analytics failed: {exc}") from None
         done.append(f"loganalytics: {stats.rows:,} rows in {stats.windows} windows "
                     f"({stats.windows_skipped} already done): {stats.counts.summary()}")
     if opts.account_url:
         from egresslens.analyse import parse_duration
-        from egresslens.sources.storage import StorageError, container_client, ingest_container, public_url
+        from egresslens import ingest as pipeline
+        from egresslens.sources.storage import StorageError, StorageSource, container_client, public_url
 
         for name in opts.containers:
             try:
                 with container_client(name, account_url=opts.account_url) as client:
-                    stats = ingest_container(con, client, None, since=parse_duration(opts.since), now=now)
+                    source = StorageSource(client, None, since=parse_duration(opts.since), now=now)
+                    stats = source.summary(pipeline.run(con, source))
             except StorageError as exc:
                 raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest of {public_url(opts.account_url)}/{name} "
                                                            f"failed: {exc}") from None

@@ -22,45 +22,16 @@ import json
 
 import duckdb
 
+from egresslens.azfw import (  # noqa: F401  (re-exported: the normaliser's vocabulary)
+    ENVELOPE_FIELDS, FAST_CATEGORIES, FLAT_FIELDS, LEGACY, LEGACY_CATEGORIES, STRUCTURED_FIELDS, STRUCTURED_TARGETS,
+)
 from egresslens.canonical import TARGETS_OF, _groups, canon_table, canonical_sql, structured_fields
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string as _lit
 from egresslens.schema import TABLES_BY_NAME
 
-# Column names a record may carry, in properties or at the top level.
-STRUCTURED_FIELDS = (
-    "Protocol SourceIp SourcePort DestinationIp DestinationPort Fqdn TargetUrl Url Action Policy "
-    "RuleCollectionGroup RuleCollection Rule ActionReason IsTlsInspected WebCategory "
-    "IsExplicitProxyRequest TranslatedIp TranslatedPort QueryId QueryType QueryClass QueryName "
-    "RequestSize DnssecOkBit EDNS0BufferSize ResponseCode ResponseFlags ResponseSize "
-    "RequestDurationSecs ErrorNumber ErrorMessage ThreatDescription SignatureId Description Severity "
-    "Error ServerIp ServerPort FlowRate Flag ApplicationRuleCount NetworkRuleCount NatRuleCount "
-    "IsDefaultRule"
-).split()
-# Storage / Event Hub envelope: columns under `properties`.
-ENVELOPE_FIELDS = "time category operationName resourceId".split()
-# Log Analytics rows (query API, exports): columns at the top level.
-FLAT_FIELDS = "TimeGenerated Type _ResourceId Resource msg_s".split()
 # DuckDB struct keys are case-insensitive, so these case variants are read by path instead.
 CASE_VARIANTS = ["$.Category", "$.ResourceId", "$.OperationName"]
-
-# Structured category or Log Analytics table name -> canonical target.
-STRUCTURED_TARGETS = {
-    "AZFWApplicationRule": "application",
-    "AZFWNetworkRule": "network",
-    "AZFWNatRule": "nat",
-    "AZFWDnsQuery": "dns",
-    "AZFWThreatIntel": "threat_intel",
-    "AZFWIdpsSignature": "idps",
-    "AZFWFqdnResolveFailure": "fqdn_failure",
-    "AZFWInternalFqdnResolutionFailure": "fqdn_failure",
-    "AZFWFatFlow": "fat_flow",
-    "AZFWFlowTrace": "flow_trace",
-    "AZFWApplicationRuleAggregation": "app_agg",
-    "AZFWNetworkRuleAggregation": "net_agg",
-    "AZFWNatRuleAggregation": "nat_agg",
-}
-LEGACY_CATEGORIES = ("AzureFirewallApplicationRule", "AzureFirewallNetworkRule", "AzureFirewallDnsProxy")
 
 from egresslens.legacy_grammar import (  # noqa: E402  the legacy msg_s grammars
     APP_GROUPS, APP_RE, DNS_ERR_GROUPS, DNS_ERR_RE, DNS_GROUPS, DNS_RE, IDS_GROUPS, IDS_RE, NAT_GROUPS, NAT_RE,
@@ -179,8 +150,6 @@ FROM stage WHERE log_format = 'legacy' AND target IS NOT NULL
 # Reason prefix for an AZFW category this version does not know (`ingest` sums them up per run).
 UNKNOWN_CATEGORY = "unknown Azure Firewall log category (newer than this EgressLens?): "
 
-# Readers mark a line that is not UTF-8 (bad bytes as \xNN) so it is quarantined, never repaired.
-INVALID_UTF8 = "\x00"
 
 _REJECTS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE stage_rejects AS
@@ -207,17 +176,10 @@ FROM stage s JOIN batch b USING (rid) WHERE s.target IS NULL
 # `"category":"<name>"` in its line (compact JSON, as Azure writes it); that is only a guess (log text is
 # attacker-controlled), so after parsing, `_confirmed` checks the record really is a compact envelope of
 # that category. A record it does not confirm takes the generic route, where every shape is understood.
-FAST_CATEGORIES = {
-    "flows": ("AZFWApplicationRule", "AZFWNetworkRule", "AZFWNatRule"),
-    "dns_queries": ("AZFWDnsQuery",),
-    "threats": ("AZFWThreatIntel", "AZFWIdpsSignature"),
-}
-
 _CATEGORY_TEXT = '"category":"%s"'
 UNCONFIRMED = "unconfirmed"
 # Legacy records (AzureFirewall* categories, the columns as text in properties.msg) are routed too:
 # their message text is read by the same grammars; only the parse of the record is narrower.
-LEGACY = "legacy"
 # (every legacy category starts with AzureFirewall: one test routes them all; `_legacy_stage_sql` checks)
 _ROUTE_SQL = (f"CREATE OR REPLACE TEMP TABLE batch_route AS SELECT rid, CASE WHEN contains(raw, "
               f"{_lit(_CATEGORY_TEXT.replace('%s', 'AzureFirewall').rstrip(chr(34)))}) THEN {_lit(LEGACY)} " + " ".join(

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from egresslens import store
-from egresslens.ingest import BATCH_SCHEMA, Ingestor
+from egresslens import ingest
+from egresslens.sources.batch import LINE_SCHEMA, Batch, Lines, Unit
 
 FIREWALL_ID = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000001/RESOURCEGROUPS/HUB/PROVIDERS/MICROSOFT.NETWORK/AZUREFIREWALLS/FW-HUB"
 
@@ -25,13 +26,27 @@ def legacy_record(msg: str, *, time: str = "2025-11-26T14:16:47.1397390Z", categ
                        "properties": {"msg": msg}, "resourceId": FIREWALL_ID, "time": time})
 
 
+class RecordsSource:
+    """A source that holds its records in memory: the smallest reader, one batch of lines."""
+
+    kind = "test"
+
+    def __init__(self, raws: list[str], source: str = "test"):
+        self.raws, self.description = raws, source
+
+    def discover(self, ctx):
+        return [Unit(self.description)]
+
+    def read(self, unit, ctx):
+        raws = self.raws
+        yield Batch(unit.key, Lines(pa.table({"source": [unit.key] * len(raws), "position": list(range(1, len(raws) + 1)),
+                                              "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws},
+                                             schema=LINE_SCHEMA)))
+
+
 def ingest_raw(con, raws: list[str], source: str = "test"):
     """Run raw record texts through the real ingest path; return the run's counts."""
-    batch = pa.table({"source": [source] * len(raws), "position": list(range(1, len(raws) + 1)),
-                      "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws}, schema=BATCH_SCHEMA)
-    ingestor = Ingestor(con, "test", source)
-    ingestor.ingest_lines(batch)
-    return ingestor.finish()
+    return ingest.run(con, RecordsSource(raws, source)).counts
 
 
 def count_rows(db, table: str) -> int:

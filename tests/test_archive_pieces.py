@@ -13,7 +13,7 @@ import pytest
 
 from egresslens import ingest, store
 from egresslens.simulate import simulate_to_dir
-from egresslens.sources import archive, files
+from egresslens.sources import archive
 from conftest import count_rows
 from test_fast_route import APP, HIVE, NET, _store_contents
 
@@ -45,8 +45,8 @@ def _progress(db: Path) -> list[tuple]:
 
 @pytest.fixture
 def small_pieces(monkeypatch):
-    monkeypatch.setattr(files, "ARCHIVE_FILE_BYTES", PIECE)
-    monkeypatch.setattr(files, "CHUNK_BYTES", BATCH)
+    monkeypatch.setenv("EGRESSLENS_ARCHIVE_FILE_BYTES", str(PIECE))
+    monkeypatch.setenv("EGRESSLENS_CHUNK_BYTES", str(BATCH))
 
 
 @pytest.fixture
@@ -54,14 +54,14 @@ def archive_reads(monkeypatch) -> list[dict]:
     """Every statement of DuckDB's archive reader, in order: the files it was given, and the progress
     committed for each file it took."""
     reads: list[dict] = []
-    real = ingest.Ingestor.ingest_archive
+    real = ingest.Pipeline.read_archive
 
-    def spy(self, paths, table, progress):
-        counts, got = real(self, paths, table, progress)
-        reads.append({"files": list(paths), "taken": [(paths[i], dict(progress[i])) for i in sorted(got)]})
-        return counts, got
+    def spy(self, paths, route, until):
+        got = real(self, paths, route, until)
+        reads.append({"files": list(paths), "taken": [(paths[i], vars(until[i])) for i in sorted(got)]})
+        return got
 
-    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
+    monkeypatch.setattr(ingest.Pipeline, "read_archive", spy)
     return reads
 
 
@@ -73,17 +73,17 @@ def pieces_read(reads: list[dict]) -> list[dict]:
 def _ingest(logs: Path, db: Path):
     con = store.connect(db)
     try:
-        return files.ingest_paths(con, [logs])
+        return ingest.ingest_files(con, [logs])
     finally:
         con.close()
 
 
 def _lines_only(logs: Path, db: Path, monkeypatch) -> None:
     """The directory ingested with every file read line by line."""
-    plan = archive.plan
-    monkeypatch.setattr(archive, "plan", lambda *a, **k: [])
+    route_of = archive.route_of
+    monkeypatch.setattr(archive, "route_of", lambda *a, **k: None)
     _ingest(logs, db)
-    monkeypatch.setattr(archive, "plan", plan)
+    monkeypatch.setattr(archive, "route_of", route_of)
 
 
 def both_ways(logs: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
@@ -146,7 +146,7 @@ def test_a_piece_that_cannot_be_copied_leaves_the_blob_to_the_line_reader(
     _blob(logs, 10, [_line(NET, i) for i in range(100)])
     nowhere = tmp_path / "no-such-directory"  # as a full disk would, the copy fails
     scratch = (nowhere / ".s.piece-0.json", nowhere / ".s.piece-1.json")
-    monkeypatch.setattr(archive, "_scratch_files", lambda ingestor: scratch)
+    monkeypatch.setattr(archive, "scratch_files", lambda ctx: scratch)
     ours, by_lines = both_ways(logs, tmp_path, monkeypatch)
     assert _store_contents(ours) == _store_contents(by_lines)
     assert _store_contents(ours)["run"] == [(100, 100, 0, 0)]
@@ -157,20 +157,20 @@ def test_a_run_stopped_mid_blob_resumes_after_its_last_piece(tmp_path, monkeypat
     logs = tmp_path / "logs"
     blob = _blob(logs, 10, [_line(NET, i) for i in range(300)])
     db = tmp_path / "s.duckdb"
-    real = ingest.Ingestor.ingest_archive  # the spy: every statement is in archive_reads
+    real = ingest.Pipeline.read_archive  # the spy: every statement is in archive_reads
 
-    def ctrl_c_at_the_third_piece(self, paths, table, progress):
+    def ctrl_c_at_the_third_piece(self, paths, route, until):
         if len(pieces_read(archive_reads)) == 2:
             raise KeyboardInterrupt
-        return real(self, paths, table, progress)
+        return real(self, paths, route, until)
 
-    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", ctrl_c_at_the_third_piece)
+    monkeypatch.setattr(ingest.Pipeline, "read_archive", ctrl_c_at_the_third_piece)
     with pytest.raises(KeyboardInterrupt):
         _ingest(logs, db)
     stopped_at = pieces_read(archive_reads)[-1]
     assert _progress(db) == [(str(blob.resolve()), blob.stat().st_size, stopped_at["records_done"],
                               stopped_at["offset_done"], False)]
-    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", real)
+    monkeypatch.setattr(ingest.Pipeline, "read_archive", real)
     counts, _, _ = _ingest(logs, db)
     resumed = pieces_read(archive_reads)[2]
     assert resumed["records_done"] > stopped_at["records_done"], "the second run read on in pieces"

@@ -103,7 +103,7 @@ def test_no_module_of_the_package_imports_itself_back_through_others():
 def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = _graph()
     # the CLI imports its commands lazily, inside functions
-    assert "egresslens.sources.files" in graph["egresslens.cli"]
+    assert "egresslens.ingest" in graph["egresslens.cli"]
     assert "egresslens.recommend.existing" in graph["egresslens.recommend.engine"]
 
 
@@ -111,3 +111,28 @@ def test_every_module_is_short_enough_to_read_in_one_sitting():
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (over {MAX_LINES} lines): {long}"
+
+
+# The data's path: sources -> ingest -> normalise/canonical -> store. A reader only reads: it never
+# writes the store, quarantines or saves progress (egresslens/ingest.py does, for every source).
+DOWNSTREAM = {"egresslens.ingest", "egresslens.store", "egresslens.load", "egresslens.stage",
+              "egresslens.normalise", "egresslens.canonical"}
+
+
+def test_no_source_imports_the_ingest_loop_the_normaliser_or_the_store():
+    graph = _graph()
+    sources = {name: deps for name, deps in graph.items() if name.startswith("egresslens.sources")}
+    assert len(sources) > 8
+    assert {name: sorted(deps & DOWNSTREAM) for name, deps in sources.items() if deps & DOWNSTREAM} == {}
+
+
+def test_the_store_is_written_by_the_ingest_loop_alone():
+    """Only the loop's writer (egresslens/load.py) writes the quarantine and the runs' and units' progress."""
+    writes = {}
+    for name, path in _modules().items():
+        text = path.read_text(encoding="utf-8")
+        hits = [t for t in ("INTO quarantine", "INTO ingest_sources", "INTO storage_blobs", "INTO ingest_runs",
+                            "UPDATE ingest_runs", "UPDATE quarantine") if t in text]
+        if hits:
+            writes[name] = hits
+    assert set(writes) == {"egresslens.load"}, writes

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egresslens import normalise, store
-from egresslens.ingest import register_tabular
+from egresslens.stage import register_tabular
 from egresslens.canonical import canon_table
 from egresslens.schema import EVENT_TABLES
 from egresslens.simulate import simulate_to_dir
@@ -312,24 +312,24 @@ def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dic
     """Ingest a directory as usual and with every file read line by line; return both stores' contents
     and the files DuckDB read whole."""
     from egresslens import ingest
-    from egresslens.sources import archive, files
+    from egresslens.sources import archive
 
     whole = []
-    real = ingest.Ingestor.ingest_archive
+    real = ingest.Pipeline.read_archive
 
-    def spy(self, paths, table, progress):
-        counts, taken = real(self, paths, table, progress)
+    def spy(self, paths, route, until):
+        taken = real(self, paths, route, until)
         whole.extend(paths[i] for i in taken)
-        return counts, taken
+        return taken
 
-    monkeypatch.setattr(ingest.Ingestor, "ingest_archive", spy)
+    monkeypatch.setattr(ingest.Pipeline, "read_archive", spy)
     results = []
-    for name, plan in (("archive", archive.plan), ("lines", lambda *a, **k: [])):
-        monkeypatch.setattr(archive, "plan", plan)
+    for name, route_of in (("archive", archive.route_of), ("lines", lambda *a, **k: None)):
+        monkeypatch.setattr(archive, "route_of", route_of)
         db = tmp_path / f"{name}.duckdb"
         con = store.connect(db)
         try:
-            files.ingest_paths(con, [directory])
+            ingest.ingest_files(con, [directory])
         finally:
             con.close()
         results.append(_store_contents(db))

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from conftest import FIREWALL_ID, count_rows, legacy_record, rows
 from egresslens import store
 from egresslens.simulate import simulate_to_dir
-from egresslens.sources.files import detect_format, discover, ingest_paths
+from egresslens.ingest import ingest_files
+from egresslens.sources.files import detect_format, discover
 from egresslens.sources.sniff import blob_hour
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,10 +29,10 @@ RECORDS = (FIXTURES / "reference_records.jsonl").read_text().splitlines()
 START = datetime(2026, 3, 2)
 
 
-def _ingest(db: Path, *paths, force=False):
+def _ingest(db: Path, *paths, force=False, limits=None):
     con = store.connect(db)
     try:
-        counts, results, run_id = ingest_paths(con, list(paths), force=force)
+        counts, results, run_id = ingest_files(con, list(paths), force=force, limits=limits)
         return counts
     finally:
         con.close()
@@ -104,9 +105,11 @@ def test_csv_named_after_its_table_needs_no_type_column(tmp_path):
 def test_csv_exports_in_one_run_each_quarantine_their_own_lines_at_their_positions(tmp_path, monkeypatch):
     """Two exports read in one run, each in several batches: every refused row and malformed line is
     quarantined once, under its own file, at its own line (rows are numbered across batches)."""
-    import egresslens.sources.files as files
+    from dataclasses import replace
 
-    monkeypatch.setattr(files, "CSV_BATCH_ROWS", 2)
+    from egresslens.sources.batch import Limits
+
+    parts = replace(Limits.from_env(), csv_rows=2)
     header = "TimeGenerated,Protocol,SourceIp,SourcePort,DestinationIp,DestinationPort,Action,#row"
     good = "2025-11-26T14:17:0{i},UDP,10.1.0.4,4000{i},91.189.91.157,123,Deny,x"
     exports = tmp_path / "exports"
@@ -120,7 +123,7 @@ def test_csv_exports_in_one_run_each_quarantine_their_own_lines_at_their_positio
     for name, text in lines.items():
         (exports / name).write_text("\n".join(text) + "\n")
     db = tmp_path / "s.duckdb"
-    counts = _ingest(db, exports)
+    counts = _ingest(db, exports, limits=parts)
     assert (counts.read, counts.stored, counts.quarantined) == (10, 7, 3)
     con = store.connect(db, read_only=True)
     quarantined = rows(con, "SELECT source, position, raw, reason FROM quarantine ORDER BY source, position")
@@ -129,7 +132,7 @@ def test_csv_exports_in_one_run_each_quarantine_their_own_lines_at_their_positio
         ("AZFWNetworkRule.csv", 6, lines["AZFWNetworkRule.csv"][5]), ("AZFWNetworkRule.csv", 7, "too,few"),
         ("network-2.csv", 2, "oops")]
     assert "port" in quarantined[0]["reason"] and "malformed CSV line" in quarantined[1]["reason"]
-    assert _ingest(db, exports, force=True).stored == 0
+    assert _ingest(db, exports, force=True, limits=parts).stored == 0
 
 
 def test_log_analytics_query_api_json(tmp_path):

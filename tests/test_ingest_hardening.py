@@ -22,7 +22,7 @@ from conftest import FIREWALL_ID, count_rows, ingest_raw, legacy_record, rows
 from egresslens import exitcodes, store
 from egresslens.cli import app
 from egresslens.sources import sniff
-from egresslens.sources.files import ingest_paths
+from egresslens.ingest import ingest_files
 from hostile import NON_IP_SOURCES
 
 runner = CliRunner()
@@ -184,12 +184,12 @@ def test_truncated_gzip_keeps_every_complete_record_and_the_next_run_goes_on(tmp
     (logs / "b.json").write_text(_net(9000) + "\n")
     db = tmp_path / "s.duckdb"
     con = store.connect(db)
-    counts, results, _ = ingest_paths(con, [logs])
+    counts, results, _ = ingest_files(con, [logs])
     assert 0 < complete < 5000
     assert (counts.stored, counts.quarantined) == (complete + 1, 1)
     assert "truncated" in results[0].problem
     (logs / "c.json").write_text(_net(9001) + "\n")  # the directory is not blocked: later files are read
-    counts, results, _ = ingest_paths(con, [logs])
+    counts, results, _ = ingest_files(con, [logs])
     con.close()
     assert (counts.read, counts.stored) == (1, 1)
     assert [r.fmt for r in results] == ["unchanged", "unchanged", "jsonl"]
@@ -202,7 +202,7 @@ def test_invalid_utf8_line_is_quarantined_with_its_bytes_shown_not_repaired(tmp_
     bad = _net(2).encode().replace(b"20.1.2.3", b"20.1.2.3\xff\xfe")
     path.write_bytes(_net(1).encode() + b"\n" + bad + b"\n" + _net(3).encode() + b"\n")
     con = store.connect(tmp_path / "s.duckdb")
-    counts, _, _ = ingest_paths(con, [path])
+    counts, _, _ = ingest_files(con, [path])
     q = rows(con, "SELECT position, raw, reason FROM quarantine")
     con.close()
     assert (counts.read, counts.stored, counts.quarantined) == (3, 2, 1)
@@ -215,11 +215,11 @@ def test_half_written_last_line_is_read_once_the_file_has_grown(tmp_path):
     third = _net(3)
     path.write_text(_net(1) + "\n" + _net(2) + "\n" + third[:40])
     con = store.connect(tmp_path / "s.duckdb")
-    counts, results, _ = ingest_paths(con, [path])
+    counts, results, _ = ingest_files(con, [path])
     assert (counts.stored, counts.quarantined) == (2, 0) and results[0].waiting
     with open(path, "a") as f:
         f.write(third[40:] + "\n")
-    counts, results, _ = ingest_paths(con, [path])
+    counts, results, _ = ingest_files(con, [path])
     assert (counts.read, counts.stored, counts.quarantined) == (1, 1, 0) and not results[0].waiting
     assert count_rows_in(con, "quarantine") == 0
     con.close()
@@ -229,9 +229,9 @@ def test_half_written_last_line_is_quarantined_once_the_file_stops_changing(tmp_
     path = tmp_path / "PT1H.json"
     path.write_text(_net(1) + "\n" + _net(2)[:40])
     con = store.connect(tmp_path / "s.duckdb")
-    first, _, _ = ingest_paths(con, [path])
-    second, _, _ = ingest_paths(con, [path])  # unchanged since: it will not grow any more
-    third, _, _ = ingest_paths(con, [path])
+    first, _, _ = ingest_files(con, [path])
+    second, _, _ = ingest_files(con, [path])  # unchanged since: it will not grow any more
+    third, _, _ = ingest_files(con, [path])
     con.close()
     assert (first.stored, first.quarantined) == (1, 0)
     assert (second.read, second.quarantined) == (1, 1)

@@ -10,7 +10,8 @@ from fakes.loganalytics_server import FakeCredential, FakeLogAnalytics, Fault, f
 
 from egresslens import store
 from egresslens.sources import kql
-from egresslens.sources.loganalytics import LogAnalyticsError, Run, Settings, Target
+from egresslens import ingest
+from egresslens.sources.loganalytics import LogAnalyticsError, LogAnalyticsSource, Settings, Target
 
 WS = "11111111-2222-3333-4444-555555555555"
 START = datetime(2025, 7, 1)
@@ -47,9 +48,9 @@ def con():
 
 def run(con, fake, *, settings=None, now=NOW, start=START, end=END, **kw):
     st = settings or Settings(backoff_base=0.001, window=timedelta(minutes=30))
-    r = Run(con, FakeCredential(), kw.pop("target", Target(workspace_id=WS)), start=start, end=end, now=now,
-            endpoint=fake.endpoint, settings=st, **kw)
-    return r.run()
+    source = LogAnalyticsSource(FakeCredential(), kw.pop("target", Target(workspace_id=WS)), start=start, end=end,
+                                now=now, endpoint=fake.endpoint, settings=st, **kw)
+    return source.summary(ingest.run(con, source))
 
 
 def total(tables, **filters) -> int:
@@ -197,20 +198,20 @@ def test_late_records_are_picked_up_once(con, fake, tables):
 # -- permanent errors ------------------------------------------------------------------------------
 
 def test_wrong_workspace_is_one_sentence(con, fake):
-    r = Run(con, FakeCredential(), Target(workspace_id="99999999-2222-3333-4444-555555555555"), start=START, end=END,
-            now=NOW, endpoint=fake.endpoint, settings=Settings(backoff_base=0.001))
+    r = LogAnalyticsSource(FakeCredential(), Target(workspace_id="99999999-2222-3333-4444-555555555555"), start=START,
+                           end=END, now=NOW, endpoint=fake.endpoint, settings=Settings(backoff_base=0.001))
     with pytest.raises(LogAnalyticsError, match=r"not found .*workspace ID") as exc:
-        r.run()
+        ingest.run(con, r)
     assert "\n" not in str(exc.value)
 
 
 def test_missing_table_and_bad_credential(con, fake):
     with pytest.raises(LogAnalyticsError, match="Table AZFWFatFlow does not exist"):
         run(con, fake, tables="AZFWFatFlow")
-    r = Run(con, FakeCredential("wrong"), Target(workspace_id=WS), start=START, end=END, now=NOW,
-            endpoint=fake.endpoint)
+    r = LogAnalyticsSource(FakeCredential("wrong"), Target(workspace_id=WS), start=START, end=END, now=NOW,
+                           endpoint=fake.endpoint)
     with pytest.raises(LogAnalyticsError, match="rejected the credential"):
-        r.run()
+        ingest.run(con, r)
 
 
 def test_permanent_error_keeps_completed_windows(con, fake, tables):

@@ -15,7 +15,8 @@ from fakes.loganalytics_server import (
 
 from egresslens import legacy_grammar, store
 from egresslens.sources import kql
-from egresslens.sources.loganalytics import LogAnalyticsError, Run, Settings, Target
+from egresslens import ingest
+from egresslens.sources.loganalytics import LogAnalyticsError, LogAnalyticsSource, Settings, Target
 
 WS = "11111111-2222-3333-4444-555555555555"
 START = datetime(2025, 7, 1)
@@ -42,9 +43,11 @@ def legacy():
 def run(data, *, mode, row_cap=500_000, **kw):
     con = store.connect_memory()
     with FakeLogAnalytics(WS, tables=dict(data), row_cap=row_cap) as fake:
-        stats = Run(con, FakeCredential(), Target(workspace_id=WS), start=START, end=END, now=NOW,
-                    endpoint=fake.endpoint, mode=mode,
-                    settings=Settings(backoff_base=0.001, window=timedelta(minutes=30), row_cap=row_cap), **kw).run()
+        source = LogAnalyticsSource(FakeCredential(), Target(workspace_id=WS), start=START, end=END, now=NOW,
+                                    endpoint=fake.endpoint, mode=mode,
+                                    settings=Settings(backoff_base=0.001, window=timedelta(minutes=30), row_cap=row_cap),
+                                    **kw)
+        stats = source.summary(ingest.run(con, source))
         templates = sorted({r.template for r in fake.requests})
     return con, stats, templates
 

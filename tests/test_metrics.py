@@ -7,12 +7,17 @@ from datetime import datetime, timedelta
 import pytest
 from fakes.loganalytics_server import FakeCredential, FakeLogAnalytics, metric_series
 
-from egresslens import store
-from egresslens.sources.metrics import METRICS, MetricsError, ingest_metrics
+from egresslens import ingest, store
+from egresslens.sources.metrics import METRICS, MetricsError, MetricsSource
 
 RID = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/hub/providers/"
        "Microsoft.Network/azureFirewalls/fw-hub")
 START = datetime(2025, 7, 1)
+
+
+def ingest_metrics(con, credential, resource_ids, **kw) -> dict:
+    source = MetricsSource(credential, resource_ids, **kw)
+    return source.summary(ingest.run(con, source))
 
 
 @pytest.fixture

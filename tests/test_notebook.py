@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from egresslens import store
 from egresslens.simulate import write, generate
-from egresslens.sources.files import ingest_paths
+from egresslens.ingest import ingest_files
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "drilldown.ipynb"
 
@@ -20,7 +20,7 @@ def test_drilldown_notebook_executes(tmp_path, monkeypatch):
     write(scenario, tmp_path / "logs", fmt="structured", layout="storage")
     db = tmp_path / "s.duckdb"
     con = store.connect(db)
-    ingest_paths(con, [p for p in (tmp_path / "logs").iterdir() if p.is_dir()])
+    ingest_files(con, [p for p in (tmp_path / "logs").iterdir() if p.is_dir()])
     con.close()
     monkeypatch.setenv("EGRESSLENS_DB", str(db))
     nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import FIREWALL_ID, ingest_raw, legacy_record, rows
 from egresslens import exitcodes, store
 from egresslens.cli import app
-from egresslens.sources.files import ingest_paths
+from egresslens.ingest import ingest_files
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 LOGS = REAL / "logs"
@@ -40,7 +40,7 @@ def corpus(tmp_path_factory):
     con = store.connect(db)
     counts = {}
     for name in EXPECTED_COUNTS:
-        c, results, _ = ingest_paths(con, [LOGS / name])
+        c, results, _ = ingest_files(con, [LOGS / name])
         assert not any(r.problem for r in results), results
         counts[name] = (c.read, c.stored, c.quarantined)
     yield con, counts
@@ -217,7 +217,7 @@ def test_quarantined_csv_row_shows_its_file_line_and_original_text(tmp_path):
              "2025-11-26T14:17:01Z,UDP,10.1.0.4,99999,91.189.91.157,123,Deny"]
     path.write_text("\n".join(lines) + "\n")
     con = store.connect(tmp_path / "s.duckdb")
-    ingest_paths(con, [path])
+    ingest_files(con, [path])
     q = _row(con, "SELECT position, raw FROM quarantine")
     con.close()
     assert q == {"position": 3, "raw": lines[2]}
@@ -230,7 +230,7 @@ def test_unknown_extra_columns_are_ignored_not_quarantined(tmp_path, con):
     path.write_text("TimeGenerated,Protocol,SourceIp,SourcePort,DestinationIp,DestinationPort,Action,SomeNewColumn\n"
                     "2025-11-26T14:17:00Z,UDP,10.1.0.4,40000,91.189.91.157,123,Deny,whatever\n")
     file_con = store.connect(tmp_path / "s.duckdb")
-    counts, _, _ = ingest_paths(file_con, [path])
+    counts, _, _ = ingest_files(file_con, [path])
     file_con.close()
     assert (counts.stored, counts.quarantined) == (1, 0)
     record = _structured("AZFWNetworkRule", Protocol="TCP", SourceIp="10.0.0.1", SourcePort=1, DestinationIp="10.1.0.1",

@@ -11,7 +11,7 @@ from egresslens.ingest import store_canonical_frames
 from egresslens.canonical import canonical_columns
 from egresslens.schema import DNS_QUERIES, FLOWS, THREATS
 from egresslens.simulate import generate, write
-from egresslens.sources.files import ingest_paths
+from egresslens.ingest import ingest_files
 
 START = datetime(2026, 3, 2, 0, 0)
 TABLES = (FLOWS, DNS_QUERIES, THREATS)
@@ -27,7 +27,7 @@ def _load(tmp_path, scenario, fmt: str, layout: str):
     write(scenario, out, fmt=fmt, layout=layout)
     con = store.connect(tmp_path / f"{fmt}-{layout}.duckdb")
     logs = [p for p in out.iterdir() if p.name not in ("truth.json", "policy.json")]
-    counts, _, _ = ingest_paths(con, logs)
+    counts, _, _ = ingest_files(con, logs)
     return con, counts
 
 

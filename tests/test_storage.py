@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 from egresslens import store
 from egresslens.cli import app
 from egresslens.simulate import generate, write
-from egresslens.sources.files import ingest_paths
+from egresslens.ingest import ingest_files
 from egresslens.sources.sniff import blob_hour
-from egresslens.sources.storage import HEAD_BYTES, container_client, ingest_container
+from egresslens import ingest
+from egresslens.sources.storage import HEAD_BYTES, StorageSource, container_client
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_DIR = Path(os.environ.get("EGRESSLENS_AZURITE_DIR", REPO / ".azurite"))
@@ -99,10 +100,11 @@ def container(azurite):
     client.close()
 
 
-def _run(db: Path, client, prefix=None, **kw):
+def _run(db: Path, client, prefix=None, *, force=False, progress=None, **kw):
     con = store.connect(db)
     try:
-        return ingest_container(con, client, prefix, **kw)
+        source = StorageSource(client, prefix, **kw)
+        return source.summary(ingest.run(con, source, force=force, progress=progress))
     finally:
         con.close()
 
@@ -150,7 +152,7 @@ def test_simulated_day_ingests_exactly_and_rerun_downloads_nothing(azurite, tmp_
     # the same tree through `ingest files` stores exactly the same events
     ref = tmp_path / "ref.duckdb"
     con = store.connect(ref)
-    files_counts, _, _ = ingest_paths(con, [tree])
+    files_counts, _, _ = ingest_files(con, [tree])
     con.close()
     assert sum(s.counts.stored for s in first) == files_counts.stored
     for table in ("flows", "dns_queries", "threats"):
@@ -345,11 +347,10 @@ def test_sas_url_works_and_is_never_printed(azurite, container, tmp_path):
 
 
 def test_killed_run_resumes_mid_blob_with_exact_counts(container, tmp_path, monkeypatch):
-    import egresslens.sources.files as files_mod
     import egresslens.sources.storage as storage_mod
 
     monkeypatch.setattr(storage_mod, "RANGE_BYTES", 4096)  # many ranges and batches per blob
-    monkeypatch.setattr(files_mod, "CHUNK_BYTES", 8192)
+    monkeypatch.setenv("EGRESSLENS_CHUNK_BYTES", "8192")
     for h in range(3):
         container.upload_blob(BLOB.format(h=h), _lines(range(2000 + 100 * h, 2100 + 100 * h)))
     db = tmp_path / "s.duckdb"

@@ -25,7 +25,7 @@ from egresslens.recommend import load_policy  # noqa: E402
 from egresslens.report import build_report, windows, write  # noqa: E402
 from egresslens.simulate import generate  # noqa: E402
 from egresslens.simulate import write as write_logs  # noqa: E402
-from egresslens.sources.files import ingest_paths  # noqa: E402
+from egresslens.ingest import ingest_files  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 WIDTH = 1200
@@ -52,7 +52,7 @@ def build(tmp: Path) -> Path:
     db = tmp / "egresslens.duckdb"
     con = store.connect(db)
     try:
-        ingest_paths(con, [p for p in logs.iterdir() if p.is_dir()])
+        ingest_files(con, [p for p in logs.iterdir() if p.is_dir()])
         fw = con.execute("SELECT any_value(firewall) FROM flows").fetchall()[0][0]
     finally:
         con.close()

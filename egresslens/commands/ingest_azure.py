@@ -102,7 +102,8 @@ def ingest_loganalytics(
 
     Exit codes: 0 done, 2 bad arguments, 4 Azure refused (credential, access, workspace, table), 5 some records quarantined.
     """
-    from egresslens.sources.loganalytics import LogAnalyticsError, Run, Settings, Target
+    from egresslens import ingest
+    from egresslens.sources.loganalytics import LogAnalyticsError, LogAnalyticsSource, Settings, Target
 
     if bool(workspace_id) == bool(resource_id):
         raise fail("give exactly one of --workspace-id or --resource-id", exitcodes.USAGE)
@@ -120,11 +121,12 @@ def ingest_loganalytics(
     con = open_store(db, wait=wait)
     bar, on_progress = _table_progress(quiet or json_out)
     try:
-        run = Run(con, default_credential(), Target(workspace_id=workspace_id, resource_id=resource_id, firewall=firewall),
-                  start=t0, end=t1, tables=tables, mode=mode, endpoint=endpoint, settings=settings,
-                  on_progress=on_progress)
+        source = LogAnalyticsSource(default_credential(), Target(workspace_id=workspace_id, resource_id=resource_id,
+                                                                 firewall=firewall),
+                                    start=t0, end=t1, tables=tables, mode=mode, endpoint=endpoint, settings=settings,
+                                    on_progress=on_progress)
         with bar:
-            stats = run.run()
+            stats = source.summary(ingest.run(con, source))
     except LogAnalyticsError as exc:
         raise fail(exc, exitcodes.REMOTE_ERROR) from None
     except ValueError as exc:
@@ -132,10 +134,10 @@ def ingest_loganalytics(
     except KeyboardInterrupt:
         raise _interrupted()
     else:
-        _print_unknown_categories(con, run.ingestor.run_id, json_out)
+        _print_unknown_categories(con, stats.run_id, json_out)
     finally:
         con.close()
-    summary = {"run_id": run.ingestor.run_id, "mode": mode, **stats.as_dict()}
+    summary = {"run_id": stats.run_id, "mode": mode, **stats.as_dict()}
     if json_out:
         print(json.dumps(summary))
     else:
@@ -158,8 +160,8 @@ def ingest_metrics(
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Firewall platform metrics (SNATPortUtilization, Throughput, rule hits, health) into `metrics` (needs Monitoring Reader)."""
-    from egresslens.sources.metrics import MetricsError
-    from egresslens.sources.metrics import ingest_metrics as run_metrics
+    from egresslens import ingest
+    from egresslens.sources.metrics import MetricsError, MetricsSource
 
     try:
         t0, t1 = time_range(since, start, end)
@@ -167,8 +169,10 @@ def ingest_metrics(
         raise fail(exc, exitcodes.USAGE) from None
     con = open_store(db, wait=wait)
     try:
-        out = run_metrics(con, default_credential(), resource_id, endpoint=endpoint, start=t0,
-                          end=t1 or datetime.now(timezone.utc).replace(tzinfo=None), granularity=timedelta(minutes=grain))
+        source = MetricsSource(default_credential(), resource_id, endpoint=endpoint, start=t0,
+                               end=t1 or datetime.now(timezone.utc).replace(tzinfo=None),
+                               granularity=timedelta(minutes=grain))
+        out = source.summary(ingest.run(con, source))
     except MetricsError as exc:
         raise fail(exc, exitcodes.REMOTE_ERROR) from None
     finally:
@@ -204,7 +208,8 @@ def ingest_storage(
     """
     from egresslens.analyse import parse_duration
     from egresslens.cliutil import byte_progress
-    from egresslens.sources.storage import StorageError, container_client, ingest_container, public_url
+    from egresslens import ingest
+    from egresslens.sources.storage import StorageError, StorageSource, container_client, public_url
 
     try:
         since_delta = parse_duration(since) if since else None
@@ -220,7 +225,8 @@ def ingest_storage(
     con = open_store(db, wait=wait)
     try:
         with bar, client:
-            stats = ingest_container(con, client, prefix, force=force, progress=start, since=since_delta)
+            source = StorageSource(client, prefix, since=since_delta)
+            stats = source.summary(ingest.run(con, source, force=force, progress=start))
     except StorageError as exc:
         raise fail(exc, exitcodes.REMOTE_ERROR) from None
     except KeyboardInterrupt:

@@ -5,8 +5,9 @@
 * Raw mode pages on **ingestion time** (`ingestion_time()`), half-open windows `[s, e)` on a fixed
   grid. A window whose result is partial (the service's row/size cap) or reaches the row cap is split
   in two until every piece is complete: a truncated result is never stored as done.
-* Each finished window is recorded in `ingest_sources`; the per-table watermark is the end of the
-  contiguous prefix of finished windows. The next run starts at the watermark, so records that
+* Each window is a unit: its rows reach the ingest loop as they arrive, and its progress once every
+  piece of it has (`ingest_sources`); the per-table watermark is the end of the contiguous prefix of
+  finished windows, committed with the rows of its table. The next run starts at the watermark, so records that
   arrive late (ingested after an earlier run, whatever their TimeGenerated) are picked up, and the
   deterministic `event_id` keeps every event stored once even when a window is read twice (a run
   killed mid-window, an overlap).
@@ -25,11 +26,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
+from collections.abc import Iterator
 
 import pyarrow as pa
 
-from egresslens.ingest import Counts, Ingestor
 from egresslens.sources import kql
+from egresslens.sources.batch import Batch, Context, Counts, Progress, Rollups, Rows, Unit
 from egresslens.sources.loganalytics_query import (  # noqa: F401 - re-exported for callers
     LogAnalyticsError,
     Querier,
@@ -60,6 +62,7 @@ _EPOCH = datetime(1970, 1, 1)
 
 @dataclass
 class Stats:
+    run_id: int = 0
     rows: int = 0
     windows: int = 0
     windows_skipped: int = 0
@@ -121,16 +124,18 @@ class _Window:
     parts: list[pa.Table] = field(default_factory=list)  # summary mode: merged when the window is done
 
 
-class Run:
-    """One `ingest loganalytics` run. Call `run()`; the DuckDB connection is used from this thread only."""
+class LogAnalyticsSource:
+    """`egresslens ingest loganalytics`: a workspace's (or one firewall's) tables over a time range, read in
+    windows (the units), several queries at a time. Read `summary(result)` after `ingest.run`."""
 
-    def __init__(self, con, credential, target: Target, *, start: datetime, end: datetime | None = None,
+    kind = "loganalytics"
+
+    def __init__(self, credential, target: Target, *, start: datetime, end: datetime | None = None,
                  tables: list[str] | str = "auto", mode: str = "raw", endpoint: str | None = None,
                  settings: Settings | None = None, now: datetime | None = None,
                  on_progress: Callable[[str, str, dict], None] | None = None):
         if mode not in ("raw", "summary"):
             raise ValueError("mode must be raw or summary")
-        self.con = con
         self.target = target
         self.settings = settings or Settings()
         self.mode = mode
@@ -143,12 +148,20 @@ class Run:
         self.querier = Querier(credential, target, endpoint=endpoint, settings=self.settings)
         self.stats = Stats()
         self.on_progress = on_progress or (lambda event, table, info: None)
-        self.ingestor: Ingestor | None = None
+        self.description = f"{target.scope} mode={mode} {_iso(self.t0)}..{_iso(self.t1)}"
         self._table_plan: dict[str, dict] = {}
-        self._buf: dict[str, list[pa.Table]] = {}
-        self._buf_rows = 0
-        self._marks: dict[str, list[dict]] = {}
         self._positions: dict[str, int] = {}
+        self._progress: dict = {}
+
+    def failure_message(self, exc: BaseException) -> str:
+        return str(exc) if isinstance(exc, LogAnalyticsError) else f"{type(exc).__name__}: {exc}"
+
+    def summary(self, result) -> Stats:
+        """The run's statistics, with the loop's counts (`ingest.run`'s result)."""
+        self.stats.run_id, self.stats.counts = result.run_id, result.counts
+        if self.mode == "summary":
+            self.stats.rollups = result.counts.stored
+        return self.stats
 
     # keys in ingest_sources
     def _key(self, table: str, *rest: str) -> str:
@@ -157,22 +170,22 @@ class Run:
     def _ingest_range(self) -> tuple[datetime, datetime]:
         return self.t0 - self.settings.ingest_margin, self.now - self.settings.ingestion_lag
 
-    def run(self) -> Stats:
-        sources = f"{self.target.scope} mode={self.mode} {_iso(self.t0)}..{_iso(self.t1)}"
-        self.ingestor = Ingestor(self.con, "loganalytics", sources)
+    def discover(self, ctx: Context) -> list[Unit]:
+        """The tables to read (found in the workspace, for `auto`) and their windows still to read."""
+        self._progress = ctx.progress
         try:
             tables = self._resolve_tables()
             self.stats.tables = tables
-            windows = self._plan(tables)
-            self._execute(windows)
-        except BaseException as exc:
-            msg = str(exc) if isinstance(exc, LogAnalyticsError) else f"{type(exc).__name__}: {exc}"
-            self.ingestor.finish("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", msg)
+            return [Unit(self._key(w.table, _iso(w.start), _iso(w.end)), ref=w) for w in self._plan(tables)]
+        except BaseException:
+            self.querier.close()
             raise
+
+    def read_all(self, units: list[Unit], ctx: Context) -> Iterator[Batch]:
+        try:
+            yield from self._execute([u.ref for u in units])
         finally:
             self.querier.close()
-        self.stats.counts = self.ingestor.finish()
-        return self.stats
 
     # -- tables --------------------------------------------------------------------------------------
     def _resolve_tables(self) -> list[str]:
@@ -221,17 +234,17 @@ class Run:
                 if names:
                     groups.append(("+".join(names), names))
         for table, templates in groups:
-            wm = self.ingestor.source_state(self._key(table, "watermark"))
+            wm = self._progress.get(self._key(table, "watermark"))
             if self.mode == "raw":
                 i0, i1 = self._ingest_range()
-                if wm and wm["size"] is not None and wm["size"] <= _us(self.t0):
-                    i0 = max(i0, _from_us(wm["offset_done"]))
+                if wm and wm.size is not None and wm.size <= _us(self.t0):
+                    i0 = max(i0, _from_us(wm.offset_done))
                 step = st.window
             else:
                 i0 = _floor(self.t0, timedelta(hours=1))
                 i1 = self.t1
-                if wm and wm["size"] is not None and wm["size"] <= _us(self.t0):
-                    i0 = max(i0, _floor(_from_us(wm["offset_done"]) - st.summary_lookback, timedelta(hours=1)))
+                if wm and wm.size is not None and wm.size <= _us(self.t0):
+                    i0 = max(i0, _floor(_from_us(wm.offset_done) - st.summary_lookback, timedelta(hours=1)))
                 step = st.summary_window
             if self.mode == "raw":
                 # a dense grid where records of the range arrive; one tail window for the rare late ones
@@ -242,8 +255,8 @@ class Run:
                 spans = grid(i0, i1, step)
             planned = []
             for s, e in spans:
-                done = self.ingestor.source_state(self._key(table, _iso(s), _iso(e)))
-                if done and done["complete"] and self.mode == "raw":
+                done = self._progress.get(self._key(table, _iso(s), _iso(e)))
+                if done and done.complete and self.mode == "raw":
                     self.stats.windows_skipped += 1
                     continue
                 planned.append(_Window(table, s, e, pieces_open=len(templates), templates=templates))
@@ -262,7 +275,11 @@ class Run:
             span = (s, e)
         return self.querier.run(q, span, what=f"{tpl or w.table} {_iso(s)}..{_iso(e)}")
 
-    def _execute(self, windows: list[_Window]) -> None:
+    def _execute(self, windows: list[_Window]) -> Iterator[Batch]:
+        """Run the windows' queries, at most max_concurrency at once, splitting a capped window in two until
+        every piece is complete; a batch for each piece's rows and for each finished window's progress. A
+        permanent failure stops new queries: the pieces under way finish and are handed over, then it is
+        raised."""
         st = self.settings
         pending: dict[Future, tuple[_Window, datetime, datetime, str]] = {}
         queue: deque[tuple[_Window, datetime, datetime, str]] = deque(
@@ -282,7 +299,7 @@ class Run:
                         w, s, e, tpl = pending.pop(fut)
                         try:
                             res = fut.result()
-                        except BaseException as exc:  # permanent: stop submitting, store what finished
+                        except BaseException as exc:  # permanent: stop submitting, hand over what finished
                             if failure is None:
                                 failure = exc
                             continue
@@ -301,18 +318,17 @@ class Run:
                             queue.appendleft((w, s, mid, tpl))
                             self.on_progress("split", w.table, {"start": s, "end": e})
                             continue
-                        self._store_piece(w, s, e, res, tpl)
+                        yield from self._piece(w, res, tpl)
                         w.pieces_open -= 1
                         if w.pieces_open == 0:
-                            self._finish_window(w)
+                            yield self._finish_window(w)
+                            self.on_progress("window", w.table, {"rows": w.rows})
                     if failure is not None and not pending:
                         break
             except BaseException:
                 for f in pending:
                     f.cancel()
                 raise
-            finally:
-                self._flush()  # finished windows are stored whatever stops the run
         if failure is not None:
             raise failure
 
@@ -325,7 +341,10 @@ class Run:
         if res.retries:
             self.on_progress("retry", table or "", {"retries": res.retries})
 
-    def _store_piece(self, w: _Window, s: datetime, e: datetime, res: QueryResult, tpl: str = "") -> None:
+    def _source(self, table: str) -> str:
+        return f"loganalytics:{self.target.scope}:{table}"
+
+    def _piece(self, w: _Window, res: QueryResult, tpl: str = "") -> Iterator[Batch]:
         n = res.table.num_rows if res.table is not None else 0
         w.rows += n
         self.stats.rows += n
@@ -333,17 +352,17 @@ class Run:
         if res.table is None or n == 0:
             return
         if self.mode == "raw":
-            self._buf.setdefault(w.table, []).append(res.table)
-            self._buf_rows += n
+            offset = self._positions.get(w.table, 0)
+            self._positions[w.table] = offset + n
+            yield Batch(self._source(w.table), Rows(res.table, w.table, offset), bytes=res.bytes)
         else:
             fmt = "legacy" if tpl.endswith("_legacy") else "structured"
             w.parts.append(res.table.append_column("Format", pa.array([fmt] * n, pa.string())))
         self.on_progress("rows", w.table, {"rows": n})
 
-    def _finish_window(self, w: _Window) -> None:
-        st = self.settings
-        progress = [dict(source=self._key(w.table, _iso(w.start), _iso(w.end)), size=None, mtime_ns=None,
-                         records_done=w.rows, offset_done=0, complete=True)]
+    def _finish_window(self, w: _Window) -> Batch:
+        """The window's progress, and the table's new watermark when the finished windows now reach further."""
+        progress = [Progress(self._key(w.table, _iso(w.start), _iso(w.end)), records_done=w.rows, complete=True)]
         plan = self._table_plan[w.table]
         plan.setdefault("done", set()).add((w.start, w.end))
         prefix_end = None  # end of the contiguous prefix of finished windows: the new watermark
@@ -353,36 +372,17 @@ class Run:
             prefix_end = pw.end
         if prefix_end is not None and prefix_end != plan.get("watermark"):
             plan["watermark"] = prefix_end
-            old = self.ingestor.source_state(self._key(w.table, "watermark"))
-            coverage = min(old["size"], _us(self.t0)) if old and old["size"] is not None else _us(self.t0)
-            progress.append(dict(source=self._key(w.table, "watermark"), size=coverage, mtime_ns=None,
-                                 records_done=0, offset_done=_us(prefix_end), complete=False))
-        if self.mode == "raw":
-            self._marks.setdefault(w.table, []).extend(progress)
-            if self._buf_rows >= st.batch_rows:
-                self._flush()
-        else:
-            self.stats.rollups += store_rollups(self.con, self.ingestor.run_id, w, progress,
-                                                firewall=self.target.firewall or self.target.resource_id)
+            old = self._progress.get(self._key(w.table, "watermark"))
+            coverage = min(old.size, _us(self.t0)) if old and old.size is not None else _us(self.t0)
+            progress.append(Progress(self._key(w.table, "watermark"), size=coverage, offset_done=_us(prefix_end)))
         self.stats.windows += 1
-        self.on_progress("window", w.table, {"rows": w.rows})
-
-
-    def _flush(self) -> None:
-        """Store buffered raw rows per table, committing the finished windows' progress with them."""
-        for table in sorted(set(self._buf) | set(self._marks)):
-            parts = [t for t in self._buf.pop(table, []) if t.num_rows]
-            marks = self._marks.pop(table, [])
-            if parts:
-                batch = pa.concat_tables(parts, promote_options="permissive")
-                offset = self._positions.get(table, 0)
-                self._positions[table] = offset + batch.num_rows
-                self.ingestor.ingest_rows(batch, source=f"loganalytics:{self.target.scope}:{table}",
-                                          log_table=table, position_offset=offset, progress=marks or None)
-            else:
-                for p in marks:
-                    self.ingestor.mark_source(**p)
-        self._buf_rows = 0
+        if self.mode == "raw":  # committed with the table's rows
+            return Batch(self._source(w.table), Rows(pa.table({}), w.table, self._positions.get(w.table, 0)),
+                         until=progress)
+        kind = SUMMARY_TEMPLATES[w.templates[0]][1]
+        parts, w.parts = tuple(w.parts), []
+        return Batch(self._key(w.table), Rollups(kind, w.start, w.end, self.target.firewall or self.target.resource_id,
+                                                 parts), until=progress, gather=False)
 
 
 def _split_point(s: datetime, e: datetime) -> datetime:
@@ -397,96 +397,3 @@ def _listify(v) -> list[str]:
     if isinstance(v, str):
         return [t.strip() for t in v.split(",") if t.strip()]
     return list(v)
-
-
-# -- rollups -------------------------------------------------------------------------------------
-
-_FLOW_ROLLUP_SQL = """
-SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(kind, ''), coalesce(protocol, ''),
-           coalesce(source_ip, ''), coalesce(destination_ip, ''), coalesce(destination_fqdn, ''),
-           coalesce(destination_port::VARCHAR, ''), coalesce(action, ''), coalesce(action_reason, ''),
-           coalesce(policy, ''), coalesce(rule_collection_group, ''), coalesce(rule_collection, ''),
-           coalesce(rule, ''))) AS rollup_id, *
-FROM (
-  SELECT date_trunc('hour', try_cast("Hour" AS TIMESTAMPTZ)::TIMESTAMP) AS hour,
-         lower(nullif("Firewall", '')) AS firewall, nullif("Kind", '') AS kind,
-         upper(nullif("Protocol", '')) AS protocol, nullif("SourceIp", '') AS source_ip,
-         nullif("DestinationIp", '') AS destination_ip,
-         lower(rtrim(nullif("DestinationFqdn", ''), '.')) AS destination_fqdn,
-         -- canonical as in egresslens/normalise.py: ICMP and port 0 mean no port, 'Default Action' for a
-         -- deny without rule or reason (the KQL does this too; here it holds whatever the workspace sent)
-         CASE WHEN upper("Protocol") = 'ICMP' THEN NULL
-              ELSE nullif(try_cast(nullif("DestinationPort", '') AS INTEGER), 0) END AS destination_port,
-         CASE lower("Action") WHEN 'allow' THEN 'Allow' WHEN 'deny' THEN 'Deny' WHEN 'dnat' THEN 'DNAT'
-              ELSE nullif("Action", '') END AS action,
-         CASE WHEN lower("Action") = 'deny' AND nullif(trim("Rule"), '') IS NULL
-                   AND nullif(rtrim(trim("ActionReason"), '. '), '') IS NULL THEN 'Default Action'
-              ELSE nullif(rtrim(trim("ActionReason"), '. '), '') END AS action_reason,
-         nullif(trim("Policy"), '') AS policy, nullif(trim("RuleCollectionGroup"), '') AS rule_collection_group,
-         nullif(trim("RuleCollection"), '') AS rule_collection, nullif(trim("Rule"), '') AS rule,
-         sum(try_cast("Hits" AS BIGINT))::BIGINT AS hits,
-         min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
-         max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,
-         ?::BIGINT AS ingest_run_id
-  FROM rollup_parts GROUP BY ALL
-)
-"""
-
-_DNS_ROLLUP_SQL = """
-SELECT md5(concat_ws(chr(31), hour::VARCHAR, coalesce(firewall, ''), coalesce(source_ip, ''),
-           coalesce(query_name, ''), coalesce(query_type, ''), coalesce(response_code, ''))) AS rollup_id, *
-FROM (
-  SELECT date_trunc('hour', try_cast("Hour" AS TIMESTAMPTZ)::TIMESTAMP) AS hour,
-         lower(nullif("Firewall", '')) AS firewall, nullif("SourceIp", '') AS source_ip,
-         lower(rtrim(nullif("QueryName", ''), '.')) AS query_name, nullif(upper(rtrim("QueryType", ':')), '') AS query_type,
-         nullif(upper("ResponseCode"), '') AS response_code,
-         sum(try_cast("Queries" AS BIGINT))::BIGINT AS queries, sum(try_cast("Errors" AS BIGINT))::BIGINT AS errors,
-         -- failed lookups have no duration: an all-failed group has none, whatever sum() of no values gives
-         CASE WHEN sum(try_cast("Queries" AS BIGINT)) > sum(try_cast("Errors" AS BIGINT))
-              THEN sum(try_cast("TotalDurationS" AS DOUBLE)) END AS total_duration_s,
-         max(try_cast("MaxDurationS" AS DOUBLE)) AS max_duration_s,
-         min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
-         max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,
-         ?::BIGINT AS ingest_run_id
-  FROM rollup_parts GROUP BY ALL
-)
-"""
-
-
-def store_rollups(con, run_id: int, w: _Window, progress: list[dict], *, firewall: str | None) -> int:
-    """Replace the rollups of the window's hours with the merged pieces, in one transaction."""
-    kind = SUMMARY_TEMPLATES[w.templates[0]][1] if w.templates[0] else w.table.split("+")[0].removesuffix("_legacy")
-    target, sql = ("flow_rollups", _FLOW_ROLLUP_SQL) if kind == "flows" else ("dns_rollups", _DNS_ROLLUP_SQL)
-    parts = [p for p in w.parts if p.num_rows]
-    fw_filter = " AND firewall = ?" if firewall else ""
-    fw_params = [firewall.lower()] if firewall else []
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"DELETE FROM {target} WHERE hour >= ? AND hour < ?{fw_filter}", [w.start, w.end, *fw_params])
-        inserted = 0
-        if parts:
-            con.register("rollup_all", pa.concat_tables(parts, promote_options="permissive"))
-            # a firewall that logs both ways in an hour (two diagnostic settings) is counted once: from its
-            # structured tables
-            con.execute("""CREATE OR REPLACE TEMP VIEW rollup_parts AS
-                SELECT * FROM rollup_all a WHERE coalesce("Format", 'structured') = 'structured' OR NOT EXISTS (
-                    SELECT 1 FROM rollup_all b WHERE coalesce(b."Format", 'structured') = 'structured'
-                    AND lower(b."Firewall") IS NOT DISTINCT FROM lower(a."Firewall")
-                    AND try_cast(b."Hour" AS TIMESTAMPTZ) = try_cast(a."Hour" AS TIMESTAMPTZ))""")
-            try:
-                inserted = con.execute(f"INSERT INTO {target} {sql}", [run_id]).fetchall()[0][0]
-            finally:
-                con.execute("DROP VIEW IF EXISTS rollup_parts")
-                con.unregister("rollup_all")
-        for p in progress:
-            con.execute("DELETE FROM ingest_sources WHERE source = ?", [p["source"]])
-            con.execute("INSERT INTO ingest_sources VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-                        [p["source"], p["size"], p["mtime_ns"], p["records_done"], p["offset_done"], p["complete"]])
-        con.execute("UPDATE ingest_runs SET records_read = records_read + ?, stored = stored + ? WHERE run_id = ?",
-                    [inserted, inserted, run_id])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    w.parts = []
-    return inserted

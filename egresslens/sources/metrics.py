@@ -8,9 +8,12 @@ and 5xx; credentials and access problems become `MetricsError` with one sentence
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+
+from egresslens.sources.batch import Batch, Context, MetricPoints, Unit
 
 NAMESPACE = "Microsoft.Network/azureFirewalls"
 # metric -> (aggregations, dimension filter)
@@ -107,39 +110,31 @@ def fetch(credential, resource_ids: list[str], *, endpoint: str, start: datetime
     return table, calls
 
 
-def store(con, table: pa.Table, run_id: int | None = None) -> int:
-    """Insert/replace metric points; returns the number of points stored."""
-    con.register("metric_points", table)
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("""CREATE OR REPLACE TEMP TABLE metric_batch AS
-                SELECT md5(concat_ws(chr(31), firewall, metric, coalesce(dimension, ''), time::VARCHAR)) AS metric_id, *
-                FROM metric_points QUALIFY row_number() OVER (PARTITION BY metric_id) = 1""")
-            con.execute("DELETE FROM metrics WHERE metric_id IN (SELECT metric_id FROM metric_batch)")
-            n = con.execute("""INSERT INTO metrics SELECT metric_id, time, firewall, metric, dimension, unit, grain_s,
-                average, minimum, maximum, total, count, ? FROM metric_batch""", [run_id]).fetchall()[0][0]
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.unregister("metric_points")
-    return n
+class MetricsSource:
+    """`egresslens ingest metrics`: the firewalls' platform metrics over a time range, one unit (the
+    points replace those already stored for their times). Read `summary(result)` after `ingest.run`."""
 
+    kind = "metrics"
 
-def ingest_metrics(con, credential, resource_ids: list[str], *, endpoint: str, start: datetime, end: datetime,
-                   granularity: timedelta = timedelta(minutes=1)) -> dict:
-    from egresslens.ingest import Ingestor
+    def __init__(self, credential, resource_ids: list[str], *, endpoint: str, start: datetime, end: datetime,
+                 granularity: timedelta = timedelta(minutes=1)):
+        self.credential, self.resource_ids, self.endpoint = credential, resource_ids, endpoint
+        self.start, self.end, self.granularity = start, end, granularity
+        self.description = " ".join(resource_ids)
+        self.calls, self.metrics = 0, []
 
-    ingestor = Ingestor(con, "metrics", " ".join(resource_ids))
-    try:
-        table, calls = fetch(credential, resource_ids, endpoint=endpoint, start=start, end=end, granularity=granularity)
-        n = store(con, table, ingestor.run_id)
-    except BaseException as exc:
-        ingestor.finish("failed", str(exc))
-        raise
-    con.execute("UPDATE ingest_runs SET records_read = ?, stored = ? WHERE run_id = ?", [n, n, ingestor.run_id])
-    ingestor.finish()
-    return {"run_id": ingestor.run_id, "points": n, "calls": calls,
-            "metrics": sorted(set(table.column("metric").to_pylist()))}
+    def failure_message(self, exc: BaseException) -> str:
+        return str(exc)
+
+    def discover(self, ctx: Context) -> list[Unit]:
+        return [Unit("metrics|" + "|".join(r.lower() for r in self.resource_ids))]
+
+    def read_all(self, units: list[Unit], ctx: Context) -> Iterator[Batch]:
+        for unit in units:
+            table, self.calls = fetch(self.credential, self.resource_ids, endpoint=self.endpoint, start=self.start,
+                                      end=self.end, granularity=self.granularity)
+            self.metrics = sorted(set(table.column("metric").to_pylist()))
+            yield Batch(unit.key, MetricPoints(table), gather=False)
+
+    def summary(self, result) -> dict:
+        return {"run_id": result.run_id, "points": result.counts.stored, "calls": self.calls, "metrics": self.metrics}

@@ -13,7 +13,7 @@ import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from egresslens.normalise import FLAT_FIELDS, STRUCTURED_FIELDS
+from egresslens.azfw import FLAT_FIELDS, STRUCTURED_FIELDS
 
 SNIFF_BYTES = 64 << 10
 # A CSV export's header names at least one of these (compared case-insensitively, `[UTC]` suffixes dropped).
@@ -31,6 +31,7 @@ class GzipStream(io.RawIOBase):
         self.fileobj = raw  # the compressed file: its position measures progress
         self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
         self._buf = b""
+        self._pending = b""  # compressed bytes read but not yet decompressed
         self._done = False
         self.torn: str | None = None
 
@@ -38,8 +39,10 @@ class GzipStream(io.RawIOBase):
         return True
 
     def _fill(self, want: int) -> None:
+        """Decompress until `want` bytes are buffered (or the end): never much more, whatever the ratio (a
+        few KB of gzip can expand to gigabytes)."""
         while len(self._buf) < want and not self._done:
-            chunk = self.fileobj.read(1 << 20)
+            chunk, self._pending = self._pending or self.fileobj.read(1 << 20), b""
             try:
                 if not chunk:
                     self._buf += self._z.flush()
@@ -47,11 +50,11 @@ class GzipStream(io.RawIOBase):
                     if not self._z.eof:
                         self.torn = "gzip stream ends before its end marker (truncated file)"
                     return
-                self._buf += self._z.decompress(chunk)
-                while self._z.eof and self._z.unused_data:  # next member of a concatenated gzip
-                    rest = self._z.unused_data
+                self._buf += self._z.decompress(chunk, max(want - len(self._buf), 1 << 16))
+                self._pending = self._z.unconsumed_tail
+                if self._z.eof and self._z.unused_data:  # next member of a concatenated gzip
+                    self._pending = self._z.unused_data
                     self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                    self._buf += self._z.decompress(rest)
             except zlib.error as exc:
                 self._done = True
                 self.torn = f"gzip data is corrupt from here on ({exc})"
@@ -113,14 +116,17 @@ def why_not_a_log(path: Path) -> str | None:
     return None
 
 
-def detect_format(path: Path) -> str:
-    """`jsonl`, `json` (one document), `csv`, or `empty`, from the first non-blank line."""
+def detect_format(path: Path, line_bytes: int = 16 << 20) -> str:
+    """`jsonl`, `json` (one document), `csv`, or `empty`, from the first non-blank line (read up to
+    `line_bytes`, the longest record: a longer first line is a record the line reader refuses)."""
     with open_log(path) as f:
         first = b""
         while not first.strip():
-            line = f.readline(1 << 28)  # a whole Event Hub body can be one long line
+            line = f.readline(line_bytes + 1)  # a whole Event Hub body can be one long line
             if not line:
                 return "empty"
+            if len(line) > line_bytes:
+                return "jsonl"
             first = line
         complete = first.endswith(b"\n") or not f.read(1)
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").strip()

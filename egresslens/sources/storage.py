@@ -13,8 +13,10 @@ growing, so each blob is read with ranged GETs from the byte offset committed by
   already a complete JSON record or the blob has not changed for `settle` (then it is final and, if
   broken, quarantined).
 
-Rows are committed in batches of about CHUNK_BYTES together with each blob's progress (ingest_sources),
-so a run killed at any point resumes with no gap and no duplicate. Memory stays at a few ranges.
+Each blob is a unit; its lines reach the ingest loop in batches with the blob's progress and fingerprint
+(committed together, so a run killed at any point resumes with no gap and no duplicate). Memory stays at
+a few ranges. A whole-document or gzip blob is spooled to a scratch file and read as `ingest files` reads
+a file.
 """
 
 from __future__ import annotations
@@ -22,25 +24,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-from egresslens.ingest import Counts, Ingestor
 from egresslens.sources.azure_errors import cause, redact
-from egresslens.sources.files import LineBatcher, _split_lines, jsonl_chunks, read_json_document
-from egresslens.sources.sniff import blob_hour, detect_format, json_complete
+from egresslens.sources.batch import Batch, Context, Counts, Lines, Progress, Unit
+from egresslens.sources.files import read_file
+from egresslens.sources.lines import Splitter
+from egresslens.sources.sniff import blob_hour, json_complete
 
 # One ranged GET per RANGE_BYTES: a single request each (below the SDK's 32 MiB single-GET size).
 RANGE_BYTES = int(os.environ.get("EGRESSLENS_BLOB_RANGE_BYTES", 8 << 20))
 HEAD_BYTES = 1024  # fingerprint of a blob's start, to tell an append from a rewrite
 PREFETCH = 4  # ranged GETs in flight (bounded memory: PREFETCH x RANGE_BYTES)
-DOCUMENT_MAX = 512 << 20  # whole-document blobs (pre-2018, gzip) are spooled to a temp file
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -183,47 +184,6 @@ def _ns(t: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
-def _states(con, key_prefix: str) -> tuple[dict[str, dict], dict[str, dict]]:
-    progress = {r[0]: {"size": r[1], "mtime_ns": r[2], "records_done": r[3], "offset_done": r[4], "complete": r[5]}
-                for r in con.execute(
-                    "SELECT source, size, mtime_ns, records_done, offset_done, complete FROM ingest_sources "
-                    "WHERE starts_with(source, ?)", [key_prefix]).fetchall()}
-    meta = {r[0]: {"etag": r[1], "fmt": r[2], "head_len": r[3], "head_md5": r[4]}
-            for r in con.execute("SELECT source, etag, fmt, head_len, head_md5 FROM storage_blobs "
-                                 "WHERE starts_with(source, ?)", [key_prefix]).fetchall()}
-    return progress, meta
-
-
-class _Batcher(LineBatcher):
-    """LineBatcher that also writes the blobs' fingerprints (etag, start) after each batch, in one
-    transaction: they only decide what to re-check, so they need not be atomic with the rows."""
-
-    def __init__(self, ingestor: Ingestor):
-        super().__init__(ingestor)
-        self.meta: dict[str, dict] = {}
-
-    def flush(self) -> Counts:
-        counts = super().flush()
-        self.write_meta()
-        return counts
-
-    def write_meta(self) -> None:
-        if not self.meta:
-            return
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        con = self.ingestor.con
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.executemany("INSERT OR REPLACE INTO storage_blobs VALUES (?, ?, ?, ?, ?, ?)",
-                            [[k, m.get("etag"), m.get("fmt"), m.get("head_len"), m.get("head_md5"), now]
-                             for k, m in self.meta.items()])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        self.meta = {}
-
-
 @dataclass
 class _Plan:
     name: str
@@ -232,30 +192,30 @@ class _Plan:
     mtime_ns: int
     etag: str
     settled: bool
-    state: dict | None
+    state: Progress | None
     meta: dict | None
     start: int = 0
     status: str = "new"
     needs_head_check: bool = False
 
 
-def _plan(blob, key: str, state: dict | None, meta: dict | None, *, force: bool, settled: bool) -> _Plan:
-    p = _Plan(blob.name, key, blob.size or 0, _ns(blob.last_modified), str(blob.etag or ""), settled,
-              None if force else state, meta)
+def _plan(blob, key: str, state: Progress | None, *, settled: bool) -> _Plan:
+    meta = dict(state.fingerprint) if state is not None and state.fingerprint is not None else None
+    p = _Plan(blob.name, key, blob.size or 0, _ns(blob.last_modified), str(blob.etag or ""), settled, state, meta)
     st = p.state
     if st is None:
         return p
-    same = st["size"] == p.size and st["mtime_ns"] == p.mtime_ns and (meta is None or meta["etag"] == p.etag)
+    same = st.size == p.size and st.mtime_ns == p.mtime_ns and (meta is None or meta["etag"] == p.etag)
     # `complete`: this version was read to its end, except perhaps a partial last line (offset_done < size)
     # that waits for more bytes, or for the blob to settle (then it is final)
-    if same and st["complete"] and (st["offset_done"] >= p.size or not settled):
+    if same and st.complete and (st.offset_done >= p.size or not settled):
         p.status, p.start = "unchanged", p.size
         return p
     fmt = (meta or {}).get("fmt") or "jsonl"
-    if fmt != "jsonl" or st["offset_done"] > p.size or st["size"] > p.size:
+    if fmt != "jsonl" or st.offset_done > p.size or (st.size or 0) > p.size:
         p.status = "rewritten"  # documents are read whole; a shrunk blob was rewritten
         return p
-    p.status, p.start = "appended", st["offset_done"]
+    p.status, p.start = "appended", st.offset_done
     p.needs_head_check = bool(meta and meta.get("head_len")) and p.start > 0
     return p
 
@@ -300,71 +260,107 @@ class _Reader:
         return data
 
 
-def ingest_container(con, client, prefix: str | None = None, *, force: bool = False,
-                     settle: timedelta = timedelta(hours=1), progress=None,
-                     now: datetime | None = None, since: timedelta | None = None) -> Stats:
-    """Ingest every blob under `prefix` in the container as one run (`Ingestor(con, "storage", ...)`).
+class StorageSource:
+    """`egresslens ingest storage`: every blob under a prefix of one archive container, each a unit.
 
-    `progress`, if given, is a callable (total_bytes) -> callable(n_bytes), as for `ingest files`.
-    `since` skips blobs whose hour ended before the window starts (a blob holds the records received
-    in its hour); blobs whose names carry no hour are kept.
-    """
-    account, container = client.account_name, client.container_name
-    where = f"container {container} in account {account}"
-    key_prefix = f"{account}/{container}/"
-    try:
-        _sign_in(client)
-        blobs = [b for b in client.list_blobs(name_starts_with=prefix or None)
-                 if not b.name.endswith("/")]
-    except Exception as exc:  # noqa: BLE001 - every SDK error becomes one sentence
-        raise _explain(exc, where) from None
-    now = now or datetime.now(timezone.utc)
-    if since is not None:
-        window_start = now - since
-        blobs = [b for b in blobs if (blob_hour(b.name) or now) + timedelta(hours=1) > window_start]
-    progress_by_key, meta_by_key = _states(con, key_prefix)
-    plans = []
-    for b in blobs:
-        key = key_prefix + b.name
-        lm = b.last_modified if b.last_modified.tzinfo else b.last_modified.replace(tzinfo=timezone.utc)
-        plans.append(_plan(b, key, progress_by_key.get(key), meta_by_key.get(key), force=force,
-                           settled=now - lm > settle))
-    stats = Stats(blobs=len(plans), bytes_listed=sum(p.size for p in plans))
-    ingestor = Ingestor(con, "storage", f"{account}/{container}/{prefix or ''}")
-    stats.run_id = ingestor.run_id
-    advance = progress(stats.bytes_listed) if progress else (lambda n: None)
-    reader = _Reader(client)
-    batcher = _Batcher(ingestor)
-    try:
-        with ThreadPoolExecutor(PREFETCH) as pool:
-            _check_heads(plans, reader, pool)
-            ranges = ((p, o, min(RANGE_BYTES, p.size - o)) for p in plans if p.status != "unchanged"
-                      for o in range(p.start, p.size, RANGE_BYTES))
-            fetched = _bounded(ranges, lambda r: reader.get(r[0].name, r[1], r[2]), pool, PREFETCH)
-            by_blob = _group(fetched)
-            for p in plans:
-                if p.status == "unchanged":
-                    advance(p.size)
-                    stats.results.append(BlobResult(p.name, "unchanged"))
-                    continue
-                advance(p.start)
-                parts = by_blob(p) if p.start < p.size else iter(())
-                stats.results.append(_read_blob(ingestor, batcher, p, parts, advance))
-            batcher.flush()
-    except BaseException as exc:
-        ingestor.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        redact(f"{type(exc).__name__}: {exc}")[:500])
-        from azure.core.exceptions import AzureError
+    `since` skips blobs whose hour ended before the window starts (a blob holds the records received in its
+    hour); blobs whose names carry no hour are kept. `settle`: a blob unchanged for this long is final (its
+    unterminated last line, if any, is read or quarantined rather than waited for)."""
 
-        if isinstance(exc, AzureError):
-            raise _explain(exc, where) from None
-        raise
-    stats.counts = ingestor.finish()
-    stats.bytes_downloaded, stats.requests = reader.bytes, reader.requests
-    for r in stats.results:
-        if r.status in ("new", "appended", "rewritten", "unchanged"):
-            setattr(stats, r.status, getattr(stats, r.status) + 1)
-    return stats
+    kind = "storage"
+
+    def __init__(self, client, prefix: str | None = None, *, settle: timedelta = timedelta(hours=1),
+                 now: datetime | None = None, since: timedelta | None = None):
+        self.client, self.prefix, self.settle, self.since = client, prefix, settle, since
+        self.now = now or datetime.now(timezone.utc)
+        account, container = client.account_name, client.container_name
+        self.where = f"container {container} in account {account}"
+        self.key_prefix = f"{account}/{container}/"
+        self.description = f"{account}/{container}/{prefix or ''}"
+        self.reader = _Reader(client)
+        self.stats = Stats()
+
+    def failure_message(self, exc: BaseException) -> str:
+        return redact(f"{type(exc).__name__}: {exc}")
+
+    def discover(self, ctx: Context) -> list[Unit]:
+        """List the blobs and compare each with what was read of it: unchanged ones are skipped, grown ones
+        read on (after checking their first bytes are still the ones read), rewritten ones read again."""
+        try:
+            _sign_in(self.client)
+            blobs = [b for b in self.client.list_blobs(name_starts_with=self.prefix or None) if not b.name.endswith("/")]
+        except Exception as exc:  # noqa: BLE001 - every SDK error becomes one sentence
+            raise _explain(exc, self.where) from None
+        if self.since is not None:
+            window_start = self.now - self.since
+            blobs = [b for b in blobs if (blob_hour(b.name) or self.now) + timedelta(hours=1) > window_start]
+        plans = []
+        for b in blobs:
+            key = self.key_prefix + b.name
+            lm = b.last_modified if b.last_modified.tzinfo else b.last_modified.replace(tzinfo=timezone.utc)
+            plans.append(_plan(b, key, ctx.progress.get(key), settled=self.now - lm > self.settle))
+        try:
+            with ThreadPoolExecutor(PREFETCH) as pool:
+                _check_heads(plans, self.reader, pool)
+        except Exception as exc:  # noqa: BLE001
+            raise _explain(exc, self.where) from None
+        self.stats = Stats(blobs=len(plans), bytes_listed=sum(p.size for p in plans))
+        self.stats.unchanged = sum(p.status == "unchanged" for p in plans)
+        return [Unit(p.key, p.size - p.start, resume=p.state, skip="unchanged" if p.status == "unchanged" else None,
+                     ref=p) for p in plans]
+
+    def read_all(self, units: list[Unit], ctx: Context) -> Iterator[Batch]:
+        """Every blob to read, its ranges fetched PREFETCH at a time across blobs, in order."""
+        plans = [u.ref for u in units]
+        try:
+            with ThreadPoolExecutor(PREFETCH) as pool:
+                ranges = ((p, o, min(RANGE_BYTES, p.size - o)) for p in plans for o in range(p.start, p.size, RANGE_BYTES))
+                by_blob = _group(_bounded(ranges, lambda r: self.reader.get(r[0].name, r[1], r[2]), pool, PREFETCH))
+                for p in plans:
+                    result = BlobResult(p.name, p.status, resumed_from=p.start)
+                    self.stats.results.append(result)
+                    yield from self._blob(p, by_blob(p) if p.start < p.size else iter(()), result, ctx)
+        except Exception as exc:
+            from azure.core.exceptions import AzureError
+
+            if isinstance(exc, AzureError):
+                raise _explain(exc, self.where) from None
+            raise
+        finally:
+            self.stats.bytes_downloaded, self.stats.requests = self.reader.bytes, self.reader.requests
+        for r in self.stats.results:
+            if r.status in ("new", "appended", "rewritten"):
+                setattr(self.stats, r.status, getattr(self.stats, r.status) + 1)
+
+    def summary(self, result) -> Stats:
+        """The run's statistics, with the loop's counts (`ingest.run`'s result)."""
+        self.stats.run_id, self.stats.counts = result.run_id, result.counts
+        return self.stats
+
+    def _blob(self, p: _Plan, parts: Iterator[tuple[int, bytes]], result: BlobResult, ctx: Context) -> Iterator[Batch]:
+        first = next(parts, None)
+        if first is None:  # no new bytes (metadata touched, empty blob): remember this version, download nothing
+            st = p.state
+            done, records = (st.offset_done, st.records_done) if st and p.status == "appended" else (0, 0)
+            if done < p.size:
+                result.status = "waiting"
+            yield Batch(p.key, until=[Progress(p.key, p.size, p.mtime_ns, records, done, True,
+                                               {**(p.meta or {}), "etag": p.etag})])
+            return
+        _, data0 = first
+        if not data0:
+            result.status = "gone"  # deleted or shrunk since listing: the next run sees it
+            return
+        meta = {"etag": p.etag, "fmt": (p.meta or {}).get("fmt") or "jsonl",
+                "head_len": (p.meta or {}).get("head_len"), "head_md5": (p.meta or {}).get("head_md5")}
+        if p.start == 0:
+            head = data0[:HEAD_BYTES]
+            meta.update(head_len=len(head), head_md5=hashlib.md5(head).hexdigest(), fmt=_sniff(data0))
+        stream = _chain(first, parts)
+        if meta["fmt"] != "jsonl":
+            yield from _read_document(p, meta, stream, result, ctx)
+        else:
+            yield from _read_lines(p, meta, stream, result, ctx)
 
 
 def _sign_in(client) -> None:
@@ -415,32 +411,6 @@ def _group(fetched: Iterator):
     return parts
 
 
-def _read_blob(ingestor: Ingestor, batcher: _Batcher, p: _Plan, parts: Iterator[tuple[int, bytes]],
-               advance) -> BlobResult:
-    first = next(parts, None)
-    if first is None:  # no new bytes (metadata touched, empty blob): remember this version, download nothing
-        st = p.state or {}
-        done, records = (st.get("offset_done") or 0, st.get("records_done") or 0) if p.status == "appended" else (0, 0)
-        ingestor.mark_source(p.key, size=p.size, mtime_ns=p.mtime_ns, records_done=records, offset_done=done,
-                             complete=True)
-        batcher.meta[p.key] = {**(p.meta or {}), "etag": p.etag}
-        return BlobResult(p.name, "waiting" if done < p.size else p.status, resumed_from=p.start)
-    _, data0 = first
-    if not data0:
-        return BlobResult(p.name, "gone")  # deleted or shrunk since listing: the next run sees it
-    meta = {"etag": p.etag, "fmt": (p.meta or {}).get("fmt") or "jsonl",
-            "head_len": (p.meta or {}).get("head_len"), "head_md5": (p.meta or {}).get("head_md5")}
-    if p.start == 0:
-        head = data0[:HEAD_BYTES]
-        meta.update(head_len=len(head), head_md5=hashlib.md5(head).hexdigest(), fmt=_sniff(data0))
-    batcher.meta[p.key] = meta
-    stream = _chain(first, parts)
-    if meta["fmt"] != "jsonl":
-        batcher.flush()
-        return _read_document(ingestor, batcher, p, meta["fmt"], stream, advance)
-    return _read_lines(batcher, p, stream, advance)
-
-
 def _chain(first, rest):
     yield first
     yield from rest
@@ -457,62 +427,47 @@ def _sniff(data: bytes) -> str:
     return "jsonl"
 
 
-def _read_lines(batcher: LineBatcher, p: _Plan, stream, advance) -> BlobResult:
+def _read_lines(p: _Plan, meta: dict, stream, result: BlobResult, ctx: Context) -> Iterator[Batch]:
     st = p.state if p.status == "appended" else None
-    line_no = st["records_done"] if st else 0
-    offset = p.start
-    carry = b""
+    split = Splitter(p.key, offset=p.start, lines=st.records_done if st else 0, bound=ctx.limits.line_bytes)
     got = 0
     for off, data in stream:
         if off != p.start + got or not data:  # blob changed under us (short range): the next run resumes
             break
-        advance(len(data))
         got += len(data)
         is_last = off + len(data) >= p.size
-        buf = carry + data
-        cut = buf.rfind(b"\n")
-        if is_last:
-            tail = buf[cut + 1:]
-            if tail.strip() and (p.settled or json_complete(tail)):
-                cut = len(buf) - 1  # the last record is whole (or final): take it
-        elif cut < 0:
-            carry = buf
-            continue
-        block, carry = buf[: cut + 1], buf[cut + 1:]
-        table = None
-        if block:
-            offset += len(block)
-            text = block[:-1] if block.endswith(b"\n") else block
-            table, lines = _split_lines(text, p.key, line_no + 1)
-            line_no += lines
-        if table is not None or is_last:  # complete: read to the end (a partial last line may wait)
-            batcher.add(table, dict(source=p.key, size=p.size, mtime_ns=p.mtime_ns, records_done=line_no,
-                                    offset_done=offset, complete=is_last))
-    return BlobResult(p.name, p.status, resumed_from=p.start, bytes_read=got)
+        table, rejects = split.feed(data)
+        if is_last and (split.skipping or (split.tail.strip() and (p.settled or json_complete(split.tail)))):
+            more, late = split.take_tail()  # the last record is whole (or final): take it
+            table = more if table is None else (table if more is None else _concat(table, more))
+            rejects += late
+        # complete: read to the end (a partial last line may wait)
+        yield Batch(p.key, Lines(table) if table is not None and table.num_rows else None, rejects=rejects,
+                    until=[Progress(p.key, p.size, p.mtime_ns, split.lines, split.offset, is_last, meta)],
+                    bytes=len(data), status="jsonl")
+    result.bytes_read = got
 
 
-def _read_document(ingestor: Ingestor, batcher: LineBatcher, p: _Plan, fmt: str, stream, advance) -> BlobResult:
-    """gzip or a JSON document: spool the whole blob, then reuse the file readers."""
-    if p.size > DOCUMENT_MAX:
-        raise StorageError(f"blob {p.name} is a {p.size:,}-byte {fmt} document, larger than {DOCUMENT_MAX:,} "
-                           "bytes: download it and use `egresslens ingest files`.")
+def _concat(a, b):
+    import pyarrow as pa
+
+    return pa.concat_tables([a, b])
+
+
+def _read_document(p: _Plan, meta: dict, stream, result: BlobResult, ctx: Context) -> Iterator[Batch]:
+    """gzip or a JSON document: spool the whole blob to a scratch file, then read it as `ingest files` would."""
     stat = SimpleNamespace(st_size=p.size, st_mtime_ns=p.mtime_ns)
+    path = Path(f"{ctx.scratch}.blob")
     got = 0
-    with tempfile.TemporaryDirectory(prefix="egresslens-blob-") as tmp:
-        path = Path(tmp) / "blob"
+    try:
         with open(path, "wb") as fh:
             for _, data in stream:
                 fh.write(data)
                 got += len(data)
-                advance(len(data))
-        kind = detect_format(path)
-        if kind == "jsonl":
-            for table, prog in jsonl_chunks(path, p.key, None, stat, lambda n: None):
-                batcher.add(table, prog)
-            counts = batcher.flush()
-        elif kind == "json":
-            counts = read_json_document(ingestor, path, p.key, stat)
-        else:  # empty, or CSV in a blob: not a firewall archive
-            ingestor.mark_source(p.key, size=p.size, mtime_ns=p.mtime_ns, complete=True)
-            counts = Counts()
-    return BlobResult(p.name, p.status, counts=counts, bytes_read=got)
+        for i, batch in enumerate(read_file(path, p.key, stat, None, ctx)):
+            batch.until = [replace(u, fingerprint=meta) for u in batch.until]
+            batch.bytes = got if i == 0 else 0
+            yield batch
+    finally:
+        path.unlink(missing_ok=True)
+    result.bytes_read = got

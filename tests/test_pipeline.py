@@ -1,0 +1,114 @@
+"""The ingest loop and its readers: a source only reads, the loop commits, for every source alike.
+
+Adding a source is writing a reader (`discover` and `read`, egresslens/sources/batch.py) and nothing else:
+the loop gives it exact counts, resume after a kill, quarantine with reasons and no duplicate on a
+second run. And a reader can be called alone, on a file, to look at its batches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from conftest import rows
+from egresslens import ingest, store
+from egresslens.sources.batch import LINE_SCHEMA, Batch, Context, Lines, Progress, Reject, Unit
+from egresslens.sources.files import FilesSource
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDS = (FIXTURES / "reference_records.jsonl").read_text().splitlines()
+NET = json.loads(next(r for r in RECORDS if '"AZFWNetworkRule"' in r))
+
+
+def _record(i: int) -> str:
+    return json.dumps(dict(NET, time=f"2026-03-01T10:00:{i % 60:02d}.{i:07d}Z",
+                           properties={**NET["properties"], "SourcePort": 1024 + i}))
+
+
+class PagedSource:
+    """A made-up service that returns records a page at a time, each page resumable by its number: what a
+    newcomer writes to add a source. Page 3 holds a record the service itself says is broken."""
+
+    kind = "paged"
+    description = "a paged service"
+
+    def __init__(self, pages: int, per_page: int, *, stop_after: int | None = None):
+        self.pages, self.per_page, self.stop_after, self.served = pages, per_page, stop_after, 0
+
+    def discover(self, ctx: Context) -> list[Unit]:
+        done = ctx.progress.get("paged")
+        return [Unit("paged", resume=done)] if not (done and done.complete) else []
+
+    def read(self, unit: Unit, ctx: Context):
+        start = unit.resume.offset_done if unit.resume else 0
+        for page in range(start, self.pages):
+            if self.stop_after is not None and self.served == self.stop_after:
+                raise KeyboardInterrupt  # killed mid-way
+            self.served += 1
+            raws = [_record(page * self.per_page + i) for i in range(self.per_page)]
+            rejects = [Reject("paged", page * self.per_page + 1, "<bad bytes>", "the service marked it broken")] \
+                if page == 3 else []
+            table = pa.table({"source": ["paged"] * len(raws), "position": [page * self.per_page + i + 2 for i in
+                                                                             range(len(raws))],
+                              "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws}, schema=LINE_SCHEMA)
+            yield Batch("paged", Lines(table), rejects=rejects, gather=False,
+                        until=[Progress("paged", offset_done=page + 1, complete=page + 1 == self.pages)])
+
+
+def test_a_new_source_is_one_reader_and_the_loop_gives_it_every_guarantee(tmp_path):
+    db = tmp_path / "s.duckdb"
+    con = store.connect(db)
+    with pytest.raises(KeyboardInterrupt):
+        ingest.run(con, PagedSource(6, 50, stop_after=4))
+    first = rows(con, "SELECT status, records_read, stored, quarantined FROM ingest_runs")
+    assert first == [{"status": "interrupted", "records_read": 4 * 50 + 1, "stored": 200, "quarantined": 1}]
+    result = ingest.run(con, PagedSource(6, 50))  # resumes at page 5: nothing read twice
+    assert (result.counts.read, result.counts.stored, result.counts.duplicates) == (100, 100, 0)
+    assert ingest.run(con, PagedSource(6, 50)).counts.read == 0, "a finished source is not read again"
+    forced = ingest.run(con, PagedSource(6, 50), force=True).counts
+    assert (forced.read, forced.stored, forced.duplicates, forced.quarantined) == (301, 0, 301, 0)
+    assert con.execute("SELECT count(*) FROM flows").fetchall() == [(300,)]
+    assert rows(con, "SELECT source, position, raw, reason FROM quarantine") == [
+        {"source": "paged", "position": 151, "raw": "<bad bytes>", "reason": "the service marked it broken"}]
+    con.close()
+
+
+def _batches(path: Path, tmp_path: Path, **limits) -> list[Batch]:
+    from egresslens.sources.batch import Limits
+
+    source = FilesSource([path])
+    ctx = Context(progress={}, scratch=tmp_path / ".scratch", limits=Limits(**limits))
+    (unit,) = source.discover(ctx)
+    return list(source.read(unit, ctx))
+
+
+def test_a_reader_alone_on_a_torn_gzip_gives_its_records_the_torn_one_as_a_reject_and_its_progress(tmp_path):
+    path = tmp_path / "hub.json.gz"
+    data = gzip.compress(("\n".join(RECORDS) + "\n").encode())
+    path.write_bytes(data[: len(data) - 30])
+    batches = _batches(path, tmp_path)
+    records = [r for b in batches if isinstance(b.records, Lines) for r in b.records.table.column("raw").to_pylist()]
+    assert records == RECORDS[: len(records)] and 0 < len(records) < len(RECORDS)
+    (torn,) = [r for b in batches for r in b.rejects]
+    assert torn.reason.startswith("torn last record: gzip stream ends before its end marker")
+    assert torn.position == len(records) + 1
+    assert batches[-1].until[-1].complete and batches[-1].problem
+
+
+def test_a_line_longer_than_the_record_bound_is_a_reject_with_its_first_bytes_never_held_whole(tmp_path):
+    path = tmp_path / "PT1H.json"
+    long = '{"category":"' + "x" * 5000 + '"}'
+    path.write_text("\n".join([RECORDS[0], long, RECORDS[1], long + "  "]))  # the last line unterminated
+    batches = _batches(path, tmp_path, batch_bytes=1024, line_bytes=1000)
+    records = [r for b in batches if isinstance(b.records, Lines) for r in b.records.table.column("raw").to_pylist()]
+    assert records == RECORDS[:2]
+    rejects = [r for b in batches for r in b.rejects]
+    assert [r.position for r in rejects] == [2, 4]
+    assert rejects[0].reason.startswith("line of 5,015 bytes is longer than the 1,000-byte bound for one record")
+    assert "unterminated" in rejects[1].reason and rejects[1].raw.startswith('{"category":"xxx')
+    assert batches[-1].until[-1] == Progress(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, 4,
+                                             path.stat().st_size, True)
