@@ -6,7 +6,9 @@ Each reads every record of the simulated input into typed `flows`, `dns_queries`
 tables, aggregates each table once, and prints {"records": N, ...} as one JSON line. They do what a
 user's own script would do and nothing more: no event ids, no de-duplication, no quarantine (a bad
 line is skipped), no resumable progress. Legacy text is parsed with the same grammars as EgressLens
-(`egresslens.normalise`), so the regex engines, not the patterns, are compared.
+(`egresslens.legacy_grammar`), into the same fields (the rule part of a flow's message into policy, rule
+collection group, rule collection, rule and web category), so the regex engines, not the patterns, are
+compared.
 """
 
 from __future__ import annotations
@@ -103,19 +105,24 @@ def duckdb_legacy(con, data: Path) -> None:
                try_cast(coalesce(a.sport, n.sport, d.sport) AS INTEGER) AS source_port,
                coalesce(n.dst, d.dst) AS destination_ip, a.host AS fqdn,
                try_cast(coalesce(a.dport, n.dport, d.dport) AS INTEGER) AS destination_port,
-               coalesce(a.action, n.action, 'DNAT') AS action, coalesce(a.tail, n.tail, d.tail) AS rule_text,
+               coalesce(a.action, n.action, 'DNAT') AS action, a.url AS target_url,
+               -- the rule part of the message, in its fields (policy, group, collection, rule, web category)
+               rt.policy, rt.rcg AS rule_collection_group, rt.rc AS rule_collection, rt.rule, rt.web AS web_category,
                d.tip AS translated_ip, try_cast(d.tport AS INTEGER) AS translated_port
-        FROM (SELECT *,
+        FROM (SELECT *, regexp_extract(coalesce(a.tail, n.tail, d.tail), {_lit(N.RULE_TAIL_RE)},
+                                       [{', '.join(_lit(g) for g in N.RULE_TAIL_GROUPS)}]) AS rt FROM (SELECT *,
                 CASE WHEN kind = 'app' THEN {grammar(N.APP_RE, N.APP_GROUPS)} END AS a,
                 CASE WHEN kind = 'net' THEN {grammar(N.NET_RE, N.NET_GROUPS)} END AS n,
                 CASE WHEN kind = 'nat' THEN {grammar(N.NAT_RE, N.NAT_GROUPS)} END AS d
               FROM (SELECT *, CASE WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'
                                    WHEN category = 'AzureFirewallApplicationRule' THEN 'app' ELSE 'net' END AS kind
                     FROM raw WHERE category <> 'AzureFirewallDnsProxy'
-                      AND NOT contains(msg, ' ThreatIntel: ') AND NOT contains(msg, ' IDS: ')))""")
+                      AND NOT contains(msg, ' ThreatIntel: ') AND NOT contains(msg, ' IDS: '))))""")
     con.execute(f"""CREATE TABLE dns_queries AS
         SELECT time, firewall, x.src AS source_ip, try_cast(x.sport AS INTEGER) AS source_port, try_cast(x.qid AS INTEGER) AS query_id,
-               x.qtype AS query_type, x.qname AS query_name, x.proto AS protocol, x.rcode AS response_code,
+               x.qtype AS query_type, x.qclass AS query_class, x.qname AS query_name, x.proto AS protocol,
+               try_cast(x.reqsize AS INTEGER) AS request_size, x.dnssec = 'true' AS dnssec_ok,
+               try_cast(x.edns AS INTEGER) AS edns0_buffer_size, x.rcode AS response_code,
                x.flags AS response_flags, try_cast(x.respsize AS INTEGER) AS response_size, try_cast(x.dur AS DOUBLE) AS duration_s
         FROM (SELECT *, {grammar(N.DNS_RE, N.DNS_GROUPS)} AS x FROM raw WHERE category = 'AzureFirewallDnsProxy')""")
     con.execute(f"""CREATE TABLE threats AS
@@ -219,6 +226,10 @@ def run_pandas(form: str, data: Path, db: str) -> dict:
                     continue
                 x = msg[sel].str.extract(_py_regex(pattern))
                 x.columns = groups
+                if "tail" in groups:  # the rule part of the message, in its fields, as the DuckDB script reads it
+                    rt = x["tail"].fillna("").str.extract(_py_regex(N.RULE_TAIL_RE))
+                    rt.columns = N.RULE_TAIL_GROUPS
+                    x = x.drop(columns=["tail"]).join(rt)
                 x["time"] = pd.to_datetime(_col(df, "time")[sel], utc=True, format="ISO8601", errors="coerce")
                 table = {"dns": "dns_queries", "ti": "threats", "ids": "threats"}.get(k, "flows")
                 parts[table].append(x.rename(columns={"src": "SourceIp", "dst": "DestinationIp", "host": "Fqdn",

@@ -41,9 +41,21 @@ def _name(expr: str) -> str:
     return f"nullif(rtrim(lower({expr}), '.'), '')"
 
 
+_PROTOCOLS = ("TCP", "UDP", "ICMP", "HTTP", "HTTPS", "MSSQL")
+
+
 def _proto(expr: str) -> str:
-    """`HTTP/1.1` -> `HTTP`; `tcp` -> `TCP`; `ICMP Type=8` -> `ICMP` (the type goes to icmp_type)."""
-    return f"nullif(upper(split_part(split_part(trim({expr}), '/', 1), ' ', 1)), '')"
+    """`HTTP/1.1` -> `HTTP`; `tcp` -> `TCP`; `ICMP Type=8` -> `ICMP` (the type goes to icmp_type). A name
+    already in its canonical form (nearly every one) is taken as it is."""
+    known = ", ".join(_lit(p) for p in _PROTOCOLS)
+    return (f"CASE WHEN {expr} IN ({known}) THEN {expr} "
+            f"ELSE nullif(upper(split_part(split_part(trim({expr}), '/', 1), ' ', 1)), '') END")
+
+
+def _action(expr: str) -> str:
+    """`allow` -> `Allow`, `deny` -> `Deny`, `dnat` -> `DNAT`, in any case; anything else as it is."""
+    return (f"CASE WHEN {expr} IN ('Allow', 'Deny', 'DNAT') THEN {expr} WHEN lower({expr}) = 'allow' THEN 'Allow' "
+            f"WHEN lower({expr}) = 'deny' THEN 'Deny' WHEN lower({expr}) = 'dnat' THEN 'DNAT' ELSE {expr} END")
 
 
 def _reason(expr: str) -> str:
@@ -63,9 +75,13 @@ def _not_ip(expr: str, what: str) -> str:
             f"THEN '{what} is not an IP address: ' || left({expr}, 100)")
 
 
-def _bad_port(expr: str, what: str) -> str:
-    """A reject clause for a port that is present but not an integer from 0 to 65535."""
-    return (f"WHEN nullif({expr}, '') IS NOT NULL AND coalesce(try_cast(try_cast({expr} AS DOUBLE) AS BIGINT) "
+def _bad_port(expr: str, what: str, as_integer: str | None = None) -> str:
+    """A reject clause for a port that is present but not an integer from 0 to 65535 (`as_integer`, the port
+    already read as an INTEGER, spares reading the text again when it is one)."""
+    number = f"try_cast(try_cast({expr} AS DOUBLE) AS BIGINT)"
+    if as_integer:
+        number = f"coalesce({as_integer}, {number})"
+    return (f"WHEN nullif({expr}, '') IS NOT NULL AND coalesce({number} "
             f"NOT BETWEEN 0 AND 65535, true) THEN '{what} is not a port number (0-65535): ' || left({expr}, 40)")
 
 
@@ -192,18 +208,18 @@ WITH legacy_rows AS (
 )
 SELECT rid, log_format, unparsed,
   time, firewall, kind,
-  {_proto('protocol')} AS protocol,
+  c_protocol AS protocol,
   try_cast(icmp_type AS INTEGER) AS icmp_type,
   nullif(source_ip, '') AS source_ip,
   -- port 0 is how structured logs write "no port" (ICMP, SNI-missing requests)
-  CASE WHEN {_proto('protocol')} = 'ICMP' THEN NULL ELSE nullif(try_cast(nullif(source_port, '') AS INTEGER), 0) END AS source_port,
+  CASE WHEN c_protocol = 'ICMP' THEN NULL ELSE nullif(c_source_port, 0) END AS source_port,
   nullif(destination_ip, '') AS destination_ip,
   {_name('destination_fqdn')} AS destination_fqdn,
-  CASE WHEN {_proto('protocol')} = 'ICMP' THEN NULL ELSE nullif(try_cast(nullif(destination_port, '') AS INTEGER), 0) END AS destination_port,
+  CASE WHEN c_protocol = 'ICMP' THEN NULL ELSE nullif(c_destination_port, 0) END AS destination_port,
   nullif(target_url, '') AS target_url,
-  CASE lower(action) WHEN 'allow' THEN 'Allow' WHEN 'deny' THEN 'Deny' WHEN 'dnat' THEN 'DNAT' ELSE action END AS action,
-  CASE WHEN lower(action) = 'deny' AND nullif(rtrim(rule), '') IS NULL AND {_reason('action_reason')} IS NULL
-       THEN 'Default Action' ELSE {_reason('action_reason')} END AS action_reason,
+  {_action('action')} AS action,
+  CASE WHEN lower(action) = 'deny' AND nullif(rtrim(rule), '') IS NULL AND c_reason IS NULL
+       THEN 'Default Action' ELSE c_reason END AS action_reason,
   nullif(trim(policy), '') AS policy,
   nullif(trim(rule_collection_group), '') AS rule_collection_group,
   nullif(trim(rule_collection), '') AS rule_collection,
@@ -221,14 +237,22 @@ SELECT rid, log_format, unparsed,
     {_not_ip('source_ip', 'source address')}
     {_not_ip('destination_ip', 'destination address')}
     {_not_ip('translated_ip', 'translated address')}
-    WHEN lower(action) NOT IN ('allow', 'deny', 'dnat') OR action IS NULL THEN 'missing or unknown action: ' || coalesce(action, 'none')
-    WHEN nullif(source_port, '') IS NOT NULL AND try_cast(source_port AS INTEGER) IS NULL THEN 'source port is not an integer: ' || source_port
-    WHEN nullif(destination_port, '') IS NOT NULL AND try_cast(destination_port AS INTEGER) IS NULL THEN 'destination port is not an integer: ' || destination_port
-    {_bad_port('source_port', 'source port')}
-    {_bad_port('destination_port', 'destination port')}
+    WHEN c_action IS NULL THEN 'missing or unknown action: ' || coalesce(action, 'none')
+    WHEN nullif(source_port, '') IS NOT NULL AND c_source_port IS NULL THEN 'source port is not an integer: ' || source_port
+    WHEN nullif(destination_port, '') IS NOT NULL AND c_destination_port IS NULL THEN 'destination port is not an integer: ' || destination_port
+    {_bad_port('source_port', 'source port', 'c_source_port')}
+    {_bad_port('destination_port', 'destination port', 'c_destination_port')}
     {_bad_port('translated_port', 'translated port')}
   END AS reject_reason
-FROM unioned
+FROM (
+  -- what several columns (or the checks) read, computed once
+  SELECT *, {_proto('protocol')} AS c_protocol, {_reason('action_reason')} AS c_reason,
+    try_cast(nullif(source_port, '') AS INTEGER) AS c_source_port,
+    try_cast(nullif(destination_port, '') AS INTEGER) AS c_destination_port,
+    CASE WHEN action IN ('Allow', 'Deny', 'DNAT') THEN action WHEN lower(action) IN ('allow', 'deny', 'dnat') THEN lower(action) END
+      AS c_action
+  FROM unioned
+)
 """
 
 _DNS_QUERY = f"""
@@ -468,9 +492,10 @@ def canon_table(table: Table) -> str:
 
 
 def event_id_sql(table: Table, alias: str = "") -> str:
-    """MD5 over the canonical columns, NULL-safe and order-sensitive."""
+    """MD5 over the canonical columns, NULL-safe and order-sensitive, held as a UUID (the 16 bytes of the
+    digest: its hex text is the UUID's without the dashes)."""
     prefix = f"{alias}." if alias else ""
     parts = ", ".join(
         f"coalesce(CAST({prefix}{c} AS VARCHAR), chr(0))" for c in canonical_columns(table)
     )
-    return f"md5(concat_ws(chr(31), {_lit(table.name)}, {parts}))"
+    return f"md5(concat_ws(chr(31), {_lit(table.name)}, {parts}))::UUID"

@@ -285,6 +285,8 @@ class Pipeline:
             counts = self.loader.replace_rollups(records, batch.until)
         elif isinstance(records, MetricPoints):
             counts = self.loader.replace_metrics(records, batch.until)
+        elif isinstance(records, CsvFile) and (whole := self._csv_whole(records)) is not None:
+            counts = self.loader.commit(whole[0], whole[1], batch.until, batch.rejects, staged_rejects=False)
         else:
             original = ((lambda wanted: stage.original_csv_lines(records.path, wanted))
                         if isinstance(records, CsvFile) else None)
@@ -296,6 +298,14 @@ class Pipeline:
         for p in batch.until:
             self.done[p.source] = p
         return counts
+
+
+    def _csv_whole(self, export: CsvFile) -> tuple[list[str], int] | None:
+        """A CSV export of one table, no larger than a whole read, read by DuckDB on every thread straight into
+        canonical rows (`normalise.normalise_csv`); None when it must be read row by row."""
+        if os.path.getsize(export.path) > self.limits.whole_bytes:
+            return None
+        return normalise.normalise_csv(self.con, export.path, export.log_table)
 
 
 def plan(units: list[Unit]) -> list[Unit]:

@@ -18,6 +18,8 @@ the same rows on every corpus.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import duckdb
@@ -61,8 +63,10 @@ def _time(text: str) -> str:
 
 
 # The table a legacy message text belongs to, from the text itself (a NAT line is filed under the
-# network category; threat-intel and IDPS lines under either).
-_LEGACY_TARGET = """
+# network category; threat-intel and IDPS lines under either). Each regular expression runs only on the
+# lines a plain prefix test cannot decide: `_LEGACY_TARGET_REGEX` is the rule, and tests/test_normalise.py
+# holds the two equal.
+_LEGACY_TARGET_REGEX = """
       CASE
         WHEN regexp_matches(msg, '^\\s*DNS Request:') OR regexp_matches(msg, '^\\s*Error: \\d+ ') THEN 'dns'
         WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'
@@ -70,6 +74,22 @@ _LEGACY_TARGET = """
         WHEN contains(msg, ' Signature: ') AND contains(msg, ' IDS: ') THEN 'idps'
         WHEN regexp_matches(msg, '^(HTTPS|HTTP|MSSQL)\\s+request') THEN 'application'
         WHEN regexp_matches(msg, '^(TCP|UDP|ICMP)[ ]') THEN 'network'
+      END"""
+# (RE2's \s: tab, line feed, form feed, carriage return, space)
+_SPACE = "left(msg, 1) IN (' ', chr(9), chr(10), chr(12), chr(13))"
+_LEGACY_TARGET = f"""
+      CASE
+        WHEN starts_with(msg, 'DNS Request:')
+          OR (starts_with(msg, 'Error: ') AND regexp_matches(msg, '^Error: \\d+ '))
+          OR ({_SPACE} AND (regexp_matches(msg, '^\\s*DNS Request:') OR regexp_matches(msg, '^\\s*Error: \\d+ ')))
+          THEN 'dns'
+        WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'
+        WHEN contains(msg, ' ThreatIntel: ') THEN 'threat_intel'
+        WHEN contains(msg, ' Signature: ') AND contains(msg, ' IDS: ') THEN 'idps'
+        WHEN starts_with(msg, 'HTTPS request') OR starts_with(msg, 'HTTP request') OR starts_with(msg, 'MSSQL request')
+          OR ((starts_with(msg, 'HTTP') OR starts_with(msg, 'MSSQL')) AND regexp_matches(msg, '^(HTTPS|HTTP|MSSQL)\\s+request'))
+          THEN 'application'
+        WHEN starts_with(msg, 'TCP ') OR starts_with(msg, 'UDP ') OR starts_with(msg, 'ICMP ') THEN 'network'
       END"""
 
 
@@ -357,6 +377,61 @@ def tabular_source(relation: str, columns: list[str], name: str) -> str:
 def _tabular_ok(columns: list[str]) -> bool:
     return ("Type" in columns and "TimeGenerated" in columns and len(set(columns)) == len(columns)
             and not _NOT_TABULAR & set(columns))
+
+
+def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | None) -> tuple[list[str], int] | None:
+    """A CSV export of one table's categories read by DuckDB's CSV reader on every thread, straight into that
+    table's canonical rows (`canon_<table>`), as the tabular route reads its rows: (the table, rows read).
+
+    None, with nothing built, unless every line of the file is a row the table takes and none is refused:
+    a file with a malformed line, a refused row, rows of another table or values spanning lines is read
+    row by row instead (`egresslens/stage.py`), where every line keeps its number and every refusal its
+    reason. `log_table` is the table the file is named after (its rows may lack `Type`)."""
+    read = (f"read_csv({_lit(path)}, all_varchar = true, header = true, strict_mode = false, null_padding = false, "
+            "auto_detect = true)")
+    try:
+        columns = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE SELECT * FROM {read})").fetchall()]
+        names = [c.split(" [", 1)[0].strip() for c in columns]
+        select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
+        if "Type" not in names and log_table is not None:
+            select.append(f"{_lit(log_table)}::VARCHAR AS Type")
+            names.append("Type")
+        if not _tabular_ok(names):
+            return None
+        relation = f"(SELECT 0::BIGINT AS rid, {', '.join(select)} FROM {read})"
+        kind = _first_type(path, columns) or log_table
+        table = next((t for t, cats in FAST_CATEGORIES.items() if kind in cats), None)
+        if table is None:
+            return None
+        _empty_stage(con)
+        con.execute(canonical_sql(table, tabular_source(relation, names, table)))
+    except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: row by row
+        return None
+    rows, refused = con.execute(f"SELECT count(*), count(reject_reason) FROM {_canon(table)}").fetchall()[0]
+    if refused or rows != _csv_rows(path):
+        return None
+    return [table], rows
+
+
+def _first_type(path: str, columns: list[str]) -> str | None:
+    """The `Type` of a CSV export's first row (read from its first MB only), if it has the column."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20).decode("utf-8", errors="replace").lstrip("\ufeff")
+    rows = list(csv.reader(io.StringIO(head)))
+    if len(rows) < 3 or "Type" not in columns or len(rows[1]) != len(columns):
+        return None  # (the last row read may be cut short: a whole first row has a row after it)
+    return rows[1][columns.index("Type")]
+
+
+def _csv_rows(path: str) -> int:
+    """The data rows of a CSV file if no value spans lines: its lines but the header (blank ones included,
+    so that a file with any is read row by row)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines - 1 + (last != b"\n")
 
 
 def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes: dict | None = None,

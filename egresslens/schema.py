@@ -8,8 +8,8 @@ Semantics that hold for every table:
   firewall name.
 * Empty strings in the source become ``NULL``; names (FQDNs, query names) are lower case without a
   trailing dot; rule names are trimmed.
-* ``event_id`` is a deterministic key (MD5 hex) over the canonical fields, so the same event
-  delivered twice, or once as legacy text and once structured, is stored once.
+* ``event_id`` is a deterministic key over the canonical fields (their MD5, held as a UUID: 16 bytes), so
+  the same event delivered twice, or once as legacy text and once structured, is stored once.
 * ``log_format`` is ``structured`` (AZFW* tables / properties columns) or ``legacy``
   (AzureDiagnostics ``msg_s`` text).
 """
@@ -43,7 +43,7 @@ def _t(name: str, doc: str, *cols: tuple[str, str, str]) -> Table:
 
 
 _EVENT = (
-    ("event_id", "VARCHAR", "deterministic key over the canonical fields (MD5 hex)"),
+    ("event_id", "UUID", "deterministic key over the canonical fields (their MD5, as a UUID)"),
     ("time", "TIMESTAMP", "event time, UTC"),
     ("firewall", "VARCHAR", "lower-case ARM id of the firewall, or its name"),
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from egresslens.schema import ALL_TABLES, create_table_sql
+from egresslens.schema import ALL_TABLES, EVENT_TABLES, create_table_sql
 
 DEFAULT_DB = "egresslens.duckdb"
 DB_ENV = "EGRESSLENS_DB"
@@ -187,6 +187,18 @@ def _first_line(exc: Exception) -> str:
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for table in ALL_TABLES:
         con.execute(create_table_sql(table))
+    _migrate(con)
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store written by an earlier version to the current schema. Event ids were the MD5's hex
+    text; they are now the same 16 bytes as a UUID (the same value: events stored before and after are
+    still one event)."""
+    old = [t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND column_name = 'event_id' AND data_type = 'VARCHAR'").fetchall() if t in {e.name for e in EVENT_TABLES}]
+    for table in old:
+        con.execute(f"ALTER TABLE {table} ALTER COLUMN event_id SET DATA TYPE UUID USING event_id::UUID")
 
 
 def connect_memory() -> duckdb.DuckDBPyConnection:

@@ -422,3 +422,57 @@ def test_legacy_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_sa
     assert whole == lines
     assert whole["quarantine"], "the odd records are quarantined with their reasons, by either reader"
     assert sorted(int(p.split("/h=")[1][:2]) for p in taken) == [0, 1, 9]
+
+
+# -- CSV exports read whole by DuckDB (normalise.normalise_csv) ---------------------------------------
+
+def _csv_whole_and_by_rows(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dict, dict, list[str]]:
+    """Ingest the exports in `directory` as usual and with every export read row by row: both stores'
+    contents, and the exports DuckDB read whole."""
+    from egresslens import ingest
+
+    whole, real = [], normalise.normalise_csv
+
+    def spy(con, path, log_table):
+        got = real(con, path, log_table)
+        if got is not None:
+            whole.append(Path(path).name)
+        return got
+
+    results = []
+    for name, read in (("whole", spy), ("rows", lambda *a: None)):
+        monkeypatch.setattr(normalise, "normalise_csv", read)
+        db = tmp_path / f"{name}.duckdb"
+        con = store.connect(db)
+        try:
+            ingest.ingest_files(con, [directory])
+        finally:
+            con.close()
+        results.append(_store_contents(db))
+    return results[0], results[1], whole
+
+
+def test_csv_exports_read_whole_by_duckdb_store_what_reading_them_row_by_row_stores(tmp_path, monkeypatch):
+    exports = tmp_path / "exports"
+    simulate_to_dir(exports, hours=2, events_per_hour=300, seed=3, layout="csv")
+    (tmp_path / "exports" / "truth.json").unlink()
+    (tmp_path / "exports" / "policy.json").unlink()
+    network = (exports / "AZFWNetworkRule.csv").read_text().splitlines()
+    # an export without its Type column (named after its table), one with a refused row, one with a
+    # malformed line, one with a value spanning lines, one of two tables
+    header = network[0].split(",")
+    no_type = [",".join(v for v, h in zip(line.split(","), header) if h != "Type") for line in network[:20]]
+    (exports / "untyped").mkdir()
+    (exports / "untyped" / "AZFWNetworkRule.csv").write_text("\n".join(no_type) + "\n")
+    refused = network[:10] + [network[10].replace("10.240.", "10.0.0.0/8 10.240.", 1)]
+    (exports / "refused.csv").write_text("\n".join(refused) + "\n")
+    (exports / "malformed.csv").write_text("\n".join(network[:10] + ["too,few"]) + "\n")
+    spanning = network[:5] + [network[5].replace(",fw-policy,", ',"fw-\npolicy",', 1)]
+    (exports / "spanning.csv").write_text("\n".join(spanning) + "\n")
+    assert "\n" in spanning[-1]
+    whole, rows, taken = _csv_whole_and_by_rows(exports, tmp_path, monkeypatch)
+    assert whole == rows
+    assert {Path(q[0]).name for q in whole["quarantine"]} >= {"refused.csv", "malformed.csv"}
+    assert whole["flows"] and whole["dns_queries"]
+    assert {"AZFWApplicationRule.csv", "AZFWDnsQuery.csv"} <= set(taken) and taken.count("AZFWNetworkRule.csv") == 2
+    assert not {"refused.csv", "malformed.csv", "spanning.csv"} & set(taken)

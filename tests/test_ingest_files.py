@@ -298,3 +298,24 @@ def test_archive_blobs_are_read_hour_by_hour_across_every_path_given(tmp_path):
     b, a = tmp_path / "b.jsonl", tmp_path / "a.jsonl"
     b.write_text(RECORDS[0] + "\n"), a.write_text(RECORDS[1] + "\n")
     assert discover([b, containers[0], a])[:2] == [b, a], "other files in the order given, before the archive"
+
+
+def test_a_store_with_event_ids_as_md5_text_is_upgraded_and_keeps_every_event_once(tmp_path):
+    """Stores written before event ids became UUIDs held the MD5 as 32 hex characters: opened for writing, they
+    are upgraded in place to the same values, so a re-ingest of the same logs adds nothing."""
+    blob = tmp_path / "PT1H.json"
+    blob.write_text("\n".join(RECORDS) + "\n")
+    db = tmp_path / "s.duckdb"
+    assert _ingest(db, blob).stored == 4
+    con = store.connect(db)
+    ids = sorted(str(i).replace("-", "") for (i,) in con.execute("SELECT event_id FROM flows").fetchall())
+    for table in ("flows", "dns_queries", "threats"):  # as the earlier version wrote them
+        con.execute(f"ALTER TABLE {table} ALTER COLUMN event_id SET DATA TYPE VARCHAR "
+                    "USING replace(event_id::VARCHAR, '-', '')")
+    con.close()
+    forced = _ingest(db, blob, force=True)
+    assert (forced.read, forced.stored, forced.duplicates) == (4, 0, 4)
+    con = store.connect(db, read_only=True)
+    assert con.execute("SELECT DISTINCT typeof(event_id) FROM flows").fetchall() == [("UUID",)]
+    assert sorted(str(i).replace("-", "") for (i,) in con.execute("SELECT event_id FROM flows").fetchall()) == ids
+    con.close()

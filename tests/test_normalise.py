@@ -257,3 +257,23 @@ def test_the_rule_part_of_a_tail_read_by_position_is_what_the_pattern_extracts()
 def test_any_tail_made_of_the_markers_reads_the_same_by_position_and_by_pattern(tails):
     for tail, by_position, by_pattern in _rule_tails_both_ways(tails):
         assert by_position == by_pattern, tail
+
+
+# -- the table of a legacy message, told by plain prefix tests first, is what the patterns say ---------
+
+_MESSAGE_PIECES = ["DNS Request:", "Error: ", "Error: 2 ", "HTTPS", "HTTP", "MSSQL", "TCP", "UDP", "ICMP", " request",
+                   "request", " ", "  ", "\t", "\n", "\r", "\f", "\v", "\u00a0", " was DNAT'ed to ", " ThreatIntel: ",
+                   " Signature: ", " IDS: ", "1", "x", ":", "."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_MESSAGE_PIECES), max_size=8).map("".join), min_size=1, max_size=40))
+def test_the_table_of_a_legacy_message_is_told_by_prefix_tests_as_by_the_patterns(messages):
+    import duckdb
+
+    from egresslens import normalise
+
+    con = duckdb.connect()
+    got = con.execute(f"SELECT {normalise._LEGACY_TARGET}, {normalise._LEGACY_TARGET_REGEX} "
+                      "FROM (SELECT unnest($m) AS msg)", {"m": messages}).fetchall()
+    assert [a for a, _ in got] == [b for _, b in got]
