@@ -387,10 +387,16 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
     a file with a malformed line, a refused row, rows of another table or values spanning lines is read
     row by row instead (`egresslens/stage.py`), where every line keeps its number and every refusal its
     reason. `log_table` is the table the file is named after (its rows may lack `Type`)."""
-    read = (f"read_csv({_lit(path)}, all_varchar = true, header = true, strict_mode = false, null_padding = false, "
-            "auto_detect = true)")
+    head = _csv_head(path)
+    if head is None:
+        return None
+    columns = head[0]
+    # the header as Python's CSV reader reads it, so DuckDB need not sample the file to find it (a file in
+    # another dialect fails here and is read row by row, where DuckDB's sniffer reads it)
+    types = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in columns) + "}"
+    read = (f"read_csv({_lit(path)}, columns = {types}, header = true, auto_detect = false, delim = ',', "
+            "quote = '\"', escape = '\"', strict_mode = false, null_padding = false)")
     try:
-        columns = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE SELECT * FROM {read})").fetchall()]
         names = [c.split(" [", 1)[0].strip() for c in columns]
         select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
         if "Type" not in names and log_table is not None:
@@ -399,7 +405,7 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
         if not _tabular_ok(names):
             return None
         relation = f"(SELECT 0::BIGINT AS rid, {', '.join(select)} FROM {read})"
-        kind = _first_type(path, columns) or log_table
+        kind = (head[1][columns.index("Type")] if head[1] and "Type" in columns else None) or log_table
         table = next((t for t, cats in FAST_CATEGORIES.items() if kind in cats), None)
         if table is None:
             return None
@@ -413,14 +419,17 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
     return [table], rows
 
 
-def _first_type(path: str, columns: list[str]) -> str | None:
-    """The `Type` of a CSV export's first row (read from its first MB only), if it has the column."""
+def _csv_head(path: str) -> tuple[list[str], list[str] | None] | None:
+    """A CSV export's header and first row (None when there is none), read from its first MB only; None
+    when the header is not whole in it, or names a column twice."""
     with open(path, "rb") as f:
         head = f.read(1 << 20).decode("utf-8", errors="replace").lstrip("\ufeff")
     rows = list(csv.reader(io.StringIO(head)))
-    if len(rows) < 3 or "Type" not in columns or len(rows[1]) != len(columns):
-        return None  # (the last row read may be cut short: a whole first row has a row after it)
-    return rows[1][columns.index("Type")]
+    if not rows or (len(rows) < 2 and len(head) >= 1 << 20) or len(set(rows[0])) != len(rows[0]):
+        return None
+    # (the last row read may be cut short: a whole first row has a row after it, or ends the file)
+    first = rows[1] if len(rows) > 2 or (len(rows) == 2 and len(head) < 1 << 20) else None
+    return rows[0], first if first is not None and len(first) == len(rows[0]) else None
 
 
 def _csv_rows(path: str) -> int:
@@ -493,9 +502,15 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
 
 def _empty_stage(con: duckdb.DuckDBPyConnection) -> None:
     """The canonical statements read the legacy stage too: the fast route empties it first (it holds the
-    last batch's rows)."""
-    con.execute(_stage_sql(guarded=False, source=_NO_LINES))
-    con.execute(_EMPTY_LEGACY_STAGE)
+    last batch's rows). Once the stage exists, emptying it keeps its columns (the same for every batch)."""
+    made = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name IN "
+                                      "('stage_generic', 'stage_legacy')").fetchall()}
+    if made == {"stage_generic", "stage_legacy"}:
+        con.execute("CREATE OR REPLACE TEMP TABLE stage_generic AS SELECT * FROM stage_generic LIMIT 0")
+        con.execute("CREATE OR REPLACE TEMP TABLE stage_legacy AS SELECT * FROM stage_legacy LIMIT 0")
+    else:
+        con.execute(_stage_sql(guarded=False, source=_NO_LINES))
+        con.execute(_EMPTY_LEGACY_STAGE)
     con.execute(_STAGE_VIEW)
     con.execute(_legacy_sql())
 
