@@ -290,7 +290,7 @@ class Pipeline:
         else:
             original = ((lambda wanted: stage.original_csv_lines(records.path, wanted))
                         if isinstance(records, CsvFile) else None)
-            for part in stage.stage(self.con, records, batch.source, self.limits):
+            for part in stage.stage(self.con, records, batch.source, self.limits, self.ctx.scratch):
                 built = normalise.normalise_batch(self.con, tabular=part.tabular) if part.records else []
                 rejects = [*part.rejects, *(batch.rejects if part.last else [])]
                 counts.add(self.loader.commit(built, part.records, batch.until if part.last else [], rejects,

@@ -10,6 +10,8 @@ in parts: `stage` yields once per part, with `batch` (and, for tabular rows, the
 from __future__ import annotations
 
 import codecs
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,16 +37,16 @@ class Part:
     last: bool = True  # the batch's progress is committed with this part
 
 
-def stage(con: duckdb.DuckDBPyConnection, records, source: str, limits: Limits) -> Iterator[Part]:
-    """Stage the records of a batch, part by part."""
+def stage(con: duckdb.DuckDBPyConnection, records, source: str, limits: Limits, scratch: Path) -> Iterator[Part]:
+    """Stage the records of a batch, part by part (`scratch`: a path prefix for a scratch file beside the store)."""
     if isinstance(records, Lines):
-        yield from _lines(con, records.table)
+        yield from _lines(con, records.table, limits)
     elif isinstance(records, Rows):
         yield from _rows(con, records, source)
     elif isinstance(records, CsvFile):
         yield from _csv(con, records, source, limits)
     elif isinstance(records, JsonDocument):
-        yield from _document(con, records, source, limits)
+        yield from _document(con, records, source, limits, scratch)
     else:
         raise TypeError(f"not a form of records the normaliser reads: {type(records).__name__}")
 
@@ -75,19 +77,33 @@ FROM envelopes
 _BATCH_VIEW_SQL = "CREATE OR REPLACE TEMP VIEW batch AS SELECT rid, source, position, record_index, raw FROM {}"
 
 
-def _lines(con, lines: pa.Table) -> Iterator[Part]:
+def _lines(con, lines: pa.Table, limits: Limits) -> Iterator[Part]:
     # Lines are numbered here (rid) so that, without envelopes, the batch is a view over the Arrow data:
-    # no copy of the raw text.
+    # no copy of the raw text. Envelopes are exploded into a spillable table, normalised `part_rows`
+    # records at a time (one line may hold millions of records).
     lines = lines.append_column("rid", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
     con.register("raw_lines", chunked(lines))
     try:
         envelopes = con.execute("SELECT count(*) FROM raw_lines WHERE contains(raw, '\"records\"')").fetchall()[0][0]
-        if envelopes:
-            con.execute(_EXPLODE_SQL)
-            con.execute(_BATCH_VIEW_SQL.format("batch_rows"))
-        else:
+        if not envelopes:
             con.execute(_BATCH_VIEW_SQL.format("raw_lines"))
-        yield Part(_count(con))
+            yield Part(_count(con))
+            return
+        con.execute(_EXPLODE_SQL)
+        total = con.execute("SELECT count(*) FROM batch_rows").fetchall()[0][0]
+        if total <= limits.part_rows:
+            con.execute(_BATCH_VIEW_SQL.format("batch_rows"))
+            yield Part(total)
+            return
+        con.execute("ALTER TABLE batch_rows RENAME TO exploded_rows")
+        try:
+            firsts = range(1, total + 1, limits.part_rows)
+            for first in firsts:
+                _select(con, "SELECT source, position, record_index, raw FROM exploded_rows WHERE rid BETWEEN ? AND ?",
+                        [first, first + limits.part_rows - 1])
+                yield Part(_count(con), last=first == firsts[-1])
+        finally:
+            con.execute("DROP TABLE IF EXISTS exploded_rows")
     finally:
         con.unregister("raw_lines")
 
@@ -167,7 +183,7 @@ def _csv(con, export: CsvFile, source: str, limits: Limits) -> Iterator[Part]:
 
     DuckDB reads the whole file into a temporary table in one statement (one thread, so the rows are
     numbered in file order; no row passes through Python or Arrow), which the tabular route then reads in
-    parts of `csv_rows`. The table is bounded by DuckDB's memory limit: beyond it, it spills to the
+    parts of `part_rows`. The table is bounded by DuckDB's memory limit: beyond it, it spills to the
     store's temporary directory. The lines DuckDB rejects come with the last part."""
     _drop_csv_tables(con)
     try:
@@ -185,13 +201,13 @@ def _csv(con, export: CsvFile, source: str, limits: Limits) -> Iterator[Part]:
         rejects = [Reject(source, int(line), text or "", f"malformed CSV line: {err}") for line, text, err in con.execute(
             "SELECT line, ltrim(any_value(csv_line), chr(13) || chr(10)), arg_min(error_message, column_idx) "
             "FROM csv_rejects GROUP BY line ORDER BY line").fetchall()]
-        for first in range(1, max(rows, 1) + 1, limits.csv_rows):
+        for first in range(1, max(rows, 1) + 1, limits.part_rows):
             relation = (f"(SELECT {_ident(_CSV_ROW)} AS rid, {', '.join(select)} FROM csv_rows "
-                        f"WHERE {_ident(_CSV_ROW)} BETWEEN {first} AND {first + limits.csv_rows - 1})")
+                        f"WHERE {_ident(_CSV_ROW)} BETWEEN {first} AND {first + limits.part_rows - 1})")
             # position: the file line (the header is line 1; values spanning lines are not counted)
             tabular_batch_view(con, relation, names, source=source, position_offset=1)
-            last = first + limits.csv_rows > rows
-            yield Part(min(limits.csv_rows, rows - first + 1) if rows else 0, tabular=(relation, names),
+            last = first + limits.part_rows > rows
+            yield Part(min(limits.part_rows, rows - first + 1) if rows else 0, tabular=(relation, names),
                        rejects=rejects if last else [], last=last)
     finally:
         _drop_csv_tables(con)
@@ -217,16 +233,38 @@ def original_csv_lines(path: str, wanted: set[int]) -> dict[int, str]:
 
 # -- JSON documents ---------------------------------------------------------------------------------
 
-def _document(con, doc: JsonDocument, source: str, limits: Limits) -> Iterator[Part]:
+def _document(con, doc: JsonDocument, source: str, limits: Limits, scratch: Path) -> Iterator[Part]:
     """A whole JSON document: records envelope, query-API response or array of rows, or one record.
 
-    The document is read and parsed by DuckDB, not in Python (its size is within the document bound);
-    its records are staged in parts of `csv_rows` records, so a document of many small records is held
-    once, in DuckDB's spillable tables."""
+    The document is read and parsed by DuckDB, not in Python (its size is within the document bound).
+    A records envelope (`{"records": [...]}` and nothing else) is streamed record by record, however many
+    it holds; another document is parsed whole. Either way its records are staged in parts of
+    `part_rows` records, held once, in DuckDB's spillable tables."""
     bad = _invalid_utf8_at(doc.path)
     if bad is not None:
         yield _whole_refused(doc.path, source, f"invalid UTF-8 at byte {bad}: JSON document not read")
         return
+    span = _records_array(doc.path)
+    if span is not None:
+        streamed = Path(f"{scratch}.records.json")
+        try:
+            _copy_range(doc.path, *span, streamed)
+            con.execute("SET preserve_insertion_order = true")  # the records' indexes are their order in the file
+            try:
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE doc_rows AS SELECT row_number() OVER () AS n, ?::VARCHAR AS source, "
+                    "1::BIGINT AS position, (row_number() OVER ())::INTEGER AS record_index, json::VARCHAR AS raw "
+                    f"FROM read_json_objects(?, format = 'array', maximum_object_size = {int(limits.line_bytes)})",
+                    [source, str(streamed)])
+            finally:
+                con.execute("SET preserve_insertion_order = false")
+        except duckdb.Error:  # not an array of JSON values after all (a torn end, say): parsed whole below
+            span = None
+        finally:
+            streamed.unlink(missing_ok=True)
+        if span is not None:
+            yield from _parts(con, limits, [])
+            return
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE json_doc AS SELECT content AS d FROM read_text($path)",
                     {"path": doc.path})
@@ -261,18 +299,23 @@ def _document(con, doc: JsonDocument, source: str, limits: Limits) -> Iterator[P
 
 def _in_parts(con, select_sql: str, params: list, limits: Limits, rejects: list[Reject] | None = None
               ) -> Iterator[Part]:
-    """The records a SELECT over `json_doc` yields, kept in a spillable table, staged `csv_rows` at a time;
+    """The records a SELECT over `json_doc` yields, kept in a spillable table, staged `part_rows` at a time;
     `rejects` come with the last part."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE doc_rows AS SELECT row_number() OVER () AS n, * FROM ({select_sql})",
                 params)
     con.execute("DROP TABLE IF EXISTS json_doc")  # the document itself is no longer needed
+    yield from _parts(con, limits, rejects or [])
+
+
+def _parts(con, limits: Limits, rejects: list[Reject]) -> Iterator[Part]:
+    """The records of `doc_rows`, numbered `n`, staged `part_rows` at a time; `rejects` with the last part."""
     total = con.execute("SELECT count(*) FROM doc_rows").fetchall()[0][0]
-    firsts = range(1, total + 1, limits.csv_rows)
+    firsts = range(1, total + 1, limits.part_rows)
     if not firsts:
         yield Part(0, rejects=rejects or [])
     for first in firsts:
         _select(con, "SELECT source, position, record_index, raw FROM doc_rows WHERE n BETWEEN ? AND ?",
-                [first, first + limits.csv_rows - 1])
+                [first, first + limits.part_rows - 1])
         last = first == firsts[-1]
         yield Part(_count(con), rejects=(rejects or []) if last else [], last=last)
 
@@ -309,6 +352,34 @@ def _whole_refused(path: str, source: str, why: str) -> Part:
     if len(head) > SAMPLE_BYTES:
         why += f" (its first {SAMPLE_BYTES >> 10} KiB kept here)"
     return Part(0, rejects=[Reject(source, 1, sample(head), why)])
+
+
+_RECORDS_HEAD = re.compile(rb'^(\xef\xbb\xbf)?\s*\{\s*"records"\s*:\s*\[')
+_RECORDS_TAIL = re.compile(rb'\]\s*\}\s*$')
+
+
+def _records_array(path: str) -> tuple[int, int] | None:
+    """The byte range of the array of a `{"records": [...]}` document that holds nothing else, from its first
+    and last bytes; None for any other document."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        f.seek(max(0, size - 4096))
+        tail = f.read()
+    start, end = _RECORDS_HEAD.match(head), _RECORDS_TAIL.search(tail)
+    if not start or not end:
+        return None
+    first, last = start.end() - 1, size - len(tail) + end.start() + 1
+    return (first, last) if first < last else None
+
+
+def _copy_range(path: str, start: int, end: int, dest: Path) -> None:
+    with open(path, "rb") as src, open(dest, "wb") as out:
+        src.seek(start)
+        left = end - start
+        while left > 0 and (block := src.read(min(left, 8 << 20))):
+            out.write(block)
+            left -= len(block)
 
 
 def _invalid_utf8_at(path: str) -> int | None:

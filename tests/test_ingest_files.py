@@ -109,7 +109,7 @@ def test_csv_exports_in_one_run_each_quarantine_their_own_lines_at_their_positio
 
     from egresslens.sources.batch import Limits
 
-    parts = replace(Limits.from_env(), csv_rows=2)
+    parts = replace(Limits.from_env(), part_rows=2)
     header = "TimeGenerated,Protocol,SourceIp,SourcePort,DestinationIp,DestinationPort,Action,#row"
     good = "2025-11-26T14:17:0{i},UDP,10.1.0.4,4000{i},91.189.91.157,123,Deny,x"
     exports = tmp_path / "exports"

@@ -193,12 +193,13 @@ class Limits:
     """Sizes the loop and the readers keep to, so that any input fits the memory budget.
 
     `batch_bytes`: raw text per transaction of the line reader; `whole_bytes`: archive blobs DuckDB reads in
-    one statement (larger ones in pieces of this size); `csv_rows`: rows of a CSV export per transaction;
+    one statement (larger ones in pieces of this size); `part_rows`: records normalised in one transaction
+    when a batch holds more (a CSV export, a document or envelopes of many records);
     `line_bytes`: the longest line (record) read, a longer one is quarantined unread; `document_bytes`: the
     largest whole JSON document parsed, a larger one is quarantined unread."""
     batch_bytes: int = 128 << 20
     whole_bytes: int = 512 << 20
-    csv_rows: int = 500_000
+    part_rows: int = 500_000
     line_bytes: int = 16 << 20
     document_bytes: int = 64 << 20
 

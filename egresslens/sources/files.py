@@ -222,8 +222,9 @@ def _too_large(path: Path, key: str, done: Progress, size: int, what: str, bound
                compressed: bool = False) -> Batch:
     with _open(path) as f:
         head = f.read(SAMPLE_BYTES)
-    more = "more than " if compressed else ""
-    why = (f"{what} of {more}{size:,} bytes is larger than the {bound:,} bytes a document may be: not read "
-           f"(its first {SAMPLE_BYTES >> 10} KiB kept here); split it into JSON Lines, one record a line")
+    larger = (f"decompresses to more than the {bound:,} bytes a document may be" if compressed else
+              f"of {size:,} bytes is larger than the {bound:,} bytes a document may be")
+    why = (f"{what} {larger}: not read (its first {SAMPLE_BYTES >> 10} KiB kept here); split it into JSON Lines, "
+           "one record a line")
     return Batch(key, None, until=[done], rejects=[Reject(key, 1, sample(head), why)], gather=False,
                  bytes=path.stat().st_size, status=done_status(what), problem=f"{what} too large: quarantined unread")

@@ -116,6 +116,10 @@ def why_not_a_log(path: Path) -> str | None:
     return None
 
 
+# A first line up to this long is parsed to tell a record from a document; a longer one by its start.
+_PARSED_LINE = 1 << 20
+
+
 def detect_format(path: Path, line_bytes: int = 16 << 20) -> str:
     """`jsonl`, `json` (one document), `csv`, or `empty`, from the first non-blank line (read up to
     `line_bytes`, the longest record: a longer first line is a record the line reader refuses)."""
@@ -132,6 +136,8 @@ def detect_format(path: Path, line_bytes: int = 16 << 20) -> str:
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
     if not text or text[0] not in "{[":
         return "csv"
+    if len(text) > _PARSED_LINE:  # told by its start: parsing it here would hold millions of objects
+        return "json" if text[0] == "[" or re.match(r'\{\s*"tables"\s*:', text) else "jsonl"
     try:
         doc = json.loads(text) if complete else None
     except RecursionError:
