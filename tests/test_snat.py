@@ -208,7 +208,7 @@ def test_cli_json_and_exit_codes(tmp_path, monkeypatch):
 def test_a_compromised_top_source_is_marked_with_its_evidence():
     con = _hot_rollup()
     con.execute("""INSERT INTO threats (event_id, time, firewall, kind, source_ip, fqdn, action, description, log_format)
-                   VALUES ('t1', $h, $fw, 'threat_intel', '10.240.0.4', 'c2.bad-example.net', 'deny', 'Bot Networks',
+                   VALUES (md5('t1'), $h, $fw, 'threat_intel', '10.240.0.4', 'c2.bad-example.net', 'deny', 'Bot Networks',
                            'structured')""", {"h": T0 + timedelta(minutes=5), "fw": FW})
     row = snat.analyse_snat(con, WINDOW, CFG).findings.row(0, named=True)
     assert row["top_sources"] == ["10.240.0.4 (78000; compromised: threat intel)"]
