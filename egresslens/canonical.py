@@ -492,10 +492,11 @@ def canon_table(table: Table) -> str:
 
 
 def event_id_sql(table: Table, alias: str = "") -> str:
-    """MD5 over the canonical columns, NULL-safe and order-sensitive, held as a UUID (the 16 bytes of the
-    digest: its hex text is the UUID's without the dashes)."""
+    """MD5 over the canonical columns, NULL-safe and order-sensitive, held as a UUID: the digest read as a
+    little-endian 128-bit number (`md5_number`), which spares writing the digest as hex text and reading
+    it back."""
     prefix = f"{alias}." if alias else ""
     parts = ", ".join(
         f"coalesce(CAST({prefix}{c} AS VARCHAR), chr(0))" for c in canonical_columns(table)
     )
-    return f"md5(concat_ws(chr(31), {_lit(table.name)}, {parts}))::UUID"
+    return f"md5_number(concat_ws(chr(31), {_lit(table.name)}, {parts}))::UUID"

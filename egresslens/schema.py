@@ -8,8 +8,9 @@ Semantics that hold for every table:
   firewall name.
 * Empty strings in the source become ``NULL``; names (FQDNs, query names) are lower case without a
   trailing dot; rule names are trimmed.
-* ``event_id`` is a deterministic key over the canonical fields (their MD5, held as a UUID: 16 bytes), so
-  the same event delivered twice, or once as legacy text and once structured, is stored once.
+* ``event_id`` is a deterministic key over the canonical fields (their MD5 as a UUID: 16 bytes, DuckDB's
+  ``md5_number(...)::UUID``), so the same event delivered twice, or once as legacy text and once
+  structured, is stored once.
 * ``log_format`` is ``structured`` (AZFW* tables / properties columns) or ``legacy``
   (AzureDiagnostics ``msg_s`` text).
 """

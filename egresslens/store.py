@@ -192,13 +192,14 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring a store written by an earlier version to the current schema. Event ids were the MD5's hex
-    text; they are now the same 16 bytes as a UUID (the same value: events stored before and after are
-    still one event)."""
+    text; they are now the digest as a UUID (`md5_number`, whose bytes are the hex text's in reverse order):
+    the same digest, so events stored before and after are still one event."""
     old = [t for (t,) in con.execute(
         "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' "
         "AND column_name = 'event_id' AND data_type = 'VARCHAR'").fetchall() if t in {e.name for e in EVENT_TABLES}]
     for table in old:
-        con.execute(f"ALTER TABLE {table} ALTER COLUMN event_id SET DATA TYPE UUID USING event_id::UUID")
+        reversed_hex = " || ".join(f"substr(event_id, {i}, 2)" for i in range(31, 0, -2))
+        con.execute(f"ALTER TABLE {table} ALTER COLUMN event_id SET DATA TYPE UUID USING ({reversed_hex})::UUID")
 
 
 def connect_memory() -> duckdb.DuckDBPyConnection:

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from conftest import FIREWALL_ID, count_rows, legacy_record, rows
 from egresslens import store
+from egresslens.canonical import canonical_columns
+from egresslens.schema import TABLES_BY_NAME
 from egresslens.simulate import simulate_to_dir
 from egresslens.ingest import ingest_files
 from egresslens.sources.files import detect_format, discover
@@ -302,20 +304,23 @@ def test_archive_blobs_are_read_hour_by_hour_across_every_path_given(tmp_path):
 
 def test_a_store_with_event_ids_as_md5_text_is_upgraded_and_keeps_every_event_once(tmp_path):
     """Stores written before event ids became UUIDs held the MD5 as 32 hex characters: opened for writing, they
-    are upgraded in place to the same values, so a re-ingest of the same logs adds nothing."""
+    are upgraded in place to the same digests, so a re-ingest of the same logs adds nothing."""
     blob = tmp_path / "PT1H.json"
     blob.write_text("\n".join(RECORDS) + "\n")
     db = tmp_path / "s.duckdb"
     assert _ingest(db, blob).stored == 4
     con = store.connect(db)
-    ids = sorted(str(i).replace("-", "") for (i,) in con.execute("SELECT event_id FROM flows").fetchall())
-    for table in ("flows", "dns_queries", "threats"):  # as the earlier version wrote them
-        con.execute(f"ALTER TABLE {table} ALTER COLUMN event_id SET DATA TYPE VARCHAR "
-                    "USING replace(event_id::VARCHAR, '-', '')")
+    ids = sorted(str(i) for (i,) in con.execute("SELECT event_id FROM flows").fetchall())
+    for table in ("flows", "dns_queries", "threats"):  # as the earlier version wrote them: md5(...) as text
+        con.execute(f"ALTER TABLE {table} ALTER COLUMN event_id SET DATA TYPE VARCHAR USING "
+                    f"md5(concat_ws(chr(31), '{table}', "
+                    + ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(0))" for c in canonical_columns(TABLES_BY_NAME[table]))
+                    + "))")
+    assert len(con.execute("SELECT any_value(event_id) FROM flows").fetchall()[0][0]) == 32
     con.close()
     forced = _ingest(db, blob, force=True)
     assert (forced.read, forced.stored, forced.duplicates) == (4, 0, 4)
     con = store.connect(db, read_only=True)
     assert con.execute("SELECT DISTINCT typeof(event_id) FROM flows").fetchall() == [("UUID",)]
-    assert sorted(str(i).replace("-", "") for (i,) in con.execute("SELECT event_id FROM flows").fetchall()) == ids
+    assert sorted(str(i) for (i,) in con.execute("SELECT event_id FROM flows").fetchall()) == ids
     con.close()
