@@ -14,6 +14,7 @@ import polars as pl
 
 from egresslens.recommend.context import Context, investigate
 from egresslens.recommend.model import Evidence, iso, with_port
+from egresslens.recommend.sources import cut_addresses
 from egresslens.recommend.wildcards import InvalidName, fqdn_matches, validate_fqdn
 from egresslens.suspicion import SUGGESTED_ACTION
 
@@ -62,10 +63,17 @@ def triage(ctx: Context, df: pl.DataFrame, dest_col: str, extra_danger=None) -> 
         if (dest, proto, port) in clean_keys:
             continue  # proposed for the clean sources only (application.py / network.py read ctx.taint)
         who = ", ".join(ctx.susp.source_summary(ip) for ip in ips) or "compromised sources"
-        ev = Evidence(hits=sum(r["hits"] for r in rows), distinct_sources=len(ips), destinations=[str(dest)],
-                      notes=[f"asked for only by {who}"])
+        hits, post = sum(r["hits"] for r in rows), sum(r["post_hits"] for r in rows)
+        first = iso(min((r["since"] for r in rows if r["since"] is not None), default=None))
+        ev = Evidence(hits=hits, distinct_sources=len(ips), destinations=[str(dest)],
+                      notes=[f"asked for only by {who}", f"{post} of {hits} hit(s) at or after their first contact "
+                                                         f"with a withheld destination ({first})"])
+        when = (f"{post} of its {hits} hit(s) came after their first contact with a withheld destination ({first}), "
+                "whatever their support" if post else
+                f"they asked for it only before their first contact ({first}); nothing they alone asked for is "
+                "proposed while they are under investigation")
         investigate(ctx, f"Do not allow {dest!r} ({with_port(proto, port)}): only compromised source(s) {', '.join(ips)} asked for it",
-                    f"no clean source needed this destination; it was requested by {who}", ev, "high",
+                    f"no clean source needed this destination; it was requested by {who}: {when}", ev, "high",
                     key=("tainted", dest, proto, port), rows=[{"gkey": r["gkey"]} for r in rows],
                     rollout=[SUGGESTED_ACTION, f"add a deny rule for {dest} ({with_port(proto, port)})"])
     if not keep:
@@ -104,6 +112,31 @@ def taint_covered(ctx: Context, kind: str, covers, protocols: list[tuple[str, in
                      f"{dest}; this rule is for the clean sources only (the compromised addresses are excluded from "
                      "its sources)")
     return sorted(ips), notes
+
+
+def compromised_cut(ctx: Context, sources: list[str], noted=()) -> tuple[list[str], list[str]]:
+    """`sources` with every compromised address inside them cut out (one behaviour for every proposed rule:
+    a compromised source is in no proposal while it is under investigation), and a note naming the
+    addresses cut that `noted` (already explained) does not."""
+    out, cut = cut_addresses(sources, ctx.susp.compromised if ctx.susp is not None else ())
+    for ip in cut:
+        ctx.cut_from.setdefault(ip, 0)
+        ctx.cut_from[ip] += 1
+    rest = [ip for ip in cut if ip not in set(noted)]
+    notes = [f"compromised source(s) {', '.join(ctx.susp.source_summary(ip) for ip in rest[:10])}"
+             + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
+             + " lie inside these sources and are cut out of the rule while under investigation"] if rest else []
+    return out, notes
+
+
+def held_for_compromised(ctx: Context, label: str, destinations: list[str], ports: list[str]) -> None:
+    """A rule whose every source is compromised is not proposed: it would allow no one else."""
+    investigate(ctx, f"Hold {', '.join(destinations[:3])}{' …' if len(destinations) > 3 else ''} for {label}: "
+                "every source is compromised",
+                f"every address of {label} that asked for {', '.join(destinations[:10])} ({', '.join(ports)}) is a "
+                "compromised source under investigation; no rule is proposed until they are cleared",
+                Evidence(destinations=destinations[:50]), "high", key=("held", label, tuple(destinations), tuple(ports)),
+                rollout=[SUGGESTED_ACTION])
 
 
 def name_cover(patterns: list[str]):
