@@ -58,11 +58,12 @@ def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
         existing = {**rule.describe(), "permissiveness": score}
         if rule.parent:
             continue  # a child policy cannot change its parent's rules
-        if req and (rule.key in shadows or hits == 0):
-            ctx.kept_required.append(f"{'/'.join(rule.key)} {req.note()}; "
-                                     + ("shadowed by an earlier rule, kept" if rule.key in shadows
-                                        else f"no hits in {ctx.span()}, kept"))
-            continue
+        if req:
+            state = ("shadowed by an earlier rule" if rule.key in shadows else f"no hits in {ctx.span()}" if hits == 0
+                     else f"{hits} hit(s) in {ctx.span()}")
+            ctx.kept_required.append(f"{'/'.join(rule.key)} {req.note()} ({state})")
+            if rule.key in shadows or hits == 0:
+                continue
         if rule.key in shadows:
             a = shadows[rule.key]
             rec = Recommendation(

@@ -32,52 +32,74 @@ from egresslens.recommend.wildcards import InvalidName, validate_fqdn
 def attribute_ips(ctx: Context) -> tuple[dict[str, set[str]], dict[str, dict]]:
     """Destination IP -> the name its sources resolved just before connecting, by a clear majority.
 
-    Uses raw `flows` and `dns_queries`: each network connection (allowed or denied) is paired with the
-    same source's latest successful DNS query at most ``dns_max_gap_s`` before it (ASOF join). An IP
-    is attributed to a name when that name accounts for >= ``dns_min_recall`` of **all** its
-    connections (a connection with no query just before it counts against every name), in at least
-    two distinct hours; otherwise it is unattributed, however well the few paired connections agree.
-    Hourly rollups carry no timing, so IPs seen only in rollups are not attributed (they fall back to
-    CIDRs / service tags). Returns (attributed IP -> {name}, IP -> its best candidate: name, share,
-    connections, total, hours, attributed) for every IP a query preceded at least once.
+    Uses raw `flows` and `dns_queries`. Each network connection (allowed or denied) is paired with
+    the same source's latest successful query at most ``dns_max_gap_s`` before it (ASOF join); an
+    address's candidate is the name paired with it most often.
+
+    A client resolves a name, connects, then reuses its DNS cache: the connections that must follow
+    a fresh query are the **fresh** ones, a source's first connection after ``dns_cache_s`` without
+    one to the same address (or, for an address whose candidate precedes at least
+    ``dns_group_min_share`` of those, to any address sharing that candidate: one answer serves
+    several round-robin addresses). An IP is attributed to its candidate when the candidate was
+    resolved just before at least ``dns_min_recall`` of **all** its fresh connections (one with no
+    query just before it counts against the name), in at least two distinct hours; otherwise it is
+    unattributed, however well the few paired connections agree. Hourly rollups carry no timing, so
+    IPs seen only in rollups are not attributed (they fall back to CIDRs / service tags).
+
+    Returns (attributed IP -> {name}, IP -> its candidate: name, share, connections, fresh, total,
+    hours, attributed) for every IP a query preceded at least once.
     """
     cfg = ctx.config
-    df = frame(ctx.con, """
+    fresh = "(gap IS NULL OR gap > to_microseconds(CAST($cache * 1000000 AS BIGINT)))"
+    df = frame(ctx.con, f"""
         WITH c AS (SELECT source_ip, time, destination_ip FROM flows
                    WHERE time >= $start AND time < $end AND kind = 'network'
                      AND destination_ip IS NOT NULL AND source_ip IS NOT NULL),
         q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
               WHERE time >= $start - INTERVAL 1 MINUTE AND time < $end AND response_code = 'NOERROR'
                 AND query_name IS NOT NULL AND source_ip IN (SELECT DISTINCT source_ip FROM c)),
-        j AS (SELECT c.destination_ip, c.time,
+        j AS (SELECT c.source_ip, c.destination_ip, c.time,
                      CASE WHEN c.time - q.qtime <= to_microseconds(CAST($gap * 1000000 AS BIGINT)) THEN q.query_name END
                        AS query_name
               FROM c ASOF LEFT JOIN q ON c.source_ip = q.source_ip AND c.time >= q.qtime),
-        t AS (SELECT destination_ip, count(*)::BIGINT AS total FROM j GROUP BY 1),
-        n AS (SELECT destination_ip, query_name, count(*)::BIGINT AS n,
-                     count(DISTINCT date_trunc('hour', time))::BIGINT AS hours
-              FROM j WHERE query_name IS NOT NULL GROUP BY destination_ip, query_name
-              QUALIFY row_number() OVER (PARTITION BY destination_ip ORDER BY count(*) DESC, query_name) = 1)
-        SELECT n.destination_ip, n.query_name, n.n, n.hours, t.total FROM n JOIN t USING (destination_ip)""",
-        {**ctx.params, "gap": cfg.dns_max_gap_s})
+        cand AS (SELECT destination_ip, query_name AS cand FROM j WHERE query_name IS NOT NULL
+                 GROUP BY destination_ip, query_name
+                 QUALIFY row_number() OVER (PARTITION BY destination_ip ORDER BY count(*) DESC, query_name) = 1),
+        a AS (SELECT j.*, cand.cand,
+                     j.time - lag(j.time) OVER (PARTITION BY j.source_ip, j.destination_ip ORDER BY j.time) AS gap
+              FROM j JOIN cand USING (destination_ip)),
+        own AS (SELECT destination_ip, count(*) FILTER (WHERE query_name = cand) / count(*) AS share
+                FROM a WHERE {fresh} GROUP BY destination_ip),
+        b AS (SELECT a.source_ip, a.destination_ip, a.time, a.query_name, a.cand,
+                     a.time - lag(a.time) OVER (PARTITION BY a.source_ip, CASE WHEN own.share >= $group
+                                                THEN a.cand ELSE a.destination_ip END ORDER BY a.time) AS gap
+              FROM a JOIN own USING (destination_ip))
+        SELECT destination_ip, any_value(cand) AS name,
+               count(*) FILTER (WHERE {fresh} AND query_name = cand)::BIGINT AS n,
+               count(DISTINCT date_trunc('hour', time)) FILTER (WHERE {fresh} AND query_name = cand)::BIGINT AS hours,
+               count(*) FILTER (WHERE {fresh})::BIGINT AS fresh, count(*)::BIGINT AS total
+        FROM b GROUP BY destination_ip""",
+        {**ctx.params, "gap": cfg.dns_max_gap_s, "cache": cfg.dns_cache_s, "group": cfg.dns_group_min_share})
     names: dict[str, set[str]] = {}
     detail: dict[str, dict] = {}
-    for ip, name, n, hours, total in df.iter_rows():
-        ok = n >= cfg.dns_min_recall * total and hours >= 2
-        detail[ip] = {"name": name, "share": n / total, "connections": int(n), "total": int(total),
-                      "hours": int(hours), "attributed": ok}
+    for ip, name, n, hours, n_fresh, total in df.iter_rows():
+        ok = n >= cfg.dns_min_recall * n_fresh and hours >= 2
+        detail[ip] = {"name": name, "share": n / n_fresh, "connections": int(n), "fresh": int(n_fresh),
+                      "total": int(total), "hours": int(hours), "attributed": ok, "min_share": cfg.dns_min_recall}
         if ok:
             names[ip] = {name}
     return names, detail
 
 
-def attribution_text(ip: str, detail: dict[str, dict], min_share: float) -> str:
-    """`api.example.com (97 % of 120 connections)` or `unattributed (best: ..., 3 % of 320 connections)`."""
+def attribution_text(ip: str, detail: dict[str, dict]) -> str:
+    """`api.example.com: resolved just before 118 of its 120 fresh connections (98 %; ...)`, or
+    `unattributed (best: ...)` when that is no clear majority."""
     d = detail.get(ip)
     if d is None:
         return "unattributed (no DNS query just before its connections)"
-    what = f"{d['name']}, {d['share']:.0%} of {d['total']} connection(s) in {d['hours']} hour(s)"
-    return what if d["attributed"] else f"unattributed (best: {what}; needs {min_share:.0%} in 2 hours or more)"
+    what = (f"{d['name']}: resolved just before {d['connections']} of its {d['fresh']} fresh connection(s) "
+            f"({d['share']:.0%}; {d['total']} connection(s) in all) in {d['hours']} hour(s)")
+    return what if d["attributed"] else f"unattributed (best: {what}; needs {d['min_share']:.0%} in 2 hours or more)"
 
 
 def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[str]]) -> None:
@@ -177,7 +199,7 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
                 destination_addresses=addrs, destination_fqdns=fq, destination_ports=port_list)
             if fq:
                 notes.append("FQDNs in network rules need DNS proxy enabled on the firewall (and clients using it as DNS server)")
-                notes.extend(f"{n} attributed from DNS: {ip} is {attribution_text(ip, ctx.dns_detail, cfg.dns_min_recall)}"
+                notes.extend(f"{n} attributed from DNS: {ip} is {attribution_text(ip, ctx.dns_detail)}"
                              for n in fq for ip in derived[n][:5])
             if any(t == "tag" for t, _v, _i in dests):
                 notes.append("service tags from the supplied Service Tags file; Microsoft updates their prefixes")
@@ -187,7 +209,7 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
                 id=rid, kind="add-network-rule", title=f"Allow {label} to {what} on {proto} {','.join(port_list)}",
                 rule=rule, evidence=Evidence(destinations=ips, derived_from=derived, notes=notes,
                                              per_name=[{**support[ip], "attribution": attribution_text(
-                                                 ip, ctx.dns_detail, cfg.dns_min_recall)} for ip in ips if ip in support]),
+                                                 ip, ctx.dns_detail)} for ip in ips if ip in support]),
                 confidence="high" if fq or all("/" not in a for a in addrs) else "medium",
                 risk="medium" if any("/" in a for a in addrs) or any(t == "tag" for t, _v, _i in dests) else "low",
                 rationale=f"denied {proto} traffic from {label} to {len(ips)} address(es) on port(s) {', '.join(port_list)}",

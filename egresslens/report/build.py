@@ -40,8 +40,9 @@ def build_report(con: duckdb.DuckDBPyConnection, window: Window, *, baseline: Wi
         return out
 
     recs = timed("recommend", lambda: recommend(con, window, policy=policy, config=recommend_config))
-    snat_result = timed("snat", lambda: snat.analyse_snat(con, window, snat_config))
-    dns_result = timed("dns", lambda: dns.analyse_dns(con, window, dns_config))
+    # one suspicion assessment for the whole report: recommend's (it also knows the policy's names)
+    snat_result = timed("snat", lambda: snat.analyse_snat(con, window, snat_config, suspicion=recs.suspicion))
+    dns_result = timed("dns", lambda: dns.analyse_dns(con, window, dns_config, suspicion=recs.suspicion))
     out = [
         timed("freshness", sections.freshness, inp),
         timed("egress", sections.egress, inp),

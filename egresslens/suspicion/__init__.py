@@ -72,9 +72,10 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         contact, activity = taint.contacts(con, window, taint.withheld(tainting), cfg)
         sources = compromised(con, window, cfg, beacons, contact, activity)
         found.append(_escalation(typosquat.lookalikes(con, cfg, references, sources["source_ip"].to_list())))
-        # a zone already found for another reason (or the owner zone of one) is not listed again as new
+        # a zone already found for another reason (or the owner zone of one) is not listed again as new (a
+        # beacon is a finding of its own: its sources are compromised by it)
         claimed = set().union(*(set(f["subject"].to_list()) | set(f["domain"].drop_nulls().to_list()) for f in found))
-        found.append(new.filter(~pl.col("subject").is_in(list(claimed))))
+        found.append(new.filter(~pl.col("subject").is_in(list(claimed)) | (pl.col("kind") == "beacon")))
         names = _order(pl.concat(found, how="vertical"))
         cover = coverage(con, window)
     finally:
