@@ -147,7 +147,7 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     hits = d.frames["timeline"]
     v = d.frames["verdict"].row(0, named=True)
     d.facts.insert(0, f"verdict: {v['verdict']}" + (f" since {v['since']:%Y-%m-%d %H:%M}" if v["since"] else "")
-                   + f" ({v['detail']})")
+                   + f": {v['detail']}")
     d.facts.insert(0, f"{kind} {subject}: {int(hits['hits'].sum() or 0):,} events in {window.describe()}")
     cover = recs.suspicion.coverage
     if cover is not None and not cover.complete:

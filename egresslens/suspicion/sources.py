@@ -49,8 +49,9 @@ def compromised(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionCo
     # every other contact with a withheld subject: this source was not where it was found, but reached it
     rest = contact.join(direct.select("source_ip", "subject").unique(), on=["source_ip", "subject"], how="anti",
                         nulls_equal=True)
+    what = pl.when(own).then(pl.format("the {}", "why")).otherwise(pl.format("{}, the {},", "subject", "why"))
     parts = [direct, rest.with_columns(pl.lit("contact").alias("kind"), pl.format(
-        "reached {} ({}) {} time(s) by {}, first at {}", "subject", "why", "events", pl.col("via").list.join(" and "),
+        "reached {} {} time(s) by {}, first at {}", what, "events", pl.col("via").list.join(" and "),
         pl.col("first_seen").dt.strftime("%Y-%m-%d %H:%M:%S")).alias("detail")).select(list(_EV_COLS)).cast(_EV_COLS)]
     ev = pl.concat(parts, how="vertical")
     if ev.is_empty():
