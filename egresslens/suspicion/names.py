@@ -5,11 +5,11 @@ Temp tables, built once per assessment:
 
 - `susp_qs`: per (hour, source, name): queries, TXT/NULL queries, NXDOMAIN answers, first/last seen
   (search-domain noise removed);
-- `susp_names`: per name: the same summed, plus labels, public labels `ps` and owner zone;
+- `susp_names`: per name: the same summed, plus its number of labels `n`, public labels `ps` and owner zone;
 - `susp_fq`: per (hour, source, name) of the flows that carry a name (application rules, FQDN
   network rules): hits, first/last seen;
-- `susp_allnames`: every distinct name of DNS and flows with its labels, `ps` and owner zone (flow
-  names the DNS log lacks get their owner here, once).
+- `susp_allnames`: every distinct name of DNS and flows with its owner zone (flow names the DNS log
+  lacks get their owner here, once).
 
 Tunnelling is judged for every parent zone of every name, whatever its depth, from the owner zone
 down (`<40>.<20>.t.zone.example` counts for `t.zone.example`, `zone.example` ...); a flagged zone
@@ -61,7 +61,7 @@ def build_tables(con: duckdb.DuckDBPyConnection, window: Window) -> None:
                         list(DISTINCT source_ip ORDER BY source_ip) FILTER (WHERE source_ip IS NOT NULL) AS sources,
                         min(first_seen) AS first_seen, max(last_seen) AS last_seen
                  FROM susp_qs GROUP BY name)
-      SELECT a.*, o.labels, o.n, o.ps, o.owner FROM a JOIN ({owner_sql('SELECT name FROM a')}) o USING (name)""")
+      SELECT a.*, o.n, o.ps, o.owner FROM a JOIN ({owner_sql('SELECT name FROM a')}) o USING (name)""")
     run_sql(con, f"""
       CREATE OR REPLACE TEMP TABLE susp_fq AS
       SELECT hour, source_ip, lower(destination_fqdn) AS name, sum(hits)::BIGINT AS hits,
@@ -69,9 +69,9 @@ def build_tables(con: duckdb.DuckDBPyConnection, window: Window) -> None:
       FROM ({FLOW_HOURS_SQL}) WHERE destination_fqdn IS NOT NULL GROUP BY ALL""", params)
     run_sql(con, f"""
       CREATE OR REPLACE TEMP TABLE susp_allnames AS
-      SELECT name, labels, n, ps, owner FROM susp_names
+      SELECT name, owner FROM susp_names
       UNION ALL
-      SELECT * FROM ({owner_sql('SELECT DISTINCT name FROM susp_fq ANTI JOIN susp_names USING (name)')})""")
+      SELECT name, owner FROM ({owner_sql('SELECT DISTINCT name FROM susp_fq ANTI JOIN susp_names USING (name)')})""")
 
 
 def tunnelling(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataFrame:
@@ -81,7 +81,8 @@ def tunnelling(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataF
       SELECT name, queries, txt, nx, sources, first_seen, last_seen,
              array_to_string(labels[n - d + 1:], '.') AS zone,
              array_to_string(labels[:n - d], '') AS left_part
-      FROM (SELECT *, unnest(range(ps + 1, n)) AS d FROM susp_names WHERE owner IS NOT NULL)""")
+      FROM (SELECT *, string_split(name, '.') AS labels, unnest(range(ps + 1, n)) AS d FROM susp_names
+            WHERE owner IS NOT NULL AND n > ps + 1)""")
     run_sql(con, f"""
       CREATE OR REPLACE TEMP TABLE susp_zone_stats AS
       SELECT zone, count(*)::BIGINT AS unique_names, sum(queries)::BIGINT AS queries,

@@ -41,7 +41,6 @@ CREATE OR REPLACE TEMP MACRO susp_norm(l) AS
   replace(replace(replace(replace(replace(l, 'rn', 'm'), 'vv', 'w'), '0', 'o'), '1', 'l'), '-', '')
 """
 _PLACEHOLDER = re.compile(r"<[a-z-]+>")
-_DIGITS = re.compile(r"\d+")
 
 
 @lru_cache(maxsize=1)
@@ -122,18 +121,18 @@ def lookalikes(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig, policy_name
                 WHERE c.suffix <> r.suffix AND length(c.label) >= 4)
           SELECT p.owner AS subject, p.ref AS looks_like, p.how, c.label, c.suffix, c.sources AS clean_sources,
                  r.label AS ref_label, r.suffix AS ref_suffix, r.sources AS ref_sources, r.example, r.origin
-          FROM p JOIN c USING (owner) JOIN susp_refs r ON r.owner = p.ref""")
+          FROM p JOIN c USING (owner) JOIN susp_refs r ON r.owner = p.ref
+          -- only use vouches for the reference: it must be used more than this name; numbered siblings
+          -- (labels equal but for their digits) are not look-alikes
+          WHERE (r.origin IS NOT NULL OR c.sources < r.sources)
+            AND (p.how = 'suffix' OR NOT regexp_matches(c.label, '[0-9]')
+                 OR regexp_replace(c.label, '[0-9]+', '#', 'g') <> regexp_replace(r.label, '[0-9]+', '#', 'g'))""")
     finally:
         con.unregister("susp_refs_in")
         con.unregister("susp_bad_src")
     best: dict[str, dict] = {}
     order = {"hyphen": 0, "confusable": 1, "edit": 2, "suffix": 3}
     for r in pairs.iter_rows(named=True):
-        if r["origin"] is None and r["clean_sources"] >= r["ref_sources"]:
-            continue  # only usage vouches for the reference, and it is no more used than this name
-        if r["how"] != "suffix" and _DIGITS.sub("#", r["label"]) == _DIGITS.sub("#", r["ref_label"]) \
-                and _DIGITS.search(r["label"]):
-            continue  # numbered siblings
         if r["how"] == "suffix" and not (_icann_suffix(r["suffix"]) and _icann_suffix(r["ref_suffix"])):
             continue
         rank = (r["origin"] is None, -r["ref_sources"], order[r["how"]], r["looks_like"])
