@@ -160,3 +160,11 @@ def test_of_numbered_siblings_tenants_references_and_a_typosquat_only_the_typosq
     found = susp.names.filter(pl.col("kind") == "lookalike")
     assert found["subject"].to_list() == ["stodrers01.blob.core.windows.net"]
     assert found["looks_like"].to_list() == ["storders01.blob.core.windows.net"]
+
+
+def test_a_rule_left_with_no_source_address_is_held_not_proposed_with_empty_sources():
+    rows = [r for src in ("pod-a", "pod-b", "pod-c") for r in _app(src, "api.partner-example.com", n=8)]
+    recs = recommend(_store(_flows(rows)), WINDOW, config=CFG)
+    assert not [r for r in recs.items if r.rule is not None and not r.rule.source_addresses]
+    held = [r for r in recs.by_kind("investigate") if r.title.startswith("No source left to allow")]
+    assert len(held) == 1 and "api.partner-example.com" in held[0].title

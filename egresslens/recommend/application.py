@@ -24,7 +24,7 @@ from egresslens.recommend.policy import APP_PROTOCOLS
 from egresslens.recommend.sources import group_label, sources_for
 from egresslens.recommend.triage import (
     compromised_cut,
-    held_for_compromised,
+    held_without_sources,
     name_cover,
     per_name_evidence,
     solo_destinations,
@@ -114,11 +114,12 @@ def denied_application(ctx: Context, groups: pl.DataFrame) -> None:
         excluded, taint_notes = taint_covered(ctx, "application", name_cover(sorted(set(all_names) | set(fqdns))),
                                               [(p.split(":")[0].upper(), int(p.split(":")[1])) for p in protos])
         notes.extend(taint_notes)
-        srcs, cut_notes = compromised_cut(ctx, sources_for(sg, ctx.group_cidrs), noted=excluded)
+        srcs, cut_notes, cut = compromised_cut(ctx, sources_for(sg, ctx.group_cidrs), noted=excluded)
         notes.extend(cut_notes)
         if not srcs:
-            held_for_compromised(ctx, label, sorted(set(all_names)), sorted(protos))
+            held_without_sources(ctx, label, sorted(set(all_names)), sorted(protos))
             continue
+        ctx.record_cut(cut)
         if alone:
             if support[alone]["support"] == "low":
                 notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "

@@ -38,6 +38,11 @@ class Context:
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)
 
+    def record_cut(self, addresses: list[str]) -> None:
+        """Compromised addresses a proposed rule leaves out (counted on each source's investigate item)."""
+        for ip in addresses:
+            self.cut_from[ip] = self.cut_from.get(ip, 0) + 1
+
     def set_coverage(self, coverage) -> None:  # noqa: ANN001 - egresslens.analyse.Coverage
         """Every finding states the hours of its window that hold data (`window.covered_hours`)."""
         self.coverage = coverage

@@ -123,7 +123,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
         changes.append(f"sources {', '.join(rule.sources) or '(IP Groups)'} -> {', '.join(new_sources)} (observed source subnets)")
     else:
         new_sources = list(rule.sources)  # the sources of required platform egress are never narrowed
-    new_sources, cut_notes = compromised_cut(ctx, new_sources)
+    new_sources, cut_notes, cut = compromised_cut(ctx, new_sources)
     # The narrow rule goes into its own group just above the broad rule's group (same rule type, so
     # Azure evaluates it first); the broad rule stays until the narrow one has proven itself.
     proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
@@ -177,6 +177,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
         return
     if not changes:
         changes.append("drop the destinations listed in would_be_denied")
+    ctx.record_cut(cut)
     if req:
         changes.append(f"keeps the required platform egress whole ({'; '.join(req.why)})")
     still = sorted(({"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],

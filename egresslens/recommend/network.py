@@ -20,7 +20,7 @@ from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.sources import group_label, sources_for
 from egresslens.recommend.triage import (
     compromised_cut,
-    held_for_compromised,
+    held_without_sources,
     per_name_evidence,
     solo_destinations,
     taint_covered,
@@ -182,11 +182,12 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
             excluded, notes = taint_covered(
                 ctx, "network", lambda d: d in covered or any("/" in a and _in_cidr(d, a) for a in addrs),
                 [(proto, None if p == "*" else int(p)) for p in port_list])
-            srcs, cut_notes = compromised_cut(ctx, sources_for(sg, ctx.group_cidrs), noted=excluded)
+            srcs, cut_notes, cut = compromised_cut(ctx, sources_for(sg, ctx.group_cidrs), noted=excluded)
             notes.extend(cut_notes)
             if not srcs:
-                held_for_compromised(ctx, label, fq + addrs, [f"{proto}:{p}" for p in port_list])
+                held_without_sources(ctx, label, fq + addrs, [f"{proto}:{p}" for p in port_list])
                 continue
+            ctx.record_cut(cut)
             if alone:
                 if support[alone]["support"] == "low":
                     notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "

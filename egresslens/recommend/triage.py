@@ -114,29 +114,30 @@ def taint_covered(ctx: Context, kind: str, covers, protocols: list[tuple[str, in
     return sorted(ips), notes
 
 
-def compromised_cut(ctx: Context, sources: list[str], noted=()) -> tuple[list[str], list[str]]:
+def compromised_cut(ctx: Context, sources: list[str], noted=()) -> tuple[list[str], list[str], list[str]]:
     """`sources` with every compromised address inside them cut out (one behaviour for every proposed rule:
-    a compromised source is in no proposal while it is under investigation), and a note naming the
-    addresses cut that `noted` (already explained) does not."""
-    out, cut = cut_addresses(sources, ctx.susp.compromised if ctx.susp is not None else ())
-    for ip in cut:
-        ctx.cut_from.setdefault(ip, 0)
-        ctx.cut_from[ip] += 1
+    a compromised source is in no proposal while it is under investigation), a note naming the addresses
+    cut that `noted` (already explained) does not, and the addresses cut (`Context.record_cut` them once
+    the rule is proposed)."""
+    bad = ctx.susp.compromised if ctx.susp is not None else []
+    out, cut = cut_addresses(sources, bad)
     rest = [ip for ip in cut if ip not in set(noted)]
     notes = [f"compromised source(s) {', '.join(ctx.susp.source_summary(ip) for ip in rest[:10])}"
              + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
              + " lie inside these sources and are cut out of the rule while under investigation"] if rest else []
-    return out, notes
+    if bad and "*" in out:
+        notes.append("sources * cannot leave the compromised source(s) out: add a deny rule for them above it")
+    return out, notes, cut
 
 
-def held_for_compromised(ctx: Context, label: str, destinations: list[str], ports: list[str]) -> None:
-    """A rule whose every source is compromised is not proposed: it would allow no one else."""
-    investigate(ctx, f"Hold {', '.join(destinations[:3])}{' …' if len(destinations) > 3 else ''} for {label}: "
-                "every source is compromised",
-                f"every address of {label} that asked for {', '.join(destinations[:10])} ({', '.join(ports)}) is a "
-                "compromised source under investigation; no rule is proposed until they are cleared",
-                Evidence(destinations=destinations[:50]), "high", key=("held", label, tuple(destinations), tuple(ports)),
-                rollout=[SUGGESTED_ACTION])
+def held_without_sources(ctx: Context, label: str, destinations: list[str], ports: list[str]) -> None:
+    """A rule left with no source address (its group has no address ranges, or only compromised ones) is not
+    proposed: it would allow no one, or everyone."""
+    investigate(ctx, f"No source left to allow {', '.join(destinations[:3])}{' …' if len(destinations) > 3 else ''} "
+                f"for {label}",
+                f"no source address of {label} remains for {', '.join(destinations[:10])} ({', '.join(ports)}): the "
+                "group has no address ranges, or every address in it is compromised and under investigation",
+                Evidence(destinations=destinations[:50]), "medium", key=("held", label, tuple(destinations), tuple(ports)))
 
 
 def name_cover(patterns: list[str]):
