@@ -125,6 +125,10 @@ def test_confidence_and_wording_use_the_hours_that_hold_data(week):
     assert unused["confidence"] == "medium"
     assert "in the 168 hour(s) with data (of the 721-hour window)" in unused["rationale"]
     assert all(r["window"]["covered_hours"] == 168 for r in doc["recommendations"])
+    db = week[0]
+    for cmd in (["dns", "--json"], ["snat", "--json"]):
+        out = runner.invoke(app, [cmd[0], "--db", str(db), "--since", "30d", *cmd[1:]])
+        assert any("data in 168 of the 721 hours" in n for n in json.loads(out.stdout)["notes"]), cmd
 
 
 def test_compromised_source_items_count_their_hours_and_cap_their_evidence(week):

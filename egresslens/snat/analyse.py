@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
+from egresslens.analyse import Window, coverage, frame, json_rows, register_temp, run_sql
 from egresslens.snat.capacity import (
     FIRST_FIVE_LIMIT,
     MAX_PUBLIC_IPS,
@@ -228,6 +228,10 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     timeline, fit = metric_fit(con, window, timeline, config)
     if fit.height == 0:
         notes.append("No SNATPortUtilization metric in the store: the estimate is not calibrated.")
+    cover = suspicion.coverage if suspicion is not None and suspicion.coverage is not None and \
+        suspicion.window == window else coverage(con, window)
+    if not cover.complete:
+        notes.append(f"Coverage: {cover.describe()}; peaks and minutes are of those hours only.")
     if not config.uses_nat_gateway and config.public_ips > FIRST_FIVE_LIMIT:
         notes.append("Microsoft's metrics page says only the first five public IPs add SNAT ports; the NAT "
                      "Gateway page multiplies by all of them. This result assumes "
