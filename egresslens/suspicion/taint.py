@@ -66,6 +66,10 @@ def contacts(con: duckdb.DuckDBPyConnection, window: Window, w: pl.DataFrame, cf
         WHERE w.scope <> 'ip')
       QUALIFY row_number() OVER (PARTITION BY name ORDER BY length(subject) DESC, rank) = 1""")
     serious = f"(kind = 'threat_intel' OR severity <= {int(cfg.idps_max_severity)} OR action IN ('drop', 'deny'))"
+    by_address = f"""UNION ALL
+          SELECT f.source_ip, w.kind, w.subject, w.why, w.own, NULL, f.hour, f.hits, f.first_seen, f.last_seen, 'flows'
+          FROM ({FLOW_HOURS_SQL}) f JOIN susp_w w ON f.destination_ip = w.subject AND w.scope = 'ip'
+          WHERE f.source_ip IS NOT NULL""" if (w["scope"] == "ip").any() else ""
     try:
         run_sql(con, f"""
           CREATE OR REPLACE TEMP TABLE susp_contact_ev AS
@@ -75,10 +79,7 @@ def contacts(con: duckdb.DuckDBPyConnection, window: Window, w: pl.DataFrame, cf
           UNION ALL
           SELECT f.source_ip, c.kind, c.subject, c.why, c.own, f.name, f.hour, f.hits, f.first_seen, f.last_seen, 'flows'
           FROM susp_fq f JOIN susp_contact_names c USING (name) WHERE f.source_ip IS NOT NULL
-          UNION ALL
-          SELECT f.source_ip, w.kind, w.subject, w.why, w.own, NULL, f.hour, f.hits, f.first_seen, f.last_seen, 'flows'
-          FROM ({FLOW_HOURS_SQL}) f JOIN susp_w w ON f.destination_ip = w.subject AND w.scope = 'ip'
-          WHERE f.source_ip IS NOT NULL""", params)
+          {by_address}""", params)
         per = frame(con, """
           SELECT source_ip, kind, subject, any_value(why) AS why, bool_or(own) AS own, count(DISTINCT name)::BIGINT AS names,
                  sum(events)::BIGINT AS events, list(DISTINCT via ORDER BY via) AS via, min(first_seen) AS first_seen,
