@@ -72,16 +72,21 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         contact, activity = taint.contacts(con, window, taint.withheld(tainting), cfg)
         sources = compromised(con, window, cfg, beacons, contact, activity)
         found.append(_escalation(typosquat.lookalikes(con, cfg, references, sources["source_ip"].to_list())))
+        _drop(con)  # the window's name tables are done with: free them before the findings are put together
+        cover = coverage(con, window)
         # a zone already found for another reason (or the owner zone of one) is not listed again as new (a
         # beacon is a finding of its own: its sources are compromised by it)
         claimed = set().union(*(set(f["subject"].to_list()) | set(f["domain"].drop_nulls().to_list()) for f in found))
         found.append(new.filter(~pl.col("subject").is_in(list(claimed)) | (pl.col("kind") == "beacon")))
         names = _order(pl.concat(found, how="vertical"))
-        cover = coverage(con, window)
     finally:
-        for t in _TEMP:
-            run_sql(con, f"DROP TABLE IF EXISTS {t}")
+        _drop(con)
     return Suspicion(window, cfg, names if names.height else empty_names(), sources, cover)
+
+
+def _drop(con: duckdb.DuckDBPyConnection) -> None:
+    for t in _TEMP:
+        run_sql(con, f"DROP TABLE IF EXISTS {t}")
 
 
 def _escalation(names: pl.DataFrame) -> pl.DataFrame:
