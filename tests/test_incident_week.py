@@ -162,5 +162,7 @@ def test_dns_the_report_and_the_drilldown_name_the_same_compromised_sources(week
             assert v["verdict"] == ("compromised" if ip in facts["compromised"] else "clean"), ip
         peers = drilldown(con, window, W.EXFIL, "fqdn", policy=rules).frames["peers"]
         assert peers.filter(peers["source_ip"] == W.CONTACT_POD)["compromised"].to_list() == ["contact"]
+        bare = drilldown(con, window, W.C2_IP, "destination", policy=rules).frames["verdict"].row(0, named=True)
+        assert bare["verdict"] == "never proposed" and "DNS attribution: unattributed" in bare["detail"]
     finally:
         con.close()

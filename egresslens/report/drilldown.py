@@ -21,6 +21,7 @@ from egresslens.report import charts
 from egresslens.report.model import INT, PCT, TIME, Chart, Table
 
 KINDS = ("fqdn", "destination", "source", "rule")
+_PEERS = 25  # rows of the sources / destinations table
 _WHERE = {
     "fqdn": "(destination_fqdn = $subject OR ends_with(destination_fqdn, '.' || $subject))",
     "destination": "destination_ip = $subject",
@@ -98,7 +99,8 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
                                       "ORDER BY hour, action", params)
     peer = "coalesce(destination_fqdn, destination_ip)" if kind == "source" else "source_ip"
     d.frames["peers"] = frame(con, f"""SELECT {peer} AS {'destination' if kind == 'source' else 'source_ip'}, action,
-                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""",
+                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC
+                                       LIMIT {_PEERS}""",
                               params)
     d.frames["ports"] = frame(con, f"""SELECT protocol, destination_port AS port, action, sum(hits)::BIGINT AS hits
                                        FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""", params)
@@ -125,12 +127,12 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     finally:
         con.unregister("_drill_names")
     d.frames["recommendations"] = _touching(d, recs)
-    d.frames["verdict"] = verdict(d, recs)
     if kind != "source" and d.frames["peers"].height:  # the same compromised sources as recommend, dns and the report
         susp = recs.suspicion
         d.frames["peers"] = d.frames["peers"].with_columns(pl.col("source_ip").map_elements(
             lambda ip: ", ".join(susp.source(ip)["kinds"]) if susp.is_compromised(ip) else None,
             return_dtype=pl.String).alias("compromised"))
+    d.frames["verdict"] = verdict(d, recs)
     result = snat.analyse_snat(con, window, suspicion=recs.suspicion)
     dests = _destinations(d)
     f = result.findings
@@ -179,6 +181,12 @@ def verdict(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001 - egresslens.re
         row.update({"verdict": "never proposed", "detail": f"{why}; {att}"} if why else {"detail": att})
     else:
         row["detail"] = "a rule has no verdict of its own; see the recommendations that touch it"
+    peers = d.frames.get("peers")
+    if d.kind in ("fqdn", "destination") and row["verdict"] == "no finding" and peers is not None \
+            and 0 < peers.height < _PEERS and "compromised" in peers.columns and peers["compromised"].is_not_null().all():
+        who = ", ".join(sorted(set(peers["source_ip"].to_list()))[:5])
+        row.update(verdict="never proposed", detail=f"reached only by compromised source(s) {who}: nothing only they "
+                                                    f"asked for is proposed; {row['detail']}")
     return pl.DataFrame([row], schema={"subject": pl.String, "verdict": pl.String, "since": pl.Datetime("us"),
                                        "detail": pl.String})
 
