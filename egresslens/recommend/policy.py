@@ -382,43 +382,107 @@ def _covers(a: Rule, b: Rule) -> bool:
     return set(b.app_protocols) <= set(a.app_protocols) and _covers_fqdns(a.target_fqdns, b.target_fqdns)
 
 
-def _candidate_keys(r: Rule) -> list[str]:
-    """What an earlier rule must hold to have a chance of covering `r`: keys of the index below."""
+_BLOCKS = 64  # an address list touching more /24 (then /16) blocks than this is indexed as "wide"
+
+
+def _block_keys(entries: list[str]) -> list[str]:
+    """Index keys of an address list: the /24 blocks it touches, else its /16 blocks, else "wide"."""
+    if any(e.strip() == "*" for e in entries):
+        return ["wide"]
+    m = _matcher(tuple(entries))
+    if m.starts[6]:
+        return ["wide"]
+    for shift, label in ((8, "/24"), (16, "/16")):
+        keys: set[str] = set()
+        for lo, hi in zip(m.starts[4], m.ends[4]):
+            if (hi >> shift) - (lo >> shift) >= _BLOCKS:
+                keys = set()
+                break
+            keys.update(f"{label}:{b}" for b in range((lo >> shift), (hi >> shift) + 1))
+            if len(keys) > _BLOCKS:
+                break
+        else:
+            if keys:
+                return sorted(keys)
+            continue
+    return ["wide"]
+
+
+def _point_keys(entries: list[str]) -> list[str] | None:
+    """Keys under which a rule holding the first address of `entries` must be indexed (None: no filter)."""
+    if not entries:
+        return None
+    if any(e.strip() == "*" for e in entries):
+        return ["wide"]
+    iv = interval(entries[0])
+    if iv is None:
+        return None
+    if iv[0] == 6:
+        return ["wide"]
+    return [f"/24:{iv[1] >> 8}", f"/16:{iv[1] >> 16}", "wide"]
+
+
+def _port_keys(ports: list[str]) -> list[str]:
+    keys: list[str] = []
+    for p in ports:
+        if p.strip() == "*":
+            return ["any"]
+        lo, _, hi = p.partition("-")
+        lo_i, hi_i = int(lo), int(hi or lo)
+        if hi_i - lo_i > 256:
+            keys.append("pwide")
+        else:
+            keys += [f"p:{n}" for n in range(lo_i, hi_i + 1)]
+    return keys
+
+
+def _fqdn_keys(r: Rule) -> tuple[list[str] | None, list[str]]:
+    index = list(r.target_fqdns) or ["*"]
+    if not r.target_fqdns:
+        return ["*"], index
+    labels = r.target_fqdns[0].removeprefix("*.").split(".")
+    return ["*", r.target_fqdns[0]] + ["*." + ".".join(labels[i:]) for i in range(len(labels))], index
+
+
+def _dimensions(r: Rule) -> list[tuple[list[str] | None, list[str]]]:
+    """Per dimension: the keys an earlier covering rule must be indexed under (None: no filter on this
+    dimension), and the keys this rule is indexed under for later ones."""
+    src = (_point_keys(r.all_sources), _block_keys(r.all_sources) if r.all_sources else ["wide"])
     if r.rule_type == "application":
-        if not r.target_fqdns:
-            return ["*"]
-        name = r.target_fqdns[0]
-        labels = name.removeprefix("*.").split(".")
-        return ["*", name] + ["*." + ".".join(labels[i:]) for i in range(len(labels))]
+        return [_fqdn_keys(r), src]
     ports = r.destination_ports or ["*"]
-    return ["*", f"port:{ports[0]}"]
-
-
-def _index_keys(r: Rule) -> list[str]:
-    if r.rule_type == "application":
-        return [t for t in r.target_fqdns] or ["*"]
-    if any(p.strip() == "*" or "-" in p for p in r.destination_ports):
-        return ["*"]  # ranges: tried against every later rule of its type
-    return [f"port:{p}" for p in r.destination_ports]
+    first = ports[0].strip()
+    port_lookup = ["any"] if first == "*" else [f"p:{int(first.partition('-')[0])}", "pwide", "any"]
+    dst_entries = r.all_destination_addresses
+    dst_index = _block_keys(dst_entries) if any(interval(e) or e.strip() == "*" for e in dst_entries) else ["names"]
+    return [(port_lookup, _port_keys(ports)), src, (_point_keys(dst_entries), dst_index)]
 
 
 def shadowed_by(rules: list[Rule]) -> dict[tuple[str, str, str], Rule]:
     """Rules that can never match because an earlier rule (Azure order) matches everything they do.
 
     IP Groups count with their members (a rule with a group that could not be resolved is never
-    judged). Earlier rules are found through an index on target names and ports, so a policy of tens
-    of thousands of rules is judged in about linear time."""
+    judged). Earlier rules are found through indexes on target names, ports, source and destination
+    address blocks, walking the most selective one, so a policy of tens of thousands of rules is judged
+    in about linear time."""
     out: dict[tuple[str, str, str], Rule] = {}
-    index: dict[tuple[str, str], list[int]] = {}
+    index: dict[tuple[str, int, str], set[int]] = {}
     for i, b in enumerate(rules):
         if b.rule_type == "nat":
             continue
+        dims = _dimensions(b)
         if not b.unresolved_ip_groups:
-            candidates = sorted({j for k in _candidate_keys(b) for j in index.get((b.rule_type, k), ())})
+            lookups = [(d, keys) for d, (keys, _) in enumerate(dims) if keys is not None]
+            sets = [[index.get((b.rule_type, d, k), set()) for k in keys] for d, keys in lookups]
+            sizes = [sum(len(x) for x in group) for group in sets]
+            best = min(range(len(sets)), key=sizes.__getitem__)
+            others = [group for n, group in enumerate(sets) if n != best]
+            candidates = sorted({j for x in sets[best] for j in x})
             for j in candidates:  # earliest first: the rule named is the one Azure reaches first
-                if _covers(rules[j], b):
+                if all(any(j in x for x in group) for group in others) and _covers(rules[j], b):
                     out[b.key] = rules[j]
                     break
-        for k in _index_keys(b):
-            index.setdefault((b.rule_type, k), []).append(i)
+        for d, (_, keys) in enumerate(dims):
+            for k in keys:
+                index.setdefault((b.rule_type, d, k), set()).add(i)
     return out
