@@ -80,13 +80,15 @@ class RuleSet(list):
 
     def __init__(self, rules=(), *, policy: PolicyDoc | None = None, chain: list[PolicyDoc] | None = None,
                  firewall: FirewallDoc | None = None, dns_proxy: bool | None = None,
-                 ip_groups: dict[str, IpGroup] | None = None, warnings: list[str] | None = None):
+                 ip_groups: dict[str, IpGroup] | None = None, warnings: list[str] | None = None,
+                 all_ip_groups: list[IpGroup] | None = None):
         super().__init__(sorted(rules, key=lambda r: r.order))
         self.policy = policy
         self.chain = chain or ([policy] if policy else [])
         self.firewall = firewall
         self.dns_proxy = dns_proxy
-        self.ip_groups = ip_groups or {}
+        self.ip_groups = ip_groups or {}  # reference -> group, for the groups its rules use
+        self.all_ip_groups = all_ip_groups or []  # every IP Group known (a proposal may name one)
         self.warnings = warnings or []
 
     @property
@@ -203,7 +205,7 @@ class Estate:
         if firewall is not None and firewall.dns_proxy is not None:
             dns = firewall.dns_proxy
         return RuleSet(rules, policy=own, chain=chain, firewall=firewall, dns_proxy=dns, ip_groups=used,
-                       warnings=list(self.warnings))
+                       warnings=list(self.warnings), all_ip_groups=list(self.ip_groups.values()))
 
     def rules_for_firewall(self, ref: str) -> RuleSet | None:
         fw = self.firewall(ref)
@@ -218,7 +220,8 @@ class Estate:
             return None
         rules = build_rules([fw.classic])
         used = self._resolve(rules)
-        return RuleSet(rules, firewall=fw, dns_proxy=fw.dns_proxy, ip_groups=used, warnings=list(self.warnings))
+        return RuleSet(rules, firewall=fw, dns_proxy=fw.dns_proxy, ip_groups=used, warnings=list(self.warnings),
+                       all_ip_groups=list(self.ip_groups.values()))
 
     def default_rules(self) -> RuleSet | None:
         """The one picture when the estate has a single target: the only firewall's rules, else the only

@@ -7,11 +7,12 @@
 
 from egresslens.recommend.config import Config, ConfigError
 from egresslens.recommend.engine import Recommendations, recommend
+from egresslens.recommend.fleet import recommend_fleet
 from egresslens.recommend.model import Evidence, ProposedRule, Recommendation
 from egresslens.recommend.netaggr import ServiceTags
 
 __all__ = ["Config", "ConfigError", "Evidence", "PolicyError", "ProposedRule", "Recommendation", "Recommendations",
-           "ServiceTags", "load_policy", "parse_policy", "recommend"]
+           "ServiceTags", "load_policy", "parse_policy", "recommend", "recommend_fleet"]
 
 
 def __getattr__(name: str):

@@ -13,7 +13,10 @@ from egresslens.recommend.emit_common import groups, unique_priorities
 
 def _rule_args(rule, name_flag: str = "--name") -> list[str]:
     args = [name_flag, quote(rule.name), "--rule-type", quote(rule.rule_type)]
-    args += ["--source-addresses", *map(quote, rule.source_addresses or ["*"])]
+    if rule.source_ip_groups:
+        args += ["--source-ip-groups", *map(quote, rule.source_ip_groups)]
+    else:
+        args += ["--source-addresses", *map(quote, rule.source_addresses or ["*"])]
     if rule.rule_type == "ApplicationRule":
         args += ["--protocols", *(quote(p.replace(":", "=")) for p in rule.protocols)]
         if rule.target_fqdns:

@@ -49,7 +49,10 @@ def emit(recs) -> str:
                 out.append("          {")
                 out.append(f"{ind}ruleType: {bicep_string(r.rule_type)}")
                 out.append(f"{ind}name: {bicep_string(r.name)}")
-                out.append(f"{ind}sourceAddresses: {_list(r.source_addresses, ind)}")
+                if r.source_ip_groups:
+                    out.append(f"{ind}sourceIpGroups: {_list(r.source_ip_groups, ind)}")
+                else:
+                    out.append(f"{ind}sourceAddresses: {_list(r.source_addresses, ind)}")
                 if r.rule_type == "ApplicationRule":
                     protos = []
                     for p in r.protocols:

@@ -44,7 +44,10 @@ def emit(recs) -> str:
             for r in c.rules:
                 out.append("    rule {")
                 out.append(f"      name             = {hcl_string(r.name)}")
-                out.append(f"      source_addresses = {_list(r.source_addresses)}")
+                if r.source_ip_groups:
+                    out.append(f"      source_ip_groups = {_list(r.source_ip_groups)}")
+                else:
+                    out.append(f"      source_addresses = {_list(r.source_addresses)}")
                 if c.rule_type == "ApplicationRule":
                     for p in r.protocols:
                         t, _, n = p.partition(":")
