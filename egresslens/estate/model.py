@@ -197,7 +197,10 @@ class Estate:
         counter = [0]
         rules: list[Rule] = []
         for depth, p in enumerate(reversed(chain)):
-            rules += build_rules(p.groups, depth=depth, counter=counter)
+            own_rules = build_rules(p.groups, depth=depth, counter=counter)
+            for r in own_rules:
+                r.policy = p.name
+            rules += own_rules
         used = self._resolve(rules)
         own = self.policies[key]
         dns = own.dns_proxy if own.dns_proxy is not None else next(

@@ -55,6 +55,7 @@ class Rule:
     web_categories: list[str] = field(default_factory=list)
     target_urls: list[str] = field(default_factory=list)
     proposed: str | None = None  # recommendation id, for proposals
+    policy: str | None = None  # the name of the policy that holds the rule (a parent's, for inherited rules)
     # IP Group reference -> its addresses, for the groups the policy's IP Groups resolved
     ip_group_members: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
