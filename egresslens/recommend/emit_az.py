@@ -13,12 +13,17 @@ from egresslens.escape import shell as quote
 from egresslens.recommend.emit_common import groups, targets, unique_priorities
 
 
+def _sources(rule) -> list[str]:
+    """Source addresses and IP Groups; `*` only when the rule names neither."""
+    args = ["--source-ip-groups", *map(quote, rule.source_ip_groups)] if rule.source_ip_groups else []
+    if rule.source_addresses or not rule.source_ip_groups:
+        args += ["--source-addresses", *map(quote, rule.source_addresses or ["*"])]
+    return args
+
+
 def _rule_args(rule, name_flag: str = "--name") -> list[str]:
     args = [name_flag, quote(rule.name), "--rule-type", quote(rule.rule_type)]
-    if rule.source_ip_groups:
-        args += ["--source-ip-groups", *map(quote, rule.source_ip_groups)]
-    else:
-        args += ["--source-addresses", *map(quote, rule.source_addresses or ["*"])]
+    args += _sources(rule)
     if rule.rule_type == "ApplicationRule":
         args += ["--protocols", *(quote(p.replace(":", "=")) for p in rule.protocols)]
         if rule.target_fqdns:
@@ -42,10 +47,7 @@ def _classic_rule(rule, base: str, collection, first: bool) -> str:
             "--name", quote(rule.name)]
     if first:
         args += ["--priority", str(int(collection.priority)), "--action", "Allow"]
-    if rule.source_ip_groups:
-        args += ["--source-ip-groups", *map(quote, rule.source_ip_groups)]
-    else:
-        args += ["--source-addresses", *map(quote, rule.source_addresses or ["*"])]
+    args += _sources(rule)
     if rule.rule_type == "ApplicationRule":
         args += ["--protocols", *(quote(p.replace(":", "=")) for p in rule.protocols)]
         if rule.target_fqdns:

@@ -68,7 +68,7 @@ def _target(recs, res: str, offset: int) -> tuple[list[str], int]:
                 out.append(f"{ind}name: {bicep_string(r.name)}")
                 if r.source_ip_groups:
                     out.append(f"{ind}sourceIpGroups: {_list(r.source_ip_groups, ind)}")
-                else:
+                if r.source_addresses or not r.source_ip_groups:
                     out.append(f"{ind}sourceAddresses: {_list(r.source_addresses, ind)}")
                 if r.rule_type == "ApplicationRule":
                     protos = []

@@ -62,7 +62,7 @@ def _target(recs, var: str, seen: set[str]) -> list[str]:
                 out.append(f"      name             = {hcl_string(r.name)}")
                 if r.source_ip_groups:
                     out.append(f"      source_ip_groups = {_list(r.source_ip_groups)}")
-                else:
+                if r.source_addresses or not r.source_ip_groups:
                     out.append(f"      source_addresses = {_list(r.source_addresses)}")
                 if c.rule_type == "ApplicationRule":
                     for p in r.protocols:

@@ -101,7 +101,9 @@ def to_policy_rule(rec: Recommendation) -> Rule:
         rule_type="application" if r.rule_type == "ApplicationRule" else "network",
         name=r.name, rule_collection_group=r.rule_collection_group, rcg_priority=r.rule_collection_group_priority,
         rule_collection=r.rule_collection, collection_priority=r.rule_collection_priority, action=r.action, index=0,
-        sources=list(r.source_addresses), ip_protocols=[p.upper() for p in r.ip_protocols],
+        sources=list(r.source_addresses), source_ip_groups=list(r.source_ip_groups),
+        ip_group_members={k: list(v) for k, v in r.source_ip_group_members.items()},
+        ip_protocols=[p.upper() for p in r.ip_protocols],
         destination_addresses=list(r.destination_addresses), destination_fqdns=list(r.destination_fqdns),
         destination_ports=list(r.destination_ports), app_protocols=protos, target_fqdns=list(r.target_fqdns),
         fqdn_tags=list(r.fqdn_tags), proposed=rec.id,
@@ -235,7 +237,8 @@ def _existing_ip_groups(ctx: Context) -> None:
             continue
         g = min(fits, key=lambda g: (net_size(g.addresses), g.name))
         r.rule.source_ip_groups = [g.id]
-        r.rule.source_addresses = list(g.addresses)
+        r.rule.source_ip_group_members = {g.id: list(g.addresses)}
+        r.rule.source_addresses = []
         r.evidence.notes.append(f"sources use the existing IP Group {g.name} ({len(g.addresses)} entries), which holds "
                                 "every observed source subnet")
 

@@ -193,6 +193,12 @@ def _move(items, adds, shared, parent, fws, config: Config) -> list[Recommendati
             ev.last_seen = max(seen) if seen else None
             ev.days_seen, ev.hours_seen = max(ev.days_seen, r.evidence.days_seen), max(ev.hours_seen, r.evidence.hours_seen)
             _drop_targets(r.rule, moved)
+            left = _targets(r.rule)
+            if left:  # named after what it still allows
+                first = left[0].removeprefix("tag:").removeprefix("fqdn:").removeprefix("*.")
+                r.rule.name = safe_name(f"allow-{first}" + (f"-and-{len(left) - 1}-more" if len(left) > 1 else ""))
+                r.title = f"Allow {r.rule.source_group or 'these sources'} to reach " + ", ".join(left[:6]) + (
+                    " …" if len(left) > 6 else "")
             r.evidence.hits = max(0, r.evidence.hits - hits)
             r.evidence.notes.append(f"{', '.join(sorted(moved))} moved to the parent policy {parent.name} "
                                     "(every firewall under it needs them)")

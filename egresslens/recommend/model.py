@@ -26,7 +26,8 @@ class ProposedRule:
     source_addresses: list[str] = field(default_factory=list)
     source_group: str | None = None  # the source group name (config or inferred)
     source_ip_group: str | None = None  # suggested IP Group name when the source set repeats
-    source_ip_groups: list[str] = field(default_factory=list)  # existing IP Groups (ids) used instead of addresses
+    source_ip_groups: list[str] = field(default_factory=list)  # existing IP Groups (ids), beside or instead of addresses
+    source_ip_group_members: dict[str, list[str]] = field(default_factory=dict)  # their members (for review, what-if)
     # application rules
     protocols: list[str] = field(default_factory=list)  # "Https:443"
     target_fqdns: list[str] = field(default_factory=list)
