@@ -6,8 +6,10 @@ once, and the same comes out of exports offline, out of Azure (a loopback ARM se
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +26,7 @@ from egresslens.store import connect
 from fakes.arm_server import ArmServer, FakeCredential
 
 WEU, NEU, SEC = sites(3)
+NET = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-net/providers/Microsoft.Network"
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +148,82 @@ def test_reading_from_azure_gives_what_the_exports_give_and_the_snapshot_keeps_i
         assert r4.exit_code == 2 and "fw-westeurope" in r4.output
     finally:
         server.stop()
+
+
+def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_dir, tmp_path):
+    import copy
+
+    from egresslens.estate import parse_documents, snapshots
+    from egresslens.report import build_report, render
+
+    db = tmp_path / "r.duckdb"
+    db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+    docs = {f.name: json.loads(f.read_text()) for f in _files(estate_dir)}
+    con = connect(db)
+    window = resolve_window(con, since="1d")
+    snapshots.save(con, parse_documents(docs.items()), "yesterday", now=window.end - (window.end - window.start) - timedelta(hours=6))
+    edited = copy.deepcopy(docs)
+    rcg = edited[f"rcg-{WEU.policy_name}.json"]
+    rules = rcg[-1]["ruleCollections"][-1]["rules"]
+    removed = rules.pop()["name"]
+    rules[0]["targetFqdns"] = ["api.github.com", "status.github.com"]
+    for g in edited["ip-groups.json"]:
+        if g["name"] == "ipg-aks-nodes":
+            g["ipAddresses"].append("10.99.0.0/22")
+    snapshots.save(con, parse_documents(edited.items()), "today", now=window.end - timedelta(hours=1))
+    estate, notes = snapshots.in_force(con, window.end)[0].estate, []
+    report = build_report(con, window, estate=estate, policy_notes=["rules from the snapshot"])
+    con.close()
+    ids = [s.id for s in report.sections]
+    assert ids[0] == "fleet" and "policy" in ids and {f"firewall-{s.name}" for s in (WEU, NEU, SEC)} <= set(ids)
+    fleet_table = report.section("fleet").data["firewalls"]
+    assert fleet_table.height == 3 and set(fleet_table["section"]) == {f"#firewall-{s.name}" for s in (WEU, NEU, SEC)}
+    assert fleet_table.filter(pl.col("firewall") == SEC.name)["parent"].item() == "classic rules"
+    assert all(v is not None and v > 0 for v in fleet_table["connections"])
+    changes = report.section("policy").tables[0].frame
+    kinds = {(r["change"], r["rule"]) for r in changes.iter_rows(named=True)}
+    assert ("removed", removed) in kinds and ("edited", rules[0]["name"]) in kinds
+    assert ("IP Group members", "ipgroup:ipg-aks-nodes") in kinds
+    assert any("the policy changed since" in f.message for f in report.section("policy").findings)
+    text = render(report, "html")
+    assert 'href="#firewall-fw-westeurope"' in text and '<section id="firewall-fw-westeurope"' in text
+
+
+def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from fakes.arm_server import API_VERSION  # noqa: F401 - the server checks it
+
+    rows, t0 = [], datetime(2026, 3, 1, 10, 0)
+    for fw in ("fw-small", "fw-large"):
+        for m in range(15):
+            for i in range(1200):  # 1,200 new connections a minute to one destination, each holding a port 240 s
+                rows.append({"time": t0 + timedelta(minutes=m, seconds=i % 60), "firewall": f"{NET}/azurefirewalls/{fw}".lower(),
+                             "kind": "network", "protocol": "TCP", "source_ip": f"10.1.{i % 200}.{i % 250}",
+                             "destination_ip": "203.0.113.80", "destination_port": 443, "action": "Allow"})
+    db = tmp_path / "snat.duckdb"
+    con = connect(db)
+    con.register("f", pl.DataFrame(rows).to_arrow())
+    con.execute("INSERT INTO flows BY NAME SELECT *, md5(random()::VARCHAR) AS event_id, 'structured' AS log_format FROM f")
+    con.close()
+    server = ArmServer().start()
+    try:
+        for fw, ips in (("fw-small", 1), ("fw-large", 8)):
+            server.add({"id": f"{NET}/azureFirewalls/{fw}", "name": fw, "type": "Microsoft.Network/azureFirewalls",
+                        "properties": {"ipConfigurations": [{"name": f"c{i}", "properties": {
+                            "publicIPAddress": {"id": f"{NET}/publicIPAddresses/p{fw}{i}"}}} for i in range(ips)]}})
+        import azure.identity
+
+        monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda **kw: FakeCredential())  # test-only
+        r = CliRunner().invoke(app, ["snat", "--db", str(db), "--since", "1d", "--json", "--arm-endpoint", server.endpoint,
+                                     "--instances", "2", "--nat-gateway-ips", "0",
+                                     "--firewall-id", f"{NET}/azureFirewalls/fw-small",
+                                     "--firewall-id", f"{NET}/azureFirewalls/fw-large"])
+    finally:
+        server.stop()
+    out = json.loads(r.stdout)
+    by = {f["firewall"].rsplit("/", 1)[-1]: f for f in out["firewalls"]}
+    assert by["fw-small"]["config"]["public_ips"] == 1 and by["fw-large"]["config"]["public_ips"] == 8
+    assert by["fw-small"]["findings"] and not by["fw-large"]["findings"]
+    assert {f["firewall"].rsplit("/", 1)[-1] for f in by["fw-small"]["findings"]} == {"fw-small"}
+    assert r.exit_code == 1  # critical on the small firewall

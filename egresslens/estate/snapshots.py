@@ -167,8 +167,8 @@ def changes(con: duckdb.DuckDBPyConnection, old: Snapshot, new: Snapshot) -> pl.
         WITH o AS (SELECT ip_group, list(address ORDER BY address) AS a FROM ip_group_members WHERE snapshot_id = $old GROUP BY 1),
              n AS (SELECT ip_group, list(address ORDER BY address) AS a FROM ip_group_members WHERE snapshot_id = $new GROUP BY 1)
         SELECT coalesce(n.ip_group, o.ip_group),
-               list_filter(coalesce(n.a, []), x -> NOT list_contains(coalesce(o.a, []), x)),
-               list_filter(coalesce(o.a, []), x -> NOT list_contains(coalesce(n.a, []), x))
+               list_filter(coalesce(n.a, []), lambda x: NOT list_contains(coalesce(o.a, []), x)),
+               list_filter(coalesce(o.a, []), lambda x: NOT list_contains(coalesce(n.a, []), x))
         FROM o FULL OUTER JOIN n USING (ip_group)
         WHERE o.a IS DISTINCT FROM n.a ORDER BY 1""", {"old": old.snapshot_id, "new": new.snapshot_id}).fetchall()
     out = [dict(zip(CHANGE_SCHEMA, r)) for r in rules]

@@ -18,7 +18,7 @@ CHANGES_SINCE = timedelta(hours=24)
 
 def anchor(firewall: str | None) -> str:
     """The HTML id of a firewall's section."""
-    return "fw-" + (re.sub(r"[^a-z0-9-]+", "-", fleet.label(firewall).lower()).strip("-") or "unnamed")
+    return "firewall-" + (re.sub(r"[^a-z0-9-]+", "-", fleet.label(firewall).lower()).strip("-") or "unnamed")
 
 
 def _traffic(inp) -> pl.DataFrame:  # noqa: ANN001
