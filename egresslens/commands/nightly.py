@@ -47,8 +47,7 @@ def nightly_command(
     """Ingest what is new, then write the report: OUT_DIR/reports/egresslens-<UTC time>.html (+ .json) and
     OUT_DIR/latest.html (+ latest.json). One run at a time (a lock in OUT_DIR).
 
-    With --firewall-id / --policy-id the policy is read from Azure every night and kept as a dated snapshot, so
-    each report is judged against the policy as it was and says what changed since the day before.
+    With --firewall-id / --policy-id the policy is read from Azure every night and kept as a dated snapshot, so each report is judged against the policy as it was and says what changed since the day before.
 
     Exit codes: as `report` (0, 1, 7); 6 another run holds the lock or the store; 3 or 4 the ingest (or reading
     the policy from Azure) failed (the report is still written, saying so, and shows the last good data)."""

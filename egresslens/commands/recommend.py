@@ -58,8 +58,7 @@ def recommend_command(
     goes to the parent once). The policy comes from --policy exports, from Azure (--firewall-id, --policy-id;
     each read is kept in the store as a dated snapshot), or from the snapshot in force for the window.
 
-    Exit codes: 0 nothing needs attention, 1 recommendations, 2 usage, 3 unreadable input or policy,
-    4 Azure refused, 6 the store is busy."""
+    Exit codes: 0 nothing needs attention, 1 recommendations, 2 usage, 3 unreadable input or policy, 4 Azure refused, 6 busy store."""
     from egresslens.recommend import Config, ConfigError, ServiceTags, recommend_fleet
 
     fmt = fmt.lower()

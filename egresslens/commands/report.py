@@ -58,13 +58,10 @@ def report_command(
     """The morning report: freshness, egress over time, what changed, top denied destinations with their fix,
     rules to narrow or remove, SNAT, DNS health, threat-intel and IDPS events.
 
-    With several firewalls in the window the report opens with a table of them, each judged against the policy it
-    uses (from --policy, --firewall-id / --policy-id, or the snapshot in force), and says what changed in the
-    policy since the day before.
+    With several firewalls the report opens with a table of them, each judged against the policy it uses (from --policy, --firewall-id / --policy-id, or the snapshot in force); with a policy it says what changed since the day before.
 
     Exit codes: 0 nothing to act on, 1 findings, 7 critical findings (SNAT over critical, threat-intel/IDPS
-    hits, a compromised source, a dependency newly denied that was allowed before), 2 usage, 3 unreadable
-    input or policy, 4 Azure refused, 6 the store is busy."""
+    hits, a compromised source, a dependency newly denied that was allowed before), 2 usage, 3 unreadable input or policy, 4 Azure refused, 6 busy store."""
     from egresslens.report import FAIL_ON, FORMATS, SUFFIX, build_report, windows, write
     from egresslens.store import connect, resolve_db_path
 

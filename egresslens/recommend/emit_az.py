@@ -22,8 +22,12 @@ def _sources(rule) -> list[str]:
 
 
 def _rule_args(rule, name_flag: str = "--name") -> list[str]:
-    args = [name_flag, quote(rule.name), "--rule-type", quote(rule.rule_type)]
-    args += _sources(rule)
+    return [name_flag, quote(rule.name), "--rule-type", quote(rule.rule_type)] + _rule_body(rule)
+
+
+def _rule_body(rule, classic: bool = False) -> list[str]:
+    """Sources, protocols and destinations of one rule (classic network rules name `--protocols`)."""
+    args = _sources(rule)
     if rule.rule_type == "ApplicationRule":
         args += ["--protocols", *(quote(p.replace(":", "=")) for p in rule.protocols)]
         if rule.target_fqdns:
@@ -31,13 +35,27 @@ def _rule_args(rule, name_flag: str = "--name") -> list[str]:
         if rule.fqdn_tags:
             args += ["--fqdn-tags", *map(quote, rule.fqdn_tags)]
     else:
-        args += ["--ip-protocols", *map(quote, rule.ip_protocols)]
+        args += ["--protocols" if classic else "--ip-protocols", *map(quote, rule.ip_protocols)]
         if rule.destination_addresses:
             args += ["--destination-addresses", *map(quote, rule.destination_addresses)]
         if rule.destination_fqdns:
             args += ["--destination-fqdns", *map(quote, rule.destination_fqdns)]
         args += ["--destination-ports", *map(quote, rule.destination_ports)]
     return args
+
+
+def filter_collections(g, base: str, where: str, draft: bool = False) -> list[str]:
+    """`add-filter-collection` and `rule add` commands of one group (`draft`: into the policy's draft)."""
+    verb = "az network firewall policy rule-collection-group " + ("draft " if draft else "")
+    out = []
+    for c in unique_priorities(g):
+        first, *rest = c.rules
+        out.append(f"{verb}collection add-filter-collection {base} {where} --name {quote(c.name)} "
+                   f"--collection-priority {int(c.priority)} --action Allow " + " ".join(_rule_args(first, "--rule-name")))
+        for r in rest:
+            out.append(f"{verb}collection rule add {base} {where} --collection-name {quote(c.name)} "
+                       + " ".join(_rule_args(r)))
+    return out
 
 
 def _classic_rule(rule, base: str, collection, first: bool) -> str:
@@ -47,21 +65,7 @@ def _classic_rule(rule, base: str, collection, first: bool) -> str:
             "--name", quote(rule.name)]
     if first:
         args += ["--priority", str(int(collection.priority)), "--action", "Allow"]
-    args += _sources(rule)
-    if rule.rule_type == "ApplicationRule":
-        args += ["--protocols", *(quote(p.replace(":", "=")) for p in rule.protocols)]
-        if rule.target_fqdns:
-            args += ["--target-fqdns", *map(quote, rule.target_fqdns)]
-        if rule.fqdn_tags:
-            args += ["--fqdn-tags", *map(quote, rule.fqdn_tags)]
-    else:
-        args += ["--protocols", *map(quote, rule.ip_protocols)]
-        if rule.destination_addresses:
-            args += ["--destination-addresses", *map(quote, rule.destination_addresses)]
-        if rule.destination_fqdns:
-            args += ["--destination-fqdns", *map(quote, rule.destination_fqdns)]
-        args += ["--destination-ports", *map(quote, rule.destination_ports)]
-    return " ".join(args)
+    return " ".join(args + _rule_body(rule, classic=True))
 
 
 def _ident(name: str | None, n: int) -> str:
@@ -123,14 +127,7 @@ def _target_commands(t) -> list[str]:
         out.append(f"# rule collection group {g.name}")
         out.append(f"az network firewall policy rule-collection-group create {base} --name {quote(g.name)} "
                    f"--priority {int(g.priority)} --only-show-errors >/dev/null 2>&1 || true")
-        for c in unique_priorities(g):
-            first, *rest = c.rules
-            out.append(f"az network firewall policy rule-collection-group collection add-filter-collection {base} "
-                       f"--rcg-name {quote(g.name)} --name {quote(c.name)} --collection-priority {int(c.priority)} "
-                       f"--action Allow " + " ".join(_rule_args(first, "--rule-name")))
-            for r in rest:
-                out.append(f"az network firewall policy rule-collection-group collection rule add {base} "
-                           f"--rcg-name {quote(g.name)} --collection-name {quote(c.name)} " + " ".join(_rule_args(r)))
+        out += filter_collections(g, base, f"--rcg-name {quote(g.name)}")
         out.append("")
     if removes:
         out.append("# Removals: disable first (remove the rule and keep this script), delete for good after the waiting period.")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from egresslens.escape import comment
 from egresslens.escape import shell as quote
-from egresslens.recommend.emit_az import _rule_args, _section
-from egresslens.recommend.emit_common import groups, targets, unique_priorities
+from egresslens.recommend.emit_az import _section, filter_collections
+from egresslens.recommend.emit_common import groups, targets
 
 
 def emit(recs) -> str:
@@ -38,18 +38,11 @@ def emit(recs) -> str:
         gs, rejected, removes = groups(t)
         out += [comment(m) for m in rejected]
         for g in gs:
-            where = f"{base} --rule-collection-group-name {quote(g.name)}"
             out.append(f"# rule collection group {g.name}")
-            out.append(f"az network firewall policy rule-collection-group draft create {where} "
+            out.append(f"az network firewall policy rule-collection-group draft create {base} "
+                       f"--rule-collection-group-name {quote(g.name)} "
                        f"--priority {int(g.priority)} --only-show-errors >/dev/null")
-            for c in unique_priorities(g):
-                first, *rest = c.rules
-                out.append(f"az network firewall policy rule-collection-group draft collection add-filter-collection {where} "
-                           f"--name {quote(c.name)} --collection-priority {int(c.priority)} --action Allow "
-                           + " ".join(_rule_args(first, "--rule-name")))
-                for r in rest:
-                    out.append(f"az network firewall policy rule-collection-group draft collection rule add {where} "
-                               f"--collection-name {quote(c.name)} " + " ".join(_rule_args(r)))
+            out += filter_collections(g, base, f"--rule-collection-group-name {quote(g.name)}", draft=True)
         for r in removes:
             e = r.existing_rule
             out.append(comment(r.rationale)[:400])
