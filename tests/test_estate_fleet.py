@@ -178,7 +178,8 @@ def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_
     assert ids[0] == "fleet" and "policy" in ids and {f"firewall-{s.name}" for s in (WEU, NEU, SEC)} <= set(ids)
     fleet_table = report.section("fleet").data["firewalls"]
     assert fleet_table.height == 3 and set(fleet_table["section"]) == {f"#firewall-{s.name}" for s in (WEU, NEU, SEC)}
-    assert fleet_table.filter(pl.col("firewall") == SEC.name)["parent"].item() == "classic rules"
+    assert fleet_table.filter(pl.col("firewall") == SEC.name)["policy"].item() == "classic rules"
+    assert fleet_table.filter(pl.col("firewall") == WEU.name)["policy"].item() == f"{WEU.policy_name} < {PARENT}"
     assert all(v is not None and v > 0 for v in fleet_table["connections"])
     changes = report.section("policy").tables[0].frame
     kinds = {(r["change"], r["rule"]) for r in changes.iter_rows(named=True)}

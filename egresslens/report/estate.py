@@ -33,7 +33,7 @@ def _traffic(inp) -> pl.DataFrame:  # noqa: ANN001
 def fleet_section(inp, recs, snat_result) -> Section:  # noqa: ANN001
     """One row per firewall: its policy, traffic, denies, proposals, SNAT peak and data freshness."""
     s = Section("fleet", "Firewalls", "Every firewall in the window, each judged against the rules it evaluates; "
-                "the name links to its section.")
+                "open goes to its section.")
     traffic = _traffic(inp)
     peaks = (snat_result.timeline.group_by("firewall").agg(pl.col("estimate").max().alias("snat_peak"))
              if snat_result.timeline.height else pl.DataFrame(schema={"firewall": pl.String, "snat_peak": pl.Float64}))
@@ -44,18 +44,16 @@ def fleet_section(inp, recs, snat_result) -> Section:  # noqa: ANN001
         info = per.get(fw, {})
         mine = [x for x in recs.items if x.firewall == fw or fw in x.firewalls]
         total = r["allowed"] + r["denied"]
+        parents = " < ".join(reversed(info.get("parents") or []))
+        policy = ("classic rules" if info.get("classic") else info.get("policy") or "-") + (f" < {parents}" if parents else "")
         rows.append({
-            "firewall": fleet.label(fw), "section": "#" + anchor(fw),
-            "policy": info.get("policy") or "-",
-            "parent": ", ".join(info.get("parents") or []) or ("classic rules" if info.get("classic") else "-"),
+            "firewall": fleet.label(fw), "section": "#" + anchor(fw), "policy": policy,
             "connections": total, "denied": r["denied"], "deny_share": r["denied"] / total if total else None,
             "proposals": sum(1 for x in mine if x.kind != "investigate"),
-            "investigate": sum(1 for x in mine if x.kind == "investigate"),
             "snat_peak": None, "last_event": r["last_event"]})
     table = pl.DataFrame(rows, schema={"firewall": pl.String, "section": pl.String, "policy": pl.String,
-                                       "parent": pl.String, "connections": pl.Int64, "denied": pl.Int64,
-                                       "deny_share": pl.Float64, "proposals": pl.Int64, "investigate": pl.Int64,
-                                       "snat_peak": pl.Float64, "last_event": pl.Datetime("us")})
+                                       "connections": pl.Int64, "denied": pl.Int64, "deny_share": pl.Float64,
+                                       "proposals": pl.Int64, "snat_peak": pl.Float64, "last_event": pl.Datetime("us")})
     if peaks.height:
         table = table.drop("snat_peak").join(
             peaks.with_columns(pl.col("firewall").map_elements(fleet.label, return_dtype=pl.String)),
@@ -64,9 +62,9 @@ def fleet_section(inp, recs, snat_result) -> Section:  # noqa: ANN001
     if shared:
         s.facts.append(f"{len(shared)} proposal(s) serve every firewall under a common parent policy and go to that "
                        "parent once.")
-    s.tables.append(Table("Firewalls", table, {"connections": INT, "denied": INT, "deny_share": PCT, "proposals": INT,
-                                               "investigate": INT, "snat_peak": PCT, "last_event": TIME, "section": LINK},
-                          limit=200))
+    s.tables.append(Table("Firewalls", table.drop("denied"), {"connections": INT, "deny_share": PCT, "proposals": INT,
+                                                              "snat_peak": PCT, "last_event": TIME, "section": LINK},
+                          note="policy: the policy the firewall uses < its parent (evaluated first)", limit=200))
     s.data["firewalls"] = table
     s.summary = {"firewalls": table.height, "shared_proposals": len(shared)}
     return s
