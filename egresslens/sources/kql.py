@@ -72,7 +72,9 @@ def literal(kql_type: str, value) -> str:
     if kql_type == "timespan":
         if not isinstance(value, timedelta):
             raise KqlError(f"expected a timedelta, got {type(value).__name__}")
-        return f"{value.total_seconds()!r}s"
+        # whole ticks (100 ns), the unit Kusto keeps timespans in: exact for every timedelta, and never
+        # the exponent form (`1e-06s`) a float's repr gives, which Kusto rejects
+        return f"{value // timedelta(microseconds=1) * 10}tick"
     raise KqlError(f"unsupported KQL parameter type {kql_type!r}")
 
 
@@ -128,7 +130,7 @@ def load(name: str) -> Template:
 _LIT_RE = re.compile(
     r'\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<type>[a-z]+)\s*=\s*'
     r'(?:datetime\((?P<dt>[0-9T:.\-]+)Z\)|"(?P<str>(?:[^"\\]|\\.)*)"|(?:long|int)\((?P<int>-?\d+)\)'
-    r'|real\((?P<real>[^)]*)\)|bool\((?P<bool>true|false)\)|(?P<ts>-?[0-9.e+-]+)s)\s*(?:,|$)'
+    r'|real\((?P<real>[^)]*)\)|bool\((?P<bool>true|false)\)|(?P<ts>-?\d+)tick)\s*(?:,|$)'
 )
 _UNESCAPE = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "r": "\r", "t": "\t"}
 
@@ -158,7 +160,7 @@ def parse_rendered(query: str) -> tuple[str | None, dict, str]:
         elif lm.group("bool") is not None:
             v = lm.group("bool") == "true"
         else:
-            v = timedelta(seconds=float(lm.group("ts")))
+            v = timedelta(microseconds=int(lm.group("ts")) // 10)
         values[lm.group("name")] = v
     skeleton = query[: m.start()] + "declare query_parameters(...);" + query[m.end():]
     return name, values, skeleton

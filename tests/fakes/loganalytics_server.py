@@ -157,7 +157,7 @@ class FakeLogAnalytics:
             frame = self._window(self.tables[table], params, span, resource, ingest=True)
             frame = frame.with_columns(IngestionTime=pl.col("_Ingest")).drop("_Ingest")
             if table == "AzureDiagnostics":
-                frame = frame.select("TimeGenerated", "Category", "OperationName", "Resource", "ResourceId",
+                frame = frame.select("TimeGenerated", "Category", "OperationName", "Resource", "_ResourceId",
                                      "msg_s", "IngestionTime")
         elif name == "detect":
             counts = []
@@ -195,11 +195,10 @@ class FakeLogAnalytics:
             cond &= (pl.col("TimeGenerated") >= span[0]) & (pl.col("TimeGenerated") < span[1])
         if ingest:
             cond &= (pl.col("_Ingest") >= p["ingest_start"]) & (pl.col("_Ingest") < p["ingest_end"])
-        rid = "_ResourceId" if "_ResourceId" in df.columns else "ResourceId"
-        if p.get("firewall"):
-            cond &= pl.col(rid).str.to_lowercase() == p["firewall"].lower()
+        if p.get("firewall"):  # `=~`: equal ignoring case
+            cond &= pl.col("_ResourceId").str.to_lowercase() == p["firewall"].lower()
         if resource:
-            cond &= pl.col(rid).str.to_lowercase() == resource
+            cond &= pl.col("_ResourceId").str.to_lowercase() == resource
         return df.filter(cond)
 
     def _summary_flows(self, p, span, resource) -> pl.DataFrame:
@@ -281,7 +280,7 @@ class FakeLogAnalytics:
             position=pl.int_range(1, df.height + 1, dtype=pl.Int64), record_index=pl.lit(None, pl.Int32),
             raw=pl.struct(TimeGenerated=pl.col("TimeGenerated").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
                           Category="Category", OperationName="OperationName", Resource="Resource",
-                          ResourceId="ResourceId", msg_s="msg_s", Type=pl.lit("AzureDiagnostics")).struct.json_encode(),
+                          _ResourceId="_ResourceId", msg_s="msg_s", Type=pl.lit("AzureDiagnostics")).struct.json_encode(),
         )
         con = duckdb.connect()
         try:
@@ -499,7 +498,9 @@ def legacy_fixture(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, 
     """The simulated day of `fixture_tables` (same arguments, same events, same ingestion latency per
     event) as a legacy workspace holds it: one `AzureDiagnostics` table with the firewall's text in
     `msg_s` (the simulator's legacy rendering), `TimeGenerated`, `Category`, `OperationName`,
-    `Resource`, `ResourceId` (ARM case, as AzureDiagnostics has it) and the hidden `_Ingest`."""
+    `Resource`, `ResourceId` (ARM case, as AzureDiagnostics has it in many workspaces, though Microsoft's
+    table reference does not list it: no query reads it), `_ResourceId` (lower case, the documented column
+    every query filters and groups on) and the hidden `_Ingest`."""
     from egresslens.simulate import generate
     from egresslens.simulate.render import (
         FIREWALL_NAME,
@@ -521,7 +522,8 @@ def legacy_fixture(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, 
         parts.append(m.select(
             TimeGenerated=pl.col("time").cast(pl.Datetime("us")),
             Category=pl.col("operationName").replace_strict(LEGACY_CATEGORY), OperationName="operationName",
-            Resource=pl.lit(FIREWALL_NAME.upper()), ResourceId=pl.lit(RESOURCE_ID), msg_s="msg",
+            Resource=pl.lit(FIREWALL_NAME.upper()), ResourceId=pl.lit(RESOURCE_ID),
+            _ResourceId=pl.lit(RESOURCE_ID.lower()), msg_s="msg",
             Type=pl.lit("AzureDiagnostics"),
         ).with_columns(_Ingest=pl.col("TimeGenerated") + pl.duration(seconds=lat)))
     return {"AzureDiagnostics": pl.concat(parts)} if parts else {}
