@@ -29,7 +29,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from egresslens.ingest import Counts, Ingestor
-from egresslens.sources import kql
+from egresslens.sources import kql, summary_wire
 from egresslens.sources.loganalytics_query import (  # noqa: F401 - re-exported for callers
     LogAnalyticsError,
     Querier,
@@ -337,7 +337,11 @@ class Run:
             self._buf_rows += n
         else:
             fmt = "legacy" if tpl.endswith("_legacy") else "structured"
-            w.parts.append(res.table.append_column("Format", pa.array([fmt] * n, pa.string())))
+            try:
+                groups = summary_wire.decode(self.con, res.table, summary_wire.WIRES[SUMMARY_TEMPLATES[tpl][1]])
+            except summary_wire.WireError as exc:
+                raise LogAnalyticsError(f"The summary of {tpl} {_iso(s)}..{_iso(e)} came back malformed: {exc}.") from None
+            w.parts.append(groups.append_column("Format", pa.array([fmt] * n, pa.string())))
         self.on_progress("rows", w.table, {"rows": n})
 
     def _finish_window(self, w: _Window) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import polars as pl
 
-from egresslens.sources import kql
+from egresslens.sources import kql, summary_wire
 
 TOKEN = "loopback-test-token"
 ROW_CAP_MESSAGE = (
@@ -168,11 +168,12 @@ class FakeLogAnalytics:
             frame = pl.DataFrame({"SourceTable": [c[0] for c in counts], "Rows": [c[1] for c in counts]},
                                  schema={"SourceTable": pl.Utf8, "Rows": pl.Int64})
         elif name == "summary_flows":
-            frame = self._summary_flows(params, span, resource)
+            frame = wire_form(self._summary_flows(params, span, resource), summary_wire.FLOWS)
         elif name == "summary_dns":
-            frame = self._summary_dns(params, span, resource)
+            frame = wire_form(self._summary_dns(params, span, resource), summary_wire.DNS)
         elif name in ("summary_flows_legacy", "summary_dns_legacy"):
-            frame = self._summary_legacy(name, params, span, resource)
+            frame = wire_form(self._summary_legacy(name, params, span, resource),
+                              summary_wire.FLOWS if name == "summary_flows_legacy" else summary_wire.DNS)
         else:
             return _error(400, "BadArgumentError", "unsupported template", name) + (name, params, 0)
         doc: dict = {}
@@ -323,10 +324,36 @@ def _error(status: int, code: str, message: str, inner: str | None = None):
     return status, {}, json.dumps({"error": err}).encode()
 
 
+def wire_form(frame: pl.DataFrame, wire: summary_wire.Wire) -> pl.DataFrame:
+    """What the tail of a summary template (summary_wire.kql_tail) makes of its `summarize` output:
+    rows sorted by key, each with P (leading key columns shared with the row before), K (the rest of
+    its key, a dynamic array: JSON text on the wire, as Log Analytics sends dynamic values), the
+    counts, and First / Last in whole microseconds."""
+    if frame.height == 0:
+        return pl.DataFrame(schema={"P": pl.Int64, "K": pl.Utf8, **{c: pl.Int64 for c in wire.counts},
+                                    "First": pl.Int64, "Last": pl.Int64})
+    f = frame.sort(list(wire.key), nulls_last=False)
+    keys = f.select(pl.col("Hour").dt.strftime("%Y-%m-%dT%H:%M:%SZ") if c == "Hour" else pl.col(c)
+                    for c in wire.key).rows()
+    ps, ks, prev = [], [], None
+    for row in keys:
+        p = 0 if prev is None else next(i for i, (a, b) in enumerate(zip(row, prev)) if a != b or i == len(row) - 1)
+        ps.append(p)
+        ks.append(json.dumps(list(row[p:]), separators=(",", ":"), ensure_ascii=False))
+        prev = row
+    first = (pl.col("FirstSeen") - pl.col("Hour")).dt.total_microseconds()
+    return f.select(
+        pl.Series("P", ps, pl.Int64), pl.Series("K", ks, pl.Utf8), *wire.counts,
+        first.alias("First"), ((pl.col("LastSeen") - pl.col("Hour")).dt.total_microseconds() - first).alias("Last"))
+
+
 def _table_json(frame: pl.DataFrame) -> dict:
     cols, exprs = [], []
     for name, dtype in frame.schema.items():
-        if dtype.is_temporal():
+        if name == "K":  # a dynamic column: Log Analytics sends its value as JSON text
+            cols.append({"name": name, "type": "dynamic"})
+            exprs.append(pl.col(name))
+        elif dtype.is_temporal():
             cols.append({"name": name, "type": "datetime"})
             exprs.append(pl.col(name).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
         else:
