@@ -66,6 +66,7 @@ class Request:
     bytes: int
     authorized: bool
     prefer: str | None
+    query: str = ""  # the KQL text exactly as the client sent it
 
 
 @dataclass
@@ -442,7 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(fault.delay)
                 status, headers, payload, name, params, n = fake.answer_query(url.path, body, self.headers)
             fake.requests.append(Request(url.path, name, params, body.get("timespan") if isinstance(body, dict) else None,
-                                         status, n, len(payload), authorized, self.headers.get("Prefer")))
+                                         status, n, len(payload), authorized, self.headers.get("Prefer"),
+                                         (body.get("query") or "") if isinstance(body, dict) else ""))
             try:
                 self._send(status, headers, payload)
             except (BrokenPipeError, ConnectionResetError):
