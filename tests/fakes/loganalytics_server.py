@@ -189,7 +189,9 @@ class FakeLogAnalytics:
                                             "message": ROW_CAP_MESSAGE.format(cap=self.row_cap)}}],
             }
         doc = {"tables": [_table_json(frame)], **doc}
-        return 200, {}, json.dumps(doc).encode(), name, params, min(rows, self.row_cap)
+        # compact, as the service writes it (no blank after a separator: the service's bodies quoted in
+        # azure-sdk-for-js's monitor-query, and Microsoft's published examples)
+        return 200, {}, json.dumps(doc, separators=(",", ":")).encode(), name, params, min(rows, self.row_cap)
 
     def _window(self, df: pl.DataFrame, p: dict, span, resource: str | None, ingest: bool) -> pl.DataFrame:
         cond = (pl.col("TimeGenerated") >= p["time_start"]) & (pl.col("TimeGenerated") < p["time_end"])
@@ -499,13 +501,15 @@ class _Handler(BaseHTTPRequestHandler):
 # -- fixtures from the simulator -------------------------------------------------------------------
 
 def fixture_tables(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, start: datetime | None = None,
-                   latency_s: tuple[int, int] = (20, 600), tables: tuple[str, ...] | None = None) -> dict[str, pl.DataFrame]:
+                   latency_s: tuple[int, int] = (20, 600), tables: tuple[str, ...] | None = None,
+                   scenario=None) -> dict[str, pl.DataFrame]:
     """Simulated AZFW* tables as Log Analytics holds them (TimeGenerated, _ResourceId, Type, TenantId,
-    the table's columns) plus `_Ingest` = TimeGenerated + a deterministic ingestion latency."""
+    the table's columns) plus `_Ingest` = TimeGenerated + a deterministic ingestion latency. `scenario`:
+    the simulator's result for these arguments, when the caller already has it."""
     from egresslens.simulate import generate
     from egresslens.simulate.render import RESOURCE_ID, TENANT_ID, _prepared, _split
 
-    sc = generate(hours=hours, events_per_hour=events_per_hour, seed=seed, start=start)
+    sc = scenario or generate(hours=hours, events_per_hour=events_per_hour, seed=seed, start=start)
     frames = {"flows": sc.flows, "dns_queries": sc.dns_queries, "threats": sc.threats}
     out = {}
     lo, hi = latency_s
