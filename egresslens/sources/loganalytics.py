@@ -10,9 +10,10 @@
   arrive late (ingested after an earlier run, whatever their TimeGenerated) are picked up, and the
   deterministic `event_id` keeps every event stored once even when a window is read twice (a run
   killed mid-window, an overlap).
-* Summary mode runs `summarize` in the workspace (hourly bins) and replaces the rollups of the
-  hours it re-reads; it re-reads a look-back margin before its watermark so late records are
-  counted.
+* Summary mode runs `summarize` in the workspace (hourly bins), receives the groups front-coded
+  (`egresslens.sources.summary_wire`: about 1/100 of the raw rows' bytes, decoded exactly) and
+  replaces the rollups of the hours it re-reads; it re-reads a look-back margin before its watermark
+  so late records are counted.
 * Throttling (429 + Retry-After), transient 5xx and timeouts are retried here, deliberately, with
   backoff (the SDK's own retries are switched off); permanent errors become `LogAnalyticsError`
   with one sentence for the user, after every completed window has been stored.
