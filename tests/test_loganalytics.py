@@ -319,3 +319,11 @@ def test_summary_wire_carries_any_key_text_exactly():
     with pytest.raises(summary_wire.WireError, match="not in the wire form"):
         summary_wire.decode(con, bad, summary_wire.FLOWS)
     assert _json.loads(coded["K"][0])[0] == "fw"
+
+
+def test_summary_templates_end_with_the_wire_tail():
+    from egresslens.sources import summary_wire
+    from egresslens.sources.loganalytics import SUMMARY_TEMPLATES
+
+    for template, kind in SUMMARY_TEMPLATES.values():
+        assert kql.load(template).text.endswith(summary_wire.kql_tail(summary_wire.WIRES[kind])), template
