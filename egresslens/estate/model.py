@@ -7,8 +7,6 @@ Keys are lower-case ARM ids when the documents carry them (`az` and ARM output a
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,10 +50,6 @@ class PolicyDoc:
     firewalls: list[str] = field(default_factory=list)  # keys of the firewalls that use it
     source: str = ""
 
-    def digest(self) -> str:
-        body = json.dumps({"parent": self.parent, "groups": self.groups, "dns_proxy": self.dns_proxy},
-                          sort_keys=True, default=str)
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -68,10 +62,6 @@ class FirewallDoc:
     dns_proxy: bool | None = None
     source: str = ""
 
-    def digest(self) -> str:
-        body = json.dumps({"policy": self.policy, "classic": self.classic, "dns_proxy": self.dns_proxy},
-                          sort_keys=True, default=str)
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 class RuleSet(list):
@@ -163,14 +153,6 @@ class Estate:
         """Policies no other policy inherits from (the ones firewalls use directly)."""
         parents = {p.parent for p in self.policies.values() if p.parent}
         return [p for k, p in self.policies.items() if k not in parents]
-
-    def firewalls_of(self, policy_key: str) -> list[FirewallDoc]:
-        """Firewalls that use this policy or a child of it."""
-        out = []
-        for f in self.firewalls.values():
-            if f.policy and policy_key in {p.key for p in self.chain(f.policy)}:
-                out.append(f)
-        return out
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

@@ -12,25 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from egresslens.recommend.wildcards import fqdn_matches  # noqa: F401 - one definition of Azure's wildcard semantics
+from egresslens.recommend.wildcards import fqdn_matches  # noqa: F401 - re-exported: Azure's wildcard semantics
 
 POLICY_NAME = "fw-policy"
-
-# Members of the Microsoft-managed FQDN tag, as the simulator models it (see aks-egress.md).
-FQDN_TAGS: dict[str, tuple[str, ...]] = {
-    "AzureKubernetesService": (
-        "*.hcp.westeurope.azmk8s.io",
-        "mcr.microsoft.com",
-        "*.data.mcr.microsoft.com",
-        "mcr-0001.mcr-msedge.net",
-        "management.azure.com",
-        "login.microsoftonline.com",
-        "packages.microsoft.com",
-        "acs-mirror.azureedge.net",
-        "packages.aks.azure.com",
-    ),
-}
-
 
 @dataclass(frozen=True)
 class Verdict:
