@@ -168,3 +168,19 @@ def test_a_rule_left_with_no_source_address_is_held_not_proposed_with_empty_sour
     assert not [r for r in recs.items if r.rule is not None and not r.rule.source_addresses]
     held = [r for r in recs.by_kind("investigate") if r.title.startswith("No source left to allow")]
     assert len(held) == 1 and "api.partner-example.com" in held[0].title
+
+
+def test_a_name_withheld_behind_one_firewall_taints_whoever_reached_it_behind_another():
+    from egresslens.recommend import recommend_fleet
+
+    dns = [{**r, "firewall": "fw-a"} for r in _beacon()]
+    dns.append({**_q(T0 + timedelta(hours=20), "10.2.0.77", C2), "firewall": "fw-b"})
+    rows = [{**r, "firewall": "fw-b"} for src in [f"10.2.0.{i}" for i in range(10, 16)]
+            for r in _app(src, "api.partner-example.com", n=8)]
+    rows += [{**r, "firewall": "fw-a"} for r in _app(CLEAN[0], "api.partner-example.com", n=8)]
+    recs = recommend_fleet(_store(_flows(rows), dns_rows=dns), WINDOW)
+    assert recs.suspicion.compromised == [BEACON, "10.2.0.77"]
+    (rule,) = [r for r in _proposed(recs) if r.firewall == "fw-b"]
+    nets = [ipaddress.ip_network(c) for c in rule.rule.source_addresses]
+    assert not any(ipaddress.ip_address("10.2.0.77") in n for n in nets)
+    assert any("10.2.0.77" in n and "cut out" in n for n in rule.evidence.notes)

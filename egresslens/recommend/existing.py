@@ -19,12 +19,13 @@ from egresslens.recommend.catalogue import Required, required_parts, tag_matches
 from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.policy import (
     Rule,
+    ip_group_name,
     net_size,
     permissiveness,
     port_count,
     shadowed_by,
 )
-from egresslens.recommend.sources import sources_for
+from egresslens.recommend.sources import cut_addresses, sources_for
 from egresslens.recommend.triage import compromised_cut
 from egresslens.recommend.wildcards import fqdn_matches, is_valid_fqdn, propose_wildcards
 
@@ -118,19 +119,30 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
         (bad if reason else safe).append((r, reason))
     changes: list[str] = []
     groups = {r["sgroup"] for r, _ in safe}
-    new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule.sources)
-    if not req and ("*" in rule.sources or net_size(rule.sources) > 4 * max(1.0, net_size(new_sources))):
-        changes.append(f"sources {', '.join(rule.sources) or '(IP Groups)'} -> {', '.join(new_sources)} (observed source subnets)")
-    else:
-        new_sources = list(rule.sources)  # the sources of required platform egress are never narrowed
+    rule_sources = rule.all_sources  # IP Groups count with their members
+    new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule_sources)
+    keep_groups: list[str] = []
+    if not req and ("*" in rule_sources or net_size(rule_sources) > 4 * max(1.0, net_size(new_sources))):
+        was = ", ".join(rule.sources + [f"ipgroup:{ip_group_name(g)}" for g in rule.source_ip_groups])
+        changes.append(f"sources {was} -> {', '.join(new_sources)} (observed source subnets)")
+    else:  # the rule's own sources, IP Groups kept as groups (never `*` for a rule that named its sources);
+        # the sources of required platform egress are never narrowed
+        new_sources, keep_groups = list(rule.sources), list(rule.source_ip_groups)
     new_sources, cut_notes, cut = compromised_cut(ctx, new_sources)
+    in_groups = cut_addresses([m for g in keep_groups for m in rule.ip_group_members.get(g, [])],
+                              ctx.susp.compromised)[1] if keep_groups else []
+    if in_groups:  # an IP Group is kept as a group: the compromised members are named, not cut
+        cut_notes.append(f"compromised source(s) {', '.join(in_groups[:10])} are members of the rule's IP Group(s) "
+                         f"{', '.join(ip_group_name(g) for g in keep_groups)}: take them out of the group while under "
+                         "investigation, or add a deny rule for them above it")
     # The narrow rule goes into its own group just above the broad rule's group (same rule type, so
     # Azure evaluates it first); the broad rule stays until the narrow one has proven itself.
     proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
                     rule_collection_group_priority=max(100, rule.rcg_priority - 1),
                     rule_collection=safe_name(f"{rule.rule_collection}-narrow"),
                     rule_collection_priority=rule.collection_priority, name=safe_name(f"{rule.name}-narrow"),
-                    source_addresses=new_sources)
+                    source_addresses=new_sources, source_ip_groups=keep_groups,
+                    source_ip_group_members={g: rule.ip_group_members[g] for g in keep_groups if g in rule.ip_group_members})
     if rule.rule_type == "application":
         names = sorted({r["destination_fqdn"] for r, _ in safe if r["destination_fqdn"]})
         broad = any(t == "*" or t.startswith("*.") for t in rule.target_fqdns) or rule.web_categories

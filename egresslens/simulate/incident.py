@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from egresslens.simulate.base import C2_FQDN, C2_IP, EXFIL_FQDN, FIREWALL_ID, FLOW_SCHEMA, _uniform
+from egresslens.simulate.base import C2_FQDN, C2_IP, EXFIL_FQDN, FLOW_SCHEMA, _uniform
 from egresslens.simulate.events import _base32_labels
 from egresslens.simulate.policy import evaluate
 
@@ -57,10 +57,13 @@ def _flows(world: Any, rows: pl.DataFrame, t0_us: int) -> pl.DataFrame:
     each decided by the policy."""
     if rows.is_empty():
         return pl.DataFrame(schema={**FLOW_SCHEMA, "_dns_name": pl.String})
+    from egresslens.estate import parse_policy
+
+    rules = world.site.rules if world.site is not None else parse_policy(world.policy)
     verdicts = {}
     for src, kind, proto, ip, fqdn, port in rows.select("source_ip", "kind", "protocol", "ip", "fqdn", "port").unique().iter_rows():
         v = evaluate(world.policy, kind=kind, protocol=proto, source_ip=src, destination_port=port, destination_ip=ip,
-                     destination_fqdn=fqdn, service_tags=world.service_tags, dns=world.dns)
+                     destination_fqdn=fqdn, service_tags=world.service_tags, dns=world.dns, rules=rules)
         verdicts[(src, kind, proto, ip, fqdn, port)] = (v.action, v.action_reason, v.policy, v.rule_collection_group,
                                                         v.rule_collection, v.rule)
     keys = list(verdicts)
@@ -73,7 +76,7 @@ def _flows(world: Any, rows: pl.DataFrame, t0_us: int) -> pl.DataFrame:
     n = df.height
     app = pl.col("kind") == "application"
     out = df.select(
-        time=_us(pl.col("offset_s"), t0_us), firewall=pl.lit(FIREWALL_ID), kind="kind", protocol="protocol",
+        time=_us(pl.col("offset_s"), t0_us), firewall=pl.lit(world.firewall_id), kind="kind", protocol="protocol",
         icmp_type=pl.lit(None, dtype=pl.Int32), source_ip="source_ip",
         source_port=(_uniform(n, world.seed, t0_us, "inc-sport") * 28000).cast(pl.Int32) + 32768,
         destination_ip=pl.when(app).then(None).otherwise(pl.col("ip")), destination_fqdn="fqdn",
