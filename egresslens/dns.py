@@ -199,8 +199,10 @@ def _names_table(con: duckdb.DuckDBPyConnection, config: DnsConfig) -> pl.DataFr
     return names.with_columns(pl.when(pl.col("noise_kind").is_not_null()).then(base).otherwise(None).alias("intended_name"))
 
 
-def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> DnsResult:
-    """Every DNS analysis over the window (see the module docstring)."""
+def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None,
+                suspicion: Suspicion | None = None) -> DnsResult:
+    """Every DNS analysis over the window (see the module docstring). `suspicion`: the window's assessment
+    when the caller already has it (the report passes `recommend`'s, so both name the same findings)."""
     config = config or DnsConfig()
     params = {"start": window.start, "end": window.end}
     notes: list[str] = []
@@ -279,7 +281,12 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                 .sort(["upstream_errors", "query_name"], descending=[True, False]))
 
     rtd = _resolved_then_denied(con, window, config)
-    susp = assess(con, window=window, config=config.suspicion)
+    if suspicion is not None and suspicion.window == window and suspicion.config == config.suspicion:
+        susp = suspicion
+    else:
+        susp = assess(con, window=window, config=config.suspicion)
+    if susp.coverage is not None and not susp.coverage.complete:
+        notes.append(f"coverage: {susp.coverage.describe()}; counts and 'first seen' speak for those hours only.")
     suspicious = suspicious_view(susp)
     flagged = suspicious.filter(pl.col("reason") == "tunnelling")["domain"].implode()
     failures = failures.with_columns(pl.col("domain").is_in(flagged).fill_null(False).alias("suspicious_domain")).sort(

@@ -273,9 +273,10 @@ FROM (
          lower(rtrim(nullif("QueryName", ''), '.')) AS query_name, nullif(upper(rtrim("QueryType", ':')), '') AS query_type,
          nullif(upper("ResponseCode"), '') AS response_code,
          sum(try_cast("Queries" AS BIGINT))::BIGINT AS queries, sum(try_cast("Errors" AS BIGINT))::BIGINT AS errors,
-         -- failed lookups have no duration: an all-failed group has none, whatever sum() of no values gives
+         -- failed lookups have no duration: an all-failed group sums to 0, as raw rows' hourly groups do
+         -- (analyse.DNS_HOURS_SQL), whatever Kusto's sum() of no values gives
          CASE WHEN sum(try_cast("Queries" AS BIGINT)) > sum(try_cast("Errors" AS BIGINT))
-              THEN sum(try_cast("TotalDurationS" AS DOUBLE)) END AS total_duration_s,
+              THEN coalesce(sum(try_cast("TotalDurationS" AS DOUBLE)), 0) ELSE 0 END AS total_duration_s,
          max(try_cast("MaxDurationS" AS DOUBLE)) AS max_duration_s,
          min(try_cast("FirstSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS first_seen,
          max(try_cast("LastSeen" AS TIMESTAMPTZ)::TIMESTAMP) AS last_seen,

@@ -62,3 +62,11 @@ def rows(con, sql: str, params=None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def run_loganalytics(con, credential, target, **kw):
+    """`egresslens ingest loganalytics` as the library runs it: the source's statistics, with the run's counts."""
+    from egresslens.sources.loganalytics import LogAnalyticsSource
+
+    source = LogAnalyticsSource(credential, target, **kw)
+    return source.summary(ingest.run(con, source))

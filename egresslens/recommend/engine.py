@@ -18,6 +18,7 @@ import polars as pl
 from egresslens.analyse import (
     FLOW_RAW_HOURS_SQL,
     Window,
+    coverage,
     flow_hours_sql,
     newest_hour_may_be_incomplete,
 )
@@ -28,11 +29,14 @@ from egresslens.recommend.existing import analyse_existing
 from egresslens.recommend.model import Evidence, Recommendation, iso, safe_name
 from egresslens.recommend.netaggr import ServiceTags
 from egresslens.recommend.network import attribute_ips, denied_network
-from egresslens.recommend.policy import Rule
+from egresslens.recommend.policy import Rule, covers_addresses, net_size
 from egresslens.recommend.sources import assign_groups
 from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
 
 NETWORK_RULE_BUDGET = 20_000
+# The one behaviour for compromised sources in rules (docs/suspicion.md)
+COMPROMISED_IN_RULES = ("while under investigation this address is cut out of the sources of every proposed rule, "
+                        "and nothing only compromised sources asked for is proposed")
 RAW_HOURS = "_rec_raw_hours"  # temp table: the window's raw flows grouped by hour, once per run
 FLOW_HOURS = f"({flow_hours_sql(RAW_HOURS)})"  # FLOW_HOURS_SQL over it (needs the window's $start, $end)
 MAX_RCGS = 60
@@ -45,8 +49,13 @@ class Recommendations:
     warnings: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     rule_scores: list[dict[str, Any]] = field(default_factory=list)
-    dns_attribution: dict[str, list[str]] = field(default_factory=dict)
+    dns_attribution: dict[str, list[str]] = field(default_factory=dict)  # attributed IPs only
     suspicion: Suspicion | None = None
+    # per destination IP a DNS query preceded at least once: the best name, its share of all the IP's
+    # connections, counts, and whether that is a clear enough majority to attribute the IP
+    attribution: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
+    firewalls: list[dict[str, Any]] = field(default_factory=list)
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -99,7 +108,9 @@ def to_policy_rule(rec: Recommendation) -> Rule:
         rule_type="application" if r.rule_type == "ApplicationRule" else "network",
         name=r.name, rule_collection_group=r.rule_collection_group, rcg_priority=r.rule_collection_group_priority,
         rule_collection=r.rule_collection, collection_priority=r.rule_collection_priority, action=r.action, index=0,
-        sources=list(r.source_addresses), ip_protocols=[p.upper() for p in r.ip_protocols],
+        sources=list(r.source_addresses), source_ip_groups=list(r.source_ip_groups),
+        ip_group_members={k: list(v) for k, v in r.source_ip_group_members.items()},
+        ip_protocols=[p.upper() for p in r.ip_protocols],
         destination_addresses=list(r.destination_addresses), destination_fqdns=list(r.destination_fqdns),
         destination_ports=list(r.destination_ports), app_protocols=protos, target_fqdns=list(r.target_fqdns),
         fqdn_tags=list(r.fqdn_tags), proposed=rec.id,
@@ -112,16 +123,29 @@ def recommend(
     policy: list[Rule] | None = None,
     config: Config | None = None,
     service_tags: ServiceTags | None = None,
+    suspicion: Suspicion | None = None,
 ) -> Recommendations:
-    """Recommendations for the window. ``policy``: rules from :func:`egresslens.recommend.policy.load_policy`."""
+    """Recommendations for the window. ``policy``: rules from :func:`egresslens.recommend.policy.load_policy`.
+    ``suspicion``: the window's assessment when the caller already has it (a fleet assesses every firewall's
+    traffic once, so a name withheld behind one firewall taints whoever reached it behind another)."""
     config = config or Config()
     ctx = Context(con, window, config, policy, service_tags)
     if newest_hour_may_be_incomplete(window):
         ctx.warnings.append("the newest hour of the window may be incomplete (logs arrive minutes late)")
+    ctx.warnings += list(getattr(policy, "warnings", None) or [])  # what reading the policy could not resolve
 
-    # 1. what must never be allowed, and which sources are compromised: the one suspicion model
-    susp = assess(con, window=window, config=config.suspicion)
+    # 1. what must never be allowed, and which sources are compromised: the one suspicion model (look-alikes
+    # of the names the policy allows are withheld too)
+    if suspicion is not None and suspicion.window == window and suspicion.config == config.suspicion:
+        susp = suspicion
+    else:
+        susp = assess(con, window=window, config=config.suspicion, references=allowed_names(policy))
     ctx.susp = susp
+    # the hours that hold data for this run's traffic (a fleet's assessment spans every firewall)
+    cover = coverage(con, window) if susp is suspicion or susp.coverage is None else susp.coverage
+    ctx.set_coverage(cover)
+    if not cover.complete:
+        ctx.warnings.append(f"{cover.describe()}: hits, support, 'unused' and 'first seen' speak for those hours only")
 
     # 2. the window's hourly flow groups, once (every later pass reads them); distinct sources -> groups
     con.execute(f"CREATE OR REPLACE TEMP TABLE {RAW_HOURS} AS {FLOW_RAW_HOURS_SQL}", ctx.params).fetchall()
@@ -138,8 +162,10 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
     mapping, group_cidrs = assign_groups([r[0] for r in src_rows], config)
     ctx.group_cidrs = group_cidrs
     srcmap = pl.DataFrame({"source_ip": list(mapping), "sgroup": list(mapping.values()),
-                           "compromised": [susp.is_compromised(ip) for ip in mapping]},
-                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean})
+                           "compromised": [susp.is_compromised(ip) for ip in mapping],
+                           "since": [susp.first_contact(ip) for ip in mapping]},
+                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean,
+                                  "since": pl.Datetime("us")})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
         groups = con.sql(f"""
@@ -150,13 +176,15 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
                    sum(f.hits)::BIGINT AS hits, approx_count_distinct(f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
                    approx_count_distinct(f.hour)::BIGINT AS hours,
-                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days
+                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days,
+                   -- hits in hours at or after the source's first contact with something withheld
+                   coalesce(sum(f.hits) FILTER (WHERE f.last_seen >= m.since), 0)::BIGINT AS post_hits,
+                   min(m.since) AS since
             FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
             GROUP BY ALL""", params=ctx.params).pl()
         ctx.stats_rows = groups.height
         ctx.taint = _tainted_requests(ctx) if susp.compromised else {}
-        dns_map = attribute_ips(ctx) if groups.filter(
-            (pl.col("kind") == "network") & (pl.col("action") == "Deny")).height else {}
+        dns_map, ctx.dns_detail = attribute_ips(ctx) if groups.filter(pl.col("kind") == "network").height else ({}, {})
         ctx.dns_map = dns_map
         denied_application(ctx, groups)
         denied_network(ctx, groups, dns_map)
@@ -169,11 +197,17 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
         con.unregister("_rec_srcmap")
     stats = {"flow_groups": ctx.stats_rows, "source_groups": len(set(mapping.values())),
              "by_kind": {k: sum(1 for r in ctx.items if r.kind == k) for k in
-                         ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")}}
+                         ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")},
+             "kept_required": ctx.kept_required, "coverage": ctx.coverage.to_json()}
     order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
     ctx.items.sort(key=lambda r: (order[r.kind], -(r.evidence.hits or 0), r.id))
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()}, susp)
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail)
+
+
+def allowed_names(policy: list[Rule] | None) -> list[str]:
+    """The names the policy allows (references for look-alikes)."""
+    return sorted({n for r in policy or [] if r.action == "Allow" for n in r.target_fqdns + r.destination_fqdns})
 
 
 def _tainted_requests(ctx: Context) -> dict[tuple, list[str]]:
@@ -201,22 +235,52 @@ def _suspicion_items(ctx: Context, susp: Suspicion) -> None:
         ip = r["source_ip"]
         ev = r["evidence"]
         subjects = sorted({e["subject"] for e in ev if e["subject"]})
-        investigate(ctx, f"Compromised source {ip}: isolate it",
-                    "; ".join(f"{e['kind'].replace('_', ' ')}: {e['detail']}" for e in ev)
-                    + f" (from {iso(r['first_seen'])} to {iso(r['last_seen'])})",
+        cut = ctx.cut_from.get(ip, 0)
+        investigate(ctx, f"Compromised source {ip}: isolate it", susp.evidence_text(ip),
                     Evidence(hits=sum(e["events"] or 0 for e in ev), distinct_sources=1, first_seen=iso(r["first_seen"]),
-                             last_seen=iso(r["last_seen"]), destinations=subjects[:20],
-                             notes=["nothing only this source asked for is proposed; rules other sources need exclude it"]),
+                             last_seen=iso(r["last_seen"]), days_seen=r["days_seen"], hours_seen=r["hours_seen"],
+                             destinations=subjects[:20],
+                             notes=[f"{len(ev)} piece(s) of evidence against {len(subjects)} withheld subject(s)",
+                                    COMPROMISED_IN_RULES + (f" (cut out of {cut} proposed rule(s) here)" if cut else "")]),
                     "high", key=("compromised", ip),
-                    rollout=[SUGGESTED_ACTION] + [f"add a deny rule for {s}" for s in subjects[:10]])
+                    rollout=[SUGGESTED_ACTION] + [f"add a deny rule for {s}" for s in subjects[:10]]
+                    + ([f"and {len(subjects) - 10} more withheld subject(s) (see suspicion.sources)"]
+                       if len(subjects) > 10 else []))
 
 
 # ------------------------------------------------------------------ limits
 
+IP_GROUP_SLACK = 4  # an existing IP Group may hold at most this many times the addresses a proposal needs
+
+
+def _existing_ip_groups(ctx: Context) -> None:
+    """A proposal whose sources an existing IP Group holds (and not much more) names the group instead
+    of repeating its addresses; the rule then allows the group's members, which the what-if replays."""
+    groups = list(getattr(ctx.policy, "all_ip_groups", None) or [])
+    if not groups:
+        return
+    for r in ctx.items:
+        if r.rule is None or not r.kind.startswith("add-") or not r.rule.source_addresses or "*" in r.rule.source_addresses:
+            continue
+        need = net_size(r.rule.source_addresses)
+        fits = [g for g in groups if g.addresses and covers_addresses(g.addresses, r.rule.source_addresses)
+                and net_size(g.addresses) <= IP_GROUP_SLACK * need]
+        if not fits:
+            continue
+        g = min(fits, key=lambda g: (net_size(g.addresses), g.name))
+        r.rule.source_ip_groups = [g.id]
+        r.rule.source_ip_group_members = {g.id: list(g.addresses)}
+        r.rule.source_addresses = []
+        r.evidence.notes.append(f"sources use the existing IP Group {g.name} ({len(g.addresses)} entries), which holds "
+                                "every observed source subnet")
+
+
 def _suggest_ip_groups(ctx: Context) -> None:
+    _existing_ip_groups(ctx)
     counts: dict[tuple[str, ...], list[Recommendation]] = defaultdict(list)
     for r in ctx.items:
-        if r.rule is not None and r.kind.startswith("add-") and len(r.rule.source_addresses) > 1:
+        if (r.rule is not None and r.kind.startswith("add-") and len(r.rule.source_addresses) > 1
+                and not r.rule.source_ip_groups):
             counts[tuple(r.rule.source_addresses)].append(r)
     for srcs, recs in counts.items():
         if len(recs) >= ctx.config.ip_group_min_uses:
@@ -241,11 +305,30 @@ def _limits(ctx: Context) -> None:
     if combos + existing > NETWORK_RULE_BUDGET:
         ctx.warnings.append(f"network rules would use {combos + existing} unique source x destination combinations "
                             f"(limit {NETWORK_RULE_BUDGET}); use IP Groups for source sets")
+    _dns_proxy(ctx)
     if ctx.policy:
         n = len({r.rule_collection_group for r in ctx.policy if not r.parent})
         if n + 1 > MAX_RCGS:
             ctx.warnings.append(f"the policy already has {n} rule collection groups (limit {MAX_RCGS}): "
                                 f"put the proposals into an existing group instead of {ctx.config.rule_collection_group}")
+
+
+def _dns_proxy(ctx: Context) -> None:
+    """Network rules with FQDNs need DNS proxy on the firewall: say so where it is off (or not known)."""
+    proxy = getattr(ctx.policy, "dns_proxy", None)
+    target = getattr(ctx.policy, "target", "") or "the policy"
+    existing = sorted({f"{r.rule_collection_group}/{r.rule_collection}/{r.name}" for r in ctx.policy or []
+                       if r.rule_type == "network" and r.destination_fqdns})
+    if proxy is False and existing:
+        ctx.warnings.append(f"DNS proxy is off on {target}, so its network rules with FQDNs ({', '.join(existing[:5])}"
+                            f"{'...' if len(existing) > 5 else ''}) resolve names apart from the clients and may miss "
+                            "their traffic: enable DNS proxy in the policy's DNS settings")
+    for r in ctx.items:
+        if r.rule is not None and r.rule.rule_type == "NetworkRule" and r.rule.destination_fqdns and proxy is not True:
+            r.evidence.notes.append("network rules with FQDNs need DNS proxy on the firewall "
+                                    + ("(it is off: enable it first)" if proxy is False else "(check that it is on)"))
+            if proxy is False:
+                r.rollout.insert(0, f"enable DNS proxy on {target} (policy DNS settings) before adding this rule")
 
 
 # ------------------------------------------------------------------ evidence

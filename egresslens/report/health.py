@@ -100,7 +100,8 @@ def threats(inp: Inputs) -> Section:
       SELECT kind, coalesce(description, signature_id) AS what, coalesce(fqdn, destination_ip) AS destination,
              destination_port AS port, source_ip, action, min(severity) AS severity, count(*)::BIGINT AS events,
              min(time) AS first_seen, max(time) AS last_seen
-      FROM threats WHERE time >= $start AND time < $end GROUP BY ALL ORDER BY events DESC""", inp.params())
+      FROM threats WHERE time >= $start AND time < $end GROUP BY ALL
+      ORDER BY events DESC, first_seen, what, destination, port, source_ip, action""", inp.params())
     hourly = frame(inp.con, """SELECT date_trunc('hour', time) AS hour, kind, count(*)::BIGINT AS events
                                FROM threats WHERE time >= $start AND time < $end GROUP BY ALL ORDER BY hour""",
                    inp.params())

@@ -177,7 +177,8 @@ def egress(inp: Inputs) -> Section:
         pl.col("hits").filter(pl.col("action") == "Deny").sum().alias("denied"),
         pl.col("sources").max().alias("sources_per_hour"))
         .with_columns((pl.col("denied") / (pl.col("allowed") + pl.col("denied"))).alias("deny_share"))
-        .sort(pl.col("allowed") + pl.col("denied"), descending=True))
+        # by volume, ties by name: the same order (and the same top groups) on every run
+        .sort(pl.col("allowed") + pl.col("denied"), pl.col("source_group"), descending=[True, False]))
     top = per_group["source_group"].head(TOP_GROUPS)
     drawn = hourly.with_columns(pl.when(pl.col("source_group").is_in(top.implode())).then(pl.col("source_group"))
                                 .otherwise(pl.lit("other groups")).alias("source_group"))
