@@ -323,17 +323,26 @@ def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dic
         return taken
 
     monkeypatch.setattr(ingest.Pipeline, "read_archive", spy)
+    by_archive, by_lines = _stores_by(directory, tmp_path, monkeypatch, archive, "route_of",
+                                      (("archive", archive.route_of), ("lines", lambda *a, **k: None)))
+    return by_archive, by_lines, whole
+
+
+def _stores_by(directory: Path, tmp_path: Path, monkeypatch, module, name: str, variants) -> list[dict]:
+    """`directory` ingested once per (label, replacement of `module.name`): each store's contents."""
+    from egresslens import ingest
+
     results = []
-    for name, route_of in (("archive", archive.route_of), ("lines", lambda *a, **k: None)):
-        monkeypatch.setattr(archive, "route_of", route_of)
-        db = tmp_path / f"{name}.duckdb"
+    for label, value in variants:
+        monkeypatch.setattr(module, name, value)
+        db = tmp_path / f"{label}.duckdb"
         con = store.connect(db)
         try:
             ingest.ingest_files(con, [directory])
         finally:
             con.close()
         results.append(_store_contents(db))
-    return results[0], results[1], whole
+    return results
 
 
 def test_a_simulated_archive_read_whole_by_duckdb_stores_what_the_line_reader_stores(tmp_path, monkeypatch):
@@ -429,8 +438,6 @@ def test_legacy_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_sa
 def _csv_whole_and_by_rows(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dict, dict, list[str]]:
     """Ingest the exports in `directory` as usual and with every export read row by row: both stores'
     contents, and the exports DuckDB read whole."""
-    from egresslens import ingest
-
     whole, real = [], normalise.normalise_csv
 
     def spy(con, path, log_table):
@@ -439,17 +446,9 @@ def _csv_whole_and_by_rows(directory: Path, tmp_path: Path, monkeypatch) -> tupl
             whole.append(Path(path).name)
         return got
 
-    results = []
-    for name, read in (("whole", spy), ("rows", lambda *a: None)):
-        monkeypatch.setattr(normalise, "normalise_csv", read)
-        db = tmp_path / f"{name}.duckdb"
-        con = store.connect(db)
-        try:
-            ingest.ingest_files(con, [directory])
-        finally:
-            con.close()
-        results.append(_store_contents(db))
-    return results[0], results[1], whole
+    by_whole, by_rows = _stores_by(directory, tmp_path, monkeypatch, normalise, "normalise_csv",
+                                   (("whole", spy), ("rows", lambda *a: None)))
+    return by_whole, by_rows, whole
 
 
 def test_csv_exports_read_whole_by_duckdb_store_what_reading_them_row_by_row_stores(tmp_path, monkeypatch):
