@@ -1,7 +1,7 @@
 """Where ingest time goes: `ingest files` on a directory, with the time of every SQL statement summed
 by pipeline stage, and what is left (reading and splitting lines in Python).
 
-    .venv/bin/python benchmarks/profile_ingest.py .bench-cache/1000000-structured [--db PATH] [--json]
+    .venv/bin/python benchmarks/profile_ingest.py .bench-cache/1000000-structured [--db PATH] [--json] [--threads 1]
 
 Run it on the input `compare.py` generated (`.bench-cache/<rows>-<form>`). Each statement of the real
 ingest path is timed as it runs (wall seconds, and this process's CPU seconds over all its threads: on
@@ -10,7 +10,9 @@ a shared machine they move less than wall time); the stages are:
 - archive read + canonical: whole structured archive blobs read by DuckDB's JSON reader straight into
   canonical rows, with event ids;
 - legacy archive read: whole legacy blobs read by DuckDB's JSON reader into the stage;
-- CSV read: a whole CSV export read by DuckDB's CSV reader into a temporary table;
+- CSV read + canonical: a CSV export of one table read by DuckDB's CSV reader straight into canonical
+  rows, with event ids; CSV read: an export read row by row (something in it needs line numbers) into
+  a temporary table first;
 - route: the fast route's guess per line; fast parse + canonical: lines parsed straight into their
   table's canonical rows; legacy fast parse: legacy lines into the stage;
 - generic stage: every other record, one wide parse;
@@ -40,6 +42,7 @@ STAGES = [  # (stage, pattern over the statement's first words), first match win
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
     ("archive read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_json\("),
     ("legacy archive read", r"TEMP TABLE stage_legacy AS .*read_json\("),
+    ("CSV read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_csv\("),
     ("CSV read", r"TEMP TABLE csv_rows AS"),
     ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
     ("legacy fast parse", r"TEMP TABLE stage_legacy AS SELECT rid, time_text"),
@@ -87,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("input", type=Path, help="a directory or file of logs")
     ap.add_argument("--db", type=Path, default=None, help="store file (default: a fresh temporary one)")
     ap.add_argument("--json", action="store_true", help="print the profile as JSON")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="DuckDB threads (1: every stage's CPU seconds without other threads' waits, for comparing stages)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         con = TimedConnection(store.connect(args.db or Path(tmp) / "profile.duckdb"))
+        if args.threads:
+            con.execute(f"SET threads = {int(args.threads)}")
         started, cpu = time.perf_counter(), time.process_time()
         counts, _, _ = ingest.ingest_files(con, [args.input])
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu

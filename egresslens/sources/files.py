@@ -116,10 +116,9 @@ def read_file(path: Path, key: str, stat, resume: Progress | None, ctx: Context)
         yield from read_jsonl(path, key, resume, stat, ctx)
     elif fmt == "json":
         yield from whole_file(path, key, done, ctx, lambda p, torn: JsonDocument(str(p), table_hint(path), torn),
-                              "JSON document", ctx.limits.document_bytes)
+                              "json", ctx.limits.document_bytes)
     else:
-        yield from whole_file(path, key, done, ctx, lambda p, torn: CsvFile(str(p), table_hint(path)),
-                              "CSV export", None)
+        yield from whole_file(path, key, done, ctx, lambda p, torn: CsvFile(str(p), table_hint(path)), "csv", None)
 
 
 def read_jsonl(path: Path, key: str, state: Progress | None, stat: os.stat_result, ctx: Context) -> Iterator[Batch]:
@@ -182,9 +181,13 @@ def _skip(f, offset: int, block: int) -> None:
         f.seek(offset)
 
 
-def whole_file(path: Path, key: str, done: Progress, ctx: Context, records, what: str,
+# What a file read whole is called in a message, by its format.
+_WHAT = {"json": "JSON document", "csv": "CSV export"}
+
+
+def whole_file(path: Path, key: str, done: Progress, ctx: Context, records, fmt: str,
                bound: int | None) -> Iterator[Batch]:
-    """A file DuckDB reads whole (a JSON document, a CSV export): handed over as it is, or, compressed,
+    """A file DuckDB reads whole (a JSON document, a CSV export: `fmt`): handed over as it is, or, compressed,
     decompressed to a scratch file first. One larger than `bound` (uncompressed) is quarantined unread,
     with its first bytes."""
     size = path.stat().st_size
@@ -192,9 +195,9 @@ def whole_file(path: Path, key: str, done: Progress, ctx: Context, records, what
         compressed = f.read(2) == b"\x1f\x8b"
     if not compressed:
         if bound is not None and size > bound:
-            yield _too_large(path, key, done, size, what, bound)
+            yield _too_large(path, key, done, size, fmt, bound)
         else:
-            yield Batch(key, records(path, None), until=[done], gather=False, bytes=size, status=done_status(what))
+            yield Batch(key, records(path, None), until=[done], gather=False, bytes=size, status=fmt)
         return
     scratch = Path(f"{ctx.scratch}.document")
     try:
@@ -207,24 +210,20 @@ def whole_file(path: Path, key: str, done: Progress, ctx: Context, records, what
                 out.write(block)
             torn = src.torn
         if bound is not None and written > bound:
-            yield _too_large(path, key, done, written, what, bound, compressed=True)
+            yield _too_large(path, key, done, written, fmt, bound, compressed=True)
         else:
-            yield Batch(key, records(scratch, torn), until=[done], gather=False, bytes=size, status=done_status(what))
+            yield Batch(key, records(scratch, torn), until=[done], gather=False, bytes=size, status=fmt)
     finally:
         scratch.unlink(missing_ok=True)
 
 
-def done_status(what: str) -> str:
-    return "csv" if what.startswith("CSV") else "json"
-
-
-def _too_large(path: Path, key: str, done: Progress, size: int, what: str, bound: int, *,
+def _too_large(path: Path, key: str, done: Progress, size: int, fmt: str, bound: int, *,
                compressed: bool = False) -> Batch:
     with _open(path) as f:
         head = f.read(SAMPLE_BYTES)
     larger = (f"decompresses to more than the {bound:,} bytes a document may be" if compressed else
               f"of {size:,} bytes is larger than the {bound:,} bytes a document may be")
-    why = (f"{what} {larger}: not read (its first {SAMPLE_BYTES >> 10} KiB kept here); split it into JSON Lines, "
-           "one record a line")
+    why = (f"{_WHAT[fmt]} {larger}: not read (its first {SAMPLE_BYTES >> 10} KiB kept here); split it into JSON "
+           "Lines, one record a line")
     return Batch(key, None, until=[done], rejects=[Reject(key, 1, sample(head), why)], gather=False,
-                 bytes=path.stat().st_size, status=done_status(what), problem=f"{what} too large: quarantined unread")
+                 bytes=path.stat().st_size, status=fmt, problem=f"{_WHAT[fmt]} too large: quarantined unread")
