@@ -6,7 +6,7 @@ medium it goes to, and nowhere else is escaping written by hand:
 
 | medium | helper | what it guarantees |
 |---|---|---|
-| any text shown to a person | :func:`visible` | no control, format or line-separator character survives; each becomes a visible `\\xNN` / `\\uNNNN` |
+| any text shown to a person | :func:`visible` | no control, format or line-separator character survives; each becomes a visible `\\xNN` / `\\uNNNN`; no secret (URL userinfo, `sig=`, `token=` ... values: :mod:`egresslens.redact`) |
 | terminal, Rich markup string | :func:`terminal` | visible, and Rich markup (`[bold]`, `[link=...]`, `[/x]`) and emoji codes (`:smile:`) are shown as text |
 | terminal, plain line | :func:`plain` | visible (no ESC sequence, no carriage-return overwrite) |
 | Markdown inline text | :func:`markdown` | visible, one line, every Markdown/HTML-significant character backslash-escaped |
@@ -35,6 +35,8 @@ import shlex
 import unicodedata
 from typing import Any
 
+from egresslens.redact import text as redact
+
 # Unicode categories that must never reach an output as themselves: controls (ESC, BEL, CR, LF,
 # DEL, C1), format characters (bidi overrides, zero-width joiners), line/paragraph separators,
 # surrogates and private use.
@@ -54,8 +56,9 @@ def _hidden(ch: str) -> bool:
 
 
 def visible(value: Any) -> str:
-    """The text with every control, format and separator character shown as an escape sequence."""
-    text = "" if value is None else str(value)
+    """The text with every control, format and separator character shown as an escape sequence, and
+    no secret: URL userinfo and secret parameter values redacted (:func:`egresslens.redact.text`)."""
+    text = redact("" if value is None else str(value))
     if text.isprintable() and text.isascii():  # the common case: nothing to do
         return text
     return "".join(_escape_char(ch) if _hidden(ch) else ch for ch in text)

@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from egresslens import canonical, normalise
+from egresslens import canonical, normalise, redact, store
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string
 from egresslens.schema import DNS_QUERIES, EVENT_TABLES, FLOWS, THREATS, Table
@@ -154,7 +154,7 @@ class Ingestor:
             self._save_progress(source, size, mtime_ns, records_done, offset_done, complete)
             self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            store.rollback(self.con)
             raise
 
     # -- batches ----------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class Ingestor:
                 self._finish_batch(counts, progress)
                 self.con.execute("COMMIT")
             except BaseException:
-                self.con.execute("ROLLBACK")
+                store.rollback(self.con)
                 raise
         finally:
             self.con.unregister("pre_rejects")
@@ -305,7 +305,7 @@ class Ingestor:
             self._finish_batch(counts, progress)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            store.rollback(con)
             raise
         self.counts.add(counts)
         return counts
@@ -370,6 +370,9 @@ class Ingestor:
 
     # -- end of run -------------------------------------------------------------------------------
     def finish(self, status: str = "completed", message: str | None = None) -> Counts:
+        """End the run with `status` and its message (redacted: the store keeps no secret)."""
+        if message is not None:
+            message = redact.text(message)
         self.con.execute(
             "UPDATE ingest_runs SET finished_at = ?, status = ?, message = ? WHERE run_id = ?",
             [_utcnow(), status, message, self.run_id],

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, fail
+from egresslens.cliutil import DB_HELP, fail, open_store
 
 FAIL_ON_HELP = ("finding (default): exit 1 on findings; warning: warnings count too; critical: only critical "
                 "findings fail. Critical findings always exit 7.")
@@ -46,7 +46,7 @@ def report_command(
     Exit codes: 0 nothing to act on, 1 findings, 7 critical findings (SNAT over critical, threat-intel/IDPS
     hits, a compromised source, a dependency newly denied that was allowed before)."""
     from egresslens.report import FAIL_ON, FORMATS, SUFFIX, build_report, windows, write
-    from egresslens.store import connect, resolve_db_path
+    from egresslens.store import resolve_db_path
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -55,10 +55,7 @@ def report_command(
         raise fail(f"--fail-on must be one of {', '.join(FAIL_ON)}", exitcodes.USAGE)
     rules = load_rules(policy)
     out = out or Path("report" + SUFFIX[fmt])
-    try:
-        con = connect(db, read_only=True)
-    except FileNotFoundError as exc:
-        raise fail(str(exc), exitcodes.INPUT_ERROR)
+    con = open_store(db, read_only=True)
     try:
         try:
             window, baseline = windows(con, since, compare_to or None)
@@ -87,6 +84,7 @@ def drilldown_command(
     The notebook notebooks/drilldown-subject.ipynb draws the same figures."""
     from datetime import datetime, timezone
 
+    from egresslens import atomic
     from egresslens.cliutil import analysis_window
     from egresslens.escape import shell
     from egresslens.report.drilldown import KINDS, drilldown
@@ -99,6 +97,5 @@ def drilldown_command(
     with analysis_window(db, since, None, None) as (con, window):
         d = drilldown(con, window, subject, kind, policy=rules)
     command = f"egresslens drilldown --kind {d.kind} {shell(subject)} --since {since}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command), encoding="utf-8")
+    atomic.write_text(out, render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command))
     typer.echo(f"wrote {out}: {d.facts[0]}", err=True)

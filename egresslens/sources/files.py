@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from egresslens import errors
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string
 from egresslens.ingest import BATCH_SCHEMA, Counts, Ingestor
@@ -535,7 +536,7 @@ def ingest_paths(con, paths: list[str | os.PathLike[str]], *, force: bool = Fals
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt) or ctrl_c.hit
         try:
-            ingestor.finish("interrupted" if interrupted else "failed", f"{type(exc).__name__}: {exc}"[:500])
+            ingestor.finish("interrupted" if interrupted else "failed", errors.sentence(exc)[:500])
         except Exception:  # noqa: BLE001 - the connection may be mid-statement: the next run marks this one
             pass
         if interrupted and not isinstance(exc, KeyboardInterrupt):

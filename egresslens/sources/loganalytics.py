@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from egresslens import errors, store
 from egresslens.ingest import Counts, Ingestor
 from egresslens.sources import kql
 from egresslens.sources.loganalytics_query import (  # noqa: F401 - re-exported for callers
@@ -166,7 +167,7 @@ class Run:
             windows = self._plan(tables)
             self._execute(windows)
         except BaseException as exc:
-            msg = str(exc) if isinstance(exc, LogAnalyticsError) else f"{type(exc).__name__}: {exc}"
+            msg = str(exc) if isinstance(exc, LogAnalyticsError) else errors.sentence(exc)
             self.ingestor.finish("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", msg)
             raise
         finally:
@@ -486,7 +487,7 @@ def store_rollups(con, run_id: int, w: _Window, progress: list[dict], *, firewal
                     [inserted, inserted, run_id])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        store.rollback(con)
         raise
     w.parts = []
     return inserted

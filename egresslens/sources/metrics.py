@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
+from egresslens import store
+
 NAMESPACE = "Microsoft.Network/azureFirewalls"
 # metric -> (aggregations, dimension filter)
 METRICS: dict[str, tuple[list[str], str | None]] = {
@@ -121,7 +123,7 @@ def store(con, table: pa.Table, run_id: int | None = None) -> int:
                 average, minimum, maximum, total, count, ? FROM metric_batch""", [run_id]).fetchall()[0][0]
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            store.rollback(con)
             raise
     finally:
         con.unregister("metric_points")

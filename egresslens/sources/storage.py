@@ -31,8 +31,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+from egresslens import errors, redact, store
 from egresslens.ingest import Counts, Ingestor
-from egresslens.sources.azure_errors import cause, redact
+from egresslens.sources.azure_errors import cause
 from egresslens.sources.files import LineBatcher, _split_lines, jsonl_chunks, read_json_document
 from egresslens.sources.sniff import blob_hour, detect_format, json_complete
 
@@ -82,11 +83,6 @@ class Stats:
 
 # -- clients and errors ------------------------------------------------------------------------------
 
-def public_url(url: str) -> str:
-    """An account URL without its query (a SAS token), for messages."""
-    return url.split("?", 1)[0]
-
-
 def container_client(container: str, *, account_url: str | None = None, connection_string: str | None = None,
                      credential=None):
     """A ContainerClient from a connection string, a URL carrying a SAS token, or a token credential."""
@@ -103,7 +99,7 @@ def container_client(container: str, *, account_url: str | None = None, connecti
         raise StorageError("Give --account-url (https://<account>.blob.core.windows.net) or a connection string "
                            "(--connection-string or AZURE_STORAGE_CONNECTION_STRING).")
     if not re.match(r"^https?://", account_url):
-        raise StorageError(f"--account-url must start with https://, not {public_url(account_url)!r}")
+        raise StorageError(f"--account-url must start with https://, not {redact.url(account_url)!r}")
     if "?" in account_url:  # a SAS token in the URL is the credential
         credential = None
     elif credential is None:
@@ -113,7 +109,7 @@ def container_client(container: str, *, account_url: str | None = None, connecti
     try:
         return ContainerClient(account_url, container, credential=credential)
     except ValueError as exc:
-        raise StorageError(f"Cannot use account URL {public_url(account_url)}: {redact(exc)}") from None
+        raise StorageError(f"Cannot use account URL {redact.url(account_url)}: {redact.text(exc)}") from None
 
 
 def _check_account_key(connection_string: str) -> None:
@@ -219,7 +215,7 @@ class _Batcher(LineBatcher):
                              for k, m in self.meta.items()])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            store.rollback(con)
             raise
         self.meta = {}
 
@@ -352,12 +348,13 @@ def ingest_container(con, client, prefix: str | None = None, *, force: bool = Fa
                 stats.results.append(_read_blob(ingestor, batcher, p, parts, advance))
             batcher.flush()
     except BaseException as exc:
-        ingestor.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        redact(f"{type(exc).__name__}: {exc}")[:500])
         from azure.core.exceptions import AzureError
 
-        if isinstance(exc, AzureError):
-            raise _explain(exc, where) from None
+        failure = _explain(exc, where) if isinstance(exc, AzureError) else None
+        ingestor.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        (str(failure) if failure else errors.sentence(exc))[:500])
+        if failure is not None:
+            raise failure from None
         raise
     stats.counts = ingestor.finish()
     stats.bytes_downloaded, stats.requests = reader.bytes, reader.requests
