@@ -1,6 +1,7 @@
 """Secrets out of everything EgressLens says or stores: one helper for URLs and the text around them.
 
-- :func:`url` and :func:`text` (messages, reports, terminal output): a URL's userinfo
+- :func:`url` (a URL named in a message): without its query, its userinfo masked.
+- :func:`text` (messages, reports, terminal output): a URL's userinfo
   (``https://user:secret@host``) becomes ``***@``, and the value of every secret-looking parameter
   (``sig``, ``token``, ``secret``, ``key``, ``password`` ... in a query string or a connection string)
   becomes ``REDACTED``. :func:`egresslens.escape.visible`, which every text medium goes through, calls
@@ -38,8 +39,10 @@ def text(value: Any) -> str:
 
 
 def url(value: str) -> str:
-    """A URL for a message (its userinfo and secret parameters redacted)."""
-    return text(value)
+    """A URL named in a message (an account URL): its userinfo masked and its query (a SAS token, say)
+    left out."""
+    base = str(value).split("#", 1)[0].split("?", 1)[0]
+    return _USERINFO.sub(r"\1***@", base)
 
 
 def document(value: Any) -> Any:

@@ -30,6 +30,7 @@ class Context:
         self.susp = None  # the suspicion assessment (egresslens.suspicion.Suspicion)
         self.taint: dict[tuple, list[str]] = {}  # (kind, destination, protocol, port) -> compromised sources
         self.stats_rows = 0
+        self.summaries: set[str] = set()  # ids of the "and N more" investigate items (listed after the others)
 
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)

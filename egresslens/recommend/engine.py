@@ -21,13 +21,14 @@ from egresslens.analyse import (
     flow_hours_sql,
     newest_hour_may_be_incomplete,
 )
+from egresslens.recommend import bounds
 from egresslens.recommend.application import denied_application
 from egresslens.recommend.config import Config
 from egresslens.recommend.context import Context, investigate
 from egresslens.recommend.existing import analyse_existing
 from egresslens.recommend.model import Evidence, Recommendation, iso, safe_name
 from egresslens.recommend.netaggr import ServiceTags
-from egresslens.recommend.network import attribute_ips, denied_network
+from egresslens.recommend.network import attribute_ips, denied_network, name_danger
 from egresslens.recommend.policy import Rule
 from egresslens.recommend.sources import assign_groups
 from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
@@ -142,48 +143,58 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
                           schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
-        groups = con.sql(f"""
+        # every flow group of the window stays in DuckDB; Python sees what `bounds` selects
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {bounds.GROUPS} AS
             SELECT m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port,
                    f.action, hash(m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip,
                                   f.destination_port) AS gkey,
                    f.action_reason, f.rule_collection_group, f.rule_collection, f.rule,
-                   sum(f.hits)::BIGINT AS hits, approx_count_distinct(f.source_ip)::BIGINT AS sources,
+                   sum(f.hits)::BIGINT AS hits, count(DISTINCT f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
-                   approx_count_distinct(f.hour)::BIGINT AS hours,
-                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days
+                   count(DISTINCT f.hour)::BIGINT AS hours,
+                   (count(DISTINCT f.hour::DATE))::BIGINT AS days
             FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
-            GROUP BY ALL""", params=ctx.params).pl()
-        ctx.stats_rows = groups.height
-        ctx.taint = _tainted_requests(ctx) if susp.compromised else {}
-        dns_map = attribute_ips(ctx) if groups.filter(
-            (pl.col("kind") == "network") & (pl.col("action") == "Deny")).height else {}
+            GROUP BY ALL""", ctx.params).fetchall()
+        ctx.stats_rows, has_net_deny = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE kind = 'network' AND action = 'Deny') FROM {bounds.GROUPS}").fetchall()[0]
+        _tainted_requests(ctx)
+        dns_map = attribute_ips(ctx) if has_net_deny else {}
         ctx.dns_map = dns_map
-        denied_application(ctx, groups)
-        denied_network(ctx, groups, dns_map)
-        scores = analyse_existing(ctx, groups)  # narrow or remove allow rules
+        denied = bounds.denied_groups(ctx, name_danger(ctx, dns_map))
+        denied_application(ctx, denied)
+        denied_network(ctx, denied, dns_map)
+        del denied
+        allowed, broad = bounds.allowed_groups(ctx)
+        scores = analyse_existing(ctx, allowed, broad)  # narrow or remove allow rules
+        del allowed
         _suggest_ip_groups(ctx)
         _limits(ctx)
         _suspicion_items(ctx, susp)
         _fill_evidence(ctx)
     finally:
         con.unregister("_rec_srcmap")
+        for t in (bounds.GROUPS, bounds.TAINT):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
     stats = {"flow_groups": ctx.stats_rows, "source_groups": len(set(mapping.values())),
              "by_kind": {k: sum(1 for r in ctx.items if r.kind == k) for k in
                          ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")}}
     order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
-    ctx.items.sort(key=lambda r: (order[r.kind], -(r.evidence.hits or 0), r.id))
+    ctx.items.sort(key=lambda r: (order[r.kind], r.id in ctx.summaries, -(r.evidence.hits or 0), r.id))
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
                            {ip: sorted(n) for ip, n in dns_map.items()}, susp)
 
 
-def _tainted_requests(ctx: Context) -> dict[tuple, list[str]]:
-    """(kind, destination, protocol, port) -> compromised sources denied there."""
-    rows = ctx.con.execute(f"""
-        SELECT f.kind, coalesce(f.destination_fqdn, f.destination_ip), f.protocol, f.destination_port,
-               list(DISTINCT f.source_ip ORDER BY f.source_ip)
+def _tainted_requests(ctx: Context) -> None:
+    """Temp table bounds.TAINT: (kind, destination, protocol, port) -> compromised sources denied there
+    (`bounds` reads the rows of the destinations it keeps into ctx.taint)."""
+    where = "m.compromised" if ctx.susp is not None and ctx.susp.compromised else "false"
+    ctx.con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {bounds.TAINT} AS
+        SELECT f.kind, coalesce(f.destination_fqdn, f.destination_ip) AS dest, f.protocol, f.destination_port,
+               list(DISTINCT f.source_ip ORDER BY f.source_ip) AS ips
         FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
-        WHERE m.compromised AND f.action = 'Deny' GROUP BY ALL""", ctx.params).fetchall()
-    return {(k, d, p, port): ips for k, d, p, port, ips in rows}
+        WHERE {where} AND f.action = 'Deny' GROUP BY ALL""", ctx.params).fetchall()
 
 
 def _suspicion_items(ctx: Context, susp: Suspicion) -> None:
@@ -262,8 +273,8 @@ def _fill_evidence(ctx: Context) -> None:
                                         f.destination_ip, f.destination_port) AS gkey
                        FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip) WHERE f.action = 'Deny'),
             j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
-            SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
-                   approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
+            SELECT rec_id, sum(hits)::BIGINT, count(DISTINCT source_ip)::BIGINT, min(first_seen), max(last_seen),
+                   count(DISTINCT hour::DATE)::BIGINT, count(DISTINCT hour)::BIGINT,
                    max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
                           'hits': hits}}, {{'h': hits, 't': hour, 's': source_ip, 'd': coalesce(destination_fqdn, destination_ip),

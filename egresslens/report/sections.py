@@ -200,7 +200,7 @@ def _per_destination(inp: Inputs, window: Window) -> pl.DataFrame:
       SELECT {_dest()} AS destination, destination_port AS port,
              coalesce(sum(hits) FILTER (WHERE action = 'Allow'), 0)::BIGINT AS allowed,
              coalesce(sum(hits) FILTER (WHERE action = 'Deny'), 0)::BIGINT AS denied,
-             approx_count_distinct(source_ip)::BIGINT AS sources
+             count(DISTINCT source_ip)::BIGINT AS sources
       FROM ({FLOW_HOURS_SQL}) WHERE {_dest()} IS NOT NULL GROUP BY ALL""", inp.params(window))
 
 
@@ -298,7 +298,7 @@ def denied(inp: Inputs, recs, top: int = 15) -> Section:  # noqa: ANN001
                 "destination flagged by threat intelligence, IDPS or DNS tunnelling.")
     df = frame(inp.con, f"""
       SELECT {_dest()} AS destination, destination_port AS port, protocol, kind,
-             sum(hits)::BIGINT AS hits, approx_count_distinct(source_ip)::BIGINT AS sources
+             sum(hits)::BIGINT AS hits, count(DISTINCT source_ip)::BIGINT AS sources
       FROM ({FLOW_HOURS_SQL}) WHERE action = 'Deny' GROUP BY ALL ORDER BY hits DESC LIMIT {int(top)}""", inp.params())
     by_dest = _rec_by_destination(recs)
     fixes, az, tf, cmds = [], [], [], []
