@@ -12,6 +12,7 @@ medium it goes to, and nowhere else is escaping written by hand:
 | Markdown inline text | :func:`markdown` | visible, one line, every Markdown/HTML-significant character backslash-escaped |
 | Markdown code span | :func:`markdown_code` | visible, one line, a fence longer than any backtick run inside; `\\|` in tables |
 | HTML text and attribute values | :func:`html` | visible, `& < > " '` as entities |
+| Plotly label (axis tick, legend, hover) | :func:`plotly` | visible, `& < >` as entities: Plotly reads a few tags and decodes `&lt;` `&gt;` `&amp;`, but would show `&quot;` as those six characters |
 | JSON inside an HTML `<script>` | :func:`script_json` | `<`, `>`, `&`, U+2028/2029 as `\\uXXXX` so `</script>` cannot close the element |
 | CSV cell | :func:`csv_cell` | visible; a leading `= + - @` (formula injection) is neutralised with `'` |
 | POSIX shell word | :func:`shell` | visible, then single-quoted (`shlex.quote`) |
@@ -118,6 +119,13 @@ def html(value: Any) -> str:
     import html as _html
 
     return _html.escape(visible(value), quote=True)
+
+
+def plotly(value: Any) -> str:
+    """A Plotly label: its pseudo-HTML (`<b>`, `<br>`, `<a href>`) shown as text, quotes as themselves."""
+    import html as _html
+
+    return _html.escape(visible(value), quote=False)
 
 
 def script_json(document: Any) -> str:

@@ -143,17 +143,21 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
                           schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
-        # every flow group of the window stays in DuckDB; Python sees what `bounds` selects
+        # every flow group of the window stays in DuckDB; Python sees what `bounds` selects. Distinct
+        # sources and hours: HyperLogLog sketches are fast over few groups, but a sketch per group of a
+        # million (a day of a million names) overruns the memory budget, where exact counts spill.
+        wide = con.execute(f"SELECT approx_count_distinct(hash(kind, destination_fqdn, destination_ip, destination_port)) "
+                           f"FROM {FLOW_HOURS}", ctx.params).fetchall()[0][0] > bounds.SKETCH_GROUPS
+        distinct = "count(DISTINCT " if wide else "approx_count_distinct("
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE {bounds.GROUPS} AS
             SELECT m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port,
                    f.action, hash(m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip,
                                   f.destination_port) AS gkey,
                    f.action_reason, f.rule_collection_group, f.rule_collection, f.rule,
-                   sum(f.hits)::BIGINT AS hits, count(DISTINCT f.source_ip)::BIGINT AS sources,
+                   sum(f.hits)::BIGINT AS hits, {distinct}f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
-                   count(DISTINCT f.hour)::BIGINT AS hours,
-                   (count(DISTINCT f.hour::DATE))::BIGINT AS days
+                   {distinct}f.hour)::BIGINT AS hours, {distinct}f.hour::DATE)::BIGINT AS days
             FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
             GROUP BY ALL""", ctx.params).fetchall()
         ctx.stats_rows, has_net_deny = con.execute(
@@ -273,8 +277,8 @@ def _fill_evidence(ctx: Context) -> None:
                                         f.destination_ip, f.destination_port) AS gkey
                        FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip) WHERE f.action = 'Deny'),
             j AS (SELECT k.rec_id, f.* FROM f JOIN _rec_keys k USING (gkey))
-            SELECT rec_id, sum(hits)::BIGINT, count(DISTINCT source_ip)::BIGINT, min(first_seen), max(last_seen),
-                   count(DISTINCT hour::DATE)::BIGINT, count(DISTINCT hour)::BIGINT,
+            SELECT rec_id, sum(hits)::BIGINT, approx_count_distinct(source_ip)::BIGINT, min(first_seen), max(last_seen),
+                   approx_count_distinct(hour::DATE)::BIGINT, approx_count_distinct(hour)::BIGINT,
                    max_by({{'hour': hour, 'source_ip': source_ip, 'protocol': protocol,
                           'destination': coalesce(destination_fqdn, destination_ip), 'port': destination_port,
                           'hits': hits}}, {{'h': hits, 't': hour, 's': source_ip, 'd': coalesce(destination_fqdn, destination_ip),

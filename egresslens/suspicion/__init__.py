@@ -29,7 +29,7 @@ from egresslens.suspicion.suffixes import NOISE_SUFFIXES, is_shared, owner_zone,
 __all__ = ["KINDS", "NOISE_SUFFIXES", "SUGGESTED_ACTION", "Suspicion", "SuspicionConfig", "assess", "is_shared",
            "owner_zone"]
 
-_TEMP = ("susp_qs", "susp_names")
+_TEMP = ("susp_qs", "susp_names", "susp_new")
 
 
 def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, until: datetime | str | None = None,
@@ -45,8 +45,11 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         _names.build_tables(con, window)
         found = [_names.tunnelling(con, cfg), _names.threats(con, window, cfg), _names.generated(con, cfg),
                  _names.lookalikes(con, window)]
-        new = _names.newly_seen(con, window, cfg)
-        beacons = _names.beacons(con, window, new["subject"].to_list(), cfg)
+        omitted = {"newly_seen": _names.newly_seen_table(con, window, cfg)}
+        beacons = _names.beacons(con, window, cfg)
+        new = _names.newly_seen(con, cfg, also=beacons["zone"].unique().to_list())
+        listed = new.filter(~pl.col("withhold")).height
+        omitted["newly_seen"] -= max(0, listed - int(cfg.max_listed))  # beaconed zones listed beyond the top
         if beacons.height:
             beaconed = beacons.group_by("zone").agg(pl.col("source_ip").sort().alias("b_sources"),
                                                     pl.col("period_s").mean().alias("period_s"))
@@ -72,4 +75,5 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
     finally:
         for t in _TEMP:
             run_sql(con, f"DROP TABLE IF EXISTS {t}")
-    return Suspicion(window, cfg, names if names.height else empty_names(), sources)
+    return Suspicion(window, cfg, names if names.height else empty_names(), sources,
+                     omitted={k: max(0, v) for k, v in omitted.items() if v > 0})

@@ -45,6 +45,9 @@ class SuspicionConfig:
     beacon_min_events: int = 8
     beacon_min_period_s: float = 10.0
     beacon_max_cv: float = 0.25
+    # findings that grow with the number of names and withhold nothing (newly seen zones without another
+    # signal): the busiest listed, the rest counted in `Suspicion.omitted`
+    max_listed: int = 1000
 
 
 NAME_SCHEMA: dict[str, Any] = {
@@ -86,6 +89,7 @@ class Suspicion:
     config: SuspicionConfig
     names: pl.DataFrame = field(default_factory=empty_names)
     sources: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOURCE_SCHEMA))
+    omitted: dict[str, int] = field(default_factory=dict)  # findings per kind not listed in `names` (max_listed)
 
     def __post_init__(self) -> None:
         self._exact: dict[str, str] = {}
@@ -149,7 +153,8 @@ class Suspicion:
                 "config": asdict(self.config),
                 "tunnel_zones": sorted(self.tunnel_zones["subject"].to_list()),
                 "compromised_sources": self.compromised,
-                "names_total": self.names.height, "sources_total": self.sources.height,
+                "names_total": self.names.height + sum(self.omitted.values()), "sources_total": self.sources.height,
+                "names_not_listed": dict(self.omitted),
                 "names": names, "sources": srcs}
 
 
