@@ -100,5 +100,9 @@ def configure_duckdb(con, db_path: Path | None) -> Budget:  # noqa: ANN001 - a D
     con.execute(f"SET memory_limit = '{b.duckdb_limit()}'")
     spill = b.spill_dir(db_path)
     if spill is not None:
+        try:  # DuckDB makes the directory itself when it first spills, but not its parents
+            spill.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # a read-only place: only a query that must spill fails, and says where
         con.execute("SET temp_directory = ?", [str(spill)])
     return b

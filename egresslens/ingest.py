@@ -350,7 +350,7 @@ class Ingestor:
         inserted = con.execute(
             f"""
             INSERT INTO {table.name} (event_id, {", ".join(cols)}, ingest_run_id)
-            SELECT event_id, {", ".join(cols)}, $run FROM {canon} c
+            SELECT event_id, {stored_columns(cols)}, $run FROM {canon} c
             WHERE reject_reason IS NULL {new_only}
             {once}
             """,
@@ -378,6 +378,13 @@ class Ingestor:
             [_utcnow(), status, message, self.run_id],
         )
         return self.counts
+
+
+def stored_columns(cols: list[str]) -> str:
+    """The SELECT list that stores canonical columns `cols` as they are kept: a URL (`target_url`) with
+    its query values dropped (:func:`egresslens.redact.stored_url_sql`). The event id is computed before,
+    over the URL as logged, so the same event is one event whatever the setting was when it came."""
+    return ", ".join(f"{redact.stored_url_sql(c)} AS {c}" if c == "target_url" else c for c in cols)
 
 
 def unknown_categories(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, int]:
@@ -454,7 +461,7 @@ def store_canonical_frames(con: duckdb.DuckDBPyConnection, *, flows=None, dns_qu
             inserted[table.name] = con.execute(
                 f"""
                 INSERT INTO {table.name} (event_id, {", ".join(cols)}, log_format)
-                SELECT {canonical.event_id_sql(table)}, {", ".join(cols)}, ? FROM canonical_frame
+                SELECT {canonical.event_id_sql(table)}, {stored_columns(cols)}, ? FROM canonical_frame
                 """,
                 [log_format],
             ).fetchall()[0][0]

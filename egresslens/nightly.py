@@ -133,7 +133,7 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
                 with container_client(name, account_url=opts.account_url) as client:
                     stats = ingest_container(con, client, None, since=parse_duration(opts.since), now=now)
             except StorageError as exc:
-                raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest of {public_url(opts.account_url)}/{name} "
+                raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest of {public_url(opts.account_url).rstrip('/')}/{name} "
                                                            f"failed: {exc}") from None
             done.append(f"storage {name}: {stats.blobs} blobs ({stats.unchanged} unchanged): {stats.counts.summary()}")
     return done
