@@ -70,7 +70,9 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         names = names.with_columns((pl.col("escalates") & ~pl.col("domain").is_in(list(shared)).fill_null(False))
                                    .alias("escalates"))
         order = pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, return_dtype=pl.Int32)
-        names = names.sort([order, pl.col("queries").fill_null(0), pl.col("subject")], descending=[False, True, False])
+        # most severe kind first; within a kind what must never be allowed before what deserves a look
+        names = names.sort([order, pl.col("never_allow"), pl.col("queries").fill_null(0), pl.col("subject")],
+                           descending=[False, True, True, False])
         sources = compromised(con, window, cfg, names, beacons)
     finally:
         for t in _TEMP:
