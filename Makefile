@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Azurite (the Azure Storage emulator) for the storage-ingest tests, from the npm registry.
 AZURITE := .azurite/node_modules/.bin/azurite-blob
+# Microsoft's Kusto language service (parser and semantic analyser) for the KQL check, from the npm registry.
+KUSTO_VERSION := 12.4.1
+KUSTO := .kusto/node_modules/@kusto/language-service-next/package.json
 # Debian's headless Chromium and its WebDriver for the report's browser test (apt, as root in CI).
 CHROMEDRIVER := /usr/bin/chromedriver
 
@@ -25,13 +28,18 @@ $(AZURITE):
 	  npm install --no-save --no-audit --no-fund --silent --prefix .azurite azurite@3; \
 	else echo "npm not found: the storage tests will be skipped"; fi
 
+$(KUSTO):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --no-save --no-audit --no-fund --silent --prefix .kusto @kusto/language-service-next@$(KUSTO_VERSION); \
+	else echo "npm not found: the KQL parser check will be skipped (it fails under CI)"; fi
+
 $(CHROMEDRIVER):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 	  || echo "could not install chromium: the browser test will be skipped"; \
 	else echo "chromium missing and apt-get unavailable (or not root): the browser test will be skipped"; fi
 
-test: $(STAMP) $(AZURITE) $(CHROMEDRIVER)
+test: $(STAMP) $(AZURITE) $(KUSTO) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q
 
 screenshots: $(STAMP) $(CHROMEDRIVER)
@@ -62,4 +70,4 @@ bench-30day: $(STAMP)
 	$(BIN)/python benchmarks/bench_30day.py
 
 clean:
-	rm -rf $(VENV) .azurite demo-output egresslens.duckdb site .bench-cache
+	rm -rf $(VENV) .azurite .kusto demo-output egresslens.duckdb site .bench-cache

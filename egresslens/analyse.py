@@ -151,6 +151,19 @@ def dns_hours(con: duckdb.DuckDBPyConnection, window: Window) -> duckdb.DuckDBPy
     return con.sql(DNS_HOURS_SQL, params={"start": window.start, "end": window.end})
 
 
+SKETCH_MAX_DESTINATIONS = 100_000
+
+
+def distinct_count(con: duckdb.DuckDBPyConnection, relation: str, params: dict[str, Any] | None = None) -> str:
+    """The SQL function to count distinct values per destination group of `relation` (flow hours):
+    `approx_count_distinct(` (a HyperLogLog sketch per group: fast over a few thousand groups) or, above
+    SKETCH_MAX_DESTINATIONS destinations, `count(DISTINCT ` (exact, and it spills to disk, where a sketch
+    per group of a million overruns the memory budget)."""
+    n = con.execute(f"SELECT approx_count_distinct(hash(destination_fqdn, destination_ip, destination_port)) "
+                    f"FROM ({relation})", _used(relation, params) or None).fetchall()[0][0]
+    return "count(DISTINCT " if (n or 0) > SKETCH_MAX_DESTINATIONS else "approx_count_distinct("
+
+
 def newest_hour_may_be_incomplete(window: Window, now: datetime | None = None, lag: timedelta = timedelta(minutes=15)) -> bool:
     """Log Analytics and storage archives deliver minutes late: warn when the window's end is that recent."""
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)

@@ -283,3 +283,47 @@ def test_cli_loganalytics_json_summary(tmp_path, fake, tables, monkeypatch):
     assert bad.exit_code == 2
     missing = CliRunner().invoke(app, args[:-1] + ["AZFWFatFlow"])
     assert missing.exit_code == 4 and "does not exist" in missing.output
+
+
+def test_summary_wire_carries_any_key_text_exactly():
+    """Front-coded summaries decode to exactly the groups sent, whatever the log text in their keys."""
+    import json as _json
+
+    import pyarrow as pa
+    from fakes.loganalytics_server import wire_form
+    from hostile import TEXTS
+
+    from egresslens.sources import summary_wire
+
+    texts = ["", *TEXTS.values(), *HOSTILE]
+    n = len(texts)
+    hour = pl.Series([START + timedelta(hours=i % 3) for i in range(n)], dtype=pl.Datetime("us"))
+    wide = pl.DataFrame({
+        "Hour": hour, "Firewall": ["fw"] * n, "Kind": ["application"] * n, "Policy": texts,
+        "RuleCollectionGroup": texts[::-1], "RuleCollection": ["rc"] * n, "Rule": texts, "Action": ["Allow"] * n,
+        "ActionReason": [""] * n, "Protocol": ["HTTPS"] * n, "DestinationFqdn": texts[::-1], "DestinationIp": [""] * n,
+        "DestinationPort": [None if i % 4 == 0 else 443 for i in range(n)], "SourceIp": texts,
+        "Hits": list(range(1, n + 1)), "FirstSeen": hour + timedelta(microseconds=7),
+        "LastSeen": hour + timedelta(minutes=59, microseconds=999_999)})
+    coded = wire_form(wide, summary_wire.FLOWS)
+    assert coded["P"].max() > 0  # rows share their leading key columns
+    con = store.connect_memory()
+    got = pl.from_arrow(summary_wire.decode(con, coded.to_arrow(), summary_wire.FLOWS))
+    want = wide.with_columns(
+        pl.col("Hour").dt.strftime("%Y-%m-%dT%H:%M:%S.%6fZ"), pl.col("FirstSeen").dt.strftime("%Y-%m-%dT%H:%M:%S.%6fZ"),
+        pl.col("LastSeen").dt.strftime("%Y-%m-%dT%H:%M:%S.%6fZ"), pl.col("DestinationPort").cast(pl.Utf8))
+    key = list(summary_wire.FLOWS.key)
+    assert got.select(want.columns).sort(key, nulls_last=True).equals(want.sort(key, nulls_last=True))
+    # a result that is not in the wire form is refused with one sentence, never stored half-read
+    bad = coded.to_arrow().set_column(0, "P", pa.array([0] + [99] * (n - 1), pa.int64()))
+    with pytest.raises(summary_wire.WireError, match="not in the wire form"):
+        summary_wire.decode(con, bad, summary_wire.FLOWS)
+    assert _json.loads(coded["K"][0])[0] == "fw"
+
+
+def test_summary_templates_end_with_the_wire_tail():
+    from egresslens.sources import summary_wire
+    from egresslens.sources.loganalytics import SUMMARY_TEMPLATES
+
+    for template, kind in SUMMARY_TEMPLATES.values():
+        assert kql.load(template).text.endswith(summary_wire.kql_tail(summary_wire.WIRES[kind])), template

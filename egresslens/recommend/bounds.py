@@ -30,7 +30,6 @@ GROUPS = "_rec_groups"  # temp table: every flow group of the window (engine.py)
 TAINT = "_rec_taint"  # temp table: (kind, dest, protocol, destination_port, ips) denied to compromised sources
 MAX_RULE_GROUPS = 20_000  # flow groups of one allow rule judged one by one
 CHUNK = 50_000  # distinct destinations judged per Python pass
-SKETCH_GROUPS = 100_000  # above this many destinations, flow groups count distinct sources exactly (engine.py)
 
 _DENIED_APP = ("kind = 'application' AND action = 'Deny' AND destination_fqdn IS NOT NULL "
                "AND protocol IN ('HTTP', 'HTTPS', 'MSSQL') AND destination_port IS NOT NULL")

@@ -18,6 +18,7 @@ import polars as pl
 from egresslens.analyse import (
     FLOW_RAW_HOURS_SQL,
     Window,
+    distinct_count,
     flow_hours_sql,
     newest_hour_may_be_incomplete,
 )
@@ -146,9 +147,7 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
         # every flow group of the window stays in DuckDB; Python sees what `bounds` selects. Distinct
         # sources and hours: HyperLogLog sketches are fast over few groups, but a sketch per group of a
         # million (a day of a million names) overruns the memory budget, where exact counts spill.
-        wide = con.execute(f"SELECT approx_count_distinct(hash(kind, destination_fqdn, destination_ip, destination_port)) "
-                           f"FROM {FLOW_HOURS}", ctx.params).fetchall()[0][0] > bounds.SKETCH_GROUPS
-        distinct = "count(DISTINCT " if wide else "approx_count_distinct("
+        distinct = distinct_count(con, FLOW_HOURS, ctx.params)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE {bounds.GROUPS} AS
             SELECT m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port,

@@ -100,14 +100,14 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
                                       "ORDER BY hour, action", params)
     peer = "coalesce(destination_fqdn, destination_ip)" if kind == "source" else "source_ip"
     d.frames["peers"] = frame(con, f"""SELECT {peer} AS {'destination' if kind == 'source' else 'source_ip'}, action,
-                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""",
+                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2 LIMIT 25""",
                               params)
     d.frames["ports"] = frame(con, f"""SELECT protocol, destination_port AS port, action, sum(hits)::BIGINT AS hits
-                                       FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""", params)
+                                       FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2, 3 LIMIT 25""", params)
     d.frames["rules"] = frame(con, f"""SELECT rule_collection_group, rule_collection, rule, action, action_reason,
                                               sum(hits)::BIGINT AS hits, min(first_seen) AS first_seen,
                                               max(last_seen) AS last_seen
-                                       FROM ({flows}) GROUP BY ALL ORDER BY hits DESC LIMIT 25""", params)
+                                       FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2, 3, 4, 5 LIMIT 25""", params)
     recs = recommend(con, window, policy=policy)
     if kind == "rule":  # its DNS history: the names it matched
         names = frame(con, f"SELECT DISTINCT destination_fqdn AS n FROM ({flows}) WHERE destination_fqdn IS NOT NULL "
@@ -118,12 +118,12 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     try:
         dns_where = _dns_names_sql(kind)
         d.frames["dns"] = frame(con, f"""SELECT hour, response_code, sum(queries)::BIGINT AS queries
-                                         FROM ({DNS_HOURS_SQL}) WHERE {dns_where} GROUP BY ALL ORDER BY hour""", params)
+                                         FROM ({DNS_HOURS_SQL}) WHERE {dns_where} GROUP BY ALL ORDER BY hour, response_code""", params)
         d.frames["dns_names"] = frame(con, f"""
           SELECT query_name, sum(queries)::BIGINT AS queries,
                  coalesce(sum(queries) FILTER (WHERE response_code IN ('NXDOMAIN', 'SERVFAIL', 'REFUSED')), 0)::BIGINT
                    AS failures, failures / sum(queries) AS failure_rate, count(DISTINCT source_ip) AS sources
-          FROM ({DNS_HOURS_SQL}) WHERE {dns_where} GROUP BY ALL ORDER BY queries DESC LIMIT 25""", params)
+          FROM ({DNS_HOURS_SQL}) WHERE {dns_where} GROUP BY ALL ORDER BY queries DESC, query_name LIMIT 25""", params)
     finally:
         con.unregister("_drill_names")
     d.frames["recommendations"] = _touching(d, recs)

@@ -104,8 +104,9 @@ def threats(inp: Inputs) -> Section:
                         destination_port AS port, source_ip, action, min(severity) AS severity, count(*)::BIGINT AS events,
                         min(time) AS first_seen, max(time) AS last_seen
                  FROM threats WHERE time >= $start AND time < $end GROUP BY ALL"""
-    events = frame(inp.con, f"SELECT * FROM ({grouped}) ORDER BY events DESC, destination, source_ip LIMIT {MAX_ROWS}",
-                   inp.params())
+    events = frame(inp.con, f"""SELECT * FROM ({grouped})
+                                ORDER BY events DESC, first_seen, what, destination, port, source_ip, action
+                                LIMIT {MAX_ROWS}""", inp.params())
     n, groups, srcs = inp.con.execute(f"""
       SELECT coalesce(sum(events), 0), count(*),
              list(DISTINCT source_ip ORDER BY source_ip) FILTER (WHERE source_ip IS NOT NULL)

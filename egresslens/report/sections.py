@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import FLOW_HOURS_SQL, Window, frame, run_sql
+from egresslens.analyse import FLOW_HOURS_SQL, Window, distinct_count, frame, run_sql
 from egresslens.escape import shell, sql_string
 from egresslens.report.model import (
     CODE,
@@ -43,6 +43,12 @@ class Inputs:
     generated_at: datetime
     db: str | None = None  # store path, for the drilldown commands
     since: str = "24h"
+
+    def distinct(self) -> str:
+        """`analyse.distinct_count` of the report window's flow hours, computed once."""
+        if not hasattr(self, "_distinct"):
+            self._distinct = distinct_count(self.con, FLOW_HOURS_SQL, self.params())
+        return self._distinct
 
     def params(self, window: Window | None = None) -> dict[str, Any]:
         w = window or self.window
@@ -167,7 +173,7 @@ def egress(inp: Inputs) -> Section:
     try:
         hourly = frame(inp.con, f"""
           SELECT f.hour, coalesce(g.source_group, 'no source') AS source_group, f.action,
-                 sum(f.hits)::BIGINT AS hits, approx_count_distinct(f.source_ip)::BIGINT AS sources
+                 sum(f.hits)::BIGINT AS hits, count(DISTINCT f.source_ip)::BIGINT AS sources
           FROM ({FLOW_HOURS_SQL}) f LEFT JOIN _report_groups g USING (source_ip)
           GROUP BY ALL ORDER BY hour""", inp.params())
     finally:
@@ -177,7 +183,8 @@ def egress(inp: Inputs) -> Section:
         pl.col("hits").filter(pl.col("action") == "Deny").sum().alias("denied"),
         pl.col("sources").max().alias("sources_per_hour"))
         .with_columns((pl.col("denied") / (pl.col("allowed") + pl.col("denied"))).alias("deny_share"))
-        .sort(pl.col("allowed") + pl.col("denied"), descending=True))
+        # by volume, ties by name: the same order (and the same top groups) on every run
+        .sort(pl.col("allowed") + pl.col("denied"), pl.col("source_group"), descending=[True, False]))
     top = per_group["source_group"].head(TOP_GROUPS)
     drawn = hourly.with_columns(pl.when(pl.col("source_group").is_in(top.implode())).then(pl.col("source_group"))
                                 .otherwise(pl.lit("other groups")).alias("source_group"))
@@ -202,7 +209,7 @@ def _per_destination(inp: Inputs, window: Window, table: str) -> None:
       SELECT {_dest()} AS destination, destination_port AS port,
              coalesce(sum(hits) FILTER (WHERE action = 'Allow'), 0)::BIGINT AS allowed,
              coalesce(sum(hits) FILTER (WHERE action = 'Deny'), 0)::BIGINT AS denied,
-             count(DISTINCT source_ip)::BIGINT AS sources
+             {inp.distinct()}source_ip)::BIGINT AS sources
       FROM ({FLOW_HOURS_SQL}) WHERE {_dest()} IS NOT NULL GROUP BY ALL""", inp.params(window))
 
 
@@ -323,7 +330,7 @@ def denied(inp: Inputs, recs, top: int = 15) -> Section:  # noqa: ANN001
                 "destination flagged by threat intelligence, IDPS or DNS tunnelling.")
     df = frame(inp.con, f"""
       SELECT {_dest()} AS destination, destination_port AS port, protocol, kind,
-             sum(hits)::BIGINT AS hits, count(DISTINCT source_ip)::BIGINT AS sources
+             sum(hits)::BIGINT AS hits, {inp.distinct()}source_ip)::BIGINT AS sources
       FROM ({FLOW_HOURS_SQL}) WHERE action = 'Deny' GROUP BY ALL ORDER BY hits DESC LIMIT {int(top)}""", inp.params())
     by_dest = _rec_by_destination(recs)
     fixes, az, tf, cmds = [], [], [], []

@@ -8,6 +8,11 @@ every value becomes exactly one literal of its declared type, built by this modu
 Python value — never by pasting user text into the query. Strings are quoted with every quote,
 backslash and control character escaped; anything else (table names) is checked against an
 allow-list before a template is chosen.
+
+Templates name the Log Analytics tables (`AZFWNetworkRule`, `AzureDiagnostics`, ...). The same text runs
+against an Azure Data Explorer database whose tables hold the Log Analytics schema under other names:
+`render(..., tables={"AZFWNetworkRule": "FirewallNetwork"})` puts each mapped name, bracket-quoted, where
+the template names the table (in its code, never inside a string literal or a comment).
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ class Template:
     text: str
     params: tuple[tuple[str, str], ...]  # (name, type) in declaration order
 
-    def render(self, **values) -> str:
-        return render(self, values)
+    def render(self, tables: dict[str, str] | None = None, **values) -> str:
+        return render(self, values, tables)
 
 
 def _utc(dt: datetime) -> datetime:
@@ -64,7 +69,7 @@ def literal(kql_type: str, value) -> str:
     if kql_type == "real":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise KqlError(f"expected a number, got {value!r}")
-        return f"real({float(value)!r})"
+        return "real(+inf)" if value == float("inf") else f"real({float(value)!r})"  # -inf reads as is
     if kql_type == "bool":
         if not isinstance(value, bool):
             raise KqlError(f"expected a bool, got {type(value).__name__}")
@@ -72,7 +77,9 @@ def literal(kql_type: str, value) -> str:
     if kql_type == "timespan":
         if not isinstance(value, timedelta):
             raise KqlError(f"expected a timedelta, got {type(value).__name__}")
-        return f"{value.total_seconds()!r}s"
+        # whole ticks (100 ns), the unit Kusto keeps timespans in: exact for every timedelta, and never
+        # the exponent form (`1e-06s`) a float's repr gives, which Kusto rejects
+        return f"{value // timedelta(microseconds=1) * 10}tick"
     raise KqlError(f"unsupported KQL parameter type {kql_type!r}")
 
 
@@ -93,7 +100,7 @@ def parse_template(name: str, text: str) -> Template:
     return Template(name, text, tuple(params))
 
 
-def render(template: Template, values: dict) -> str:
+def render(template: Template, values: dict, tables: dict[str, str] | None = None) -> str:
     names = [n for n, _ in template.params]
     missing = [n for n in names if n not in values]
     extra = [n for n in values if n not in names]
@@ -101,7 +108,29 @@ def render(template: Template, values: dict) -> str:
         raise KqlError(f"query {template.name}: missing parameters {missing}, unknown {extra}")
     decl = ", ".join(f"{n}:{t} = {literal(t, values[n])}" for n, t in template.params)
     line = f"declare query_parameters({decl});"
-    return _DECLARE_RE.sub(lambda _m: line, template.text, count=1)
+    text = _map_tables(template.text, tables) if tables else template.text
+    return _DECLARE_RE.sub(lambda _m: line, text, count=1)
+
+
+# KQL text split into what is not code (comments, string literals: verbatim @"..", plain ".." and '..')
+# and the code between them
+_NOT_CODE_RE = re.compile(r"""//[^\n]*|@"[^"]*"|@'[^']*'|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
+_TABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_ .-]{1,256}$")  # what Azure Data Explorer allows in a table name
+
+
+def _map_tables(text: str, tables: dict[str, str]) -> str:
+    for src, dst in tables.items():
+        if not _NAME_RE.match(src) or not isinstance(dst, str) or not _TABLE_NAME_RE.match(dst):
+            raise KqlError(f"invalid table name mapping {src!r} -> {dst!r}")
+    pattern = re.compile(r"(?<![\w.\[])(" + "|".join(map(re.escape, sorted(tables, key=len, reverse=True)))
+                         + r")(?![\w\]])")
+    out, pos = [], 0
+    for m in _NOT_CODE_RE.finditer(text):
+        out.append(pattern.sub(lambda t: "[" + kql_string(tables[t.group(1)]) + "]", text[pos:m.start()]))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(pattern.sub(lambda t: "[" + kql_string(tables[t.group(1)]) + "]", text[pos:]))
+    return "".join(out)
 
 
 def template_names() -> list[str]:
@@ -128,7 +157,7 @@ def load(name: str) -> Template:
 _LIT_RE = re.compile(
     r'\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<type>[a-z]+)\s*=\s*'
     r'(?:datetime\((?P<dt>[0-9T:.\-]+)Z\)|"(?P<str>(?:[^"\\]|\\.)*)"|(?:long|int)\((?P<int>-?\d+)\)'
-    r'|real\((?P<real>[^)]*)\)|bool\((?P<bool>true|false)\)|(?P<ts>-?[0-9.e+-]+)s)\s*(?:,|$)'
+    r'|real\((?P<real>[^)]*)\)|bool\((?P<bool>true|false)\)|(?P<ts>-?\d+)tick)\s*(?:,|$)'
 )
 _UNESCAPE = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "r": "\r", "t": "\t"}
 
@@ -158,7 +187,7 @@ def parse_rendered(query: str) -> tuple[str | None, dict, str]:
         elif lm.group("bool") is not None:
             v = lm.group("bool") == "true"
         else:
-            v = timedelta(seconds=float(lm.group("ts")))
+            v = timedelta(microseconds=int(lm.group("ts")) // 10)
         values[lm.group("name")] = v
     skeleton = query[: m.start()] + "declare query_parameters(...);" + query[m.end():]
     return name, values, skeleton

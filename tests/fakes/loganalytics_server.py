@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import polars as pl
 
-from egresslens.sources import kql
+from egresslens.sources import kql, summary_wire
 
 TOKEN = "loopback-test-token"
 ROW_CAP_MESSAGE = (
@@ -66,6 +66,7 @@ class Request:
     bytes: int
     authorized: bool
     prefer: str | None
+    query: str = ""  # the KQL text exactly as the client sent it
 
 
 @dataclass
@@ -157,7 +158,7 @@ class FakeLogAnalytics:
             frame = self._window(self.tables[table], params, span, resource, ingest=True)
             frame = frame.with_columns(IngestionTime=pl.col("_Ingest")).drop("_Ingest")
             if table == "AzureDiagnostics":
-                frame = frame.select("TimeGenerated", "Category", "OperationName", "Resource", "ResourceId",
+                frame = frame.select("TimeGenerated", "Category", "OperationName", "Resource", "_ResourceId",
                                      "msg_s", "IngestionTime")
         elif name == "detect":
             counts = []
@@ -168,11 +169,12 @@ class FakeLogAnalytics:
             frame = pl.DataFrame({"SourceTable": [c[0] for c in counts], "Rows": [c[1] for c in counts]},
                                  schema={"SourceTable": pl.Utf8, "Rows": pl.Int64})
         elif name == "summary_flows":
-            frame = self._summary_flows(params, span, resource)
+            frame = wire_form(self._summary_flows(params, span, resource), summary_wire.FLOWS)
         elif name == "summary_dns":
-            frame = self._summary_dns(params, span, resource)
+            frame = wire_form(self._summary_dns(params, span, resource), summary_wire.DNS)
         elif name in ("summary_flows_legacy", "summary_dns_legacy"):
-            frame = self._summary_legacy(name, params, span, resource)
+            frame = wire_form(self._summary_legacy(name, params, span, resource),
+                              summary_wire.FLOWS if name == "summary_flows_legacy" else summary_wire.DNS)
         else:
             return _error(400, "BadArgumentError", "unsupported template", name) + (name, params, 0)
         doc: dict = {}
@@ -187,7 +189,9 @@ class FakeLogAnalytics:
                                             "message": ROW_CAP_MESSAGE.format(cap=self.row_cap)}}],
             }
         doc = {"tables": [_table_json(frame)], **doc}
-        return 200, {}, json.dumps(doc).encode(), name, params, min(rows, self.row_cap)
+        # compact, as the service writes it (no blank after a separator: the service's bodies quoted in
+        # azure-sdk-for-js's monitor-query, and Microsoft's published examples)
+        return 200, {}, json.dumps(doc, separators=(",", ":")).encode(), name, params, min(rows, self.row_cap)
 
     def _window(self, df: pl.DataFrame, p: dict, span, resource: str | None, ingest: bool) -> pl.DataFrame:
         cond = (pl.col("TimeGenerated") >= p["time_start"]) & (pl.col("TimeGenerated") < p["time_end"])
@@ -195,11 +199,10 @@ class FakeLogAnalytics:
             cond &= (pl.col("TimeGenerated") >= span[0]) & (pl.col("TimeGenerated") < span[1])
         if ingest:
             cond &= (pl.col("_Ingest") >= p["ingest_start"]) & (pl.col("_Ingest") < p["ingest_end"])
-        rid = "_ResourceId" if "_ResourceId" in df.columns else "ResourceId"
-        if p.get("firewall"):
-            cond &= pl.col(rid).str.to_lowercase() == p["firewall"].lower()
+        if p.get("firewall"):  # `=~`: equal ignoring case
+            cond &= pl.col("_ResourceId").str.to_lowercase() == p["firewall"].lower()
         if resource:
-            cond &= pl.col(rid).str.to_lowercase() == resource
+            cond &= pl.col("_ResourceId").str.to_lowercase() == resource
         return df.filter(cond)
 
     def _summary_flows(self, p, span, resource) -> pl.DataFrame:
@@ -281,7 +284,7 @@ class FakeLogAnalytics:
             position=pl.int_range(1, df.height + 1, dtype=pl.Int64), record_index=pl.lit(None, pl.Int32),
             raw=pl.struct(TimeGenerated=pl.col("TimeGenerated").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
                           Category="Category", OperationName="OperationName", Resource="Resource",
-                          ResourceId="ResourceId", msg_s="msg_s", Type=pl.lit("AzureDiagnostics")).struct.json_encode(),
+                          _ResourceId="_ResourceId", msg_s="msg_s", Type=pl.lit("AzureDiagnostics")).struct.json_encode(),
         )
         con = duckdb.connect()
         try:
@@ -324,10 +327,36 @@ def _error(status: int, code: str, message: str, inner: str | None = None):
     return status, {}, json.dumps({"error": err}).encode()
 
 
+def wire_form(frame: pl.DataFrame, wire: summary_wire.Wire) -> pl.DataFrame:
+    """What the tail of a summary template (summary_wire.kql_tail) makes of its `summarize` output:
+    rows sorted by key, each with P (leading key columns shared with the row before), K (the rest of
+    its key, a dynamic array: JSON text on the wire, as Log Analytics sends dynamic values), the
+    counts, and First / Last in whole microseconds."""
+    if frame.height == 0:
+        return pl.DataFrame(schema={"P": pl.Int64, "K": pl.Utf8, **{c: pl.Int64 for c in wire.counts},
+                                    "First": pl.Int64, "Last": pl.Int64})
+    f = frame.sort(list(wire.key), nulls_last=False)
+    keys = f.select(pl.col("Hour").dt.strftime("%Y-%m-%dT%H:%M:%SZ") if c == "Hour" else pl.col(c)
+                    for c in wire.key).rows()
+    ps, ks, prev = [], [], None
+    for row in keys:
+        p = 0 if prev is None else next(i for i, (a, b) in enumerate(zip(row, prev)) if a != b or i == len(row) - 1)
+        ps.append(p)
+        ks.append(json.dumps(list(row[p:]), separators=(",", ":"), ensure_ascii=False))
+        prev = row
+    first = (pl.col("FirstSeen") - pl.col("Hour")).dt.total_microseconds()
+    return f.select(
+        pl.Series("P", ps, pl.Int64), pl.Series("K", ks, pl.Utf8), *wire.counts,
+        first.alias("First"), ((pl.col("LastSeen") - pl.col("Hour")).dt.total_microseconds() - first).alias("Last"))
+
+
 def _table_json(frame: pl.DataFrame) -> dict:
     cols, exprs = [], []
     for name, dtype in frame.schema.items():
-        if dtype.is_temporal():
+        if name == "K":  # a dynamic column: Log Analytics sends its value as JSON text
+            cols.append({"name": name, "type": "dynamic"})
+            exprs.append(pl.col(name))
+        elif dtype.is_temporal():
             cols.append({"name": name, "type": "datetime"})
             exprs.append(pl.col(name).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
         else:
@@ -416,7 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(fault.delay)
                 status, headers, payload, name, params, n = fake.answer_query(url.path, body, self.headers)
             fake.requests.append(Request(url.path, name, params, body.get("timespan") if isinstance(body, dict) else None,
-                                         status, n, len(payload), authorized, self.headers.get("Prefer")))
+                                         status, n, len(payload), authorized, self.headers.get("Prefer"),
+                                         (body.get("query") or "") if isinstance(body, dict) else ""))
             try:
                 self._send(status, headers, payload)
             except (BrokenPipeError, ConnectionResetError):
@@ -471,13 +501,15 @@ class _Handler(BaseHTTPRequestHandler):
 # -- fixtures from the simulator -------------------------------------------------------------------
 
 def fixture_tables(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, start: datetime | None = None,
-                   latency_s: tuple[int, int] = (20, 600), tables: tuple[str, ...] | None = None) -> dict[str, pl.DataFrame]:
+                   latency_s: tuple[int, int] = (20, 600), tables: tuple[str, ...] | None = None,
+                   scenario=None) -> dict[str, pl.DataFrame]:
     """Simulated AZFW* tables as Log Analytics holds them (TimeGenerated, _ResourceId, Type, TenantId,
-    the table's columns) plus `_Ingest` = TimeGenerated + a deterministic ingestion latency."""
+    the table's columns) plus `_Ingest` = TimeGenerated + a deterministic ingestion latency. `scenario`:
+    the simulator's result for these arguments, when the caller already has it."""
     from egresslens.simulate import generate
     from egresslens.simulate.render import RESOURCE_ID, TENANT_ID, _prepared, _split
 
-    sc = generate(hours=hours, events_per_hour=events_per_hour, seed=seed, start=start)
+    sc = scenario or generate(hours=hours, events_per_hour=events_per_hour, seed=seed, start=start)
     frames = {"flows": sc.flows, "dns_queries": sc.dns_queries, "threats": sc.threats}
     out = {}
     lo, hi = latency_s
@@ -499,7 +531,9 @@ def legacy_fixture(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, 
     """The simulated day of `fixture_tables` (same arguments, same events, same ingestion latency per
     event) as a legacy workspace holds it: one `AzureDiagnostics` table with the firewall's text in
     `msg_s` (the simulator's legacy rendering), `TimeGenerated`, `Category`, `OperationName`,
-    `Resource`, `ResourceId` (ARM case, as AzureDiagnostics has it) and the hidden `_Ingest`."""
+    `Resource`, `ResourceId` (ARM case, as AzureDiagnostics has it in many workspaces, though Microsoft's
+    table reference does not list it: no query reads it), `_ResourceId` (lower case, the documented column
+    every query filters and groups on) and the hidden `_Ingest`."""
     from egresslens.simulate import generate
     from egresslens.simulate.render import (
         FIREWALL_NAME,
@@ -521,7 +555,8 @@ def legacy_fixture(hours: int = 2, events_per_hour: int = 2_000, seed: int = 7, 
         parts.append(m.select(
             TimeGenerated=pl.col("time").cast(pl.Datetime("us")),
             Category=pl.col("operationName").replace_strict(LEGACY_CATEGORY), OperationName="operationName",
-            Resource=pl.lit(FIREWALL_NAME.upper()), ResourceId=pl.lit(RESOURCE_ID), msg_s="msg",
+            Resource=pl.lit(FIREWALL_NAME.upper()), ResourceId=pl.lit(RESOURCE_ID),
+            _ResourceId=pl.lit(RESOURCE_ID.lower()), msg_s="msg",
             Type=pl.lit("AzureDiagnostics"),
         ).with_columns(_Ingest=pl.col("TimeGenerated") + pl.duration(seconds=lat)))
     return {"AzureDiagnostics": pl.concat(parts)} if parts else {}
