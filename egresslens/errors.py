@@ -70,9 +70,12 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, budget.BudgetError):
         return exitcodes.USAGE, str(exc)
     if isinstance(exc, (MemoryError, duckdb.OutOfMemoryException)):
-        b = budget.current()
-        return exitcodes.OUT_OF_MEMORY, (f"the memory budget ({b.describe()}) was not enough: {_first_line(exc)}; "
-                                         "raise EGRESSLENS_MEMORY_LIMIT, or analyse a shorter window")
+        try:
+            setting = budget.current().describe()
+        except budget.BudgetError:
+            setting = budget.MEMORY_ENV
+        return exitcodes.OUT_OF_MEMORY, (f"the memory budget ({setting}) was not enough: {_first_line(exc)}; "
+                                         f"raise {budget.MEMORY_ENV}, or analyse a shorter window")
     if isinstance(exc, FileNotFoundError):
         return exitcodes.INPUT_ERROR, f"not found: {exc.filename or _first_line(exc)}"
     if isinstance(exc, OSError) and (exc.errno in _CANNOT_WRITE or exc.errno is None):
