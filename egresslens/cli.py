@@ -138,15 +138,21 @@ def simulate(
     start: Optional[str] = typer.Option(None, "--start", help="First hour, ISO 8601 UTC (default: now - hours)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     incident: bool = typer.Option(False, "--incident", help="The compromised pod also tunnels over several DNS label levels and calls a C2 host (docs/suspicion.md)."),
+    firewalls: int = typer.Option(1, "--firewalls", min=1, help="Simulate an estate of N firewalls (2-10): a parent policy, child policies, IP Groups and one classic firewall; logs under OUT/logs/<firewall>, exports under OUT/estate (docs/estate.md)."),
 ) -> None:
-    """Write realistic Azure Firewall logs of an AKS hub-and-spoke deployment, plus truth.json and policy.json."""
+    """Write realistic Azure Firewall logs of an AKS hub-and-spoke deployment, plus truth.json and policy.json
+    (with --firewalls N: an estate of N firewalls and its policy exports)."""
     from egresslens.analyse import parse_time
-    from egresslens.simulate import simulate_to_dir
+    from egresslens.simulate import simulate_estate_to_dir, simulate_to_dir
 
     if fmt not in ("structured", "legacy", "both") or layout not in ("storage", "eventhub", "csv"):
         raise fail("--format is structured|legacy|both and --layout storage|eventhub|csv", exitcodes.USAGE)
-    summary = simulate_to_dir(out, hours=hours, events_per_hour=events_per_hour, seed=seed, fmt=fmt,
-                              layout=layout, start=parse_time(start) if start else None, incident=incident)
+    kw = dict(hours=hours, events_per_hour=events_per_hour, seed=seed, fmt=fmt, layout=layout,
+              start=parse_time(start) if start else None, incident=incident)
+    try:
+        summary = simulate_estate_to_dir(out, firewalls, **kw) if firewalls > 1 else simulate_to_dir(out, **kw)
+    except ValueError as exc:
+        raise fail(exc, exitcodes.USAGE) from None
     if json_out:
         print(json.dumps(summary, default=str))
     else:

@@ -53,6 +53,11 @@ class NightlyOptions:
     since: str = "24h"
     compare_to: str | None = "7d"
     policy: list | None = None  # rules from egresslens.recommend.load_policy
+    estate: object | None = None  # egresslens.estate.Estate read from --policy exports
+    firewall_ids: list[str] = field(default_factory=list)  # read from Azure each night (--firewall-id)
+    policy_ids: list[str] = field(default_factory=list)  # (--policy-id)
+    arm_endpoint: str = "https://management.azure.com"
+    policy_source: str = ""
     fail_on: str = "finding"
     keep_days: int = 30
 
@@ -139,6 +144,40 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
     return done
 
 
+def read_policy(con, opts: NightlyOptions, now: datetime) -> tuple[str | None, int | None]:  # noqa: ANN001
+    """Read the estate (exports given, and Azure each night) and keep it as a snapshot. (error, exit code)
+    when reading from Azure failed: the report then uses the last snapshot."""
+    from egresslens.estate import PolicyError, snapshots
+
+    estate, source = opts.estate, opts.policy_source
+    if opts.firewall_ids or opts.policy_ids:
+        from egresslens.estate.arm import read_estate
+        from egresslens.sources.arm import ArmError
+
+        try:
+            remote = read_estate(opts.firewall_ids, opts.policy_ids, endpoint=opts.arm_endpoint)
+        except ArmError as exc:
+            return f"reading the policy from Azure failed: {exc}".rstrip("."), exitcodes.REMOTE_ERROR
+        except PolicyError as exc:
+            return f"the policy Azure returned could not be read: {exc}".rstrip("."), exitcodes.INPUT_ERROR
+        if estate is None:
+            estate = remote
+        else:
+            estate.merge(remote)
+    if estate is not None:
+        snapshots.save(con, estate, source, now)
+    return None, None
+
+
+def _in_force(con, window):  # noqa: ANN001, ANN202
+    from egresslens.estate import snapshots
+
+    snap, note = snapshots.in_force(con, window.end)
+    if snap is None:
+        return None, []
+    return snap.estate, [f"rules from the {snap.describe()}"] + ([note] if note else [])
+
+
 def _dated(out_dir: Path, generated: datetime) -> Path:
     """The dated report's path: to the second, with `-2`, `-3` ... when a run of the same second has one."""
     reports = out_dir / "reports"
@@ -181,10 +220,16 @@ def run_nightly(opts: NightlyOptions, now: datetime | None = None) -> NightlyRes
                 steps = ingest(con, opts, now)
             except IngestFailed as exc:
                 error, code = str(exc), exc.code
+            policy_error, policy_code = read_policy(con, opts, now)
             window, baseline = windows(con, opts.since, opts.compare_to)
             banner = [f"{error}. This report shows the data of the last good ingest, not of last night."] if error else []
+            if policy_error:
+                banner.append(f"{policy_error}. The report uses the last policy snapshot the store keeps.")
+                if code is None:
+                    error, code = policy_error, policy_code
+            estate, notes = _in_force(con, window)
             report = build_report(con, window, baseline=baseline, policy=opts.policy, db=str(db_path),
-                                  since=opts.since, generated_at=now, banner=banner)
+                                  since=opts.since, generated_at=now, banner=banner, estate=estate, policy_notes=notes)
         finally:
             con.close()
         code = code if code is not None else report.exit_code(opts.fail_on)

@@ -324,6 +324,51 @@ STORAGE_BLOBS = Table(
     primary_key=("source",),
 )
 
+POLICY_SNAPSHOTS = _t(
+    "policy_snapshots",
+    "Each read of the estate (policies with their parents, classic rules, IP Groups) whose content differed "
+    "from the read before it; analyses of a window use the snapshot in force at its end.",
+    ("snapshot_id", "VARCHAR", "key of the snapshot"),
+    ("taken_at", "TIMESTAMP", "when this content was first read, UTC"),
+    ("confirmed_at", "TIMESTAMP", "when the same content was last read again, UTC"),
+    ("source", "VARCHAR", "`azure: <ids>` or the export files read"),
+    ("digest", "VARCHAR", "hash of the content (equal digests: equal estates)"),
+    ("policies", "INTEGER", "policies in the snapshot"),
+    ("firewalls", "INTEGER", "firewalls in the snapshot"),
+    ("ip_groups", "INTEGER", "IP Groups in the snapshot"),
+    ("rules", "INTEGER", "rules in the snapshot (each policy's own, classic firewalls' rules)"),
+    ("estate", "VARCHAR", "the whole snapshot as JSON (what `egresslens.estate.Estate.from_dict` reads)"),
+)
+
+POLICY_RULES = _t(
+    "policy_rules",
+    "The rules of each snapshot, one row per rule of each policy (its own, not inherited) or classic firewall.",
+    ("snapshot_id", "VARCHAR", "the snapshot (see `policy_snapshots`)"),
+    ("policy", "VARCHAR", "policy name, or the firewall's name for classic rules"),
+    ("parent_policy", "VARCHAR", "the policy's parent (base) policy, when it has one"),
+    ("rule_collection_group", "VARCHAR", "rule collection group (empty for classic rules)"),
+    ("rule_collection", "VARCHAR", "rule collection"),
+    ("rule", "VARCHAR", "rule name"),
+    ("rule_type", "VARCHAR", "`application`, `network` or `nat`"),
+    ("action", "VARCHAR", "`Allow`, `Deny` or `DNAT`"),
+    ("rule_collection_group_priority", "INTEGER", "group priority"),
+    ("rule_collection_priority", "INTEGER", "collection priority"),
+    ("position", "INTEGER", "the rule's place in its collection, from 0"),
+    ("sources", "VARCHAR[]", "source addresses and `ipgroup:<name>` references"),
+    ("destinations", "VARCHAR[]", "target FQDNs, `tag:` FQDN tags, addresses, FQDNs, `ipgroup:` and `category:` entries"),
+    ("ports", "VARCHAR[]", "`Https:443` (application) or `TCP:443` (network) entries"),
+    ("rule_digest", "VARCHAR", "hash of everything above but the names (equal digests: an unchanged rule)"),
+)
+
+IP_GROUP_MEMBERS = _t(
+    "ip_group_members",
+    "The members of each IP Group in each snapshot.",
+    ("snapshot_id", "VARCHAR", "the snapshot"),
+    ("ip_group", "VARCHAR", "IP Group name"),
+    ("ip_group_id", "VARCHAR", "its ARM id"),
+    ("address", "VARCHAR", "an address, CIDR or range"),
+)
+
 EVENT_TABLES: tuple[Table, ...] = (
     FLOWS,
     THREATS,
@@ -337,7 +382,8 @@ EVENT_TABLES: tuple[Table, ...] = (
 )
 ROLLUP_TABLES: tuple[Table, ...] = (FLOW_ROLLUPS, DNS_ROLLUPS, METRICS)
 BOOKKEEPING_TABLES: tuple[Table, ...] = (QUARANTINE, INGEST_RUNS, INGEST_SOURCES, STORAGE_BLOBS)
-ALL_TABLES: tuple[Table, ...] = EVENT_TABLES + ROLLUP_TABLES + BOOKKEEPING_TABLES
+ESTATE_TABLES: tuple[Table, ...] = (POLICY_SNAPSHOTS, POLICY_RULES, IP_GROUP_MEMBERS)
+ALL_TABLES: tuple[Table, ...] = EVENT_TABLES + ROLLUP_TABLES + BOOKKEEPING_TABLES + ESTATE_TABLES
 TABLES_BY_NAME = {t.name: t for t in ALL_TABLES}
 
 

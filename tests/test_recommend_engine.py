@@ -181,7 +181,8 @@ def test_what_if_replay_shows_allow_to_deny_for_narrowing():
 
 def test_service_tags_and_arm_export(tmp_path):
     from egresslens.recommend import ServiceTags
-    from egresslens.recommend.policy import Flow, evaluate, load_policy
+    from egresslens.recommend import load_policy
+    from egresslens.recommend.policy import Flow, evaluate
 
     tags_file = tmp_path / "tags.json"
     tags_file.write_text(json.dumps({"values": [

@@ -43,13 +43,13 @@ def test_report_writes_every_section_and_chart_in_one_html_file_with_a_json_summ
     result = _report(db, "--since", "24h", "--compare-to", "24h", "--policy", str(logs / "policy.json"),
                      "--out", str(out))
     text = out.read_text(encoding="utf-8")
-    for sid in SECTIONS:
+    for sid in SECTIONS + ["policy"]:  # a policy given: the snapshot it was kept as, and what changed
         assert f'<section id="{sid}"' in text and f'href="#{sid}"' in text, sid
     for cid in CHARTS + ["rules-scatter"]:
         assert f'id="fig-{cid}"' in text, cid
     assert "Plotly" in text and "<script src" not in _without_plotly(text) and "https://" not in _without_plotly(text)
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert list(summary["sections"]) == SECTIONS
+    assert list(summary["sections"]) == SECTIONS[:5] + ["policy"] + SECTIONS[5:]
     assert summary["exit_code"] == result.exit_code == exitcodes.CRITICAL  # the simulation holds threat-intel hits
     assert summary["counts"]["critical"] >= 1
     assert any(f["section"] == "threats" for f in summary["findings"])

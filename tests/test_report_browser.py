@@ -49,13 +49,14 @@ def test_chromium_shows_every_section_and_chart_with_no_console_error_and_no_req
         _open(driver, report)
         shown = driver.execute_script(
             "return Array.from(document.querySelectorAll('section[data-section]')).map(s => s.id)")
-        assert shown == ["findings", *SECTIONS]
+        with_policy = SECTIONS[:5] + ["policy"] + SECTIONS[5:]  # a policy given: its snapshot and changes
+        assert shown == ["findings", *with_policy]
         drawn = driver.execute_script(
             "return Array.from(document.querySelectorAll('div.chart')).filter("
             "d => d.querySelector('svg.main-svg') !== null && d.getBoundingClientRect().height > 100).map(d => d.id)")
         assert set(CHARTS) <= set(drawn)
         links = driver.execute_script("return Array.from(document.querySelectorAll('nav.toc a')).map(a => a.hash)")
-        assert links == ["#findings", *[f"#{s}" for s in SECTIONS]]
+        assert links == ["#findings", *[f"#{s}" for s in with_policy]]
         assert _problems(driver) == []
         assert _requests(driver) == []
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window
+from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, FirewallOption, analysis_window, resolve_firewall
 from egresslens.escape import terminal as _t
 
 
@@ -21,6 +21,7 @@ def dns_command(
     since: str = typer.Option("24h", "--since", help=SINCE_HELP),
     start: Optional[str] = typer.Option(None, "--start", help=START_HELP),
     end: Optional[str] = typer.Option(None, "--end", help=END_HELP),
+    firewall: Optional[str] = FirewallOption,
     top: int = typer.Option(10, "--top", help="Rows per table in the human output."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
@@ -28,10 +29,11 @@ def dns_command(
     noise, names resolved then denied, and the suspicion model's domains and compromised sources.
 
     Exit code 1 when a domain is flagged never-allow or a source is compromised."""
-    from egresslens import dns
+    from egresslens import dns, fleet
 
     with analysis_window(db, since, start, end) as (con, window):
-        result = dns.analyse_dns(con, window)
+        with fleet.scoped(con, resolve_firewall(con, window, firewall)):
+            result = dns.analyse_dns(con, window)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True))
     else:

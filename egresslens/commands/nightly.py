@@ -9,8 +9,17 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, fail
-from egresslens.commands.report import FAIL_ON_HELP, load_rules
+from egresslens.cliutil import (
+    DB_HELP,
+    ArmEndpointOption,
+    FirewallIdOption,
+    PolicyFilesOption,
+    PolicyIdOption,
+    estate_source,
+    fail,
+    read_estate,
+)
+from egresslens.commands.report import FAIL_ON_HELP
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
@@ -28,15 +37,20 @@ def nightly_command(
     container: Optional[list[str]] = typer.Option(None, "--container", help="Archive container for --account-url (repeatable), e.g. insights-logs-azfwnetworkrule."),
     since: str = typer.Option("24h", "--since", help="Report window (and how far back to ingest)."),
     compare_to: Optional[str] = typer.Option("7d", "--compare-to", help="Comparison window before the report window; '' for none."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy JSON, for unused, shadowed and over-broad rules."),
+    policy: Optional[list[Path]] = PolicyFilesOption,
+    firewall_id: Optional[list[str]] = FirewallIdOption,
+    policy_id: Optional[list[str]] = PolicyIdOption,
+    arm_endpoint: str = ArmEndpointOption,
     fail_on: str = typer.Option("finding", "--fail-on", help=FAIL_ON_HELP),
     keep_days: int = typer.Option(30, "--keep-days", min=1, help="Delete dated reports older than this."),
 ) -> None:
     """Ingest what is new, then write the report: OUT_DIR/reports/egresslens-<UTC time>.html (+ .json) and
     OUT_DIR/latest.html (+ latest.json). One run at a time (a lock in OUT_DIR).
 
-    Exit codes: as `report` (0, 1, 7); 6 another run holds the lock or the store; 3 or 4 the ingest failed
-    (the report is still written, saying so, and shows the last good ingest)."""
+    With --firewall-id / --policy-id the policy is read from Azure every night and kept as a dated snapshot, so each report is judged against the policy as it was and says what changed since the day before.
+
+    Exit codes: as `report` (0, 1, 7); 6 another run holds the lock or the store; 3 or 4 the ingest (or reading
+    the policy from Azure) failed (the report is still written, saying so, and shows the last good data)."""
     from egresslens.analyse import parse_duration
     from egresslens.nightly import Busy, NightlyOptions, run_nightly
     from egresslens.report import FAIL_ON
@@ -53,10 +67,17 @@ def nightly_command(
             parse_duration(compare_to)
     except ValueError as exc:
         raise fail(str(exc), exitcodes.USAGE)
+    from egresslens.estate.arm import check_ids
+
+    try:
+        check_ids(firewall_id or [], policy_id or [])
+    except ValueError as exc:
+        raise fail(exc, exitcodes.USAGE) from None
     opts = NightlyOptions(out_dir=out_dir, db=db, files=list(files or []), workspace_id=workspace_id,
                           account_url=account_url, containers=list(container or []), since=since,
-                          compare_to=compare_to or None, policy=load_rules(policy), fail_on=fail_on,
-                          keep_days=keep_days)
+                          compare_to=compare_to or None, estate=read_estate(policy), fail_on=fail_on,
+                          keep_days=keep_days, firewall_ids=list(firewall_id or []), policy_ids=list(policy_id or []),
+                          arm_endpoint=arm_endpoint, policy_source=estate_source(policy, firewall_id, policy_id))
     try:
         result = run_nightly(opts)
     except Busy as exc:

@@ -8,7 +8,21 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, fail, open_store
+from egresslens.cliutil import (
+    DB_HELP,
+    ArmEndpointOption,
+    FirewallIdOption,
+    FirewallOption,
+    PolicyFilesOption,
+    PolicyIdOption,
+    estate_in_force,
+    estate_source,
+    fail,
+    open_store,
+    read_estate,
+    resolve_firewall,
+    save_snapshot,
+)
 
 FAIL_ON_HELP = ("finding (default): exit 1 on findings; warning: warnings count too; critical: only critical "
                 "findings fail. Critical findings always exit 7.")
@@ -19,16 +33,14 @@ def register(app: typer.Typer) -> None:
     app.command("drilldown")(drilldown_command)
 
 
-def load_rules(policy: Optional[Path]):  # noqa: ANN201
-    """The policy's rules, or INPUT_ERROR in one sentence."""
-    if policy is None:
-        return None
-    from egresslens.recommend import load_policy
-
-    try:
-        return load_policy(policy)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise fail(f"cannot read the policy {policy}: {exc}", exitcodes.INPUT_ERROR)
+def given_estate(db, policy, firewall_id, policy_id, arm_endpoint):  # noqa: ANN001, ANN201
+    """The estate given on the command line, stored as a snapshot; (estate or None, notes)."""
+    estate = read_estate(policy, firewall_id, policy_id, arm_endpoint)
+    notes = []
+    if estate is not None:
+        note = save_snapshot(db, estate, estate_source(policy, firewall_id, policy_id))
+        notes += [note] if note else []
+    return estate, notes
 
 
 def report_command(
@@ -37,14 +49,20 @@ def report_command(
     compare_to: Optional[str] = typer.Option("7d", "--compare-to", help="Comparison window just before the report window (what changed); '' for none."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default report.html / report.md / report.json)."),
     fmt: str = typer.Option("html", "--format", "-f", help="html (with a JSON summary beside it), markdown or json."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy (JSON of `az network firewall policy rule-collection-group list`, or an ARM export): unused, shadowed, over-broad rules."),
+    firewall: Optional[str] = FirewallOption,
+    policy: Optional[list[Path]] = PolicyFilesOption,
+    firewall_id: Optional[list[str]] = FirewallIdOption,
+    policy_id: Optional[list[str]] = PolicyIdOption,
+    arm_endpoint: str = ArmEndpointOption,
     fail_on: str = typer.Option("finding", "--fail-on", help=FAIL_ON_HELP),
 ) -> None:
     """The morning report: freshness, egress over time, what changed, top denied destinations with their fix,
     rules to narrow or remove, SNAT, DNS health, threat-intel and IDPS events.
 
+    With several firewalls the report opens with a table of them, each judged against the policy it uses (from --policy, --firewall-id / --policy-id, or the snapshot in force); with a policy it says what changed since the day before.
+
     Exit codes: 0 nothing to act on, 1 findings, 7 critical findings (SNAT over critical, threat-intel/IDPS
-    hits, a compromised source, a dependency newly denied that was allowed before)."""
+    hits, a compromised source, a dependency newly denied that was allowed before), 2 usage, 3 unreadable input or policy, 4 Azure refused, 6 busy store."""
     from egresslens.report import FAIL_ON, FORMATS, SUFFIX, build_report, windows, write
     from egresslens.store import resolve_db_path
 
@@ -53,7 +71,7 @@ def report_command(
         raise fail(f"--format must be one of {', '.join(FORMATS)}", exitcodes.USAGE)
     if fail_on not in FAIL_ON:
         raise fail(f"--fail-on must be one of {', '.join(FAIL_ON)}", exitcodes.USAGE)
-    rules = load_rules(policy)
+    given, notes = given_estate(db, policy, firewall_id, policy_id, arm_endpoint)
     out = out or Path("report" + SUFFIX[fmt])
     con = open_store(db, read_only=True)
     try:
@@ -61,7 +79,10 @@ def report_command(
             window, baseline = windows(con, since, compare_to or None)
         except ValueError as exc:
             raise fail(str(exc), exitcodes.USAGE)
-        report = build_report(con, window, baseline=baseline, policy=rules, db=str(resolve_db_path(db)), since=since)
+        fw = resolve_firewall(con, window, firewall)
+        estate, used = estate_in_force(con, window, given)
+        report = build_report(con, window, baseline=baseline, estate=estate, firewall=fw, policy_notes=notes + used,
+                              db=str(resolve_db_path(db)), since=since)
     finally:
         con.close()
     code = report.exit_code(fail_on)
@@ -76,7 +97,11 @@ def drilldown_command(
     kind: str = typer.Option("auto", "--kind", help="auto, fqdn, destination (IP), source (IP) or rule."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     since: str = typer.Option("24h", "--since", help="Window, ending at the newest data (24h, 7d)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Current policy JSON (recommendations that touch the subject)."),
+    firewall: Optional[str] = FirewallOption,
+    policy: Optional[list[Path]] = PolicyFilesOption,
+    firewall_id: Optional[list[str]] = FirewallIdOption,
+    policy_id: Optional[list[str]] = PolicyIdOption,
+    arm_endpoint: str = ArmEndpointOption,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output HTML file (default drilldown.html)."),
 ) -> None:
     """One subject up close, as an HTML page: its timeline of allowed and denied events, sources and ports,
@@ -92,10 +117,16 @@ def drilldown_command(
 
     if kind not in ("auto", *KINDS):
         raise fail(f"--kind must be auto or one of {', '.join(KINDS)}", exitcodes.USAGE)
-    rules = load_rules(policy)
+    given, _ = given_estate(db, policy, firewall_id, policy_id, arm_endpoint)
     out = out or Path("drilldown.html")
+    from egresslens import fleet
+    from egresslens.recommend.fleet import rules_for
+
     with analysis_window(db, since, None, None) as (con, window):
-        d = drilldown(con, window, subject, kind, policy=rules)
+        fw = resolve_firewall(con, window, firewall)
+        estate, _ = estate_in_force(con, window, given)
+        with fleet.scoped(con, fw):
+            d = drilldown(con, window, subject, kind, policy=rules_for(estate, fw))
     command = f"egresslens drilldown --kind {d.kind} {shell(subject)} --since {since}"
     atomic.write_text(out, render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command))
     typer.echo(f"wrote {out}: {d.facts[0]}", err=True)

@@ -9,7 +9,17 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import DB_HELP, END_HELP, SINCE_HELP, START_HELP, analysis_window, fail
+from egresslens.cliutil import (
+    ARM_ENDPOINT_HELP,
+    DB_HELP,
+    END_HELP,
+    SINCE_HELP,
+    START_HELP,
+    FirewallOption,
+    analysis_window,
+    fail,
+    resolve_firewall,
+)
 from egresslens.escape import terminal as _t
 
 
@@ -28,14 +38,41 @@ def snat_command(
     port_rule: Optional[str] = typer.Option(None, "--port-rule", help="Which public IPs add SNAT ports: 'all' or 'first-five'."),
     hold_time: Optional[str] = typer.Option(None, "--hold-time", help="Seconds (or 4m) each connection holds a port (default 240)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file: public_ips, instances, nat_gateway_ips, hold_time, port_rule, [thresholds]."),
-    firewall_id: Optional[str] = typer.Option(None, "--firewall-id", help="ARM id of the firewall: read its public IPs, instances and NAT Gateway (DefaultAzureCredential, Reader role). Flags and --config override what is read."),
-    arm_endpoint: str = typer.Option("https://management.azure.com", "--arm-endpoint", help="Azure Resource Manager endpoint (sovereign clouds: https://management.usgovcloudapi.net, https://management.chinacloudapi.cn)."),
+    firewall: Optional[str] = FirewallOption,
+    firewall_id: Optional[list[str]] = typer.Option(None, "--firewall-id", help="ARM id of a firewall: read its public IPs, instances and NAT Gateway (DefaultAzureCredential, Reader role) and judge that firewall's traffic against them; repeatable, each firewall on its own. Flags and --config override what is read."),
+    arm_endpoint: str = typer.Option("https://management.azure.com", "--arm-endpoint", help=ARM_ENDPOINT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """SNAT port exhaustion risk per destination, with the fix (public IPs, NAT Gateway, private endpoint).
+    """SNAT port exhaustion risk per firewall and destination, with the fix (public IPs, NAT Gateway, private
+    endpoint). Each firewall's demand is judged against its own capacity.
 
     Exit code 1 when a destination reaches the critical threshold."""
-    from egresslens import snat
+    ids = list(firewall_id or [])
+    if len(ids) > 1:
+        if firewall:
+            raise fail("give --firewall or several --firewall-id, not both", exitcodes.USAGE)
+        results = [_one(db, since, start, end, public_ips, instances, nat_gateway_ips, port_rule, hold_time, config,
+                        i, arm_endpoint, None, scope_to_id=True) for i in ids]
+        if as_json:
+            typer.echo(json.dumps({"firewalls": [{"firewall": i, **r.to_dict()} for i, r in zip(ids, results)]},
+                                  indent=2, default=str, ensure_ascii=True))
+        else:
+            for i, r in zip(ids, results):
+                render(r, title=i.rstrip("/").rsplit("/", 1)[-1])
+        raise typer.Exit(exitcodes.FINDINGS if any(r.has_critical for r in results) else exitcodes.OK)
+    result = _one(db, since, start, end, public_ips, instances, nat_gateway_ips, port_rule, hold_time, config,
+                  ids[0] if ids else None, arm_endpoint, firewall)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True))
+    else:
+        render(result)
+    raise typer.Exit(exitcodes.FINDINGS if result.has_critical else exitcodes.OK)
+
+
+def _one(db, since, start, end, public_ips, instances, nat_gateway_ips, port_rule, hold_time, config,  # noqa: ANN001, ANN202
+         firewall_id, arm_endpoint, firewall, scope_to_id: bool = False):
+    """One firewall's (or, unscoped, every firewall's) SNAT result, capacity from flags, config and ARM."""
+    from egresslens import fleet, snat
 
     flags = {"public_ips": public_ips, "instances": instances, "nat_gateway_ips": nat_gateway_ips}
     try:
@@ -62,13 +99,11 @@ def snat_command(
     except (ValueError, OSError, TypeError) as exc:
         raise fail(exc, exitcodes.USAGE) from None
     with analysis_window(db, since, start, end) as (con, window):
-        result = snat.analyse_snat(con, window, cfg)
+        fw = resolve_firewall(con, window, firewall_id if scope_to_id else firewall)
+        with fleet.scoped(con, fw):
+            result = snat.analyse_snat(con, window, cfg)
     result.capacity_sources = sources
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True))
-    else:
-        render(result)
-    raise typer.Exit(exitcodes.FINDINGS if result.has_critical else exitcodes.OK)
+    return result
 
 
 class _RemoteError(Exception):
@@ -99,12 +134,12 @@ def _read_firewall(firewall_id: str, endpoint: str, flags: dict, from_file: dict
     return out
 
 
-def render(result) -> None:  # noqa: ANN001 - SnatResult, imported lazily
+def render(result, title: str | None = None) -> None:  # noqa: ANN001 - SnatResult, imported lazily
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]SNAT capacity[/bold] {result.window.describe()}")
+    console.print(f"[bold]SNAT capacity{' of ' + _t(title) if title else ''}[/bold] {result.window.describe()}")
     console.print(f"Assumes: {_t(result.config.describe())}")
     if result.capacity_sources:
         values = {"public_ips": result.config.public_ips, "instances": result.config.instances,

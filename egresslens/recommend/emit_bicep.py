@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from egresslens.escape import bicep_string, comment
-from egresslens.recommend.emit_common import groups, unique_priorities
+from egresslens.recommend.emit_common import groups, targets, unique_priorities
 
 API = "2023-09-01"
 
@@ -21,16 +21,33 @@ def _ident(name: str, i: int) -> str:
 
 
 def emit(recs) -> str:
+    all_targets = targets(recs)
+    out = [f"// EgressLens recommendations. Observation window: {recs.window.describe()}"]
+    offset = 0
+    for n, t in enumerate(all_targets):
+        one = len(all_targets) == 1
+        param, res = ("firewallPolicyName", "policy") if one else (f"firewallPolicyName{n}", f"policy{n}")
+        if t.classic:
+            out.append(comment(f"classic firewall {t.name}: classic rules are properties of the firewall resource; "
+                               "apply them with the az output (or move the firewall to a policy)", "//"))
+            out.append("")
+            continue
+        default = f" = {bicep_string(t.name)}" if t.name and t.resource_id else ""
+        out += [f"param {param} string{default}", "",
+                f"resource {res} 'Microsoft.Network/firewallPolicies@{API}' existing = {{", f"  name: {param}", "}", ""]
+        lines, offset = _target(t, res, offset)
+        out += lines
+    return "\n".join(out) + "\n"
+
+
+def _target(recs, res: str, offset: int) -> tuple[list[str], int]:
     gs, rejected, removes = groups(recs)
-    out = [f"// EgressLens recommendations. Observation window: {recs.window.describe()}",
-           "param firewallPolicyName string", "",
-           f"resource policy 'Microsoft.Network/firewallPolicies@{API}' existing = {{", "  name: firewallPolicyName", "}", ""]
-    out += [comment(m, "//") for m in rejected]
+    out = [comment(m, "//") for m in rejected]
     prev = None
-    for i, g in enumerate(gs):
+    for i, g in enumerate(gs, start=offset):
         ident = _ident(g.name, i)
         out.append(f"resource {ident} 'Microsoft.Network/firewallPolicies/ruleCollectionGroups@{API}' = {{")
-        out.append("  parent: policy")
+        out.append(f"  parent: {res}")
         out.append(f"  name: {bicep_string(g.name)}")
         if prev:
             out.append(f"  dependsOn: [\n    {prev}\n  ]")
@@ -49,7 +66,10 @@ def emit(recs) -> str:
                 out.append("          {")
                 out.append(f"{ind}ruleType: {bicep_string(r.rule_type)}")
                 out.append(f"{ind}name: {bicep_string(r.name)}")
-                out.append(f"{ind}sourceAddresses: {_list(r.source_addresses, ind)}")
+                if r.source_ip_groups:
+                    out.append(f"{ind}sourceIpGroups: {_list(r.source_ip_groups, ind)}")
+                if r.source_addresses or not r.source_ip_groups:
+                    out.append(f"{ind}sourceAddresses: {_list(r.source_addresses, ind)}")
                 if r.rule_type == "ApplicationRule":
                     protos = []
                     for p in r.protocols:
@@ -74,4 +94,4 @@ def emit(recs) -> str:
     for r in removes:
         e = r.existing_rule
         out.append(comment(f"remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']} (disable first, then delete)", "//"))
-    return "\n".join(out) + "\n"
+    return out, offset + len(gs)

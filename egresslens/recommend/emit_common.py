@@ -63,3 +63,42 @@ def unique_priorities(g: Group) -> list[Collection]:
             c.priority += 1
         seen.add(c.priority)
     return cols
+
+
+@dataclass
+class Target:
+    """Where a set of proposals goes: a policy (by name, and by id when known) or a classic firewall."""
+
+    name: str | None
+    resource_id: str | None
+    items: list = field(default_factory=list)
+
+    @property
+    def classic(self) -> bool:
+        return "/azurefirewalls/" in (self.resource_id or "").lower()
+
+    @property
+    def resource_group(self) -> str | None:
+        parts = (self.resource_id or "").strip("/").split("/")
+        return parts[3] if len(parts) > 3 and parts[2].lower() == "resourcegroups" else None
+
+    @property
+    def window(self):  # noqa: ANN201 - the emitters read recs.window from what they are given
+        return self._window
+
+    def view(self, window):  # noqa: ANN001, ANN201
+        """This target's proposals in the shape the emitters read (`items`, `window`)."""
+        self._window = window
+        return self
+
+
+def targets(recs) -> list[Target]:
+    """The proposals grouped by the policy (or classic firewall) they go to, in order of first mention;
+    recommendations that change nothing (investigate) go with the first target."""
+    out: "OrderedDict[tuple, Target]" = OrderedDict()
+    for r in recs.items:
+        key = (getattr(r, "policy", None), getattr(r, "policy_id", None))
+        out.setdefault(key, Target(key[0], key[1])).items.append(r)
+    if not out:
+        out[(None, None)] = Target(None, None)
+    return [t.view(recs.window) for t in out.values()]

@@ -17,6 +17,7 @@ def document(recs) -> dict[str, Any]:
         "warnings": list(recs.warnings),
         "stats": recs.stats,
         "rule_scores": recs.rule_scores,
+        "firewalls": recs.firewalls,
         "recommendations": recs.to_dicts(),
         "suspicion": (recs.suspicion or Suspicion(recs.window, SuspicionConfig())).to_json(),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from egresslens.escape import comment, hcl_string
-from egresslens.recommend.emit_common import groups, unique_priorities
+from egresslens.recommend.emit_common import groups, targets, unique_priorities
 
 
 def _list(values) -> str:
@@ -18,11 +18,27 @@ def _ident(name: str) -> str:
 
 
 def emit(recs) -> str:
-    gs, rejected, removes = groups(recs)
-    out = [f"# EgressLens recommendations. Observation window: {recs.window.describe()}",
-           'variable "firewall_policy_id" {', "  type = string", "}", ""]
-    out += [comment(m) for m in rejected]
+    all_targets = targets(recs)
+    out = [f"# EgressLens recommendations. Observation window: {recs.window.describe()}"]
     seen: set[str] = set()
+    for n, t in enumerate(all_targets):
+        var = "firewall_policy_id" if len(all_targets) == 1 else _ident(f"firewall_policy_id_{t.name or n}")
+        if t.classic:
+            out.append(comment(f"classic firewall {t.name}: classic rules are properties of the firewall resource; "
+                               "apply them with the az output (or move the firewall to a policy)"))
+            out.append("")
+            continue
+        out += [f'variable "{var}" {{', "  type = string"]
+        if t.resource_id:
+            out.append(f"  default = {hcl_string(t.resource_id)}")
+        out += ["}", ""]
+        out += _target(t, var, seen)
+    return "\n".join(out) + "\n"
+
+
+def _target(recs, var: str, seen: set[str]) -> list[str]:
+    gs, rejected, removes = groups(recs)
+    out = [comment(m) for m in rejected]
     prev = None
     for g in gs:
         ident = _ident(g.name)
@@ -31,7 +47,7 @@ def emit(recs) -> str:
         seen.add(ident)
         out.append(f'resource "azurerm_firewall_policy_rule_collection_group" "{ident}" {{')
         out.append(f"  name               = {hcl_string(g.name)}")
-        out.append("  firewall_policy_id = var.firewall_policy_id")
+        out.append(f"  firewall_policy_id = var.{var}")
         out.append(f"  priority           = {int(g.priority)}")
         if prev:
             out.append(f"  depends_on         = [azurerm_firewall_policy_rule_collection_group.{prev}]")
@@ -44,7 +60,10 @@ def emit(recs) -> str:
             for r in c.rules:
                 out.append("    rule {")
                 out.append(f"      name             = {hcl_string(r.name)}")
-                out.append(f"      source_addresses = {_list(r.source_addresses)}")
+                if r.source_ip_groups:
+                    out.append(f"      source_ip_groups = {_list(r.source_ip_groups)}")
+                if r.source_addresses or not r.source_ip_groups:
+                    out.append(f"      source_addresses = {_list(r.source_addresses)}")
                 if c.rule_type == "ApplicationRule":
                     for p in r.protocols:
                         t, _, n = p.partition(":")
@@ -69,7 +88,7 @@ def emit(recs) -> str:
         e = r.existing_rule
         out.append(comment(f"remove-rule: {e['rule_collection_group']}/{e['rule_collection']}/{e['rule']}: delete the rule "
                            f"block from its resource after disabling it for {recs_days(r)} days"))
-    return "\n".join(out) + "\n"
+    return out
 
 
 def recs_days(r) -> str:

@@ -30,7 +30,7 @@ from egresslens.recommend.existing import analyse_existing
 from egresslens.recommend.model import Evidence, Recommendation, iso, safe_name
 from egresslens.recommend.netaggr import ServiceTags
 from egresslens.recommend.network import attribute_ips, denied_network, name_danger
-from egresslens.recommend.policy import Rule
+from egresslens.recommend.policy import Rule, covers_addresses, net_size
 from egresslens.recommend.sources import assign_groups
 from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
 
@@ -49,6 +49,8 @@ class Recommendations:
     rule_scores: list[dict[str, Any]] = field(default_factory=list)
     dns_attribution: dict[str, list[str]] = field(default_factory=dict)
     suspicion: Suspicion | None = None
+    # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
+    firewalls: list[dict[str, Any]] = field(default_factory=list)
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -101,7 +103,9 @@ def to_policy_rule(rec: Recommendation) -> Rule:
         rule_type="application" if r.rule_type == "ApplicationRule" else "network",
         name=r.name, rule_collection_group=r.rule_collection_group, rcg_priority=r.rule_collection_group_priority,
         rule_collection=r.rule_collection, collection_priority=r.rule_collection_priority, action=r.action, index=0,
-        sources=list(r.source_addresses), ip_protocols=[p.upper() for p in r.ip_protocols],
+        sources=list(r.source_addresses), source_ip_groups=list(r.source_ip_groups),
+        ip_group_members={k: list(v) for k, v in r.source_ip_group_members.items()},
+        ip_protocols=[p.upper() for p in r.ip_protocols],
         destination_addresses=list(r.destination_addresses), destination_fqdns=list(r.destination_fqdns),
         destination_ports=list(r.destination_ports), app_protocols=protos, target_fqdns=list(r.target_fqdns),
         fqdn_tags=list(r.fqdn_tags), proposed=rec.id,
@@ -120,6 +124,7 @@ def recommend(
     ctx = Context(con, window, config, policy, service_tags)
     if newest_hour_may_be_incomplete(window):
         ctx.warnings.append("the newest hour of the window may be incomplete (logs arrive minutes late)")
+    ctx.warnings += list(getattr(policy, "warnings", None) or [])  # what reading the policy could not resolve
 
     # 1. what must never be allowed, and which sources are compromised: the one suspicion model
     susp = assess(con, window=window, config=config.suspicion)
@@ -227,10 +232,37 @@ def _suspicion_items(ctx: Context, susp: Suspicion) -> None:
 
 # ------------------------------------------------------------------ limits
 
+IP_GROUP_SLACK = 4  # an existing IP Group may hold at most this many times the addresses a proposal needs
+
+
+def _existing_ip_groups(ctx: Context) -> None:
+    """A proposal whose sources an existing IP Group holds (and not much more) names the group instead
+    of repeating its addresses; the rule then allows the group's members, which the what-if replays."""
+    groups = list(getattr(ctx.policy, "all_ip_groups", None) or [])
+    if not groups:
+        return
+    for r in ctx.items:
+        if r.rule is None or not r.kind.startswith("add-") or not r.rule.source_addresses or "*" in r.rule.source_addresses:
+            continue
+        need = net_size(r.rule.source_addresses)
+        fits = [g for g in groups if g.addresses and covers_addresses(g.addresses, r.rule.source_addresses)
+                and net_size(g.addresses) <= IP_GROUP_SLACK * need]
+        if not fits:
+            continue
+        g = min(fits, key=lambda g: (net_size(g.addresses), g.name))
+        r.rule.source_ip_groups = [g.id]
+        r.rule.source_ip_group_members = {g.id: list(g.addresses)}
+        r.rule.source_addresses = []
+        r.evidence.notes.append(f"sources use the existing IP Group {g.name} ({len(g.addresses)} entries), which holds "
+                                "every observed source subnet")
+
+
 def _suggest_ip_groups(ctx: Context) -> None:
+    _existing_ip_groups(ctx)
     counts: dict[tuple[str, ...], list[Recommendation]] = defaultdict(list)
     for r in ctx.items:
-        if r.rule is not None and r.kind.startswith("add-") and len(r.rule.source_addresses) > 1:
+        if (r.rule is not None and r.kind.startswith("add-") and len(r.rule.source_addresses) > 1
+                and not r.rule.source_ip_groups):
             counts[tuple(r.rule.source_addresses)].append(r)
     for srcs, recs in counts.items():
         if len(recs) >= ctx.config.ip_group_min_uses:
@@ -255,11 +287,30 @@ def _limits(ctx: Context) -> None:
     if combos + existing > NETWORK_RULE_BUDGET:
         ctx.warnings.append(f"network rules would use {combos + existing} unique source x destination combinations "
                             f"(limit {NETWORK_RULE_BUDGET}); use IP Groups for source sets")
+    _dns_proxy(ctx)
     if ctx.policy:
         n = len({r.rule_collection_group for r in ctx.policy if not r.parent})
         if n + 1 > MAX_RCGS:
             ctx.warnings.append(f"the policy already has {n} rule collection groups (limit {MAX_RCGS}): "
                                 f"put the proposals into an existing group instead of {ctx.config.rule_collection_group}")
+
+
+def _dns_proxy(ctx: Context) -> None:
+    """Network rules with FQDNs need DNS proxy on the firewall: say so where it is off (or not known)."""
+    proxy = getattr(ctx.policy, "dns_proxy", None)
+    target = getattr(ctx.policy, "target", "") or "the policy"
+    existing = sorted({f"{r.rule_collection_group}/{r.rule_collection}/{r.name}" for r in ctx.policy or []
+                       if r.rule_type == "network" and r.destination_fqdns})
+    if proxy is False and existing:
+        ctx.warnings.append(f"DNS proxy is off on {target}, so its network rules with FQDNs ({', '.join(existing[:5])}"
+                            f"{'...' if len(existing) > 5 else ''}) resolve names apart from the clients and may miss "
+                            "their traffic: enable DNS proxy in the policy's DNS settings")
+    for r in ctx.items:
+        if r.rule is not None and r.rule.rule_type == "NetworkRule" and r.rule.destination_fqdns and proxy is not True:
+            r.evidence.notes.append("network rules with FQDNs need DNS proxy on the firewall "
+                                    + ("(it is off: enable it first)" if proxy is False else "(check that it is on)"))
+            if proxy is False:
+                r.rollout.insert(0, f"enable DNS proxy on {target} (policy DNS settings) before adding this rule")
 
 
 # ------------------------------------------------------------------ evidence

@@ -19,6 +19,7 @@ from egresslens.recommend.model import (
 from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.policy import (
     Rule,
+    ip_group_name,
     net_size,
     permissiveness,
     port_count,
@@ -114,18 +115,22 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
         (bad if reason else safe).append((r, reason))
     changes: list[str] = []
     groups = {r["sgroup"] for r, _ in safe}
-    new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule.sources)
-    if "*" in rule.sources or net_size(rule.sources) > 4 * max(1.0, net_size(new_sources)):
-        changes.append(f"sources {', '.join(rule.sources) or '(IP Groups)'} -> {', '.join(new_sources)} (observed source subnets)")
-    else:
-        new_sources = list(rule.sources)
+    rule_sources = rule.all_sources  # IP Groups count with their members
+    new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule_sources)
+    keep_groups: list[str] = []
+    if "*" in rule_sources or net_size(rule_sources) > 4 * max(1.0, net_size(new_sources)):
+        was = ", ".join(rule.sources + [f"ipgroup:{ip_group_name(g)}" for g in rule.source_ip_groups])
+        changes.append(f"sources {was} -> {', '.join(new_sources)} (observed source subnets)")
+    else:  # the rule's own sources, IP Groups kept as groups (never `*` for a rule that named its sources)
+        new_sources, keep_groups = list(rule.sources), list(rule.source_ip_groups)
     # The narrow rule goes into its own group just above the broad rule's group (same rule type, so
     # Azure evaluates it first); the broad rule stays until the narrow one has proven itself.
     proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
                     rule_collection_group_priority=max(100, rule.rcg_priority - 1),
                     rule_collection=safe_name(f"{rule.rule_collection}-narrow"),
                     rule_collection_priority=rule.collection_priority, name=safe_name(f"{rule.name}-narrow"),
-                    source_addresses=new_sources)
+                    source_addresses=new_sources, source_ip_groups=keep_groups,
+                    source_ip_group_members={g: rule.ip_group_members[g] for g in keep_groups if g in rule.ip_group_members})
     if rule.rule_type == "application":
         names = sorted({r["destination_fqdn"] for r, _ in safe if r["destination_fqdn"]})
         broad = any(t == "*" or t.startswith("*.") for t in rule.target_fqdns) or rule.web_categories

@@ -26,6 +26,8 @@ class ProposedRule:
     source_addresses: list[str] = field(default_factory=list)
     source_group: str | None = None  # the source group name (config or inferred)
     source_ip_group: str | None = None  # suggested IP Group name when the source set repeats
+    source_ip_groups: list[str] = field(default_factory=list)  # existing IP Groups (ids), beside or instead of addresses
+    source_ip_group_members: dict[str, list[str]] = field(default_factory=dict)  # their members (for review, what-if)
     # application rules
     protocols: list[str] = field(default_factory=list)  # "Https:443"
     target_fqdns: list[str] = field(default_factory=list)
@@ -74,6 +76,10 @@ class Recommendation:
     would_be_denied: list[dict[str, Any]] = field(default_factory=list)  # narrow/remove: traffic cut
     bundle: str | None = None
     what_if: dict[str, Any] | None = None
+    firewall: str | None = None  # the firewall (as the store names it) whose traffic this is; None: several
+    policy: str | None = None  # where the change goes: the policy's (or classic firewall's) name
+    policy_id: str | None = None  # its ARM id, when known
+    firewalls: list[str] = field(default_factory=list)  # a need shared by several firewalls: all of them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

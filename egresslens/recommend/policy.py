@@ -1,4 +1,6 @@
-"""Read a firewall policy (az list JSON or ARM export) and evaluate flows the way Azure does.
+"""Firewall rules and how Azure evaluates them: the one owner of matching, order and coverage.
+
+Reading documents into rules is :mod:`egresslens.estate`; this module only evaluates them.
 
 Order: DNAT, then network, then application rules regardless of rule collection group priority;
 within a type the parent policy's groups first, then group priority, collection priority and rule
@@ -8,17 +10,23 @@ network rule matched. Wildcards: only a left-most ``*.`` (any depth, not the par
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable
 
 from egresslens.recommend.catalogue import tag_matches
 from egresslens.recommend.wildcards import fqdn_matches
 
 APP_PROTOCOLS = ("HTTP", "HTTPS", "MSSQL")
+
+
+def ip_group_name(ref: str) -> str:
+    """The name of an IP Group from its ARM id (the last segment), or the reference as given."""
+    return str(ref).rstrip("/").rsplit("/", 1)[-1]
+
+
 TYPE_ORDER = {"nat": 0, "network": 1, "application": 2}
 
 
@@ -32,7 +40,8 @@ class Rule:
     collection_priority: int
     action: str  # Allow | Deny | DNAT
     index: int  # position within the collection
-    parent: bool = False
+    parent: bool = False  # inherited from a parent policy (the child cannot change it)
+    depth: int = 0  # 0: the policy itself, 1: its parent, 2: the parent's parent (evaluated first)
     sources: list[str] = field(default_factory=list)
     source_ip_groups: list[str] = field(default_factory=list)
     ip_protocols: list[str] = field(default_factory=list)
@@ -46,6 +55,29 @@ class Rule:
     web_categories: list[str] = field(default_factory=list)
     target_urls: list[str] = field(default_factory=list)
     proposed: str | None = None  # recommendation id, for proposals
+    policy: str | None = None  # the name of the policy that holds the rule (a parent's, for inherited rules)
+    # IP Group reference -> its addresses, for the groups the policy's IP Groups resolved
+    ip_group_members: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def _expand(self, groups: list[str]) -> list[str]:
+        out: list[str] = []
+        for g in groups:
+            out += self.ip_group_members.get(g, [f"ipgroup:{g}"])  # an unresolved group matches nothing
+        return out
+
+    @property
+    def all_sources(self) -> list[str]:
+        """Source addresses with every IP Group replaced by its members."""
+        return self.sources + self._expand(self.source_ip_groups) if self.source_ip_groups else self.sources
+
+    @property
+    def all_destination_addresses(self) -> list[str]:
+        return (self.destination_addresses + self._expand(self.destination_ip_groups) if self.destination_ip_groups
+                else self.destination_addresses)
+
+    @property
+    def unresolved_ip_groups(self) -> list[str]:
+        return [g for g in self.source_ip_groups + self.destination_ip_groups if g not in self.ip_group_members]
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -53,115 +85,18 @@ class Rule:
 
     @property
     def order(self) -> tuple:
-        return (TYPE_ORDER[self.rule_type], 0 if self.parent else 1, self.rcg_priority,
-                self.collection_priority, self.index)
+        return (TYPE_ORDER[self.rule_type], -self.depth, self.rcg_priority, self.collection_priority, self.index)
 
     def describe(self) -> dict[str, Any]:
         return {"rule_collection_group": self.rule_collection_group, "rule_collection": self.rule_collection,
                 "rule": self.name, "rule_type": self.rule_type, "action": self.action,
-                "sources": self.sources + [f"ipgroup:{g}" for g in self.source_ip_groups],
+                "sources": self.sources + [f"ipgroup:{ip_group_name(g)}" for g in self.source_ip_groups],
                 "destinations": (self.target_fqdns + [f"tag:{t}" for t in self.fqdn_tags]
                                  + self.destination_addresses + self.destination_fqdns
-                                 + [f"ipgroup:{g}" for g in self.destination_ip_groups]
+                                 + [f"ipgroup:{ip_group_name(g)}" for g in self.destination_ip_groups]
                                  + [f"category:{c}" for c in self.web_categories]),
                 "ports": ([f"{p}:{n}" for p, n in self.app_protocols] if self.rule_type == "application"
                           else [f"{'/'.join(self.ip_protocols)}:{p}" for p in self.destination_ports])}
-
-
-class PolicyError(ValueError):
-    pass
-
-
-def _props(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.get("properties", obj) if isinstance(obj.get("properties"), dict) else obj
-
-
-def _list(v: Any) -> list:
-    return list(v) if isinstance(v, (list, tuple)) else ([] if v in (None, "") else [v])
-
-
-def _rule_type(r: dict[str, Any]) -> str:
-    t = str(r.get("ruleType", "")).lower()
-    if t.startswith("application"):
-        return "application"
-    if t.startswith("nat"):
-        return "nat"
-    if t.startswith("network"):
-        return "network"
-    raise PolicyError(f"unknown ruleType {r.get('ruleType')!r} in rule {r.get('name')!r}")
-
-
-def _groups_from_doc(doc: Any) -> list[tuple[dict[str, Any], bool]]:
-    """(rule collection group, is_parent) from az list JSON, a single RCG, or an ARM export."""
-    if isinstance(doc, dict) and "resources" in doc:  # ARM export
-        out = []
-        for res in doc["resources"]:
-            if str(res.get("type", "")).lower() == "microsoft.network/firewallpolicies/rulecollectiongroups":
-                name = str(res.get("name", ""))
-                # ARM names look like "[concat(parameters('p'), '/DefaultNetworkRuleCollectionGroup')]" or "p/g"
-                name = name.rstrip("')]").split("/")[-1].strip("'")
-                out.append(({"name": name, **_props(res)}, False))
-        return out
-    if isinstance(doc, dict) and "ruleCollections" in _props(doc):
-        return [({"name": doc.get("name"), **_props(doc)}, False)]
-    if isinstance(doc, dict) and ("groups" in doc or "parent" in doc):  # {"parent": [...], "groups": [...]}
-        return [(g, True) for g in _list(doc.get("parent"))] + [(g, False) for g in _list(doc.get("groups"))]
-    if isinstance(doc, list):
-        return [({"name": g.get("name"), **_props(g)}, False) for g in doc]
-    raise PolicyError("not a policy: expected the JSON list `az network firewall policy rule-collection-group list` prints, or an ARM export")
-
-
-def parse_policy(doc: Any, parent: Any = None) -> list[Rule]:
-    """Normalised rules in Azure's evaluation order."""
-    pairs = _groups_from_doc(doc)
-    if parent is not None:
-        pairs = [(g, True) for g, _ in _groups_from_doc(parent)] + pairs
-    rules: list[Rule] = []
-    for g, is_parent in pairs:
-        gname = str(g.get("name") or "")
-        gprio = int(g.get("priority") or 65000)
-        for c in _list(g.get("ruleCollections")):
-            cprops = _props(c)
-            action = cprops.get("action") or {}
-            action = action.get("type", "Allow") if isinstance(action, dict) else str(action)
-            action = {"allow": "Allow", "deny": "Deny", "dnat": "DNAT"}.get(str(action).lower(), str(action))
-            for i, r in enumerate(_list(cprops.get("rules"))):
-                rt = _rule_type(r)
-                protos = []
-                for p in _list(r.get("protocols")):
-                    if isinstance(p, dict):
-                        protos.append((str(p.get("protocolType", "")).upper(), int(p.get("port") or 0)))
-                    else:  # "Https:443" / "Https=443"
-                        t, _, n = str(p).replace("=", ":").partition(":")
-                        protos.append((t.upper(), int(n or 0)))
-                rules.append(Rule(
-                    rule_type=rt, name=str(r.get("name") or "").strip(), rule_collection_group=gname, rcg_priority=gprio,
-                    rule_collection=str(c.get("name") or ""), collection_priority=int(cprops.get("priority") or 65000),
-                    action="DNAT" if rt == "nat" else action, index=i, parent=is_parent,
-                    sources=[str(s) for s in _list(r.get("sourceAddresses"))],
-                    source_ip_groups=[str(s) for s in _list(r.get("sourceIpGroups"))],
-                    ip_protocols=[str(s).upper() for s in _list(r.get("ipProtocols"))],
-                    destination_addresses=[str(s) for s in _list(r.get("destinationAddresses"))],
-                    destination_ip_groups=[str(s) for s in _list(r.get("destinationIpGroups"))],
-                    destination_fqdns=[str(s).lower() for s in _list(r.get("destinationFqdns"))],
-                    destination_ports=[str(s) for s in _list(r.get("destinationPorts"))],
-                    app_protocols=protos,
-                    target_fqdns=[str(s).lower() for s in _list(r.get("targetFqdns"))],
-                    fqdn_tags=[str(s) for s in _list(r.get("fqdnTags"))],
-                    web_categories=[str(s) for s in _list(r.get("webCategories"))],
-                    target_urls=[str(s) for s in _list(r.get("targetUrls"))],
-                ))
-    rules.sort(key=lambda r: r.order)
-    return rules
-
-
-def load_policy(path: str | Path, parent: str | Path | None = None) -> list[Rule]:
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-        pdoc = json.loads(Path(parent).read_text(encoding="utf-8-sig")) if parent else None
-    except json.JSONDecodeError as exc:
-        raise PolicyError(f"{path}: not JSON ({exc})") from exc
-    return parse_policy(doc, pdoc)
 
 
 # ---------------------------------------------------------------- matching
@@ -181,35 +116,79 @@ def _netparse(text: str):
     return ipaddress.ip_network(text, strict=False)
 
 
+def interval(entry: str) -> tuple[int, int, int] | None:
+    """(IP version, first, last address as integers) of an address, CIDR or `a-b` range; None for a
+    name (service tag, unresolved IP Group) or `*`."""
+    e = entry.strip()
+    if "-" in e and not e.startswith("-"):
+        lo, hi = (_ip(x.strip()) for x in e.split("-", 1))
+        if lo is not None and hi is not None and lo.version == hi.version and lo <= hi:
+            return lo.version, int(lo), int(hi)
+        return None
+    if "/" in e or _ip(e) is not None:
+        try:
+            n = _netparse(e)
+        except (ValueError, TypeError):
+            return None
+        return n.version, int(n.network_address), int(n.broadcast_address)
+    return None
+
+
+class _Matcher:
+    """An address list compiled once: merged intervals per IP version (a lookup is a bisection), the
+    names it holds (service tags, unresolved IP Groups) and whether it is `*`."""
+
+    def __init__(self, entries: tuple[str, ...]):
+        self.any = any(e.strip() == "*" for e in entries)
+        spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        self.names: list[str] = []
+        for e in entries:
+            iv = interval(e)
+            if iv is not None:
+                spans[iv[0]].append((iv[1], iv[2]))
+            elif e.strip() != "*":
+                self.names.append(e.strip())
+        self.starts: dict[int, list[int]] = {}
+        self.ends: dict[int, list[int]] = {}
+        for v, ivs in spans.items():
+            merged: list[list[int]] = []
+            for lo, hi in sorted(ivs):
+                if merged and lo <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            self.starts[v] = [m[0] for m in merged]
+            self.ends[v] = [m[1] for m in merged]
+
+    def contains(self, addr) -> bool:
+        v, n = addr.version, int(addr)
+        i = bisect.bisect_right(self.starts[v], n) - 1
+        return i >= 0 and n <= self.ends[v][i]
+
+
+@lru_cache(maxsize=16384)
+def _matcher(entries: tuple[str, ...]) -> _Matcher:
+    return _Matcher(entries)
+
+
 def address_matches(ip: str | None, entries: Iterable[str], service_tags: dict[str, list] | None = None,
                     ip_groups: dict[str, list[str]] | None = None) -> bool | None:
     """True / False, or None when an entry (service tag, IP Group) cannot be resolved."""
+    m = _matcher(tuple(entries))
+    if m.any:
+        return True
     addr = _ip(ip)
+    if addr is None:
+        return False
+    if m.contains(addr):
+        return True
     unknown = False
-    for e in entries:
-        e = e.strip()
-        if e == "*":
-            return True
-        if addr is None:
-            continue
-        if "/" in e or _ip(e) is not None:
-            try:
-                if addr in _netparse(e):
-                    return True
-            except (ValueError, TypeError):
-                pass
-            continue
-        if "-" in e and all(_ip(x) for x in e.split("-", 1)):
-            lo, hi = (ipaddress.ip_address(x) for x in e.split("-", 1))
-            if lo.version == addr.version and lo <= addr <= hi:
-                return True
-            continue
+    for e in m.names:
         nets = (service_tags or {}).get(e) or (ip_groups or {}).get(e)
         if nets is None:
             unknown = True
             continue
-        if any(addr in (n if not isinstance(n, str) else ipaddress.ip_network(n, strict=False)) for n in nets
-               if (n.version if not isinstance(n, str) else ipaddress.ip_network(n, strict=False).version) == addr.version):
+        if _matcher(tuple(str(n) for n in nets)).contains(addr):
             return True
     return None if unknown else False
 
@@ -242,7 +221,7 @@ class Flow:
 
 def rule_matches(rule: Rule, flow: Flow, *, service_tags=None, ip_groups=None, dns: dict[str, set[str]] | None = None) -> bool:
     """Does this rule match the flow (unresolvable references count as no match)?"""
-    src = address_matches(flow.source_ip, rule.sources + rule.source_ip_groups, None, ip_groups)
+    src = address_matches(flow.source_ip, rule.all_sources, None, ip_groups)
     if not src:
         return False
     if rule.rule_type == "network":
@@ -253,8 +232,7 @@ def rule_matches(rule: Rule, flow: Flow, *, service_tags=None, ip_groups=None, d
         if p != "ICMP" and not port_matches(flow.destination_port, rule.destination_ports):
             return False
         if flow.destination_ip:
-            if address_matches(flow.destination_ip, rule.destination_addresses + rule.destination_ip_groups,
-                               service_tags, ip_groups):
+            if address_matches(flow.destination_ip, rule.all_destination_addresses, service_tags, ip_groups):
                 return True
             names = (dns or {}).get(flow.destination_ip, set())
             return any(n in rule.destination_fqdns for n in names)
@@ -294,15 +272,12 @@ def net_size(entries: list[str], service_tags=None) -> float:
     for e in entries:
         if e == "*":
             return 2.0**32
-        try:
-            total += ipaddress.ip_network(e, strict=False).num_addresses
-        except ValueError:
-            if "-" in e and all(_ip(x) for x in e.split("-", 1)):
-                lo, hi = (int(ipaddress.ip_address(x)) for x in e.split("-", 1))
-                total += max(1, hi - lo + 1)
-            else:
-                nets = (service_tags or {}).get(e)
-                total += sum(ipaddress.ip_network(n, strict=False).num_addresses for n in nets) if nets else 2.0**20
+        iv = interval(e)
+        if iv is not None:
+            total += iv[2] - iv[1] + 1
+        else:
+            nets = (service_tags or {}).get(e)
+            total += sum(ipaddress.ip_network(n, strict=False).num_addresses for n in nets) if nets else 2.0**20
     return total
 
 
@@ -320,12 +295,12 @@ def port_count(entries: list[str]) -> int:
 
 
 def permissiveness(rule: Rule, service_tags=None) -> float:
-    """0 (one source, one name, one port) .. 100 (any source, anything, any port)."""
+    """0 (one source, one name, one port) .. 100 (any source, anything, any port). IP Groups count with
+    their members; an IP Group that could not be resolved counts as a mid-sized source set."""
     import math
 
-    src = math.log2(max(1.0, net_size(rule.sources, service_tags))) / 32 if rule.sources else 0.3
-    if rule.source_ip_groups:
-        src = max(src, 0.3)
+    sources = rule.all_sources
+    src = math.log2(max(1.0, net_size(sources, service_tags))) / 32 if sources else 0.3
     if rule.rule_type == "application":
         dst = 0.0
         for t in rule.target_fqdns:
@@ -337,28 +312,34 @@ def permissiveness(rule: Rule, service_tags=None) -> float:
         dst = min(1.0, dst + 0.01 * len(rule.target_fqdns))
         ports = min(1.0, len(rule.app_protocols) / 4)
     else:
-        dst = math.log2(max(1.0, net_size(rule.destination_addresses, service_tags))) / 32 if rule.destination_addresses else 0.0
+        addrs = rule.all_destination_addresses
+        dst = math.log2(max(1.0, net_size(addrs, service_tags))) / 32 if addrs else 0.0
         if rule.destination_fqdns:
             dst = max(dst, min(1.0, 0.1 + 0.01 * len(rule.destination_fqdns)))
-        if rule.destination_ip_groups:
-            dst = max(dst, 0.3)
         ports = math.log2(port_count(rule.destination_ports)) / 16
         if "ANY" in rule.ip_protocols:
             ports = min(1.0, ports + 0.2)
     return round(100 * (0.3 * src + 0.45 * dst + 0.25 * ports), 1)
 
 
-def _covers_addresses(a: list[str], b: list[str]) -> bool:
+def covers_addresses(a: list[str], b: list[str]) -> bool:
+    """Does address list `a` hold every address of `b`? Names (service tags) must appear in both."""
     if "*" in a:
         return True
     if "*" in b:
         return False
-    try:
-        an = [ipaddress.ip_network(x, strict=False) for x in a]
-        bn = [ipaddress.ip_network(x, strict=False) for x in b]
-    except ValueError:
-        return set(b) <= set(a)
-    return all(any(y.version == x.version and y.subnet_of(x) for x in an) for y in bn)
+    m = _matcher(tuple(a))
+    for e in b:
+        iv = interval(e)
+        if iv is None:
+            if e.strip() not in m.names:
+                return False
+            continue
+        v, lo, hi = iv
+        i = bisect.bisect_right(m.starts[v], lo) - 1
+        if i < 0 or m.ends[v][i] < hi:
+            return False
+    return True
 
 
 def _covers_ports(a: list[str], b: list[str]) -> bool:
@@ -379,34 +360,130 @@ def _covers_fqdns(a: list[str], b: list[str]) -> bool:
                    (x == "*" or (x.startswith("*.") and (y == x or y.endswith(x[1:])))) for x in a) for y in b)
 
 
-def shadowed_by(rules: list[Rule]) -> dict[tuple[str, str, str], Rule]:
-    """Rules that can never match because an earlier rule (Azure order) matches everything they do."""
-    out: dict[tuple[str, str, str], Rule] = {}
-    for i, b in enumerate(rules):
-        if b.rule_type == "nat" or b.source_ip_groups or b.destination_ip_groups:
+def _covers(a: Rule, b: Rule) -> bool:
+    """Does `a` match every flow `b` can match (same type, Azure's semantics)?"""
+    if a.rule_type != b.rule_type or a.unresolved_ip_groups:
+        return False
+    if not covers_addresses(a.all_sources, b.all_sources):
+        return False
+    if b.rule_type == "network":
+        b_addrs, a_addrs = b.all_destination_addresses, a.all_destination_addresses
+        if not (b_addrs or b.destination_fqdns):
+            return False
+        if not ("ANY" in a.ip_protocols or set(b.ip_protocols) <= set(a.ip_protocols)):
+            return False
+        if not _covers_ports(a.destination_ports, b.destination_ports):
+            return False
+        if b_addrs and not covers_addresses(a_addrs, b_addrs):
+            return False
+        return not b.destination_fqdns or "*" in a_addrs or set(b.destination_fqdns) <= set(a.destination_fqdns)
+    if b.fqdn_tags or b.web_categories or b.target_urls or a.web_categories or a.target_urls:
+        if not (set(b.fqdn_tags) <= set(a.fqdn_tags) and not b.web_categories and not b.target_urls):
+            return False
+    return set(b.app_protocols) <= set(a.app_protocols) and _covers_fqdns(a.target_fqdns, b.target_fqdns)
+
+
+_BLOCKS = 64  # an address list touching more /24 (then /16) blocks than this is indexed as "wide"
+
+
+def _block_keys(entries: list[str]) -> list[str]:
+    """Index keys of an address list: the /24 blocks it touches, else its /16 blocks, else "wide"."""
+    if any(e.strip() == "*" for e in entries):
+        return ["wide"]
+    m = _matcher(tuple(entries))
+    if m.starts[6]:
+        return ["wide"]
+    for shift, label in ((8, "/24"), (16, "/16")):
+        keys: set[str] = set()
+        for lo, hi in zip(m.starts[4], m.ends[4]):
+            if (hi >> shift) - (lo >> shift) >= _BLOCKS:
+                keys = set()
+                break
+            keys.update(f"{label}:{b}" for b in range((lo >> shift), (hi >> shift) + 1))
+            if len(keys) > _BLOCKS:
+                break
+        else:
+            if keys:
+                return sorted(keys)
             continue
-        for a in rules[:i]:
-            if a.rule_type != b.rule_type or a.source_ip_groups or a.destination_ip_groups:
-                continue
-            if not _covers_addresses(a.sources, b.sources):
-                continue
-            if b.rule_type == "network":
-                if not (("ANY" in a.ip_protocols or set(b.ip_protocols) <= set(a.ip_protocols))
-                        and _covers_ports(a.destination_ports, b.destination_ports)
-                        and (_covers_addresses(a.destination_addresses, b.destination_addresses) if b.destination_addresses else True)
-                        and set(b.destination_fqdns) <= set(a.destination_fqdns) | ({"*"} if "*" in a.destination_addresses else set())
-                        and (b.destination_addresses or b.destination_fqdns)):
-                    continue
-                if b.destination_fqdns and "*" not in a.destination_addresses and not set(b.destination_fqdns) <= set(a.destination_fqdns):
-                    continue
-            else:
-                if b.fqdn_tags or b.web_categories or b.target_urls or a.web_categories or a.target_urls:
-                    if not (set(b.fqdn_tags) <= set(a.fqdn_tags) and not b.web_categories and not b.target_urls):
-                        continue
-                if not set(b.app_protocols) <= set(a.app_protocols):
-                    continue
-                if not _covers_fqdns(a.target_fqdns, b.target_fqdns):
-                    continue
-            out[b.key] = a
-            break
+    return ["wide"]
+
+
+def _point_keys(entries: list[str]) -> list[str] | None:
+    """Keys under which a rule holding the first address of `entries` must be indexed (None: no filter)."""
+    if not entries:
+        return None
+    if any(e.strip() == "*" for e in entries):
+        return ["wide"]
+    iv = interval(entries[0])
+    if iv is None:
+        return None
+    if iv[0] == 6:
+        return ["wide"]
+    return [f"/24:{iv[1] >> 8}", f"/16:{iv[1] >> 16}", "wide"]
+
+
+def _port_keys(ports: list[str]) -> list[str]:
+    keys: list[str] = []
+    for p in ports:
+        if p.strip() == "*":
+            return ["any"]
+        lo, _, hi = p.partition("-")
+        lo_i, hi_i = int(lo), int(hi or lo)
+        if hi_i - lo_i > 256:
+            keys.append("pwide")
+        else:
+            keys += [f"p:{n}" for n in range(lo_i, hi_i + 1)]
+    return keys
+
+
+def _fqdn_keys(r: Rule) -> tuple[list[str] | None, list[str]]:
+    index = list(r.target_fqdns) or ["*"]
+    if not r.target_fqdns:
+        return ["*"], index
+    labels = r.target_fqdns[0].removeprefix("*.").split(".")
+    return ["*", r.target_fqdns[0]] + ["*." + ".".join(labels[i:]) for i in range(len(labels))], index
+
+
+def _dimensions(r: Rule) -> list[tuple[list[str] | None, list[str]]]:
+    """Per dimension: the keys an earlier covering rule must be indexed under (None: no filter on this
+    dimension), and the keys this rule is indexed under for later ones."""
+    src = (_point_keys(r.all_sources), _block_keys(r.all_sources) if r.all_sources else ["wide"])
+    if r.rule_type == "application":
+        return [_fqdn_keys(r), src]
+    ports = r.destination_ports or ["*"]
+    first = ports[0].strip()
+    port_lookup = ["any"] if first == "*" else [f"p:{int(first.partition('-')[0])}", "pwide", "any"]
+    dst_entries = r.all_destination_addresses
+    dst_index = _block_keys(dst_entries) if any(interval(e) or e.strip() == "*" for e in dst_entries) else ["names"]
+    return [(port_lookup, _port_keys(ports)), src, (_point_keys(dst_entries), dst_index)]
+
+
+def shadowed_by(rules: list[Rule]) -> dict[tuple[str, str, str], Rule]:
+    """Rules that can never match because an earlier rule (Azure order) matches everything they do.
+
+    IP Groups count with their members (a rule with a group that could not be resolved is never
+    judged). Earlier rules are found through indexes on target names, ports, source and destination
+    address blocks, walking the most selective one, so a policy of tens of thousands of rules is judged
+    in about linear time."""
+    out: dict[tuple[str, str, str], Rule] = {}
+    index: dict[tuple[str, int, str], set[int]] = {}
+    for i, b in enumerate(rules):
+        if b.rule_type == "nat":
+            continue
+        dims = _dimensions(b)
+        if not b.unresolved_ip_groups:
+            lookups = [(d, keys) for d, (keys, _) in enumerate(dims) if keys is not None]
+            sets = [[index.get((b.rule_type, d, k), set()) for k in keys] for d, keys in lookups]
+            sizes = [sum(len(x) for x in group) for group in sets]
+            best = min(range(len(sets)), key=sizes.__getitem__)
+            others = [group for n, group in enumerate(sets) if n != best]
+            candidates = sorted({j for x in sets[best] for j in x})
+            for j in candidates:  # earliest first: the rule named is the one Azure reaches first
+                if all(any(j in x for x in group) for group in others) and _covers(rules[j], b):
+                    out[b.key] = rules[j]
+                    break
+        for d, (_, keys) in enumerate(dims):
+            for k in keys:
+                index.setdefault((b.rule_type, d, k), set()).add(i)
     return out

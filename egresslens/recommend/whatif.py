@@ -38,7 +38,7 @@ def _first_match(rules: list[Rule], flows: pl.DataFrame, tags, dns) -> pl.Series
     smasks = [[0] * srcs.height for _ in chunks]
     for i, ip in enumerate(srcs["source_ip"].to_list()):
         for j, r in enumerate(rules):
-            if address_matches(ip, r.sources + r.source_ip_groups, None, None):
+            if address_matches(ip, r.all_sources, None, None):
                 smasks[j // 62][i] |= 1 << (j % 62)
     srcs = srcs.with_columns([pl.Series(f"s{c}", smasks[c], dtype=pl.Int64) for c in chunks])
     cols = ["kind", "protocol", "destination_fqdn", "destination_ip", "destination_port"]

@@ -26,10 +26,23 @@ def windows(con: duckdb.DuckDBPyConnection, since: str, compare_to: str | None, 
 
 def build_report(con: duckdb.DuckDBPyConnection, window: Window, *, baseline: Window | None = None, policy=None,
                  recommend_config=None, snat_config=None, dns_config=None, db: str | None = None, since: str = "24h",
-                 generated_at: datetime | None = None, banner: list[str] | None = None) -> Report:
-    """The whole report. `policy` is a list of rules from `egresslens.recommend.load_policy` (or None)."""
-    from egresslens import dns, snat
-    from egresslens.recommend import recommend
+                 generated_at: datetime | None = None, banner: list[str] | None = None, estate=None,
+                 firewall: str | None = None, policy_notes: list[str] | None = None) -> Report:
+    """The whole report. `policy`: rules from `egresslens.recommend.load_policy` (or None); `estate`: the
+    firewalls and policies (`egresslens.estate`), each firewall judged against its own; `firewall`: the
+    store's name of the one firewall to report on (default: all of them, with a fleet table first)."""
+    from egresslens import fleet
+
+    with fleet.scoped(con, firewall):
+        return _build(con, window, baseline, policy, recommend_config, snat_config, dns_config, db, since,
+                      generated_at, banner, estate, firewall, policy_notes or [])
+
+
+def _build(con, window, baseline, policy, recommend_config, snat_config, dns_config, db, since, generated_at,  # noqa: ANN001
+           banner, estate, firewall, policy_notes) -> Report:
+    from egresslens import dns, fleet, snat
+    from egresslens.recommend import recommend_fleet
+    from egresslens.report import estate as estate_sections
 
     inp = sections.Inputs(con, window, baseline, generated_at or datetime.now(timezone.utc).replace(tzinfo=None),
                           db=db, since=since)
@@ -41,19 +54,29 @@ def build_report(con: duckdb.DuckDBPyConnection, window: Window, *, baseline: Wi
         timings[name] = round(time.perf_counter() - t, 3)
         return out
 
-    recs = timed("recommend", lambda: recommend(con, window, policy=policy, config=recommend_config))
+    recs = timed("recommend", lambda: recommend_fleet(con, window, estate, firewall=firewall, policy=policy,
+                                                      config=recommend_config))
     snat_result = timed("snat", lambda: snat.analyse_snat(con, window, snat_config))
     dns_result = timed("dns", lambda: dns.analyse_dns(con, window, dns_config))
-    out = [
+    many = firewall is None and len(recs.firewalls) > 1
+    out = [timed("fleet", estate_sections.fleet_section, inp, recs, snat_result)] if many else []
+    out += [
         timed("freshness", sections.freshness, inp),
         timed("egress", sections.egress, inp),
         timed("changes", sections.changes, inp),
         timed("denied", sections.denied, inp, recs),
-        timed("rules", sections.rules, inp, recs, policy is not None),
+        timed("rules", sections.rules, inp, recs, policy is not None or bool(estate)),
         timed("snat_section", health.snat, inp, snat_result),
         timed("dns_section", health.dns, inp, dns_result),
         timed("threats", health.threats, inp),
     ]
+    if estate or policy_notes:  # a policy given or kept: the snapshot used and what changed since the day before
+        out.insert(out.index(next(x for x in out if x.id == "rules")) + 1,
+                   timed("policy", estate_sections.policy_section, inp, policy_notes))
+    if many:
+        out += [estate_sections.firewall_section(inp, f["firewall"], recs, snat_result) for f in recs.firewalls]
+    if firewall is not None:
+        banner = [f"Firewall {fleet.label(firewall)} only ({firewall})."] + list(banner or [])
     t = time.perf_counter()
     for s in out:
         charts.draw(s)

@@ -159,4 +159,4 @@ BY_SECTION = {"freshness": freshness, "egress": egress, "changes": changes, "den
 
 def draw(section: Section) -> None:
     """Attach the section's charts."""
-    section.charts = BY_SECTION[section.id](section)
+    section.charts = BY_SECTION[section.id](section) if section.id in BY_SECTION else []

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from egresslens.escape import html, script_json
-from egresslens.report.model import CODE, COMMAND, FLOAT, INT, MS, PCT, SEVERITIES, Chart, Report, Section, Table, cell_text
+from egresslens.report.model import CODE, COMMAND, FLOAT, INT, LINK, MS, PCT, SEVERITIES, Chart, Report, Section, Table, cell_text
 
 _NUMERIC = (INT, FLOAT, PCT, MS)
 
@@ -53,6 +53,8 @@ def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
         pid = ids.next("snippet")
         return (f'<td><details><summary>{html(column)}</summary><pre id="{pid}">{_lines(value)}</pre>'
                 f'<button type="button" class="copy" data-copy="{pid}">copy</button></details></td>')
+    if fmt == LINK and str(value).startswith("#"):
+        return f'<td><a href="{html(value)}">open</a></td>'
     if fmt == COMMAND:
         cid = ids.next("cmd")
         return (f'<td><code id="{cid}">{html(value)}</code>'

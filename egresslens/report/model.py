@@ -33,6 +33,7 @@ class Finding:
 
 # Column formats understood by every renderer.
 TEXT, INT, FLOAT, PCT, MS, TIME, CODE, COMMAND = "text", "int", "float", "pct", "ms", "time", "code", "command"
+LINK = "link"  # "#anchor" of another section of the same report
 
 
 @dataclass

@@ -5,7 +5,8 @@ text a real firewall would have written, together with the ground truth (``truth
 policy (``policy.json``), so every later stage can be checked against what really happened.
 """
 
+from egresslens.simulate.estate import simulate_estate_to_dir
 from egresslens.simulate.render import simulate_to_dir, write
 from egresslens.simulate.scenario import Scenario, generate
 
-__all__ = ["Scenario", "generate", "write", "simulate_to_dir"]
+__all__ = ["Scenario", "generate", "write", "simulate_estate_to_dir", "simulate_to_dir"]

@@ -10,7 +10,6 @@ import polars as pl
 from egresslens.simulate.base import (
     BENIGN_IDPS,
     DNS_SCHEMA,
-    FIREWALL_ID,
     IDPS_IPS,
     IDPS_SIGNATURES,
     THREAT_SCHEMA,
@@ -58,7 +57,7 @@ def _flows_hour(world: Any, seed: int, h: int, t0_us: int, n: int, hot: float) -
     app = pl.col("kind") == "application"
     out = ev.select(
         time=(pl.col("_off") + t0_us).cast(pl.Datetime("us")),
-        firewall=pl.lit(FIREWALL_ID),
+        firewall=pl.lit(world.firewall_id),
         kind="kind",
         protocol="protocol",
         icmp_type=pl.lit(None, dtype=pl.Int32),
@@ -183,7 +182,7 @@ def _dns_hour(world: Any, seed: int, h: int, t0_us: int, flows: pl.DataFrame, n_
         "time": ((_uniform(k_fail, seed, h, "fail-t") * 3.6e9).cast(pl.Int64) + t0_us).cast(pl.Datetime("us")),
     }).with_columns(query_type=pl.lit("A"), error_number=pl.lit(2, dtype=pl.Int32),
                     error_message=pl.lit("i/o timeout"))
-    out = pl.concat([ok, fail], how="diagonal_relaxed").with_columns(firewall=pl.lit(FIREWALL_ID))
+    out = pl.concat([ok, fail], how="diagonal_relaxed").with_columns(firewall=pl.lit(world.firewall_id))
     out = out.with_columns(_tie=pl.int_range(out.height)).sort("time", "_tie")
     return out.select([pl.col(c).cast(t) for c, t in DNS_SCHEMA.items()])
 
@@ -228,7 +227,7 @@ def _threats_hour(world: Any, seed: int, h: int, t0_us: int, n_events: int) -> p
     out = out.with_columns(
         time=((_uniform(n, seed, h, "thr-t") * 3.6e9).cast(pl.Int64) + t0_us).cast(pl.Datetime("us")),
         source_port=(_uniform(n, seed, h, "thr-sport") * (60999 - 32768)).floor().cast(pl.Int32) + 32768,
-        firewall=pl.lit(FIREWALL_ID),
+        firewall=pl.lit(world.firewall_id),
         _tie=pl.int_range(n),
     ).sort("time", "_tie")
     for c in THREAT_SCHEMA:

@@ -1,36 +1,20 @@
 """The simulated firewall policy and an evaluator that decides Allow/Deny the way Azure Firewall does.
 
 The simulator never hard-codes which flow is allowed: every (source, destination) pair is run
-through :func:`evaluate` against the policy that is also written as ``policy.json``, so the rule
-names in the logs always agree with the policy (DNAT, then network, then application rules; RCG
-priority, then collection priority, then rule order; first match wins; default deny).
+through :func:`evaluate` (EgressLens's own evaluator) against the policy that is also written as
+``policy.json``, so the rule names in the logs always agree with the policy (DNAT, then network, then
+application rules; RCG priority, then collection priority, then rule order; first match wins;
+default deny).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from egresslens.recommend.wildcards import fqdn_matches  # one definition of Azure's wildcard semantics
+from egresslens.recommend.wildcards import fqdn_matches  # noqa: F401 - re-exported: Azure's wildcard semantics
 
 POLICY_NAME = "fw-policy"
-
-# Members of the Microsoft-managed FQDN tag, as the simulator models it (see aks-egress.md).
-FQDN_TAGS: dict[str, tuple[str, ...]] = {
-    "AzureKubernetesService": (
-        "*.hcp.westeurope.azmk8s.io",
-        "mcr.microsoft.com",
-        "*.data.mcr.microsoft.com",
-        "mcr-0001.mcr-msedge.net",
-        "management.azure.com",
-        "login.microsoftonline.com",
-        "packages.microsoft.com",
-        "acs-mirror.azureedge.net",
-        "packages.aks.azure.com",
-    ),
-}
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -190,34 +174,6 @@ def build_policy(
     ]
 
 
-def _in(ip: str, prefixes: list[str], service_tags: dict[str, list[str]]) -> bool:
-    addr = ipaddress.ip_address(ip)
-    for p in prefixes:
-        if p == "*":
-            return True
-        for q in service_tags.get(p, [p]):
-            if "/" in q and addr in ipaddress.ip_network(q, strict=False):
-                return True
-            if "/" not in q and q == ip:
-                return True
-    return False
-
-
-def _port_ok(port: int | None, ports: list[str]) -> bool:
-    for p in ports:
-        if p == "*":
-            return True
-        if port is None:
-            continue
-        if "-" in p:
-            lo, hi = p.split("-")
-            if int(lo) <= port <= int(hi):
-                return True
-        elif int(p) == port:
-            return True
-    return False
-
-
 def evaluate(
     policy: list[dict[str, Any]],
     *,
@@ -229,53 +185,27 @@ def evaluate(
     destination_fqdn: str | None = None,
     service_tags: dict[str, list[str]] | None = None,
     dns: dict[str, list[str]] | None = None,
+    rules=None,
 ) -> Verdict:
-    """Decide one flow. Network rules are tried before application rules; DNAT is not evaluated."""
-    tags = service_tags or {}
-    dns = dns or {}
-    groups = sorted(policy, key=lambda g: g["priority"])
+    """Decide one flow with the one evaluator EgressLens has (:func:`egresslens.recommend.policy.evaluate`).
+    `rules`: the policy already read (a RuleSet), to skip reading it per flow; `dns`: name -> addresses."""
+    from egresslens.estate import parse_policy
+    from egresslens.recommend.policy import Flow
+    from egresslens.recommend.policy import evaluate as first_match
 
-    def ordered(rule_type):
-        for g in groups:
-            for c in sorted(g["ruleCollections"], key=lambda c: c["priority"]):
-                if c["ruleCollectionType"] != "FirewallPolicyFilterRuleCollection":
-                    continue
-                for r in c["rules"]:
-                    if r["ruleType"] == rule_type:
-                        yield g, c, r
-
-    def verdict(g, c, r):
-        action = c["action"]["type"]
-        return Verdict(action, None, POLICY_NAME, g["name"], c["name"], r["name"])
-
-    dst_ips = [destination_ip] if destination_ip else dns.get(destination_fqdn or "", [])
-    for g, c, r in ordered("NetworkRule"):
-        if protocol not in r["ipProtocols"] and "Any" not in r["ipProtocols"]:
-            if not (protocol in ("HTTP", "HTTPS") and "TCP" in r["ipProtocols"]):
-                continue
-        if not _in(source_ip, r["sourceAddresses"], {}):
-            continue
-        if protocol != "ICMP" and not _port_ok(destination_port, r["destinationPorts"]):
-            continue
-        targets = list(r["destinationAddresses"])
-        for name in r.get("destinationFqdns", []):
-            targets.extend(dns.get(name.lower(), []))
-        if any(_in(ip, targets, tags) for ip in dst_ips):
-            return verdict(g, c, r)
-
-    if kind != "application" or destination_fqdn is None:
+    rules = rules if rules is not None else parse_policy(policy)
+    by_ip: dict[str, set[str]] = {}
+    for name, ips in (dns or {}).items():
+        for ip in ips:
+            by_ip.setdefault(ip, set()).add(name)
+    r = first_match(rules, Flow(kind, protocol, source_ip, destination_port, destination_ip, destination_fqdn),
+                    service_tags=service_tags or {}, dns=by_ip)
+    if r is None:
         return DEFAULT_DENY
-    for g, c, r in ordered("ApplicationRule"):
-        if not any(p["protocolType"].upper() == protocol and p["port"] == destination_port for p in r["protocols"]):
-            continue
-        if not _in(source_ip, r["sourceAddresses"], {}):
-            continue
-        patterns = list(r["targetFqdns"])
-        for t in r["fqdnTags"]:
-            patterns.extend(FQDN_TAGS.get(t, ()))
-        if any(fqdn_matches(destination_fqdn, p) for p in patterns):
-            return verdict(g, c, r)
-    return DEFAULT_DENY
+    own = getattr(rules, "policy", None)
+    named = own is not None and not own.key.startswith("file:")  # an export without ids names no policy
+    name = r.policy if named else (None if getattr(rules, "classic", False) else POLICY_NAME)
+    return Verdict(r.action, None, name, r.rule_collection_group or None, r.rule_collection, r.name)
 
 
 def rule_names(policy: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -154,7 +154,7 @@ def _time_str(df_len: int, *stream: Any) -> pl.Expr:
     return pl.when(pick).then(base + "0Z").otherwise(base + "+00:00")
 
 
-def structured_lines(cat: str, df: pl.DataFrame, *stream: Any) -> pl.DataFrame:
+def structured_lines(cat: str, df: pl.DataFrame, *stream: Any, resource_id: str = RESOURCE_ID) -> pl.DataFrame:
     """(time, line) for the structured records of one category."""
     p = _prepared(cat, df)
     props = [c for c in p.columns if c != "time"]
@@ -162,7 +162,7 @@ def structured_lines(cat: str, df: pl.DataFrame, *stream: Any) -> pl.DataFrame:
         "time",
         line=pl.struct(
             time=_time_str(p.height, *stream, "t"),
-            resourceId=pl.lit(RESOURCE_ID),
+            resourceId=pl.lit(resource_id),
             category=pl.lit(cat),
             properties=pl.struct(props),
         ).struct.json_encode(),
@@ -262,7 +262,7 @@ def legacy_messages(cat: str, df: pl.DataFrame, *stream: Any) -> pl.DataFrame:
     return df.select("time", operationName=pl.lit(op), msg=msg)
 
 
-def legacy_lines(cat: str, df: pl.DataFrame, *stream: Any) -> pl.DataFrame:
+def legacy_lines(cat: str, df: pl.DataFrame, *stream: Any, resource_id: str = RESOURCE_ID) -> pl.DataFrame:
     """(time, legacy category, line) for the legacy records of one structured category's rows."""
     m = legacy_messages(cat, df, *stream)
     return m.select(
@@ -272,22 +272,23 @@ def legacy_lines(cat: str, df: pl.DataFrame, *stream: Any) -> pl.DataFrame:
             category=pl.col("operationName").replace_strict(LEGACY_CATEGORY),
             operationName="operationName",
             properties=pl.struct(msg="msg"),
-            resourceId=pl.lit(RESOURCE_ID),
+            resourceId=pl.lit(resource_id),
             time=_time_str(m.height, *stream, "t"),
         ).struct.json_encode(),
     )
 
 
-def _hour_records(frames: dict[str, pl.DataFrame], fmt: str, seed: int, h: int) -> dict[str, pl.DataFrame]:
+def _hour_records(frames: dict[str, pl.DataFrame], fmt: str, seed: int, h: int,
+                  resource_id: str = RESOURCE_ID) -> dict[str, pl.DataFrame]:
     """category → (time, line) sorted by time, for one hour."""
     by_cat: dict[str, list[pl.DataFrame]] = {}
     for cat, df in _split(frames).items():
         if df.height == 0:
             continue
         if fmt in ("structured", "both"):
-            by_cat.setdefault(cat, []).append(structured_lines(cat, df, seed, h, cat, "s"))
+            by_cat.setdefault(cat, []).append(structured_lines(cat, df, seed, h, cat, "s", resource_id=resource_id))
         if fmt in ("legacy", "both"):
-            leg = legacy_lines(cat, df, seed, h, cat, "l")
+            leg = legacy_lines(cat, df, seed, h, cat, "l", resource_id=resource_id)
             for (lcat,), part in leg.partition_by("category", as_dict=True, maintain_order=True).items():
                 by_cat.setdefault(lcat, []).append(part.drop("category"))
     return {c: pl.concat(parts).sort("time", maintain_order=True) for c, parts in sorted(by_cat.items())}
@@ -301,32 +302,33 @@ def _write_text(path: Path, lines: pl.Series, mode: str = "w") -> int:
     return len(data)
 
 
-def _storage_path(out: Path, cat: str, t: datetime) -> Path:
-    return (out / f"insights-logs-{cat.lower()}" / "resourceId=" / RESOURCE_ID.lstrip("/")
+def _storage_path(out: Path, cat: str, t: datetime, resource_id: str = RESOURCE_ID) -> Path:
+    return (out / f"insights-logs-{cat.lower()}" / "resourceId=" / resource_id.lstrip("/")
             / f"y={t:%Y}" / f"m={t:%m}" / f"d={t:%d}" / f"h={t:%H}" / "m=00" / "PT1H.json")
 
 
-def _csv_structured(cat: str, df: pl.DataFrame) -> pl.DataFrame:
+def _csv_structured(cat: str, df: pl.DataFrame, resource_id: str = RESOURCE_ID) -> pl.DataFrame:
     p = _prepared(cat, df)
     return p.select(
         TenantId=pl.lit(TENANT_ID),
         TimeGenerated=pl.col("time").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f") + "0Z",
         *[pl.col(c).cast(pl.Int8) if p.schema[c] == pl.Boolean else pl.col(c) for c in p.columns if c != "time"],
         Type=pl.lit(cat),
-        _ResourceId=pl.lit(RESOURCE_ID.lower()),
+        _ResourceId=pl.lit(resource_id.lower()),
     )
 
 
-def _csv_legacy(cat: str, df: pl.DataFrame, *stream: Any) -> pl.DataFrame:
+def _csv_legacy(cat: str, df: pl.DataFrame, *stream: Any, resource_id: str = RESOURCE_ID) -> pl.DataFrame:
     m = legacy_messages(cat, df, *stream)
+    parts = resource_id.strip("/").split("/")  # SUBSCRIPTIONS/<sub>/RESOURCEGROUPS/<rg>/.../<name>
     return m.select(
         TimeGenerated=pl.col("time").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f") + "0Z",
         Category=pl.col("operationName").replace_strict(LEGACY_CATEGORY),
         OperationName="operationName",
-        Resource=pl.lit(FIREWALL_NAME.upper()),
-        ResourceId=pl.lit(RESOURCE_ID),
-        ResourceGroup=pl.lit(RESOURCE_GROUP.upper()),
-        SubscriptionId=pl.lit(SUBSCRIPTION),
+        Resource=pl.lit(parts[-1].upper()),
+        ResourceId=pl.lit(resource_id),
+        ResourceGroup=pl.lit(parts[3].upper()),
+        SubscriptionId=pl.lit(parts[1].lower()),
         msg_s="msg",
         _t="time",
     )
@@ -352,7 +354,7 @@ def _hours(sc: Scenario):
 
 
 def write_hours(hours_iter, out_dir: str | Path, *, seed: int, fmt: str = "structured",
-                layout: str = "storage") -> tuple[list[Path], int]:
+                layout: str = "storage", resource_id: str = RESOURCE_ID) -> tuple[list[Path], int]:
     """Render and file (hour index, hour start, frames) items one hour at a time."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}")
@@ -370,9 +372,10 @@ def write_hours(hours_iter, out_dir: str | Path, *, seed: int, fmt: str = "struc
                 if df.height == 0:
                     continue
                 if fmt in ("structured", "both"):
-                    tables.setdefault(cat, []).append(_csv_structured(cat, df).with_columns(_t=df["time"]))
+                    tables.setdefault(cat, []).append(_csv_structured(cat, df, resource_id).with_columns(_t=df["time"]))
                 if fmt in ("legacy", "both"):
-                    tables.setdefault("AzureDiagnostics", []).append(_csv_legacy(cat, df, seed, h, cat, "l"))
+                    tables.setdefault("AzureDiagnostics", []).append(
+                        _csv_legacy(cat, df, seed, h, cat, "l", resource_id=resource_id))
             for name, parts in sorted(tables.items()):
                 table = pl.concat(parts).sort("_t", maintain_order=True).drop("_t")
                 path = out / f"{name}.csv"
@@ -385,9 +388,9 @@ def write_hours(hours_iter, out_dir: str | Path, *, seed: int, fmt: str = "struc
                     table.select(csv_cols[name]).write_csv(fh, include_header=first)
                 files[path] = None
             continue
-        for cat, recs in _hour_records(frames, fmt, seed, h).items():
+        for cat, recs in _hour_records(frames, fmt, seed, h, resource_id).items():
             if layout == "storage":
-                path = _storage_path(out, cat, t0)
+                path = _storage_path(out, cat, t0, resource_id)
                 nbytes += _write_text(path, recs["line"])
             else:
                 path = out / "eventhub" / cat / f"{h}.json"

@@ -42,26 +42,31 @@ from egresslens.simulate.policy import POLICY_NAME, build_policy, evaluate, rule
 class _World:
     """Hosts, templates and the policy of the simulated deployment (independent of the hour)."""
 
-    def __init__(self, seed: int, incident: bool = False):
+    def __init__(self, seed: int, incident: bool = False, site=None):
         self.seed = seed
         self.incident = incident
-        self.nodes = [f"10.240.0.{i}" for i in range(4, 10)]
-        self.vms = [f"10.241.0.{i}" for i in range(4, 8)]
+        self.site = site  # egresslens.simulate.estate.Site: one firewall of an estate (None: the one firewall)
+        self.firewall_id = site.firewall_id if site else FIREWALL_ID
+        o = site.octet if site else 0  # each site's spokes sit 20 second-octet values below the previous one
+        self.subnets = site.subnets if site else dict(SUBNETS)
+        self.nodes = [f"10.{240 - o}.0.{i}" for i in range(4, 10)]
+        self.vms = [f"10.{241 - o}.0.{i}" for i in range(4, 8)]
         pods = {
-            "checkout": [f"10.244.1.{i}" for i in (12, 19, 23, 37, 41, 58)],
-            "catalog": [f"10.244.2.{i}" for i in (7, 15, 29, 44)],
-            "orders": [f"10.244.4.{i}" for i in (9, 16, 33, 52, 61)],
-            "ci-runner": [f"10.244.5.{i}" for i in (11, 26, 40)],
-            "ama-logs": [f"10.244.6.{i}" for i in (5, 6)],
-            "report-cron": [f"10.244.3.{i}" for i in (17, 18)],
+            "checkout": [f"10.{244 - o}.1.{i}" for i in (12, 19, 23, 37, 41, 58)],
+            "catalog": [f"10.{244 - o}.2.{i}" for i in (7, 15, 29, 44)],
+            "orders": [f"10.{244 - o}.4.{i}" for i in (9, 16, 33, 52, 61)],
+            "ci-runner": [f"10.{244 - o}.5.{i}" for i in (11, 26, 40)],
+            "ama-logs": [f"10.{244 - o}.6.{i}" for i in (5, 6)],
+            "report-cron": [f"10.{244 - o}.3.{i}" for i in (17, 18)],
         }
         self.pods = pods
         self.compromised = pods["report-cron"][0]
         self.internet_clients = _public_ips("inbound-clients", 40)
-        self.dnat_target = ("10.241.0.10", 8443)
+        self.dnat_target = (f"10.{241 - o}.0.10", 8443)
         self.policy = build_policy(
-            node_cidr=SUBNETS["aks-nodes"], pod_cidr=SUBNETS["aks-pods"], vm_cidr=SUBNETS["vm-spoke"],
-            hot_fqdn=HOT_FQDN, firewall_public_ip=FIREWALL_PUBLIC_IP, dnat_target=self.dnat_target,
+            node_cidr=self.subnets["aks-nodes"], pod_cidr=self.subnets["aks-pods"], vm_cidr=self.subnets["vm-spoke"],
+            hot_fqdn=HOT_FQDN, firewall_public_ip=site.public_ip if site else FIREWALL_PUBLIC_IP,
+            dnat_target=self.dnat_target,
         )
         self.service_tags = {"AzureCloud.westeurope": AZURECLOUD_WESTEUROPE}
         self.templates = self._templates()
@@ -155,6 +160,9 @@ class _World:
                         paths=[f"{fq}/gate.php"] if proto == "HTTP" else [], role="malicious"))
         for ip in IDPS_IPS:
             ts.append(T("compromised", [self.compromised], "network", "TCP", 4444, 0.05, ip=ip, role="malicious"))
+        if self.site is not None:  # a partner API only this site's workloads call
+            ts.append(T("partner", pods["orders"], "application", "HTTPS", 443, 0.5,
+                        fqdn=f"api.{self.site.region}.partner-example.com"))
         if self.incident:  # repeated HTTPS attempts to a host no other workload uses (no threat-intel hit)
             ts.append(T("compromised", [self.compromised], "application", "HTTPS", 443, 0.15, fqdn=C2_FQDN,
                         role="malicious"))
@@ -173,19 +181,22 @@ class _World:
 
     def _decide(self) -> None:
         """Run each (template, source) through the policy; keep one row per pair."""
+        from egresslens.estate import parse_policy
+
+        rules = self.site.rules if self.site is not None else parse_policy(self.policy)
         rows = []
         for tid, t in enumerate(self.templates):
             for sidx, src in enumerate(t.sources):
                 if t.kind == "nat":
-                    g = next(g for g in self.policy if g["name"] == "dnat-inbound")
-                    c = g["ruleCollections"][0]
-                    v = ("DNAT", None, POLICY_NAME, g["name"], c["name"], c["rules"][0]["name"])
+                    nat = next(r for r in rules if r.rule_type == "nat")
+                    v = ("DNAT", None, POLICY_NAME if self.site is None else nat.policy,
+                         nat.rule_collection_group or None, nat.rule_collection, nat.name)
                 elif t.sni_missing:
                     v = ("Deny", "SNI TLS extension was missing", None, None, None, None)
                 else:
                     r = evaluate(self.policy, kind=t.kind, protocol=t.protocol, source_ip=src,
                                  destination_port=t.port, destination_ip=t.ip, destination_fqdn=t.fqdn,
-                                 service_tags=self.service_tags, dns=self.dns)
+                                 service_tags=self.service_tags, dns=self.dns, rules=rules)
                     v = (r.action, r.action_reason, r.policy, r.rule_collection_group, r.rule_collection, r.rule)
                 rows.append((tid, sidx, src) + v)
         self.pairs = pl.DataFrame(
@@ -299,11 +310,11 @@ def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime,
     })
     iso = lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     return {
-        "firewall": FIREWALL_ID,
+        "firewall": world.firewall_id,
         "policy_name": POLICY_NAME,
         "start": iso(start),
         "end": iso(start + timedelta(hours=hours)),
-        "subnets": dict(SUBNETS),
+        "subnets": dict(world.subnets),
         "hosts": {"nodes": world.nodes, "vms": world.vms, "pods": world.pods},
         "firewall_public_ip": FIREWALL_PUBLIC_IP,
         "api_server_ip": API_SERVER_IP,

@@ -1,10 +1,7 @@
 """Read an Azure Firewall's SNAT capacity inputs from its ARM resource (and an attached NAT Gateway).
 
-Uses azure-core's pipeline directly (no azure-mgmt-network dependency): a `PipelineClient` with
-`BearerTokenCredentialPolicy` (scope ``{arm}/.default``), a retry policy (GET is retried on 408,
-429, 500, 502, 503 and 504, honouring ``Retry-After``) and azure-core's redacting logging policy,
-so tokens never reach a log. Credentials default to azure-identity's ``DefaultAzureCredential``;
-any object with ``get_token`` works (tests pass a fake one).
+Reads through :class:`egresslens.sources.arm.ArmClient`, the ARM client every read shares (auth,
+sovereign clouds, retries on 429 with ``Retry-After``, one-sentence errors).
 
 What is read (api-version 2024-05-01):
 
@@ -29,19 +26,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ARM_ENDPOINT = "https://management.azure.com"
-ARM_SCOPE = "https://management.azure.com/.default"
-API_VERSION = "2024-05-01"
+from egresslens.sources.arm import API_VERSION, ARM_ENDPOINT, ARM_SCOPE, ArmClient, ArmError, scope_for  # noqa: F401
+
 DEFAULT_INSTANCES = 2
 
 _FIREWALL_ID = re.compile(
     r"^/subscriptions/(?P<sub>[0-9A-Za-z-]+)/resourceGroups/(?P<rg>[-\w.()]+)"
     r"/providers/Microsoft\.Network/azureFirewalls/(?P<name>[-\w.]+)/?$", re.IGNORECASE)
-_SUB_RESOURCE_ID = re.compile(r"^/subscriptions/[^/?#]+/resourceGroups/[^/?#]+/providers/Microsoft\.Network/"
-                              r"[A-Za-z]+/[^/?#]+(/subnets/[^/?#]+)?/?$", re.IGNORECASE)
 
 
-class FirewallResourceError(Exception):
+class FirewallResourceError(ArmError):
     """Reading the firewall (or its NAT Gateway) failed; the message is one sentence for the user."""
 
 
@@ -71,86 +65,6 @@ def parse_firewall_id(firewall_id: str) -> tuple[str, str, str]:
     return m["sub"], m["rg"], m["name"]
 
 
-def scope_for(endpoint: str) -> str:
-    """Token scope for an ARM endpoint (sovereign clouds use their own audience)."""
-    if endpoint.startswith("https://"):
-        return endpoint.rstrip("/") + "/.default"
-    return ARM_SCOPE  # loopback stand-ins
-
-
-class _Arm:
-    def __init__(self, credential, endpoint: str, *, scope: str | None, retry_total: int,
-                 retry_backoff_factor: float, timeout: float) -> None:
-        from azure.core import PipelineClient
-        from azure.core.pipeline.policies import (BearerTokenCredentialPolicy, HeadersPolicy, HttpLoggingPolicy,
-                                                  RetryPolicy, UserAgentPolicy)
-
-        self.endpoint = endpoint.rstrip("/")
-        self.insecure = self.endpoint.startswith("http://")
-        policies = [
-            HeadersPolicy({"Accept": "application/json"}),
-            UserAgentPolicy(sdk_moniker="egresslens-firewall"),
-            RetryPolicy(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=30),
-            BearerTokenCredentialPolicy(credential, scope or scope_for(self.endpoint)),
-            HttpLoggingPolicy(),  # redacts Authorization
-        ]
-        self.client = PipelineClient(base_url=self.endpoint, policies=policies)
-        self.timeout = timeout
-
-    def close(self) -> None:
-        self.client.close()
-
-    def get(self, resource_id: str, what: str) -> dict[str, Any]:
-        from azure.core.exceptions import (ClientAuthenticationError, ServiceRequestError, ServiceResponseError)
-
-        from egresslens.sources.azure_errors import cause
-        from azure.core.rest import HttpRequest
-
-        if not _SUB_RESOURCE_ID.match(resource_id) and not _FIREWALL_ID.match(resource_id):
-            raise FirewallResourceError(f"Unexpected {what} id {resource_id!r} in the ARM response.")
-        req = HttpRequest("GET", f"{self.endpoint}{resource_id}", params={"api-version": API_VERSION})
-        kwargs: dict[str, Any] = {"connection_timeout": self.timeout, "read_timeout": self.timeout}
-        if self.insecure:
-            kwargs["enforce_https"] = False
-        try:
-            resp = self.client.send_request(req, **kwargs)
-        except ClientAuthenticationError as exc:
-            raise FirewallResourceError(
-                "No usable Azure credential to read the firewall: sign in with `az login`, or set AZURE_TENANT_ID, "
-                f"AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or use a managed / workload identity) ({cause(exc)}).") from None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise FirewallResourceError(
-                f"Azure Resource Manager at {self.endpoint} did not answer reading the {what} "
-                f"({cause(exc)}); check --arm-endpoint and the network, or pass --public-ips/--instances.") from None
-        status = resp.status_code
-        if status in (401, 403):
-            raise FirewallResourceError(
-                f"Azure Resource Manager refused to read the {what} ({status}): the signed-in identity needs the "
-                f"Reader role on it (or its resource group){' and a fresh sign-in (az login)' if status == 401 else ''}.")
-        if status == 404:
-            raise FirewallResourceError(f"The {what} {resource_id} was not found (404): check the id, the subscription "
-                                        "and --arm-endpoint for sovereign clouds.")
-        if status >= 400:
-            raise FirewallResourceError(f"Azure Resource Manager answered {status} reading the {what} {resource_id}"
-                                        f"{_arm_message(resp)}.")
-        try:
-            doc = resp.json()
-        except ValueError:
-            raise FirewallResourceError(f"Azure Resource Manager returned no JSON for the {what} {resource_id}.") from None
-        if not isinstance(doc, dict):
-            raise FirewallResourceError(f"Azure Resource Manager returned an unexpected body for the {what}.")
-        return doc
-
-
-def _arm_message(resp) -> str:
-    try:
-        err = resp.json().get("error") or {}
-        msg = err.get("message") or err.get("code")
-        return f": {str(msg).splitlines()[0]}" if msg else ""
-    except Exception:
-        return ""
-
-
 def _props(doc: dict[str, Any]) -> dict[str, Any]:
     p = doc.get("properties")
     return p if isinstance(p, dict) else {}
@@ -164,14 +78,9 @@ def read_firewall(firewall_id: str, *, credential=None, endpoint: str = ARM_ENDP
     ``credential``: any azure-core token credential; default ``DefaultAzureCredential()``."""
     parse_firewall_id(firewall_id)  # ValueError for a malformed id
     fw_id = firewall_id.strip().rstrip("/")
-    if credential is None:
-        try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError:  # pragma: no cover - azure-identity is a dependency
-            raise FirewallResourceError("azure-identity is not installed: pip install azure-identity.") from None
-        credential = DefaultAzureCredential()
-    arm = _Arm(credential, endpoint, scope=scope, retry_total=retry_total,
-               retry_backoff_factor=retry_backoff_factor, timeout=timeout)
+    arm = ArmClient(credential, endpoint, scope=scope, retry_total=retry_total, retry_backoff_factor=retry_backoff_factor,
+                    timeout=timeout, error=FirewallResourceError, hint=", or pass --public-ips/--instances",
+                    sdk_moniker="egresslens-firewall")
     try:
         fw = arm.get(fw_id, "firewall")
         p = _props(fw)

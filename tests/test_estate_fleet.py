@@ -1,0 +1,230 @@
+"""A three-firewall estate (two regions on child policies of one parent, one classic firewall, IP
+Groups): proposals go to the policy each firewall uses, a need every child shares goes to the parent
+once, and the same comes out of exports offline, out of Azure (a loopback ARM server) with
+`--firewall-id`, and out of the snapshot the store keeps."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from egresslens.analyse import resolve_window
+from egresslens.cli import app
+from egresslens.estate import load_files
+from egresslens.estate.arm import read_estate
+from egresslens.recommend import recommend_fleet
+from egresslens.simulate.estate import PARENT, sites
+from egresslens.simulate import simulate_estate_to_dir
+from egresslens.sources.files import ingest_paths
+from egresslens.store import connect
+
+from fakes.arm_server import ArmServer, FakeCredential
+
+WEU, NEU, SEC = sites(3)
+NET = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-net/providers/Microsoft.Network"
+
+
+@pytest.fixture(scope="module")
+def estate_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("estate")
+    simulate_estate_to_dir(d, firewalls=3, hours=6, events_per_hour=3000, seed=11)
+    con = connect(d / "s.duckdb")
+    ingest_paths(con, [d / "logs"])
+    con.close()
+    return d
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted((d / "estate").glob("*.json"))
+
+
+def _adds(recs):
+    return [r for r in recs.items if r.kind.startswith("add-")]
+
+
+def _targets(r):
+    return set(r.rule.target_fqdns + r.rule.fqdn_tags + r.rule.destination_addresses + r.rule.destination_fqdns)
+
+
+def _picture(recs):
+    return sorted((r.kind, r.policy, tuple(r.firewalls) or r.firewall, tuple(sorted(_targets(r))) if r.rule else (),
+                   tuple((r.existing_rule or {}).get(k) for k in ("rule_collection_group", "rule"))) for r in recs.items)
+
+
+def test_shared_needs_go_to_the_parent_once_and_the_rest_to_each_firewall(estate_dir):
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    window = resolve_window(con, since="1d")
+    recs = recommend_fleet(con, window, load_files(_files(estate_dir)))
+    con.close()
+    adds = _adds(recs)
+    shared = [r for r in adds if "registry-1.docker.io" in _targets(r)]
+    by_policy = {r.policy: r for r in shared}
+    # once in the parent for the two policy firewalls, and once for the classic firewall, which has no parent
+    assert sorted(by_policy) == sorted([PARENT, SEC.name]) and len(shared) == 2
+    assert by_policy[PARENT].firewalls == sorted([WEU.firewall_id, NEU.firewall_id])
+    assert by_policy[PARENT].policy_id.endswith(f"/firewallPolicies/{PARENT}")
+    assert by_policy[SEC.name].firewall == SEC.firewall_id and by_policy[SEC.name].policy_id.endswith("/azureFirewalls/fw-swedencentral")
+    # each region's own partner API goes to its own child policy, and nowhere else
+    for site in (WEU, NEU, SEC):
+        mine = [r for r in adds if f"api.{site.region}.partner-example.com" in _targets(r)]
+        assert len(mine) == 1 and mine[0].firewall == site.firewall_id
+        assert mine[0].policy == (site.name if site.classic else site.policy_name)
+    # no child keeps a name its parent now holds; the parent rule allows every child's observed subnets
+    children = [r for r in adds if r.policy in (WEU.policy_name, NEU.policy_name)]
+    assert not any(_targets(r) & _targets(by_policy[PARENT]) for r in children)
+    src = set(by_policy[PARENT].rule.source_addresses)
+    assert any(s.startswith("10.244.") for s in src) and any(s.startswith("10.224.") for s in src)
+    assert {f["name"] for f in recs.firewalls} == {WEU.name, NEU.name, SEC.name}
+    assert {f["name"]: f["parents"] for f in recs.firewalls}[WEU.name] == [PARENT]
+
+
+def test_one_firewall_and_what_if_per_firewall(estate_dir):
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    window = resolve_window(con, since="1d")
+    estate = load_files(_files(estate_dir))
+    one = recommend_fleet(con, window, estate, firewall=WEU.firewall_id, what_if=True)
+    con.close()
+    assert {r.firewall for r in one.items} == {WEU.firewall_id}
+    assert all(r.policy == WEU.policy_name for r in one.items if r.kind.startswith("add-"))
+    assert all(r.what_if and r.what_if.get("replayed") for r in one.items if r.kind != "investigate")
+    partner = next(r for r in _adds(one) if "api.westeurope.partner-example.com" in _targets(r))
+    assert partner.what_if["deny_to_allow_hits"] > 0
+
+
+def _serve(server: ArmServer, d: Path) -> None:
+    """The estate's exports as ARM answers them: properties wrapped, each resource at its id."""
+    def arm(doc):
+        top = {k: doc[k] for k in ("id", "name", "type", "location") if k in doc}
+        return {**top, "properties": {k: v for k, v in doc.items() if k not in top and k != "resourceGroup"}}
+    for name in ("firewalls.json", "policies.json", "ip-groups.json"):
+        for doc in json.loads((d / "estate" / name).read_text()):
+            server.add(arm(doc))
+    for f in (d / "estate").glob("rcg-*.json"):
+        groups = json.loads(f.read_text())
+        policy_id = groups[0]["id"].split("/ruleCollectionGroups/")[0]
+        server.add_groups(policy_id, [arm(g) for g in groups])
+
+
+def test_reading_from_azure_gives_what_the_exports_give_and_the_snapshot_keeps_it(estate_dir, monkeypatch, tmp_path):
+    server = ArmServer(page_size=1).start()
+    try:
+        _serve(server, estate_dir)
+        ids = [s.arm_id for s in (WEU, NEU, SEC)]
+        remote = read_estate(ids, credential=FakeCredential(), endpoint=server.endpoint, retry_backoff_factor=0)
+        con = connect(estate_dir / "s.duckdb", read_only=True)
+        window = resolve_window(con, since="1d")
+        from_azure = recommend_fleet(con, window, remote)
+        from_files = recommend_fleet(con, window, load_files(_files(estate_dir)))
+        con.close()
+        assert _picture(from_azure) == _picture(from_files)
+
+        import azure.identity
+
+        monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda **kw: FakeCredential())  # test-only
+        db = tmp_path / "copy.duckdb"
+        db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+        args = ["recommend", "--db", str(db), "--since", "1d", "--format", "json", "--arm-endpoint", server.endpoint]
+        for i in ids:
+            args += ["--firewall-id", i]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1, r.output
+        doc = json.loads(r.stdout)
+        assert any(x["policy"] == PARENT and len(x["firewalls"]) == 2 for x in doc["recommendations"])
+        # the read was kept: without any policy option the same picture comes from the snapshot
+        r2 = CliRunner().invoke(app, ["recommend", "--db", str(db), "--since", "1d", "--format", "json"])
+        doc2 = json.loads(r2.stdout)
+        assert any("policy snapshot of" in w for w in doc2["warnings"])
+        assert [x["id"] for x in doc2["recommendations"]] == [x["id"] for x in doc["recommendations"]]
+        r3 = CliRunner().invoke(app, ["recommend", "--db", str(db), "--since", "1d", "--firewall", "fw-northeurope",
+                                      "--format", "draft"])
+        assert r3.exit_code == 1 and "POLICY=fwp-northeurope" in r3.stdout and "fwp-westeurope" not in r3.stdout
+        assert "az network firewall policy rule-collection-group draft create" in r3.stdout
+        r4 = CliRunner().invoke(app, ["recommend", "--db", str(db), "--firewall", "fw-nowhere"])
+        assert r4.exit_code == 2 and "fw-westeurope" in r4.output
+    finally:
+        server.stop()
+
+
+def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_dir, tmp_path):
+    import copy
+
+    from egresslens.estate import parse_documents, snapshots
+    from egresslens.report import build_report, render
+
+    db = tmp_path / "r.duckdb"
+    db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+    docs = {f.name: json.loads(f.read_text()) for f in _files(estate_dir)}
+    con = connect(db)
+    window = resolve_window(con, since="1d")
+    snapshots.save(con, parse_documents(docs.items()), "yesterday", now=window.end - (window.end - window.start) - timedelta(hours=6))
+    edited = copy.deepcopy(docs)
+    rcg = edited[f"rcg-{WEU.policy_name}.json"]
+    rules = rcg[-1]["ruleCollections"][-1]["rules"]
+    removed = rules.pop()["name"]
+    rules[0]["targetFqdns"] = ["api.github.com", "status.github.com"]
+    for g in edited["ip-groups.json"]:
+        if g["name"] == "ipg-aks-nodes":
+            g["ipAddresses"].append("10.99.0.0/22")
+    snapshots.save(con, parse_documents(edited.items()), "today", now=window.end - timedelta(hours=1))
+    estate, notes = snapshots.in_force(con, window.end)[0].estate, []
+    report = build_report(con, window, estate=estate, policy_notes=["rules from the snapshot"])
+    con.close()
+    ids = [s.id for s in report.sections]
+    assert ids[0] == "fleet" and "policy" in ids and {f"firewall-{s.name}" for s in (WEU, NEU, SEC)} <= set(ids)
+    fleet_table = report.section("fleet").data["firewalls"]
+    assert fleet_table.height == 3 and set(fleet_table["section"]) == {f"#firewall-{s.name}" for s in (WEU, NEU, SEC)}
+    assert fleet_table.filter(pl.col("firewall") == SEC.name)["policy"].item() == "classic rules"
+    assert fleet_table.filter(pl.col("firewall") == WEU.name)["policy"].item() == f"{WEU.policy_name} < {PARENT}"
+    assert all(v is not None and v > 0 for v in fleet_table["connections"])
+    changes = report.section("policy").tables[0].frame
+    kinds = {(r["change"], r["rule"]) for r in changes.iter_rows(named=True)}
+    assert ("removed", removed) in kinds and ("edited", rules[0]["name"]) in kinds
+    assert ("IP Group members", "ipgroup:ipg-aks-nodes") in kinds
+    assert any("the policy changed since" in f.message for f in report.section("policy").findings)
+    text = render(report, "html")
+    assert 'href="#firewall-fw-westeurope"' in text and '<section id="firewall-fw-westeurope"' in text
+
+
+def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from fakes.arm_server import API_VERSION  # noqa: F401 - the server checks it
+
+    rows, t0 = [], datetime(2026, 3, 1, 10, 0)
+    for fw in ("fw-small", "fw-large"):
+        for m in range(15):
+            for i in range(1200):  # 1,200 new connections a minute to one destination, each holding a port 240 s
+                rows.append({"time": t0 + timedelta(minutes=m, seconds=i % 60), "firewall": f"{NET}/azurefirewalls/{fw}".lower(),
+                             "kind": "network", "protocol": "TCP", "source_ip": f"10.1.{i % 200}.{i % 250}",
+                             "destination_ip": "203.0.113.80", "destination_port": 443, "action": "Allow"})
+    db = tmp_path / "snat.duckdb"
+    con = connect(db)
+    con.register("f", pl.DataFrame(rows).to_arrow())
+    con.execute("INSERT INTO flows BY NAME SELECT *, md5(random()::VARCHAR) AS event_id, 'structured' AS log_format FROM f")
+    con.close()
+    server = ArmServer().start()
+    try:
+        for fw, ips in (("fw-small", 1), ("fw-large", 8)):
+            server.add({"id": f"{NET}/azureFirewalls/{fw}", "name": fw, "type": "Microsoft.Network/azureFirewalls",
+                        "properties": {"ipConfigurations": [{"name": f"c{i}", "properties": {
+                            "publicIPAddress": {"id": f"{NET}/publicIPAddresses/p{fw}{i}"}}} for i in range(ips)]}})
+        import azure.identity
+
+        monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda **kw: FakeCredential())  # test-only
+        r = CliRunner().invoke(app, ["snat", "--db", str(db), "--since", "1d", "--json", "--arm-endpoint", server.endpoint,
+                                     "--instances", "2", "--nat-gateway-ips", "0",
+                                     "--firewall-id", f"{NET}/azureFirewalls/fw-small",
+                                     "--firewall-id", f"{NET}/azureFirewalls/fw-large"])
+    finally:
+        server.stop()
+    out = json.loads(r.stdout)
+    by = {f["firewall"].rsplit("/", 1)[-1]: f for f in out["firewalls"]}
+    assert by["fw-small"]["config"]["public_ips"] == 1 and by["fw-large"]["config"]["public_ips"] == 8
+    assert by["fw-small"]["findings"] and not by["fw-large"]["findings"]
+    assert {f["firewall"].rsplit("/", 1)[-1] for f in by["fw-small"]["findings"]} == {"fw-small"}
+    assert r.exit_code == 1  # critical on the small firewall
