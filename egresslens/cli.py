@@ -13,18 +13,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from egresslens import escape, exitcodes, store
+from egresslens import cliout, escape, exitcodes, store
 from egresslens.cliutil import DB_HELP, WAIT_HELP, byte_progress, fail, guard_all, open_store
 from egresslens.commands import register_all
 from egresslens.escape import csv_cell, plain, terminal
 
 app = typer.Typer(
-    help="EgressLens: Azure Firewall logs in, least-privilege egress rules and SNAT warnings out.",
     no_args_is_help=True,
     add_completion=False,
+    cls=cliout.Group,
 )
-ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_args_is_help=True, cls=cliout.Group)
 app.add_typer(ingest_app, name="ingest")
+
+
+@app.callback()
+def main(version: bool = cliout.VersionOption, no_color: bool = cliout.NoColorOption) -> None:
+    """EgressLens: Azure Firewall logs in, least-privilege egress rules and SNAT warnings out. Every command
+    takes --help, --version, --no-color (or NO_COLOR=1) and, where it prints, --format, --json and --out;
+    the documentation is in docs/ (docs/getting-started.md first)."""
+    cliout.app_options(version, no_color)
 
 console = Console(stderr=True)
 # Azure SDK warnings (a dozen lines per failed credential) would repeat, at length, what the command's
@@ -180,6 +188,7 @@ def demo(
 
 register_all(app)
 guard_all(app)  # every failure: one sentence and its own exit code (egresslens.errors)
+cliout.finish(app)  # every command: --version, --no-color, help that wraps, old spellings as hidden aliases
 
 if __name__ == "__main__":
     app()

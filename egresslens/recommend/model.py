@@ -10,6 +10,10 @@ from typing import Any
 
 KINDS = ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")
 SCHEMA_VERSION = "1.0"
+# What a person reads first: what must never be allowed (compromised sources, tunnelling, threat
+# intelligence), then changes to rules that exist (narrow, remove), then rules to add.
+URGENCY = ("investigate", "narrow-rule", "remove-rule", "add-application-rule", "add-network-rule")
+_RISK = {"high": 0, "medium": 1, "low": 2}
 
 
 @dataclass
@@ -83,6 +87,12 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def by_urgency(items: list["Recommendation"]) -> list["Recommendation"]:
+    """The items most urgent first: by :data:`URGENCY` of their kind, then risk (high first), then hits."""
+    return sorted(items, key=lambda r: (URGENCY.index(r.kind) if r.kind in URGENCY else len(URGENCY),
+                                        _RISK.get(r.risk, 3), -(r.evidence.hits or 0), r.id))
 
 
 def with_port(text: str, port: Any) -> str:
