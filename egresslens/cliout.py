@@ -196,13 +196,16 @@ def fit_table(title: str | None, cols: Sequence[Col], rows: Iterable[Sequence[st
     while total(keep) > width and any(cols[i].priority for i in keep):
         drop = min((i for i in keep if cols[i].priority), key=lambda i: (cols[i].priority, -i))
         keep.remove(drop)
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", **table_kw)
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_edge=False, **table_kw)
     for i in keep:
         c = cols[i]
         if c.kind == TEXT:
             table.add_column(c.name, overflow="fold", min_width=min(c.min_width, need(i)), style=c.style)
-        else:
-            table.add_column(c.name, no_wrap=True, min_width=need(i), justify="right" if c.kind == NUM else "left",
+        else:  # the header of a column that never wraps is broken over lines by hand, at its width
+            import textwrap
+
+            header = "\n".join(textwrap.wrap(c.name, need(i), break_long_words=False)) or c.name
+            table.add_column(header, no_wrap=True, min_width=need(i), justify="right" if c.kind == NUM else "left",
                              style=c.style)
     for r in rows:
         table.add_row(*(r[i] for i in keep))
