@@ -165,7 +165,7 @@ def simulate(
 
 @app.command("demo")
 def demo(
-    directory: Path = typer.Option(Path("demo-output"), "--dir", help="Where the simulated logs and the store go."),
+    directory: Path = typer.Option(Path("demo-output"), "--out", "-o", metavar="DIR", help="Where the simulated logs, the store and the report go."),
     events_per_hour: int = typer.Option(20_000, "--events-per-hour", min=100),
     seed: int = typer.Option(7, "--seed"),
 ) -> None:
@@ -183,6 +183,7 @@ def demo(
 
 
 register_all(app)
+cliout.ALIASES.update({"demo": {"--dir": "--out"}, "nightly": {"--out-dir": "--out"}})  # the old spellings
 guard_all(app)  # every failure: one sentence and its own exit code (egresslens.errors)
 cliout.finish(app)  # every command: --version, --no-color, help that wraps, old spellings as hidden aliases
 

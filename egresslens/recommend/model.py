@@ -107,8 +107,8 @@ def rec_id(*parts: Any) -> str:
 
 def safe_name(text: str, limit: int = 80) -> str:
     """A rule, collection or group name made of characters Azure accepts everywhere."""
-    out = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "rule"
-    return out[:limit]
+    out = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", text)).strip("-.") or "rule"
+    return out[:limit].rstrip("-.") or "rule"
 
 
 def iso(t: Any) -> str | None:
