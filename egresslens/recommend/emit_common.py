@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -114,6 +115,17 @@ def needs_dns_proxy(rule: ProposedRule) -> bool:
     return rule.rule_type != "ApplicationRule" and bool(rule.destination_fqdns)
 
 
+_PLAIN_TITLE = re.compile(r"[A-Za-z0-9 .,:;'()*/_+=-]{1,200}")
+
+
+def _title(title: str) -> str:
+    """The title when it is plain ASCII with names a rule could hold; a name that was refused (shell or HCL
+    syntax, look-alike letters, an overlong label) is not echoed into a generated artefact."""
+    if _PLAIN_TITLE.fullmatch(title) and not re.search(r"[A-Za-z0-9-]{64}", title):
+        return title
+    return "(holds a name that is not repeated here: egresslens recommend show ID)"
+
+
 def left_out(recs, marker: str = "#") -> list[str]:
     """Comment lines saying what a generated file does not write as rules: the recommendations to
     investigate (never allowed), most urgent first, each with its id for `recommend show ID`."""
@@ -121,8 +133,8 @@ def left_out(recs, marker: str = "#") -> list[str]:
     if not inv:
         return []
     out = [comment(f"Not written as rules: {len(inv)} recommendation(s) to investigate, never allowed "
-                   "(`egresslens recommend show ID` for the evidence):", marker)]
-    out += [comment(f"  {r.id} [{r.risk}] {r.title}", marker) for r in inv[:MAX_LEFT_OUT]]
+                   "(egresslens recommend show ID for the evidence):", marker)]
+    out += [comment(f"  {r.id} [{r.risk}] {_title(r.title)}", marker) for r in inv[:MAX_LEFT_OUT]]
     if len(inv) > MAX_LEFT_OUT:
         out.append(comment(f"  and {len(inv) - MAX_LEFT_OUT} more (egresslens recommend --format markdown)", marker))
     return out + [""]
