@@ -75,7 +75,7 @@ def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, s
     if susp.sources.height == 0:
         console.print("[green]No compromised sources.[/green]")
         return
-    cols = [Col("source", KEEP), Col("first seen", KEEP, priority=3), Col("last seen", KEEP, priority=2),
+    cols = [Col("source", KEEP), Col("first contact", KEEP, priority=3), Col("last seen", KEEP, priority=2),
             Col("hours", NUM, priority=1), Col("evidence", min_width=24)]
     rows = []
     for r in susp.sources.iter_rows(named=True):
@@ -84,7 +84,8 @@ def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, s
                      f"{r['last_seen']:%Y-%m-%d %H:%M}", "-" if r.get("hours_seen") is None else str(r["hours_seen"]),
                      "\n".join([_t(f"{e['kind']}: {e['detail']}") for e in ev[:5]]
                                + ([f"and {len(ev) - 5} more (dns --json lists them all)"] if len(ev) > 5 else []))])
-    _fit(console, "Compromised sources (nothing only they asked for is ever proposed)", cols, rows)
+    _fit(console, "Compromised sources (cut out of every proposed rule; nothing only they asked for is proposed)",
+         cols, rows)
 
 
 def render(console, result, top: int = 10) -> None:  # noqa: ANN001 - rich Console, DnsResult
