@@ -242,8 +242,6 @@ def _type_label(param: Any, shown: str | None) -> str | None:  # noqa: ANN401 - 
 
 def _plain_types(params: list) -> None:
     for p in params:
-        if type(p).__name__ == "TyperArgument":
-            continue
         original = p.display_type_rich
         p.display_type_rich = lambda ctx, _p=p, _o=original: _type_label(_p, _o(ctx))  # type: ignore[method-assign]
 

@@ -51,7 +51,7 @@ def table(console, names: list[str], rows: list[tuple]) -> None:  # noqa: ANN001
     t, dropped = fit_table(None, cols, body, console.width)
     count = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
     if dropped:
-        console.print(line(names, rows), markup=False, highlight=False, soft_wrap=True, end="")
+        console.print(line(names, rows, wrap=console.width), markup=False, highlight=False, soft_wrap=True, end="")
         console.print(f"[dim]{count}, one field per line: {len(names)} columns do not fit {console.width} "
                       "columns as a table (--format csv or json for a program)[/dim]")
         return
@@ -59,14 +59,23 @@ def table(console, names: list[str], rows: list[tuple]) -> None:  # noqa: ANN001
     console.print(f"[dim]{count}[/dim]")
 
 
-def line(names: list[str], rows: list[tuple]) -> str:
-    """One field per line (`name = value`), a blank line between rows."""
+def line(names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
+    """One field per line (`name = value`), a blank line between rows; `wrap`: a value longer than the
+    screen continues on the next lines under itself."""
+    import textwrap
+
     width = max((len(plain(n)) for n in names), default=0)
+    indent = " " * (width + 3)
     out = []
     for i, row in enumerate(rows):
         if i:
             out.append("")
-        out += [f"{plain(n).rjust(width)} = {plain(_text(v))}" for n, v in zip(names, row)]
+        for n, v in zip(names, row):
+            text = f"{plain(n).rjust(width)} = {plain(_text(v))}"
+            if wrap and len(text) > wrap and wrap > len(indent) + 10:
+                out += textwrap.wrap(text, wrap, subsequent_indent=indent, break_on_hyphens=False) or [text]
+            else:
+                out.append(text)
     return "\n".join(out) + ("\n" if out else "")
 
 
