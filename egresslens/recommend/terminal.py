@@ -55,7 +55,7 @@ def summary(console, recs, *, policy_note: str | None = None) -> None:  # noqa: 
         t.add_column("id", no_wrap=True, style="cyan", width=id_w)
         t.add_column("risk", no_wrap=True, width=6)
         t.add_column("hits", no_wrap=True, justify="right", width=hits_w)
-        t.add_column("what", no_wrap=True, overflow="ellipsis", width=max(10, console.width - id_w - hits_w - 6 - 6))
+        t.add_column("what", no_wrap=True, overflow="ellipsis", max_width=max(10, console.width - id_w - hits_w - 6 - 6))
         for r in items:
             t.add_row(r.id, Text(r.risk, style=RISK_STYLE.get(r.risk, "")), f"{r.evidence.hits or 0:,}",
                       Text(_plain(r.title), overflow="ellipsis", no_wrap=True))
