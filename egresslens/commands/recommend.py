@@ -141,8 +141,14 @@ def _find(recs, wanted: str):  # noqa: ANN001, ANN202
 
 
 def render(recs, fmt: str, what_if: bool = False) -> str:
+    """Every recommendation in `fmt` (the table as plain text, 80 columns)."""
     from egresslens.recommend import emit_az, emit_bicep, emit_draft, emit_json, emit_terraform, markdown
 
+    if fmt == "table":
+        from egresslens import cliout
+        from egresslens.recommend import terminal
+
+        return cliout.render(lambda c: terminal.summary(c, recs))
     if fmt == "json":
         return emit_json.emit(recs)
     if fmt == "az":
