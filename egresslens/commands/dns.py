@@ -58,13 +58,15 @@ def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, s
     if susp.sources.height == 0:
         console.print("[green]No compromised sources.[/green]")
         return
-    c = Table(title="Compromised sources (nothing only they asked for is ever proposed)")
-    for col in ("source", "first seen", "last seen", "evidence"):
+    c = Table(title="Compromised sources (cut out of every proposed rule; nothing only they asked for is proposed)")
+    for col in ("source", "first contact", "last seen", "hours", "evidence"):
         c.add_column(col, overflow="fold")
     for r in susp.sources.iter_rows(named=True):
+        ev = r["evidence"]
         c.add_row(f"[red]{_t(r['source_ip'])}[/red]", f"{r['first_seen']:%Y-%m-%d %H:%M}",
-                  f"{r['last_seen']:%Y-%m-%d %H:%M}",
-                  "\n".join(_t(f"{e['kind']}: {e['detail']}") for e in r["evidence"]))
+                  f"{r['last_seen']:%Y-%m-%d %H:%M}", str(r["hours_seen"]),
+                  "\n".join([_t(f"{e['kind']}: {e['detail']}") for e in ev[:5]]
+                            + ([f"and {len(ev) - 5} more (dns --json lists them all)"] if len(ev) > 5 else [])))
     console.print(c)
 
 
