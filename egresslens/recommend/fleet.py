@@ -44,9 +44,10 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
     if len(names) <= 1:
         fw = names[0] if names else None
         rules = rules_for(estate, fw, policy)
-        recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags)
-        if what_if:
-            _what_if(con, window, recs, rules, service_tags)
+        with fleet.scoped(con, firewall):  # one firewall named: its traffic only (and its assessment)
+            recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags)
+            if what_if:
+                _what_if(con, window, recs, rules, service_tags)
         _tag(recs.items, fw, rules)
         recs.firewalls = [_summary(fw, rules, recs.items)] if fw else []
         return recs
