@@ -133,6 +133,20 @@ def test_one_firewall_is_judged_on_its_own_traffic_only(estate_dir, tmp_path):
     assert not any(f"api.{s.region}.partner-example.com" in text for s in (NEU, SEC))
 
 
+def test_and_n_more_items_follow_the_items_they_summarise_in_a_fleet(estate_dir):
+    from egresslens.recommend import Config
+
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    window = resolve_window(con, since="1d")
+    recs = recommend_fleet(con, window, load_files(_files(estate_dir)), config=Config(max_investigate=1))
+    con.close()
+    inv = [r for r in recs.items if r.kind == "investigate"]
+    last = [r.id in recs.summaries for r in inv]
+    assert any(last) and last == sorted(last)  # every itemised one, then every "and N more"
+    assert all(" more " in r.title for r in inv if r.id in recs.summaries)
+    assert len({r.firewall for r in inv if r.id in recs.summaries}) > 1
+
+
 def _serve(server: ArmServer, d: Path) -> None:
     """The estate's exports as ARM answers them: properties wrapped, each resource at its id."""
     def arm(doc):

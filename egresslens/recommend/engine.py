@@ -58,6 +58,7 @@ class Recommendations:
     attribution: dict[str, dict[str, Any]] = field(default_factory=dict)
     # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
     firewalls: list[dict[str, Any]] = field(default_factory=list)
+    summaries: set[str] = field(default_factory=set)  # ids of the "and N more" investigate items
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -209,10 +210,18 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
              "by_kind": {k: sum(1 for r in ctx.items if r.kind == k) for k in
                          ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")},
              "kept_required": ctx.kept_required, "coverage": ctx.coverage.to_json()}
-    order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
-    ctx.items.sort(key=lambda r: (order[r.kind], r.id in ctx.summaries, -(r.evidence.hits or 0), r.id))
+    sort_items(ctx.items, ctx.summaries)
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail)
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries)
+
+
+KIND_ORDER = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
+
+
+def sort_items(items: list[Recommendation], summaries: set[str] | frozenset[str] = frozenset()) -> None:
+    """The output order: by kind, the busiest first within a kind, and each "and N more" item (`summaries`)
+    after the items it follows."""
+    items.sort(key=lambda r: (KIND_ORDER[r.kind], r.id in summaries, -(r.evidence.hits or 0), r.id))
 
 
 def allowed_names(policy: list[Rule] | None) -> list[str]:
