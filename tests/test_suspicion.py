@@ -224,6 +224,21 @@ def test_newly_seen_zones_without_a_signal_are_listed_busiest_first_and_the_rest
     assert beacon_row["kind"] == "beacon" and beacon_row["withhold"] and capped.compromised == [CLEAN[1]]
 
 
+def test_a_newly_seen_look_alike_beyond_the_listed_zones_is_listed_as_a_look_alike_not_counted_as_unlisted():
+    old = _dns_rows(CLEAN[0], ["api.partner-example.com"] * 40, qtype="A", rcode="NOERROR", step_s=1800)
+    start = T0 + timedelta(hours=12)
+    fresh = [{"time": start + timedelta(seconds=i), "firewall": "fw", "source_ip": CLEAN[2], "query_name": f"www.site{i}.com",
+              "query_type": "A", "response_code": "NOERROR", "duration_s": 0.002} for i in range(300)]
+    fresh += fresh[:5] * 19  # the five busiest are queried 20 times each
+    squat = {**fresh[0], "time": start + timedelta(hours=1), "query_name": "api.partner-exapmle.com"}  # a swapped pair
+    con = _store(_flows(_app(CLEAN[0], "api.partner-example.com")), dns_rows=old + fresh + [squat])
+    capped = assess(con, window=WINDOW, config=SuspicionConfig(max_listed=5), references=["api.partner-example.com"])
+    row = capped.names.filter(pl.col("subject") == "partner-exapmle.com").row(0, named=True)
+    assert row["kind"] == "lookalike" and row["never_allow"]
+    assert capped.omitted == {"newly_seen": 295}  # the 300 quiet zones but the 5 listed; the look-alike is listed
+    assert capped.to_json()["names_total"] == capped.names.height + 295
+
+
 def test_generated_looking_zones_that_fail_to_resolve_are_flagged():
     dga = [f"{_label(f'dga{i}', 16)}.com" for i in range(5)]
     rows = _dns_rows(POD, [n for n in dga for _ in range(3)], qtype="A", rcode="NXDOMAIN", step_s=60)
