@@ -141,6 +141,90 @@ WHERE r.hour >= date_trunc('hour', $start::TIMESTAMP) AND r.hour < $end
 """
 
 
+_COVERED_HOURS_SQL = """
+SELECT DISTINCT h FROM (
+  SELECT date_trunc('hour', time) AS h FROM flows WHERE time >= $start AND time < $end
+  UNION ALL SELECT hour FROM flow_rollups WHERE hour >= date_trunc('hour', $start::TIMESTAMP) AND hour < $end
+  UNION ALL SELECT date_trunc('hour', time) FROM dns_queries WHERE time >= $start AND time < $end
+  UNION ALL SELECT hour FROM dns_rollups WHERE hour >= date_trunc('hour', $start::TIMESTAMP) AND hour < $end
+  UNION ALL SELECT date_trunc('hour', time) FROM threats WHERE time >= $start AND time < $end
+) ORDER BY h
+"""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which hours of a window hold data (any flow, DNS or threat record, raw or rollup).
+
+    A window of 30 days over a store holding 7 days of logs is 720 hours of which 168 hold data:
+    "nothing matched" and "first seen" mean something only over those 168 hours."""
+
+    window: Window
+    hours: tuple[datetime, ...] = ()
+
+    @property
+    def window_hours(self) -> int:
+        """Hour slots the window touches."""
+        first = self.window.start.replace(minute=0, second=0, microsecond=0)
+        return max(1, -(-int((self.window.end - first).total_seconds()) // 3600))
+
+    @property
+    def covered_hours(self) -> int:
+        return len(self.hours)
+
+    @property
+    def complete(self) -> bool:
+        return self.covered_hours >= self.window_hours
+
+    @property
+    def first(self) -> datetime | None:
+        return self.hours[0] if self.hours else None
+
+    @property
+    def last(self) -> datetime | None:
+        return self.hours[-1] + timedelta(hours=1) if self.hours else None
+
+    def ranges(self) -> list[tuple[datetime, datetime]]:
+        """Contiguous runs of covered hours, [start, end)."""
+        out: list[tuple[datetime, datetime]] = []
+        for h in self.hours:
+            if out and out[-1][1] == h:
+                out[-1] = (out[-1][0], h + timedelta(hours=1))
+            else:
+                out.append((h, h + timedelta(hours=1)))
+        return out
+
+    def at_start(self, t: datetime | None) -> bool:
+        """True when `t` falls in the first covered hour: anything "first seen" there may have begun earlier."""
+        return t is not None and self.first is not None and t < self.first + timedelta(hours=1)
+
+    def describe(self) -> str:
+        """One sentence: how many hours of the window hold data, and where."""
+        if not self.hours:
+            return f"no data in the {self.window_hours}-hour window"
+        runs = self.ranges()
+        where = "; ".join(f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M}" for a, b in runs[:3])
+        if len(runs) > 3:
+            where += f"; and {len(runs) - 3} more stretch(es)"
+        if self.complete:
+            return f"data in all {self.window_hours} hours of the window"
+        return (f"data in {self.covered_hours} of the {self.window_hours} hours of the window "
+                f"({self.covered_hours / self.window_hours:.0%}: {where} UTC)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"window_hours": self.window_hours, "covered_hours": self.covered_hours, "complete": self.complete,
+                "first": self.first.isoformat() if self.first else None,
+                "last": self.last.isoformat() if self.last else None,
+                "ranges": [[a.isoformat(), b.isoformat()] for a, b in self.ranges()[:50]],
+                "description": self.describe()}
+
+
+def coverage(con: duckdb.DuckDBPyConnection, window: Window) -> Coverage:
+    """The hours of `window` that hold data, from every log table (raw rows or hourly rollups)."""
+    rows = con.execute(_COVERED_HOURS_SQL, {"start": window.start, "end": window.end}).fetchall()
+    return Coverage(window, tuple(r[0] for r in rows))
+
+
 def flow_hours(con: duckdb.DuckDBPyConnection, window: Window) -> duckdb.DuckDBPyRelation:
     """Hourly flow groups in the window, from raw `flows` or `flow_rollups` (never both for one hour)."""
     return con.sql(FLOW_HOURS_SQL, params={"start": window.start, "end": window.end})

@@ -25,7 +25,7 @@ import polars as pl
 
 from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
 from egresslens.escape import sql_string
-from egresslens.suspicion import NOISE_SUFFIXES, Suspicion, SuspicionConfig, assess, owner_zone
+from egresslens.suspicion import NOISE_SUFFIXES, Suspicion, SuspicionConfig, assessment, owner_zone
 from egresslens.suspicion.suffixes import owner_sql, register_rules
 
 LATENCY_BUCKET_BASE = 1.02  # histogram bucket width: percentiles within ~1 % (half a bucket)
@@ -228,13 +228,18 @@ def _latency(con: duckdb.DuckDBPyConnection, key: str, hist: str) -> None:
     run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_lat_{key} AS {_latency_sql(key, hist)}")
 
 
-def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None) -> DnsResult:
+def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None,
+                suspicion: Suspicion | None = None) -> DnsResult:
     """Every DNS analysis over the window (see the module docstring). Aggregated in DuckDB; each list
-    that grows with the number of names holds its top `config.top` rows, and `more` counts the rest."""
+    that grows with the number of names holds its top `config.top` rows, and `more` counts the rest.
+    `suspicion`: the window's assessment when the caller already has it (the report passes `recommend`'s,
+    so both name the same findings)."""
     config = config or DnsConfig()
     params = {"start": window.start, "end": window.end}
     top = int(config.top)
     notes: list[str] = []
+    # the suspicion model first: its tables are gone before this analysis builds its own
+    susp = assessment(con, window, config.suspicion, given=suspicion)
     try:
         run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_h AS {DNS_GROUPS_SQL}", params)
         run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_hist AS {DNS_LATENCY_HIST_SQL}", params)
@@ -245,6 +250,8 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                          "percentiles there are approximate (each query counted at its hourly group's mean duration, so "
                          "tails are understated; max_latency_s is exact), see latency_basis; the network-layer "
                          "resolve-then-deny link uses raw rows only.")
+        if susp.coverage is not None and not susp.coverage.complete:
+            notes.append(f"coverage: {susp.coverage.describe()}; counts and 'first seen' speak for those hours only.")
         _names_table(con, config)
         srcs = [r[0] for r in con.execute("SELECT DISTINCT source_ip FROM dns_h").fetchall()]
         register_temp(con, "dns_groups", _source_groups(srcs, config.groups))
@@ -286,7 +293,6 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
           LEFT JOIN dns_lat_query_name l USING (query_name)
           ORDER BY queries DESC, query_name"""))
 
-        susp = assess(con, window=window, config=config.suspicion)
         suspicious = suspicious_view(susp)
         flagged = sorted(set(suspicious.filter(pl.col("reason") == "tunnelling")["domain"].drop_nulls().to_list()))
         con.register("dns_flagged", pl.DataFrame({"domain": flagged}, schema={"domain": pl.String}).to_arrow())
@@ -408,4 +414,4 @@ def suspicious_domains(con: duckdb.DuckDBPyConnection, window: Window, config: D
     nxdomain_share, signals, unicode, looks_like, sources (list), first_seen, last_seen.
     """
     config = config or DnsConfig()
-    return suspicious_view(assess(con, window=window, config=config.suspicion))
+    return suspicious_view(assessment(con, window, config.suspicion))

@@ -92,8 +92,9 @@ def build_store(tmp_path, lines: list[str]):
 
 
 # An ordinary dependency denied beside the corpus: it is proposed, so every emitter writes a rule and
-# the checks on rules are not vacuous.
-CONTROL = "api.partner.example.net"
+# the checks on rules are not vacuous. Its owner zone imitates none of the corpus's (`x.example.net`
+# beside many sources using `example.com` would be a swapped-suffix look-alike).
+CONTROL = "api.partner-control.net"
 
 
 def control_records() -> list[str]:

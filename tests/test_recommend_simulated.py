@@ -63,36 +63,63 @@ def test_done_when(seed, hours, eph):
     assert unused <= removed
 
 
-def test_simulated_incident_day_proposes_nothing_the_compromised_pod_alone_needs_and_dns_agrees():
-    """A day with a compromised pod tunnelling over 1-3 label levels and calling a C2 host no one else uses."""
+def test_simulated_incident_day_proposes_nothing_a_careful_engineer_would_refuse_and_every_output_agrees():
+    """`simulate --incident`: a pod tunnelling over 1-3 label levels, hitting threat intel, beaconing to a C2 name,
+    calling its bare address and bursting generated names; a second pod that reaches the C2 name a few times and
+    then uploads where no one else goes; a CI runner pulling from a typosquat; nodes with no port-80 traffic and
+    an idle required NTP rule."""
+    import ipaddress
+
     from egresslens import dns
     from egresslens.recommend import emit_json
 
     sc, con, window = simulated_store(seed=7, hours=24, events_per_hour=20_000, incident=True)
-    mal = sc.truth["malicious"]
-    pod, c2, tunnel = mal["compromised_source"], mal["c2_fqdn"], mal["tunnel_domain"]
+    mal, inc = sc.truth["malicious"], sc.truth["incident"]
+    pod, tunnel = mal["compromised_source"], mal["tunnel_domain"]
+    compromised = inc["compromised_sources"]
     policy = parse_policy(sc.policy)
     recs = recommend(con, window, policy=policy)
-    # what only the pod asked for: every destination of its denied flows that no other source reached
+    assert recs.suspicion.compromised == compromised
+    # the store holds 24 hours, read as 25 (26 hour slots): every finding says so
+    assert any(w.startswith("data in 24 of the 26 hours of the window") for w in recs.warnings)
+    assert all(r.window["covered_hours"] == 24 for r in recs.items)
+    # what only compromised pods asked for, the look-alike, the bare C2 address: never in a rule
     f = sc.flows.filter(pl.col("action") == "Deny").with_columns(d=pl.coalesce("destination_fqdn", "destination_ip"))
-    others = set(f.filter(pl.col("source_ip") != pod)["d"].to_list())
-    pod_only = set(f.filter(pl.col("source_ip") == pod)["d"].to_list()) - others
-    assert c2 in pod_only
+    others = set(f.filter(~pl.col("source_ip").is_in(compromised))["d"].to_list())
+    only_bad = set(f.filter(pl.col("source_ip").is_in(compromised))["d"].to_list()) - others
+    assert {inc["beacon"]["fqdn"], inc["beacon"]["bare_ip"], inc["contact"]["then_uploaded_to"]} <= only_bad
     for r in recs.items:
-        if r.rule is not None:
-            dests = set(r.rule.target_fqdns + r.rule.destination_fqdns + r.rule.destination_addresses)
-            assert not dests & pod_only, r.title
-            assert not any(d.endswith(tunnel) for d in dests)
+        if r.rule is None:
+            continue
+        dests = set(r.rule.target_fqdns + r.rule.destination_fqdns + r.rule.destination_addresses)
+        assert not dests & (only_bad | {inc["lookalike"]["name"]}), r.title
+        assert not any(d.endswith(tunnel) for d in dests)
+        for ip in compromised:  # one behaviour: cut out of every proposed rule while under investigation
+            assert not any(ipaddress.ip_address(ip) in ipaddress.ip_network(s) for s in r.rule.source_addresses
+                           if s != "*"), (r.title, ip)
     inv = recs.by_kind("investigate")
-    assert any(c2 in r.title and pod in r.title for r in inv)
+    upload = next(r for r in inv if inc["contact"]["then_uploaded_to"] in r.title)
+    assert inc["contact"]["source"] in upload.title and "after their first contact" in upload.rationale
+    assert any(inc["lookalike"]["name"] in r.title and "look-alike of pythonhosted.org" in r.rationale for r in inv)
     assert any(tunnel in r.title for r in inv) and any(r.title.startswith(f"Compromised source {pod}") for r in inv)
+    item = next(r for r in inv if r.title.startswith(f"Compromised source {pod}"))
+    assert item.evidence.hours_seen == 24 and len(item.rationale) < 2500 and " more" in item.rationale
+    # the bare C2 address: a few coincidental queries before its connections are no attribution
+    assert inc["beacon"]["bare_ip"] not in recs.dns_attribution
+    assert not recs.attribution[inc["beacon"]["bare_ip"]]["attributed"]
+    # required platform rules: neither narrowed (no port-80 traffic) nor removed (the idle NTP rule)
+    touched = {tuple((r.existing_rule or {}).get(k) for k in ("rule_collection_group", "rule_collection", "rule"))
+               for r in recs.items if r.kind in ("narrow-rule", "remove-rule")}
+    assert not touched & {tuple(k) for k in inc["required_rules"]}
+    unused = set(sc.truth["unused_rules"]) - {k[2] for k in inc["required_rules"]}
+    assert unused <= {r.existing_rule["rule"] for r in recs.by_kind("remove-rule")}
     # dns and recommend read one assessment: the same zones and sources, the same block
     d = dns.analyse_dns(con, window)
     assert d.suspicious.filter(pl.col("reason") == "tunnelling")["zone"].to_list() == [tunnel]
     block = json.loads(json.dumps(d.to_dict()["suspicion"], default=str))
     assert block == json.loads(emit_json.emit(recs))["suspicion"]
-    assert block["tunnel_zones"] == [tunnel] and block["compromised_sources"] == [pod]
-    # the legitimate proposals keep their precision
-    replayed = whatif.replay(con, window, recs, policy)
+    assert block["tunnel_zones"] == [tunnel] and block["compromised_sources"] == compromised
+    # the legitimate proposals keep their precision for the clean sources
+    replayed = whatif.replay(con, window, recs, policy).filter(~pl.col("source_ip").is_in(compromised))
     legit = _legit_denied(sc.truth, replayed)
     assert legit.filter(pl.col("with_proposals") == "Allow")["hits"].sum() / legit["hits"].sum() >= 0.98

@@ -50,7 +50,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     action   = "Allow"
     rule {
       name             = "allow-telemetry.example-saas.io-and-6-more"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443
@@ -59,7 +59,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     }
     rule {
       name             = "allow-docker-hub"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443
@@ -68,7 +68,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     }
     rule {
       name             = "allow-ghcr"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443
@@ -77,7 +77,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     }
     rule {
       name             = "allow-azure-monitor"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443
@@ -86,7 +86,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     }
     rule {
       name             = "allow-debian-mirrors"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Http"
         port = 80
@@ -126,7 +126,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     # needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
     rule {
       name              = "allow-tcp-5432-orders-db.pg-example-hosting.net"
-      source_addresses  = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses  = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols         = ["TCP"]
       destination_fqdns = ["orders-db.pg-example-hosting.net"]
       destination_ports = ["5432"]
@@ -145,7 +145,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "app_egress_narrow" {
     action   = "Allow"
     rule {
       name             = "allow-payments-api-narrow"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443
@@ -154,7 +154,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "app_egress_narrow" {
     }
     rule {
       name             = "allow-api-github-narrow"
-      source_addresses = ["10.241.0.0/24", "10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.241.0.0/24", "10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443
@@ -163,7 +163,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "app_egress_narrow" {
     }
     rule {
       name             = "allow-github-wildcard-narrow"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/23", "10.244.4.0/23", "10.244.6.0/24"]
+      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
       protocols {
         type = "Https"
         port = 443

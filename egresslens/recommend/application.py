@@ -22,7 +22,15 @@ from egresslens.recommend.model import (
 )
 from egresslens.recommend.policy import APP_PROTOCOLS
 from egresslens.recommend.sources import group_label, sources_for
-from egresslens.recommend.triage import name_cover, per_name_evidence, solo_destinations, taint_covered, triage
+from egresslens.recommend.triage import (
+    compromised_cut,
+    held_without_sources,
+    name_cover,
+    per_name_evidence,
+    solo_destinations,
+    taint_covered,
+    triage,
+)
 from egresslens.recommend.wildcards import propose_wildcards
 
 _APP_PROTO_NAME = {"HTTP": "Http", "HTTPS": "Https", "MSSQL": "Mssql"}
@@ -106,6 +114,12 @@ def denied_application(ctx: Context, groups: pl.DataFrame) -> None:
         excluded, taint_notes = taint_covered(ctx, "application", name_cover(sorted(set(all_names) | set(fqdns))),
                                               [(p.split(":")[0].upper(), int(p.split(":")[1])) for p in protos])
         notes.extend(taint_notes)
+        srcs, cut_notes, cut = compromised_cut(ctx, sources_for(sg, ctx.group_cidrs), noted=excluded)
+        notes.extend(cut_notes)
+        if not srcs:
+            held_without_sources(ctx, label, sorted(set(all_names)), sorted(protos))
+            continue
+        ctx.record_cut(cut)
         if alone:
             if support[alone]["support"] == "low":
                 notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "
@@ -115,7 +129,7 @@ def denied_application(ctx: Context, groups: pl.DataFrame) -> None:
         rule = ProposedRule(
             rule_type="ApplicationRule", rule_collection_group=rcg, rule_collection_group_priority=rcg_prio,
             rule_collection=coll, rule_collection_priority=collection_priority(ctx, coll), name=name,
-            source_addresses=sources_for(sg, ctx.group_cidrs, exclude=excluded), source_group=label,
+            source_addresses=srcs, source_group=label,
             protocols=sorted(protos), target_fqdns=fqdns, fqdn_tags=sorted(tags))
         wild_n = sum(1 for f in fqdns if f.startswith("*."))
         risk = "medium" if wild_n or tags else "low"

@@ -195,16 +195,16 @@ def allowed_groups(ctx: Context) -> tuple[pl.DataFrame, dict[tuple, dict]]:
         run_sql(con, "DROP TABLE IF EXISTS _rec_allowed")
 
 
-def too_broad(ctx: Context, rule, stats: dict, existing: dict, score: float) -> None:  # noqa: ANN001
-    """An allow rule that carried more flow groups than are judged one by one: investigate it."""
+def too_broad(ctx: Context, rule, stats: dict, required: str | None = None) -> None:  # noqa: ANN001
+    """An allow rule that carried more flow groups than are judged one by one: investigate it. `required`:
+    the note of the required platform egress it carries (that part stays whole)."""
     name = "/".join(rule.key)
     investigate(ctx, f"Review {name}: it carried {stats['destinations']:,} distinct destinations",
                 f"{stats['groups']:,} flow groups ({stats['hits']:,} hits) matched this rule in the window, more than "
                 f"{MAX_RULE_GROUPS:,} judged one by one: narrow it by FQDN tag, web category or source instead of "
-                "by observed name",
+                "by observed name" + (f"; it {required}: keep that part as it is" if required else ""),
                 Evidence(hits=int(stats["hits"]), distinct_sources=int(stats["sources"] or 0),
                          first_seen=iso(stats["first_seen"]), last_seen=iso(stats["last_seen"]),
                          destinations=list(stats["busiest"] or []),
                          notes=[f"the {len(stats['busiest'] or [])} busiest destinations are listed"]),
                 "medium", key=("broad", *rule.key))
-    del existing, score

@@ -55,8 +55,10 @@ class Config:
     # first; the rest of each is one "and N more" item (a day of a million one-off names stays readable)
     max_investigate: int = 100
     sample_events: int = 3
-    dns_min_recall: float = 0.8
-    dns_max_gap_s: float = 2.0
+    dns_min_recall: float = 0.8  # share of an address's fresh connections its name must precede
+    dns_max_gap_s: float = 2.0  # a query at most this long before a connection precedes it
+    dns_cache_s: float = 300.0  # a connection this long after the source's previous one to the address is fresh
+    dns_group_min_share: float = 0.2  # addresses sharing a candidate name this well share its DNS cache
     ip_group_min_uses: int = 3
     # a name below these (in the window, all source groups) is proposed in a rule of its own, never
     # bundled with well-supported names

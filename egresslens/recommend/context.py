@@ -27,13 +27,39 @@ class Context:
         self.coll_prio: dict[str, int] = {}
         self.group_cidrs: dict[str, list[str]] = {}  # source group -> CIDRs (set once sources are grouped)
         self.dns_map: dict[str, set[str]] = {}  # destination IP -> names attributed from DNS
+        self.dns_detail: dict[str, dict] = {}  # destination IP -> best DNS candidate, share of all connections
         self.susp = None  # the suspicion assessment (egresslens.suspicion.Suspicion)
+        self.coverage = None  # the hours of the window that hold data (egresslens.analyse.Coverage)
         self.taint: dict[tuple, list[str]] = {}  # (kind, destination, protocol, port) -> compromised sources
+        self.cut_from: dict[str, int] = {}  # compromised address -> proposed rules it was cut out of
+        self.kept_required: list[str] = []  # existing rules kept whole because they carry required platform egress
         self.stats_rows = 0
         self.summaries: set[str] = set()  # ids of the "and N more" investigate items (listed after the others)
 
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)
+
+    def record_cut(self, addresses: list[str]) -> None:
+        """Compromised addresses a proposed rule leaves out (counted on each source's investigate item)."""
+        for ip in addresses:
+            self.cut_from[ip] = self.cut_from.get(ip, 0) + 1
+
+    def set_coverage(self, coverage) -> None:  # noqa: ANN001 - egresslens.analyse.Coverage
+        """Every finding states the hours of its window that hold data (`window.covered_hours`)."""
+        self.coverage = coverage
+        self.window_info.update(covered_hours=coverage.covered_hours, window_hours=coverage.window_hours,
+                                coverage=coverage.describe())
+
+    @property
+    def covered_hours(self) -> float:
+        """Hours of the window that hold data (the window's length when unknown)."""
+        return self.coverage.covered_hours if self.coverage is not None else self.window.hours
+
+    def span(self) -> str:
+        """`the 168-hour window` or, when data covers less, `the 168 hours with data (of the 720-hour window)`."""
+        if self.coverage is None or self.coverage.complete:
+            return f"the {self.window.hours:g}-hour window"
+        return f"the {self.coverage.covered_hours} hour(s) with data (of the {self.coverage.window_hours}-hour window)"
 
 
 def investigate(ctx: Context, title: str, reason: str, ev: Evidence, risk: str, key: tuple, rows=None,

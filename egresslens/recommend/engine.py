@@ -18,6 +18,7 @@ import polars as pl
 from egresslens.analyse import (
     FLOW_RAW_HOURS_SQL,
     Window,
+    coverage,
     distinct_count,
     flow_hours_sql,
     newest_hour_may_be_incomplete,
@@ -32,9 +33,12 @@ from egresslens.recommend.netaggr import ServiceTags
 from egresslens.recommend.network import attribute_ips, denied_network, name_danger
 from egresslens.recommend.policy import Rule, covers_addresses, net_size
 from egresslens.recommend.sources import assign_groups
-from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
+from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assessment
 
 NETWORK_RULE_BUDGET = 20_000
+# The one behaviour for compromised sources in rules (docs/suspicion.md)
+COMPROMISED_IN_RULES = ("while under investigation this address is cut out of the sources of every proposed rule, "
+                        "and nothing only compromised sources asked for is proposed")
 RAW_HOURS = "_rec_raw_hours"  # temp table: the window's raw flows grouped by hour, once per run
 FLOW_HOURS = f"({flow_hours_sql(RAW_HOURS)})"  # FLOW_HOURS_SQL over it (needs the window's $start, $end)
 MAX_RCGS = 60
@@ -47,10 +51,14 @@ class Recommendations:
     warnings: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     rule_scores: list[dict[str, Any]] = field(default_factory=list)
-    dns_attribution: dict[str, list[str]] = field(default_factory=dict)
+    dns_attribution: dict[str, list[str]] = field(default_factory=dict)  # attributed IPs only
     suspicion: Suspicion | None = None
+    # per destination IP a DNS query preceded at least once: the best name, its share of all the IP's
+    # connections, counts, and whether that is a clear enough majority to attribute the IP
+    attribution: dict[str, dict[str, Any]] = field(default_factory=dict)
     # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
     firewalls: list[dict[str, Any]] = field(default_factory=list)
+    summaries: set[str] = field(default_factory=set)  # ids of the "and N more" investigate items
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -118,17 +126,26 @@ def recommend(
     policy: list[Rule] | None = None,
     config: Config | None = None,
     service_tags: ServiceTags | None = None,
+    suspicion: Suspicion | None = None,
 ) -> Recommendations:
-    """Recommendations for the window. ``policy``: rules from :func:`egresslens.recommend.policy.load_policy`."""
+    """Recommendations for the window. ``policy``: rules from :func:`egresslens.recommend.policy.load_policy`.
+    ``suspicion``: the window's assessment when the caller already has it (a fleet assesses every firewall's
+    traffic once, so a name withheld behind one firewall taints whoever reached it behind another)."""
     config = config or Config()
     ctx = Context(con, window, config, policy, service_tags)
     if newest_hour_may_be_incomplete(window):
         ctx.warnings.append("the newest hour of the window may be incomplete (logs arrive minutes late)")
     ctx.warnings += list(getattr(policy, "warnings", None) or [])  # what reading the policy could not resolve
 
-    # 1. what must never be allowed, and which sources are compromised: the one suspicion model
-    susp = assess(con, window=window, config=config.suspicion)
+    # 1. what must never be allowed, and which sources are compromised: the one suspicion model (look-alikes
+    # of the names the policy allows are withheld too)
+    susp = assessment(con, window, config.suspicion, given=suspicion, references=allowed_names(policy))
     ctx.susp = susp
+    # the hours that hold data for this run's traffic (a fleet's assessment spans every firewall)
+    cover = coverage(con, window) if susp is suspicion or susp.coverage is None else susp.coverage
+    ctx.set_coverage(cover)
+    if not cover.complete:
+        ctx.warnings.append(f"{cover.describe()}: hits, support, 'unused' and 'first seen' speak for those hours only")
 
     # 2. the window's hourly flow groups, once (every later pass reads them); distinct sources -> groups
     con.execute(f"CREATE OR REPLACE TEMP TABLE {RAW_HOURS} AS {FLOW_RAW_HOURS_SQL}", ctx.params).fetchall()
@@ -145,8 +162,10 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
     mapping, group_cidrs = assign_groups([r[0] for r in src_rows], config)
     ctx.group_cidrs = group_cidrs
     srcmap = pl.DataFrame({"source_ip": list(mapping), "sgroup": list(mapping.values()),
-                           "compromised": [susp.is_compromised(ip) for ip in mapping]},
-                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean})
+                           "compromised": [susp.is_compromised(ip) for ip in mapping],
+                           "since": [susp.first_contact(ip) for ip in mapping]},
+                          schema={"source_ip": pl.Utf8, "sgroup": pl.Utf8, "compromised": pl.Boolean,
+                                  "since": pl.Datetime("us")})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
         # every flow group of the window stays in DuckDB; Python sees what `bounds` selects. Distinct
@@ -161,13 +180,16 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
                    f.action_reason, f.rule_collection_group, f.rule_collection, f.rule,
                    sum(f.hits)::BIGINT AS hits, {distinct}f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
-                   {distinct}f.hour)::BIGINT AS hours, {distinct}f.hour::DATE)::BIGINT AS days
+                   {distinct}f.hour)::BIGINT AS hours, {distinct}f.hour::DATE)::BIGINT AS days,
+                   -- hits in hours at or after the source's first contact with something withheld
+                   coalesce(sum(f.hits) FILTER (WHERE f.last_seen >= m.since), 0)::BIGINT AS post_hits,
+                   min(m.since) AS since
             FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
             GROUP BY ALL""", ctx.params).fetchall()
-        ctx.stats_rows, has_net_deny = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE kind = 'network' AND action = 'Deny') FROM {bounds.GROUPS}").fetchall()[0]
+        ctx.stats_rows, has_net = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE kind = 'network') FROM {bounds.GROUPS}").fetchall()[0]
         _tainted_requests(ctx)
-        dns_map = attribute_ips(ctx) if has_net_deny else {}
+        dns_map, ctx.dns_detail = attribute_ips(ctx) if has_net else ({}, {})
         ctx.dns_map = dns_map
         denied = bounds.denied_groups(ctx, name_danger(ctx, dns_map))
         denied_application(ctx, denied)
@@ -186,11 +208,25 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
             con.execute(f"DROP TABLE IF EXISTS {t}")
     stats = {"flow_groups": ctx.stats_rows, "source_groups": len(set(mapping.values())),
              "by_kind": {k: sum(1 for r in ctx.items if r.kind == k) for k in
-                         ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")}}
-    order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
-    ctx.items.sort(key=lambda r: (order[r.kind], r.id in ctx.summaries, -(r.evidence.hits or 0), r.id))
+                         ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")},
+             "kept_required": ctx.kept_required, "coverage": ctx.coverage.to_json()}
+    sort_items(ctx.items, ctx.summaries)
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()}, susp)
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries)
+
+
+KIND_ORDER = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
+
+
+def sort_items(items: list[Recommendation], summaries: set[str] | frozenset[str] = frozenset()) -> None:
+    """The output order: by kind, the busiest first within a kind, and each "and N more" item (`summaries`)
+    after the items it follows."""
+    items.sort(key=lambda r: (KIND_ORDER[r.kind], r.id in summaries, -(r.evidence.hits or 0), r.id))
+
+
+def allowed_names(policy: list[Rule] | None) -> list[str]:
+    """The names the policy allows (references for look-alikes)."""
+    return sorted({n for r in policy or [] if r.action == "Allow" for n in r.target_fqdns + r.destination_fqdns})
 
 
 def _tainted_requests(ctx: Context) -> None:
@@ -220,14 +256,17 @@ def _suspicion_items(ctx: Context, susp: Suspicion) -> None:
         ip = r["source_ip"]
         ev = r["evidence"]
         subjects = sorted({e["subject"] for e in ev if e["subject"]})
-        investigate(ctx, f"Compromised source {ip}: isolate it",
-                    "; ".join(f"{e['kind'].replace('_', ' ')}: {e['detail']}" for e in ev)
-                    + f" (from {iso(r['first_seen'])} to {iso(r['last_seen'])})",
+        cut = ctx.cut_from.get(ip, 0)
+        investigate(ctx, f"Compromised source {ip}: isolate it", susp.evidence_text(ip),
                     Evidence(hits=sum(e["events"] or 0 for e in ev), distinct_sources=1, first_seen=iso(r["first_seen"]),
-                             last_seen=iso(r["last_seen"]), destinations=subjects[:20],
-                             notes=["nothing only this source asked for is proposed; rules other sources need exclude it"]),
+                             last_seen=iso(r["last_seen"]), days_seen=r["days_seen"], hours_seen=r["hours_seen"],
+                             destinations=subjects[:20],
+                             notes=[f"{len(ev)} piece(s) of evidence against {len(subjects)} withheld subject(s)",
+                                    COMPROMISED_IN_RULES + (f" (cut out of {cut} proposed rule(s) here)" if cut else "")]),
                     "high", key=("compromised", ip),
-                    rollout=[SUGGESTED_ACTION] + [f"add a deny rule for {s}" for s in subjects[:10]])
+                    rollout=[SUGGESTED_ACTION] + [f"add a deny rule for {s}" for s in subjects[:10]]
+                    + ([f"and {len(subjects) - 10} more withheld subject(s) (see suspicion.sources)"]
+                       if len(subjects) > 10 else []))
 
 
 # ------------------------------------------------------------------ limits

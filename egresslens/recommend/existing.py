@@ -16,6 +16,7 @@ from egresslens.recommend.model import (
     rec_id,
     safe_name,
 )
+from egresslens.recommend.catalogue import Required, required_parts, tag_matches
 from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.policy import (
     Rule,
@@ -25,8 +26,9 @@ from egresslens.recommend.policy import (
     port_count,
     shadowed_by,
 )
-from egresslens.recommend.sources import sources_for
-from egresslens.recommend.wildcards import is_valid_fqdn, propose_wildcards
+from egresslens.recommend.sources import cut_addresses, sources_for
+from egresslens.recommend.triage import compromised_cut
+from egresslens.recommend.wildcards import fqdn_matches, is_valid_fqdn, propose_wildcards
 
 
 def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None = None) -> list[dict[str, Any]]:
@@ -49,7 +51,6 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
                            "hits": sum(x["hits"] for x in rows), "permissiveness": None})
         return scores
     shadows = shadowed_by(ctx.policy)
-    hours = ctx.window.hours
     days = ctx.config.remove_after_days
     for rule in ctx.policy:
         if rule.rule_type == "nat" or rule.action != "Allow":
@@ -58,12 +59,19 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
         big = None if rows else broad.get(rule.key) or broad_by_rc.get((rule.rule_collection, rule.name))
         hits = int(big["hits"]) if big else sum(x["hits"] for x in rows)
         score = permissiveness(rule, ctx.service_tags.tags if ctx.service_tags else None)
+        req = required_parts(rule)
         scores.append({"rule_collection_group": rule.rule_collection_group, "rule_collection": rule.rule_collection,
                        "rule": rule.name, "rule_type": rule.rule_type, "hits": hits, "permissiveness": score,
-                       "parent_policy": rule.parent})
+                       "parent_policy": rule.parent, "required": req.note() if req else None})
         existing = {**rule.describe(), "permissiveness": score}
         if rule.parent:
             continue  # a child policy cannot change its parent's rules
+        if req:
+            state = ("shadowed by an earlier rule" if rule.key in shadows else f"no hits in {ctx.span()}" if hits == 0
+                     else f"{hits} hit(s) in {ctx.span()}")
+            ctx.kept_required.append(f"{'/'.join(rule.key)} {req.note()} ({state})")
+            if rule.key in shadows or hits == 0:
+                continue
         if rule.key in shadows:
             a = shadows[rule.key]
             rec = Recommendation(
@@ -81,9 +89,10 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
             rec = Recommendation(
                 id=rec_id("unused", *rule.key), kind="remove-rule",
                 title=f"Remove unused rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
-                rule=None, evidence=Evidence(hits=0, notes=[f"no hits in the {hours:g}-hour window"]),
-                confidence="medium" if hours < 24 * 30 else "high", risk="low",
-                rationale=f"no traffic matched this rule in the {hours:g}-hour window ({ctx.window_info['description']}); "
+                rule=None, evidence=Evidence(hits=0, notes=[f"no hits in {ctx.span()}"] + (
+                    [ctx.coverage.describe()] if ctx.coverage is not None and not ctx.coverage.complete else [])),
+                confidence="medium" if ctx.covered_hours < 24 * 30 else "high", risk="low",
+                rationale=f"no traffic matched this rule in {ctx.span()} ({ctx.window_info['description']}); "
                           "rules for rare jobs (monthly, quarterly) may need a longer window",
                 window=ctx.window_info, existing_rule=existing, permissiveness=score,
                 rollout=["disable the rule (or move it to a disabled collection)",
@@ -91,9 +100,9 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
             ctx.add(rec)
             continue
         if big:
-            too_broad(ctx, rule, big, existing, score)
+            too_broad(ctx, rule, big, req.note() if req else None)
             continue
-        _narrow(ctx, rule, rows, existing, score)
+        _narrow(ctx, rule, rows, existing, score, req)
     return sorted(scores, key=lambda s: (-(s["permissiveness"] or 0), str(s["rule_collection_group"]),
                                          str(s["rule_collection"]), str(s["rule"])))
 
@@ -102,13 +111,18 @@ def _dest(r: dict) -> tuple:
     return (r["destination_fqdn"], r["destination_ip"], r["protocol"], r["destination_port"])
 
 
-def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> None:
+def _required_name(req: Required | None, name: str | None) -> bool:
+    return bool(req and name and (any(tag_matches(t, name) for t in req.tags)
+                                  or any(fqdn_matches(name, t) for t in req.targets)))
+
+
+def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req: Required | None) -> None:
     cfg = ctx.config
     safe, bad = [], []
     clean = {_dest(r) for r in rows if not r["compromised"]}
     for r in rows:
         reason = ctx.susp.name_reason(r["destination_fqdn"]) or ctx.susp.ip_reason(r["destination_ip"])
-        if not reason and r["compromised"] and _dest(r) not in clean:
+        if not reason and r["compromised"] and _dest(r) not in clean and not _required_name(req, r["destination_fqdn"]):
             reason = "used only by compromised sources"
         if r["destination_fqdn"] and not is_valid_fqdn(r["destination_fqdn"]):
             reason = reason or "invalid name"
@@ -118,11 +132,19 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
     rule_sources = rule.all_sources  # IP Groups count with their members
     new_sources = sources_for(groups, ctx.group_cidrs) if groups else list(rule_sources)
     keep_groups: list[str] = []
-    if "*" in rule_sources or net_size(rule_sources) > 4 * max(1.0, net_size(new_sources)):
+    if not req and ("*" in rule_sources or net_size(rule_sources) > 4 * max(1.0, net_size(new_sources))):
         was = ", ".join(rule.sources + [f"ipgroup:{ip_group_name(g)}" for g in rule.source_ip_groups])
         changes.append(f"sources {was} -> {', '.join(new_sources)} (observed source subnets)")
-    else:  # the rule's own sources, IP Groups kept as groups (never `*` for a rule that named its sources)
+    else:  # the rule's own sources, IP Groups kept as groups (never `*` for a rule that named its sources);
+        # the sources of required platform egress are never narrowed
         new_sources, keep_groups = list(rule.sources), list(rule.source_ip_groups)
+    new_sources, cut_notes, cut = compromised_cut(ctx, new_sources)
+    in_groups = cut_addresses([m for g in keep_groups for m in rule.ip_group_members.get(g, [])],
+                              ctx.susp.compromised)[1] if keep_groups else []
+    if in_groups:  # an IP Group is kept as a group: the compromised members are named, not cut
+        cut_notes.append(f"compromised source(s) {', '.join(in_groups[:10])} are members of the rule's IP Group(s) "
+                         f"{', '.join(ip_group_name(g) for g in keep_groups)}: take them out of the group while under "
+                         "investigation, or add a deny rule for them above it")
     # The narrow rule goes into its own group just above the broad rule's group (same rule type, so
     # Azure evaluates it first); the broad rule stays until the narrow one has proven itself.
     proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
@@ -138,11 +160,12 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
         tags = list(rule.fqdn_tags)
         if broad and names and len(names) <= cfg.narrow_max_names:
             wild, explicit, _rej = propose_wildcards(names, min_siblings=cfg.wildcard_min_siblings)
-            targets = sorted(set(explicit) | set(wild))
+            targets = sorted(set(explicit) | set(wild) | (req.targets if req else set()))
             if set(targets) != set(rule.target_fqdns):
                 changes.append(f"destinations {', '.join(rule.target_fqdns + rule.web_categories)} -> {len(targets)} observed name(s)")
                 tags = [t for t in rule.fqdn_tags]
-        protos = sorted({f"{r['protocol'].capitalize() if r['protocol'] != 'MSSQL' else 'Mssql'}:{r['destination_port']}" for r, _ in safe})
+        protos = sorted({f"{r['protocol'].capitalize() if r['protocol'] != 'MSSQL' else 'Mssql'}:{r['destination_port']}" for r, _ in safe}
+                        | (req.protocols if req else set()))
         rule_protos = {f"{p.capitalize() if p != 'MSSQL' else 'Mssql'}:{n}" for p, n in rule.app_protocols}
         if protos and set(protos) < rule_protos:
             changes.append(f"protocols {', '.join(sorted(rule_protos))} -> {', '.join(protos)}")
@@ -158,8 +181,12 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
             named = {ip: next(iter(ctx.dns_map[ip])) for ip in ips if len(ctx.dns_map.get(ip, ())) == 1}
             addrs = aggregate_ips([ip for ip in ips if ip not in named], min_fill=cfg.cidr_min_fill, max_prefix=cfg.cidr_max_prefix)
             fqdns = sorted(set(fqdns) | set(named.values()))
+            if req:  # the required destinations stay as they are
+                addrs = sorted(set(addrs) | {d for d in req.destinations if d in rule.destination_addresses})
+                fqdns = sorted(set(fqdns) | {d for d in req.destinations if d in rule.destination_fqdns})
             changes.append(f"destinations {', '.join(rule.destination_addresses)} -> {len(addrs) + len(fqdns)} observed destination(s)")
-        ports = sorted({str(r["destination_port"]) for r, _ in safe if r["destination_port"] is not None}, key=int)
+        ports = sorted({str(r["destination_port"]) for r, _ in safe if r["destination_port"] is not None}
+                       | (req.ports if req else set()), key=int)
         old = port_count(rule.destination_ports)
         if ports and old > 4 * len(ports) and old > 1:
             changes.append(f"ports {', '.join(rule.destination_ports)} ({old} ports) -> {', '.join(ports)}")
@@ -172,6 +199,9 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
         return
     if not changes:
         changes.append("drop the destinations listed in would_be_denied")
+    ctx.record_cut(cut)
+    if req:
+        changes.append(f"keeps the required platform egress whole ({'; '.join(req.why)})")
     still = sorted(({"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],
                      "port": r["destination_port"], "hits": r["hits"]} for r, _ in safe),
                    key=lambda d: (-d["hits"], str(d["source_group"]), str(d["protocol"]), str(d["destination"]), str(d["port"])))
@@ -180,7 +210,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
     hits = sum(r["hits"] for r, _ in safe) + sum(r["hits"] for r, _ in bad)
     ev = Evidence(hits=hits, distinct_sources=sum(r["sources"] for r, _ in safe),
                   destinations=sorted({str(r["destination_fqdn"] or r["destination_ip"]) for r, _ in safe})[:50],
-                  notes=changes)
+                  notes=changes + cut_notes)
     firsts = [r["first_seen"] for r, _ in safe + bad]
     lasts = [r["last_seen"] for r, _ in safe + bad]
     ev.first_seen, ev.last_seen = iso(min(firsts)), iso(max(lasts))
@@ -190,7 +220,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float) -> 
         id=rec_id("narrow", *rule.key), kind="narrow-rule",
         title=f"Narrow {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
         rule=pr, evidence=ev, confidence="medium", risk="medium" if cut else "low",
-        rationale="; ".join(changes) + f" — based on the {ctx.window.hours:g}-hour window",
+        rationale="; ".join(changes) + f" — based on {ctx.span()}",
         window=ctx.window_info, existing_rule=existing, permissiveness=score,
         rollout=[f"add {pr.rule_collection_group}/{pr.rule_collection}/{pr.name} above the broad rule (group priority {pr.rule_collection_group_priority})",
                  "keep the broad rule until the narrow rule has carried all its traffic for a full cycle (e.g. 14 days)",

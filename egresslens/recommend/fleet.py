@@ -17,7 +17,7 @@ from typing import Any
 from egresslens import fleet
 from egresslens.analyse import Window
 from egresslens.recommend.config import Config
-from egresslens.recommend.engine import Recommendations, recommend
+from egresslens.recommend.engine import Recommendations, recommend, sort_items
 from egresslens.recommend.model import Evidence, ProposedRule, Recommendation, rec_id, safe_name
 
 
@@ -44,36 +44,44 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
     if len(names) <= 1:
         fw = names[0] if names else None
         rules = rules_for(estate, fw, policy)
-        recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags)
-        if what_if:
-            _what_if(con, window, recs, rules, service_tags)
-        _tag(recs.items, fw, rules)
-        recs.firewalls = [_summary(fw, rules, recs.items)] if fw else []
-        return recs
-    parts: list[tuple[str, Any, Recommendations]] = []
-    for fw in names:
-        rules = rules_for(estate, fw, policy)
-        with fleet.scoped(con, fw):
+        with fleet.scoped(con, firewall):  # one firewall named: its traffic only (and its assessment)
             recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags)
             if what_if:
                 _what_if(con, window, recs, rules, service_tags)
         _tag(recs.items, fw, rules)
+        recs.firewalls = [_summary(fw, rules, recs.items)] if fw else []
+        return recs
+    # one assessment of every firewall's traffic: a name withheld behind one firewall taints whoever reached it
+    # behind another, and every firewall's report names the same compromised sources
+    from egresslens.recommend.engine import allowed_names
+    from egresslens.suspicion import assess
+
+    rules_of = {fw: rules_for(estate, fw, policy) for fw in names}
+    susp = assess(con, window=window, config=config.suspicion,
+                  references=sorted({n for rules in rules_of.values() for n in allowed_names(rules)}))
+    parts: list[tuple[str, Any, Recommendations]] = []
+    for fw in names:
+        rules = rules_of[fw]
+        with fleet.scoped(con, fw):
+            recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags, suspicion=susp)
+            if what_if:
+                _what_if(con, window, recs, rules, service_tags)
+        _tag(recs.items, fw, rules)
+        recs.summaries = {rec_id(i, fw) for i in recs.summaries}
         for r in recs.items:
             r.id = rec_id(r.id, fw)
         parts.append((fw, rules, recs))
     items = [r for _, _, recs in parts for r in recs.items]
     items = _promote_shared(items, parts, estate, config)
     warnings = [f"{fleet.label(fw)}: {w}" for fw, _, recs in parts for w in recs.warnings]
-    from egresslens.suspicion import assess
-
     out = Recommendations(items, window, list(dict.fromkeys(warnings)), _stats(parts, items),
                           [{**s, "firewall": fw} for fw, _, recs in parts for s in recs.rule_scores],
-                          {ip: n for _, _, recs in parts for ip, n in recs.dns_attribution.items()},
-                          assess(con, window=window, config=config.suspicion))
+                          {ip: n for _, _, recs in parts for ip, n in recs.dns_attribution.items()}, susp,
+                          {ip: a for _, _, recs in parts for ip, a in recs.attribution.items()})
     out.firewalls = [_summary(fw, rules, [r for r in items if r.firewall == fw or fw in r.firewalls])
                      for fw, rules, _ in parts]
-    order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
-    out.items.sort(key=lambda r: (order[r.kind], -(r.evidence.hits or 0), r.id))
+    out.summaries = set().union(*(recs.summaries for _, _, recs in parts))
+    sort_items(out.items, out.summaries)
     return out
 
 
@@ -104,6 +112,7 @@ def _stats(parts, items) -> dict[str, Any]:  # noqa: ANN001
     return {"flow_groups": sum(recs.stats.get("flow_groups", 0) for _, _, recs in parts),
             "source_groups": sum(recs.stats.get("source_groups", 0) for _, _, recs in parts),
             "firewalls": len(parts),
+            "kept_required": [f"{fleet.label(fw)}: {k}" for fw, _, recs in parts for k in recs.stats.get("kept_required", [])],
             "by_kind": {k: sum(1 for r in items if r.kind == k) for k in
                         ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")}}
 

@@ -86,6 +86,9 @@ def emit(recs, what_if: bool = False) -> str:
             if what_if and r.what_if:
                 out.append(f"- what-if: {r.what_if}")
             out.append("")
+    kept = recs.stats.get("kept_required") or []
+    if kept:
+        out += ["## Kept whole (required platform egress)", ""] + [f"- {_md(k)}" for k in kept] + [""]
     if recs.rule_scores:
         out += ["## Permissiveness of existing rules", "", "| rule | type | hits | permissiveness |", "|---|---|---|---|"]
         for s in recs.rule_scores:

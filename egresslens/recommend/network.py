@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import polars as pl
 
+from egresslens.analyse import frame
 from egresslens.recommend.context import Context, collection_priority, rcg_priority
 from egresslens.recommend.model import (
     Evidence,
@@ -17,40 +18,88 @@ from egresslens.recommend.model import (
 )
 from egresslens.recommend.netaggr import aggregate_ips
 from egresslens.recommend.sources import group_label, sources_for
-from egresslens.recommend.triage import per_name_evidence, solo_destinations, taint_covered, triage
+from egresslens.recommend.triage import (
+    compromised_cut,
+    held_without_sources,
+    per_name_evidence,
+    solo_destinations,
+    taint_covered,
+    triage,
+)
 from egresslens.recommend.wildcards import InvalidName, validate_fqdn
 
 
-def attribute_ips(ctx: Context) -> dict[str, set[str]]:
-    """Destination IP -> the name its sources resolved just before connecting, consistently.
+def attribute_ips(ctx: Context) -> tuple[dict[str, set[str]], dict[str, dict]]:
+    """Destination IP -> the name its sources resolved just before connecting, by a clear majority.
 
-    Uses raw `flows` and `dns_queries`: each denied network connection is paired with the same
-    source's latest successful DNS query at most ``dns_max_gap_s`` before it (ASOF join). An IP is
-    attributed to a name when that name accounts for >= ``dns_min_recall`` of the paired
-    connections, in at least two distinct hours. Hourly rollups carry no timing, so IPs seen only
-    in rollups are not attributed (they fall back to CIDRs / service tags).
+    Uses raw `flows` and `dns_queries`. Each network connection (allowed or denied) is paired with
+    the same source's latest successful query at most ``dns_max_gap_s`` before it (ASOF join); an
+    address's candidate is the name paired with it most often.
+
+    A client resolves a name, connects, then reuses its DNS cache: the connections that must follow
+    a fresh query are the **fresh** ones, a source's first connection after ``dns_cache_s`` without
+    one to the same address (or, for an address whose candidate precedes at least
+    ``dns_group_min_share`` of those, to any address sharing that candidate: one answer serves
+    several round-robin addresses). An IP is attributed to its candidate when the candidate was
+    resolved just before at least ``dns_min_recall`` of **all** its fresh connections (one with no
+    query just before it counts against the name), in at least two distinct hours; otherwise it is
+    unattributed, however well the few paired connections agree. Hourly rollups carry no timing, so
+    IPs seen only in rollups are not attributed (they fall back to CIDRs / service tags).
+
+    Returns (attributed IP -> {name}, IP -> its candidate: name, share, connections, fresh, total,
+    hours, attributed) for every IP a query preceded at least once.
     """
     cfg = ctx.config
-    rows = ctx.con.execute("""
+    fresh = "(gap IS NULL OR gap > to_microseconds(CAST($cache * 1000000 AS BIGINT)))"
+    df = frame(ctx.con, f"""
         WITH c AS (SELECT source_ip, time, destination_ip FROM flows
-                   WHERE time >= $start AND time < $end AND kind = 'network' AND action = 'Deny'
+                   WHERE time >= $start AND time < $end AND kind = 'network'
                      AND destination_ip IS NOT NULL AND source_ip IS NOT NULL),
         q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
               WHERE time >= $start - INTERVAL 1 MINUTE AND time < $end AND response_code = 'NOERROR'
                 AND query_name IS NOT NULL AND source_ip IN (SELECT DISTINCT source_ip FROM c)),
-        j AS (SELECT c.destination_ip, q.query_name, c.time FROM c ASOF JOIN q
-              ON c.source_ip = q.source_ip AND c.time >= q.qtime
-              WHERE c.time - q.qtime <= to_microseconds(CAST($gap * 1000000 AS BIGINT))),
-        n AS (SELECT destination_ip, query_name, count(*) AS n, count(DISTINCT date_trunc('hour', time)) AS hours
-              FROM j GROUP BY ALL),
-        t AS (SELECT destination_ip, sum(n) AS total FROM n GROUP BY 1)
-        SELECT n.destination_ip, n.query_name, n.n, n.hours, t.total FROM n JOIN t USING (destination_ip)
-        WHERE n.n >= $recall * t.total AND n.hours >= 2""",
-        {**ctx.params, "recall": cfg.dns_min_recall, "gap": cfg.dns_max_gap_s}).fetchall()
-    out: dict[str, set[str]] = {}
-    for ip, name, _n, _hours, _total in rows:
-        out.setdefault(ip, set()).add(name)
-    return out
+        j AS (SELECT c.source_ip, c.destination_ip, c.time,
+                     CASE WHEN c.time - q.qtime <= to_microseconds(CAST($gap * 1000000 AS BIGINT)) THEN q.query_name END
+                       AS query_name
+              FROM c ASOF LEFT JOIN q ON c.source_ip = q.source_ip AND c.time >= q.qtime),
+        cand AS (SELECT destination_ip, query_name AS cand FROM j WHERE query_name IS NOT NULL
+                 GROUP BY destination_ip, query_name
+                 QUALIFY row_number() OVER (PARTITION BY destination_ip ORDER BY count(*) DESC, query_name) = 1),
+        a AS (SELECT j.*, cand.cand,
+                     j.time - lag(j.time) OVER (PARTITION BY j.source_ip, j.destination_ip ORDER BY j.time) AS gap
+              FROM j JOIN cand USING (destination_ip)),
+        own AS (SELECT destination_ip, count(*) FILTER (WHERE query_name = cand) / count(*) AS share
+                FROM a WHERE {fresh} GROUP BY destination_ip),
+        b AS (SELECT a.source_ip, a.destination_ip, a.time, a.query_name, a.cand,
+                     a.time - lag(a.time) OVER (PARTITION BY a.source_ip, CASE WHEN own.share >= $group
+                                                THEN a.cand ELSE a.destination_ip END ORDER BY a.time) AS gap
+              FROM a JOIN own USING (destination_ip))
+        SELECT destination_ip, any_value(cand) AS name,
+               count(*) FILTER (WHERE {fresh} AND query_name = cand)::BIGINT AS n,
+               count(DISTINCT date_trunc('hour', time)) FILTER (WHERE {fresh} AND query_name = cand)::BIGINT AS hours,
+               count(*) FILTER (WHERE {fresh})::BIGINT AS fresh, count(*)::BIGINT AS total
+        FROM b GROUP BY destination_ip""",
+        {**ctx.params, "gap": cfg.dns_max_gap_s, "cache": cfg.dns_cache_s, "group": cfg.dns_group_min_share})
+    names: dict[str, set[str]] = {}
+    detail: dict[str, dict] = {}
+    for ip, name, n, hours, n_fresh, total in df.iter_rows():
+        ok = n >= cfg.dns_min_recall * n_fresh and hours >= 2
+        detail[ip] = {"name": name, "share": n / n_fresh, "connections": int(n), "fresh": int(n_fresh),
+                      "total": int(total), "hours": int(hours), "attributed": ok, "min_share": cfg.dns_min_recall}
+        if ok:
+            names[ip] = {name}
+    return names, detail
+
+
+def attribution_text(ip: str, detail: dict[str, dict]) -> str:
+    """`api.example.com: resolved just before 118 of its 120 fresh connections (98 %; ...)`, or
+    `unattributed (best: ...)` when that is no clear majority."""
+    d = detail.get(ip)
+    if d is None:
+        return "unattributed (no DNS query just before its connections)"
+    what = (f"{d['name']}: resolved just before {d['connections']} of its {d['fresh']} fresh connection(s) "
+            f"({d['share']:.0%}; {d['total']} connection(s) in all) in {d['hours']} hour(s)")
+    return what if d["attributed"] else f"unattributed (best: {what}; needs {d['min_share']:.0%} in 2 hours or more)"
 
 
 def name_danger(ctx: Context, dns_map: dict[str, set[str]]):  # noqa: ANN201
@@ -137,6 +186,12 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
             excluded, notes = taint_covered(
                 ctx, "network", lambda d: d in covered or any("/" in a and _in_cidr(d, a) for a in addrs),
                 [(proto, None if p == "*" else int(p)) for p in port_list])
+            srcs, cut_notes, cut = compromised_cut(ctx, sources_for(sg, ctx.group_cidrs), noted=excluded)
+            notes.extend(cut_notes)
+            if not srcs:
+                held_without_sources(ctx, label, fq + addrs, [f"{proto}:{p}" for p in port_list])
+                continue
+            ctx.record_cut(cut)
             if alone:
                 if support[alone]["support"] == "low":
                     notes.append(f"{alone} has low support ({support[alone]['hits']} hits in {support[alone]['hours']} "
@@ -145,12 +200,12 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
             rule = ProposedRule(
                 rule_type="NetworkRule", rule_collection_group=rcg, rule_collection_group_priority=rcg_prio,
                 rule_collection=coll, rule_collection_priority=collection_priority(ctx, coll), name=name,
-                source_addresses=sources_for(sg, ctx.group_cidrs, exclude=excluded), source_group=label, ip_protocols=[proto],
+                source_addresses=srcs, source_group=label, ip_protocols=[proto],
                 destination_addresses=addrs, destination_fqdns=fq, destination_ports=port_list)
             if fq:
                 notes.append("FQDNs in network rules need DNS proxy enabled on the firewall (and clients using it as DNS server)")
-                notes.extend(f"{n} attributed from DNS: {', '.join(derived[n][:5])} were contacted by sources that "
-                             "resolved this name in the same hours" for n in fq)
+                notes.extend(f"{n} attributed from DNS: {ip} is {attribution_text(ip, ctx.dns_detail)}"
+                             for n in fq for ip in derived[n][:5])
             if any(t == "tag" for t, _v, _i in dests):
                 notes.append("service tags from the supplied Service Tags file; Microsoft updates their prefixes")
             rid = rec_id("net", sorted(sg), proto, port_list, fq, addrs)
@@ -158,7 +213,8 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
             rec = Recommendation(
                 id=rid, kind="add-network-rule", title=f"Allow {label} to {what} on {proto} {','.join(port_list)}",
                 rule=rule, evidence=Evidence(destinations=ips, derived_from=derived, notes=notes,
-                                             per_name=[support[ip] for ip in ips if ip in support]),
+                                             per_name=[{**support[ip], "attribution": attribution_text(
+                                                 ip, ctx.dns_detail)} for ip in ips if ip in support]),
                 confidence="high" if fq or all("/" not in a for a in addrs) else "medium",
                 risk="medium" if any("/" in a for a in addrs) or any(t == "tag" for t, _v, _i in dests) else "low",
                 rationale=f"denied {proto} traffic from {label} to {len(ips)} address(es) on port(s) {', '.join(port_list)}",

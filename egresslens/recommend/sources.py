@@ -61,22 +61,33 @@ def assign_groups(source_ips: list[str], config: Config) -> tuple[dict[str, str]
 
 def sources_for(groups: set[str] | frozenset[str], cidrs: dict[str, list[str]], exclude=()) -> list[str]:
     """The groups' CIDRs, collapsed; addresses in `exclude` (compromised sources) are cut out of them."""
+    return cut_addresses([c for g in groups for c in cidrs.get(g, [])], exclude)[0]
+
+
+def cut_addresses(sources: list[str], exclude=()) -> tuple[list[str], list[str]]:
+    """(`sources` collapsed with every address of `exclude` inside them cut out, the addresses cut).
+    Entries that are not addresses or CIDRs (`*`, IP Group names) are kept as they are."""
     nets = []
     other = []
-    for g in groups:
-        for c in cidrs.get(g, []):
-            try:
-                nets.append(ipaddress.ip_network(c, strict=False))
-            except ValueError:
-                other.append(c)
-    for ip in exclude:
-        host = ipaddress.ip_network(ip)
-        nets = [part for n in nets for part in
-                ((n.address_exclude(host) if host.subnet_of(n) else [n]) if n.version == host.version else [n])]
+    for c in sources:
+        try:
+            nets.append(ipaddress.ip_network(c, strict=False))
+        except ValueError:
+            other.append(c)
+    cut = []
+    for ip in sorted(set(exclude)):
+        try:
+            host = ipaddress.ip_network(ip)
+        except ValueError:
+            continue
+        if any(n.version == host.version and host.subnet_of(n) for n in nets):
+            cut.append(ip)
+            nets = [part for n in nets for part in
+                    ((n.address_exclude(host) if host.subnet_of(n) else [n]) if n.version == host.version else [n])]
     out = []
     for v in (4, 6):
         out.extend(str(n) for n in ipaddress.collapse_addresses([n for n in nets if n.version == v]))
-    return out + sorted(other)
+    return out + sorted(set(other)), cut
 
 
 def group_label(groups: set[str] | frozenset[str]) -> str:

@@ -14,6 +14,7 @@ import polars as pl
 
 from egresslens.recommend.context import Context, investigate
 from egresslens.recommend.model import Evidence, iso, with_port
+from egresslens.recommend.sources import cut_addresses
 from egresslens.recommend.wildcards import InvalidName, fqdn_matches, validate_fqdn
 from egresslens.suspicion import SUGGESTED_ACTION
 
@@ -67,10 +68,17 @@ def triage(ctx: Context, df: pl.DataFrame, dest_col: str, extra_danger=None) -> 
         if (dest, proto, port) in clean_keys:
             continue  # proposed for the clean sources only (application.py / network.py read ctx.taint)
         who = ", ".join(ctx.susp.source_summary(ip) for ip in ips) or "compromised sources"
-        ev = Evidence(hits=sum(r["hits"] for r in rows), distinct_sources=len(ips), destinations=[str(dest)],
-                      notes=[f"asked for only by {who}"])
+        hits, post = sum(r["hits"] for r in rows), sum(r["post_hits"] for r in rows)
+        first = iso(min((r["since"] for r in rows if r["since"] is not None), default=None))
+        ev = Evidence(hits=hits, distinct_sources=len(ips), destinations=[str(dest)],
+                      notes=[f"asked for only by {who}", f"{post} of {hits} hit(s) at or after their first contact "
+                                                         f"with a withheld destination ({first})"])
+        when = (f"{post} of its {hits} hit(s) came after their first contact with a withheld destination ({first}), "
+                "whatever their support" if post else
+                f"they asked for it only before their first contact ({first}); nothing they alone asked for is "
+                "proposed while they are under investigation")
         investigate(ctx, f"Do not allow {dest!r} ({with_port(proto, port)}): only compromised source(s) {', '.join(ips)} asked for it",
-                    f"no clean source needed this destination; it was requested by {who}", ev, "high",
+                    f"no clean source needed this destination; it was requested by {who}: {when}", ev, "high",
                     key=("tainted", dest, proto, port), rows=[{"gkey": r["gkey"]} for r in rows],
                     rollout=[SUGGESTED_ACTION, f"add a deny rule for {dest} ({with_port(proto, port)})"])
     if not keep:
@@ -109,6 +117,32 @@ def taint_covered(ctx: Context, kind: str, covers, protocols: list[tuple[str, in
                      f"{dest}; this rule is for the clean sources only (the compromised addresses are excluded from "
                      "its sources)")
     return sorted(ips), notes
+
+
+def compromised_cut(ctx: Context, sources: list[str], noted=()) -> tuple[list[str], list[str], list[str]]:
+    """`sources` with every compromised address inside them cut out (one behaviour for every proposed rule:
+    a compromised source is in no proposal while it is under investigation), a note naming the addresses
+    cut that `noted` (already explained) does not, and the addresses cut (`Context.record_cut` them once
+    the rule is proposed)."""
+    bad = ctx.susp.compromised if ctx.susp is not None else []
+    out, cut = cut_addresses(sources, bad)
+    rest = [ip for ip in cut if ip not in set(noted)]
+    notes = [f"compromised source(s) {', '.join(ctx.susp.source_summary(ip) for ip in rest[:10])}"
+             + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
+             + " lie inside these sources and are cut out of the rule while under investigation"] if rest else []
+    if bad and "*" in out:
+        notes.append("sources * cannot leave the compromised source(s) out: add a deny rule for them above it")
+    return out, notes, cut
+
+
+def held_without_sources(ctx: Context, label: str, destinations: list[str], ports: list[str]) -> None:
+    """A rule left with no source address (its group has no address ranges, or only compromised ones) is not
+    proposed: it would allow no one, or everyone."""
+    investigate(ctx, f"No source left to allow {', '.join(destinations[:3])}{' …' if len(destinations) > 3 else ''} "
+                f"for {label}",
+                f"no source address of {label} remains for {', '.join(destinations[:10])} ({', '.join(ports)}): the "
+                "group has no address ranges, or every address in it is compromised and under investigation",
+                Evidence(destinations=destinations[:50]), "medium", key=("held", label, tuple(destinations), tuple(ports)))
 
 
 def name_cover(patterns: list[str]):

@@ -58,8 +58,9 @@ def _build(con, window, baseline, policy, recommend_config, snat_config, dns_con
 
     recs = timed("recommend", lambda: recommend_fleet(con, window, estate, firewall=firewall, policy=policy,
                                                       config=recommend_config))
-    snat_result = timed("snat", lambda: snat.analyse_snat(con, window, snat_config))
-    dns_result = timed("dns", lambda: dns.analyse_dns(con, window, dns_config))
+    # one suspicion assessment for the whole report: recommend's (it also knows the policy's names)
+    snat_result = timed("snat", lambda: snat.analyse_snat(con, window, snat_config, suspicion=recs.suspicion))
+    dns_result = timed("dns", lambda: dns.analyse_dns(con, window, dns_config, suspicion=recs.suspicion))
     many = firewall is None and len(recs.firewalls) > 1
     out = [timed("fleet", estate_sections.fleet_section, inp, recs, snat_result)] if many else []
     out += [

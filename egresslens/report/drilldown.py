@@ -21,6 +21,7 @@ from egresslens.report import charts
 from egresslens.report.model import INT, PCT, TIME, Chart, Table
 
 KINDS = ("fqdn", "destination", "source", "rule")
+_PEERS = 25  # rows of the sources / destinations table
 _WHERE = {
     "fqdn": "(destination_fqdn = $subject OR ends_with(destination_fqdn, '.' || $subject))",
     "destination": "destination_ip = $subject",
@@ -61,6 +62,7 @@ class Drilldown:
     def tables(self) -> list[Table]:
         f = self.frames
         return [
+            Table("Suspicion verdict", f["verdict"], {"since": TIME}),
             Table("Sources" if self.kind != "source" else "Destinations", f["peers"], {"hits": INT}),
             Table("Ports", f["ports"], {"hits": INT}),
             Table("Rules that matched", f["rules"], {"hits": INT, "first_seen": TIME, "last_seen": TIME}),
@@ -115,7 +117,8 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
                                       "ORDER BY hour, action", params)
     peer = "coalesce(destination_fqdn, destination_ip)" if kind == "source" else "source_ip"
     d.frames["peers"] = frame(con, f"""SELECT {peer} AS {'destination' if kind == 'source' else 'source_ip'}, action,
-                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2 LIMIT 25""",
+                                       sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2
+                                       LIMIT {_PEERS}""",
                               params)
     d.frames["ports"] = frame(con, f"""SELECT protocol, destination_port AS port, action, sum(hits)::BIGINT AS hits
                                        FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2, 3 LIMIT 25""", params)
@@ -142,7 +145,13 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     finally:
         con.unregister("_drill_names")
     d.frames["recommendations"] = _touching(d, recs)
-    result = snat.analyse_snat(con, window)
+    if kind != "source" and d.frames["peers"].height:  # the same compromised sources as recommend, dns and the report
+        susp = recs.suspicion
+        d.frames["peers"] = d.frames["peers"].with_columns(pl.col("source_ip").map_elements(
+            lambda ip: ", ".join(susp.source(ip)["kinds"]) if susp.is_compromised(ip) else None,
+            return_dtype=pl.String).alias("compromised"))
+    d.frames["verdict"] = verdict(d, recs)
+    result = snat.analyse_snat(con, window, suspicion=recs.suspicion)
     dests = _destinations(d)
     f = result.findings
     d.frames["snat"] = (f.filter(pl.col("destination").is_in(dests)).select(
@@ -157,8 +166,48 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
         d.facts.append(f"SNAT: no destination of this subject reaches the warning level "
                        f"({result.config.warning:.0%} of {result.capacity:,} ports).")
     hits = d.frames["timeline"]
+    v = d.frames["verdict"].row(0, named=True)
+    d.facts.insert(0, f"verdict: {v['verdict']}" + (f" since {v['since']:%Y-%m-%d %H:%M}" if v["since"] else "")
+                   + f": {v['detail']}")
     d.facts.insert(0, f"{kind} {subject}: {int(hits['hits'].sum() or 0):,} events in {window.describe()}")
+    cover = recs.suspicion.coverage
+    if cover is not None and not cover.complete:
+        d.facts.append(f"coverage: {cover.describe()}")
     return d
+
+
+def verdict(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001 - egresslens.recommend.Recommendations
+    """The suspicion model's verdict on the subject, as `recommend`, `dns` and the report read it: a source is
+    compromised (since its first contact) or clean; a name or address is withheld (why) or not; an address
+    is attributed to a name by a majority of its connections, or unattributed."""
+    from egresslens.recommend.network import attribution_text
+
+    susp = recs.suspicion
+    row: dict[str, Any] = {"subject": d.subject, "verdict": "no finding", "since": None, "detail": ""}
+    if d.kind == "source":
+        r = susp.source(d.subject)
+        row.update({"verdict": "compromised", "since": r["first_seen"], "detail": susp.evidence_text(d.subject)}
+                   if r else {"verdict": "clean", "detail": "reached nothing withheld in the window"})
+    elif d.kind == "fqdn":
+        why = susp.name_reason(d.subject)
+        row.update({"verdict": "never proposed", "detail": why} if why else
+                   {"detail": "nothing known against this name"})
+    elif d.kind == "destination":
+        why = susp.ip_reason(d.subject)
+        att = f"DNS attribution: {attribution_text(d.subject, recs.attribution)}"
+        names = recs.dns_attribution.get(d.subject, [])
+        why = why or next((f"resolves from {n}: {r}" for n in names if (r := susp.name_reason(n))), None)
+        row.update({"verdict": "never proposed", "detail": f"{why}; {att}"} if why else {"detail": att})
+    else:
+        row["detail"] = "a rule has no verdict of its own; see the recommendations that touch it"
+    peers = d.frames.get("peers")
+    if d.kind in ("fqdn", "destination") and row["verdict"] == "no finding" and peers is not None \
+            and 0 < peers.height < _PEERS and "compromised" in peers.columns and peers["compromised"].is_not_null().all():
+        who = ", ".join(sorted(set(peers["source_ip"].to_list()))[:5])
+        row.update(verdict="never proposed", detail=f"reached only by compromised source(s) {who}: nothing only they "
+                                                    f"asked for is proposed; {row['detail']}")
+    return pl.DataFrame([row], schema={"subject": pl.String, "verdict": pl.String, "since": pl.Datetime("us"),
+                                       "detail": pl.String})
 
 
 def _destinations(d: Drilldown) -> list[str]:

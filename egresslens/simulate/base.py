@@ -55,9 +55,14 @@ DB_FQDN = "orders-db.pg-example-hosting.net"
 DB_IP = "51.124.61.203"
 NTP_IPS = ["185.125.190.56", "185.125.190.57", "91.189.91.157"]
 TUNNEL_DOMAIN = "t.exfil-example.net"
-# The incident scenario (`incident=True`): the compromised pod also tunnels over 1-3 label levels
-# under TUNNEL_DOMAIN and keeps trying to reach a command-and-control host no other workload uses.
+# The incident scenario (`incident=True`, egresslens/simulate/incident.py): the compromised pod also
+# tunnels over 1-3 label levels under TUNNEL_DOMAIN and beacons to a command-and-control host; a
+# second pod reaches the C2 and uploads; a CI runner pulls from a typosquat.
 C2_FQDN = "sync.cdn-update-example.org"
+C2_IP = "193.42.33.118"  # the C2's bare address: connected to with no DNS query of its own
+EXFIL_FQDN = "stbkp7f3k2q.blob.core.windows.net"  # a storage account only the contact pod uploads to
+PYPI_FQDNS = ("pypi.org", "files.pythonhosted.org")
+TYPOSQUAT_FQDN = "files.pyhtonhosted.org"  # a swapped pair of letters
 TI_FQDNS = [("update.malware-cdn-example.com", "HTTPS", 443, "deny", "Bot Networks"),
             ("beacon.botnet-example.net", "HTTP", 80, "alert", "Malware")]
 IDPS_IPS = ["185.220.101.47", "45.137.21.9"]

@@ -97,8 +97,10 @@ def _base32_labels(n: int, *parts: Any) -> pl.Series:
     return pl.select(pl.concat_str(pieces)).to_series()
 
 
-def _dns_hour(world: Any, seed: int, h: int, t0_us: int, flows: pl.DataFrame, n_events: int) -> pl.DataFrame:
-    """DNS proxy queries preceding the hour's connections, plus noise, failures and tunnelling."""
+def _dns_hour(world: Any, seed: int, h: int, t0_us: int, flows: pl.DataFrame, n_events: int,
+              extra: pl.DataFrame | None = None) -> pl.DataFrame:
+    """DNS proxy queries preceding the hour's connections, plus noise, failures and tunnelling; `extra`:
+    more client queries (source_ip, query_name, time, query_type, response_code, _answers)."""
     q = (
         flows.filter(pl.col("_dns_name").is_not_null())
         .with_columns(_bucket=pl.col("time").dt.epoch("us") // 300_000_000)
@@ -147,7 +149,7 @@ def _dns_hour(world: Any, seed: int, h: int, t0_us: int, flows: pl.DataFrame, n_
         .otherwise(pl.lit("NOERROR")),
         _answers=pl.lit(1),
     )
-    ok = pl.concat([q, aaaa, expand, wpad, tun], how="diagonal_relaxed")
+    ok = pl.concat([q, aaaa, expand, wpad, tun] + ([extra] if extra is not None else []), how="diagonal_relaxed")
     n = ok.height
     name_len = pl.col("query_name").str.len_bytes()
     u_dur = _uniform(n, seed, h, "dur")

@@ -39,8 +39,11 @@ def build_policy(
     hot_fqdn: str,
     firewall_public_ip: str,
     dnat_target: tuple[str, int],
+    required_ntp: bool = False,
 ) -> list[dict[str, Any]]:
-    """The firewall policy as ``az network firewall policy rule-collection-group list`` prints it."""
+    """The firewall policy as ``az network firewall policy rule-collection-group list`` prints it.
+    `required_ntp`: `aksfwnr` also holds the required NTP rule (UDP 123 to the region's AzureCloud tag),
+    which the nodes' traffic never matches (they reach Ubuntu's NTP servers)."""
 
     def app_rule(name, sources, fqdns=(), tags=(), protocols=(("Https", 443),), web_categories=()):
         return {
@@ -130,7 +133,8 @@ def build_policy(
                         net_rule("apiudp", ["UDP"], [node_cidr], ["1194"], addresses=["AzureCloud.westeurope"]),
                         net_rule("apitcp", ["TCP"], [node_cidr], ["9000"], addresses=["AzureCloud.westeurope"]),
                         net_rule("allow-icmp-hub", ["ICMP"], [node_cidr, vm_cidr], ["*"], addresses=["10.0.0.0/16"]),
-                    ],
+                    ] + ([net_rule("apintp", ["UDP"], [node_cidr], ["123"], addresses=["AzureCloud.westeurope"])]
+                         if required_ntp else []),
                 ),
                 filt(
                     "aksfwar",

@@ -19,7 +19,9 @@ from egresslens.simulate.base import (
     API_SERVER_IP,
     AZURECLOUD_WESTEUROPE,
     C2_FQDN,
+    C2_IP,
     DB_FQDN,
+    EXFIL_FQDN,
     DB_IP,
     FIREWALL_ID,
     FIREWALL_PUBLIC_IP,
@@ -28,15 +30,18 @@ from egresslens.simulate.base import (
     HOT_IP,
     IDPS_IPS,
     NTP_IPS,
+    PYPI_FQDNS,
     SUBNETS,
     TI_FQDNS,
     TUNNEL_DOMAIN,
+    TYPOSQUAT_FQDN,
     WPAD_NAME,
     Scenario,
     Template,
     _public_ips,
 )
 from egresslens.simulate.events import _dns_hour, _epoch_us, _flows_hour, _threats_hour
+from egresslens.simulate.incident import dga_names, incident_hour, onset
 from egresslens.simulate.policy import POLICY_NAME, build_policy, evaluate, rule_names
 
 class _World:
@@ -61,12 +66,14 @@ class _World:
         }
         self.pods = pods
         self.compromised = pods["report-cron"][0]
+        self.contact_pod = pods["orders"][3]  # incident: reaches the C2 name, then uploads
+        self.typo_pod = pods["ci-runner"][2]  # incident: pulls from a typosquat of the package host
         self.internet_clients = _public_ips("inbound-clients", 40)
         self.dnat_target = (f"10.{241 - o}.0.10", 8443)
         self.policy = build_policy(
             node_cidr=self.subnets["aks-nodes"], pod_cidr=self.subnets["aks-pods"], vm_cidr=self.subnets["vm-spoke"],
             hot_fqdn=HOT_FQDN, firewall_public_ip=site.public_ip if site else FIREWALL_PUBLIC_IP,
-            dnat_target=self.dnat_target,
+            dnat_target=self.dnat_target, required_ntp=incident,
         )
         self.service_tags = {"AzureCloud.westeurope": AZURECLOUD_WESTEUROPE}
         self.templates = self._templates()
@@ -87,10 +94,11 @@ class _World:
                ("aks-hub-weu-9f3c1a2b.hcp.westeurope.azmk8s.io", 9.0)]
         for fq, w in aks:
             ts.append(T("aks-platform", nodes, "application", "HTTPS", 443, w, fqdn=fq, bundle="aks-required"))
-        ts.append(T("aks-platform", nodes, "application", "HTTP", 80, 0.3, fqdn="packages.microsoft.com",
-                    paths=["packages.microsoft.com/ubuntu/22.04/prod/dists/jammy/InRelease",
-                           "packages.microsoft.com/ubuntu/22.04/prod/dists/jammy/main/binary-amd64/Packages.gz"],
-                    bundle="aks-required"))
+        if not self.incident:  # the incident week has no node traffic on port 80 (the AKS rule still needs it)
+            ts.append(T("aks-platform", nodes, "application", "HTTP", 80, 0.3, fqdn="packages.microsoft.com",
+                        paths=["packages.microsoft.com/ubuntu/22.04/prod/dists/jammy/InRelease",
+                               "packages.microsoft.com/ubuntu/22.04/prod/dists/jammy/main/binary-amd64/Packages.gz"],
+                        bundle="aks-required"))
         ts.append(T("aks-platform", nodes, "network", "UDP", 1194, 2.0, ip=API_SERVER_IP, bundle="aks-required"))
         ts.append(T("aks-platform", nodes, "network", "TCP", 9000, 2.0, ip=API_SERVER_IP, bundle="aks-required"))
         # Node OS updates and time (denied: not in the tag, no rule).
@@ -163,9 +171,11 @@ class _World:
         if self.site is not None:  # a partner API only this site's workloads call
             ts.append(T("partner", pods["orders"], "application", "HTTPS", 443, 0.5,
                         fqdn=f"api.{self.site.region}.partner-example.com"))
-        if self.incident:  # repeated HTTPS attempts to a host no other workload uses (no threat-intel hit)
-            ts.append(T("compromised", [self.compromised], "application", "HTTPS", 443, 0.15, fqdn=C2_FQDN,
-                        role="malicious"))
+        if self.incident:  # Python packages for the CI runners, and a typosquat one runner pulls from
+            for fq, w in zip(PYPI_FQDNS, (0.5, 0.8)):
+                ts.append(T("ci-builds", pods["ci-runner"], "application", "HTTPS", 443, w, fqdn=fq))
+            ts.append(T("typosquat", [self.typo_pod], "application", "HTTPS", 443, 0.15, fqdn=TYPOSQUAT_FQDN,
+                        role="lookalike"))
         return ts
 
     def _dns(self) -> dict[str, list[str]]:
@@ -267,7 +277,12 @@ def iter_hours(hours: int, events_per_hour: int, seed: int, start: datetime, hot
         t0_us = _epoch_us(t0)
         hot = hot_share if b0 <= h < b1 else 0.0
         flows = _flows_hour(world, seed, h, t0_us, events_per_hour, hot)
-        dns = _dns_hour(world, seed, h, t0_us, flows, events_per_hour)
+        extra = None
+        if world.incident:
+            inc_flows, extra = incident_hour(world, seed, h, hours, t0_us)
+            flows = pl.concat([flows, inc_flows], how="vertical_relaxed").with_row_index("_tie").sort(
+                "time", "_tie").drop("_tie")
+        dns = _dns_hour(world, seed, h, t0_us, flows, events_per_hour, extra)
         threats = _threats_hour(world, seed, h, t0_us, events_per_hour)
         yield h, flows.select([pl.col(c).cast(t) for c, t in FLOW_SCHEMA.items()]), dns, threats
 
@@ -324,10 +339,22 @@ def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime,
             "threat_intel_fqdns": [x[0] for x in TI_FQDNS],
             "idps_destination_ips": list(IDPS_IPS),
             "tunnel_domain": TUNNEL_DOMAIN,
-            "denied_destinations": [x[0] for x in TI_FQDNS] + list(IDPS_IPS) + ([C2_FQDN] if world.incident else []),
+            "denied_destinations": [x[0] for x in TI_FQDNS] + list(IDPS_IPS)
+            + ([C2_FQDN, C2_IP, EXFIL_FQDN, TYPOSQUAT_FQDN] if world.incident else []),
             "c2_fqdn": C2_FQDN if world.incident else None,
             "tunnel_levels": [1, 2, 3] if world.incident else [1],
         },
+        "incident": {
+            "onset": iso(start + timedelta(hours=onset(hours))),
+            "compromised_sources": sorted([world.compromised, world.contact_pod]),
+            "beacon": {"source": world.compromised, "fqdn": C2_FQDN, "bare_ip": C2_IP, "period_s": 60},
+            "contact": {"source": world.contact_pod, "reached": C2_FQDN, "then_uploaded_to": EXFIL_FQDN},
+            "dga": {"source": world.compromised, "zones": dga_names(world.seed)},
+            "lookalike": {"source": world.typo_pod, "name": TYPOSQUAT_FQDN, "imitates": PYPI_FQDNS[1]},
+            "required_rules": [list(k) for k in (("aks-egress", "aksfwar", "allow-aks-fqdn-tag"),
+                                                 ("aks-egress", "aksfwnr", "apiudp"), ("aks-egress", "aksfwnr", "apitcp"),
+                                                 ("aks-egress", "aksfwnr", "apintp"))],
+        } if world.incident else None,
         "snat_hot_destination": {
             "ip": HOT_IP, "port": 443, "protocol": "HTTPS", "fqdn": HOT_FQDN,
             "burst_start": iso(start + timedelta(hours=b0)), "burst_end": iso(start + timedelta(hours=b1)),

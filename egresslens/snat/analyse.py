@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
+from egresslens.analyse import Window, coverage, frame, json_rows, register_temp, run_sql
 from egresslens.snat.capacity import (
     FIRST_FIVE_LIMIT,
     MAX_PUBLIC_IPS,
@@ -20,7 +20,7 @@ from egresslens.snat.capacity import (
     paas_service,
 )
 from egresslens.snat.metric import metric_fit
-from egresslens.suspicion import assess
+from egresslens.suspicion import Suspicion, assessment
 
 
 @dataclass
@@ -128,8 +128,10 @@ def _excluded_destinations(con: duckdb.DuckDBPyConnection, ranges: tuple[str, ..
     return out
 
 
-def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatConfig | None = None) -> SnatResult:
-    """Estimate per-destination SNAT port demand per minute and flag destinations near exhaustion."""
+def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatConfig | None = None,
+                 suspicion: Suspicion | None = None) -> SnatResult:
+    """Estimate per-destination SNAT port demand per minute and flag destinations near exhaustion.
+    `suspicion`: the window's assessment when the caller already has it (top sources are marked from it)."""
     config = config or SnatConfig()
     params = {"start": window.start, "end": window.end}
     notes: list[str] = []
@@ -210,7 +212,7 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     findings = _findings(minutes, config)
     top = _top_sources(con, window, findings, config)
     if findings.height:
-        top = _mark_compromised(con, window, top)
+        top = _mark_compromised(con, window, top, suspicion)
         tops = (top.group_by(["firewall", "destination", "port", "protocol"], maintain_order=True)
                 .agg(pl.when(pl.col("compromised").is_null()).then(pl.format("{} ({})", "source_ip", "connections"))
                      .otherwise(pl.format("{} ({}; compromised: {})", "source_ip", "connections", "compromised"))
@@ -226,6 +228,10 @@ def analyse_snat(con: duckdb.DuckDBPyConnection, window: Window, config: SnatCon
     timeline, fit = metric_fit(con, window, timeline, config)
     if fit.height == 0:
         notes.append("No SNATPortUtilization metric in the store: the estimate is not calibrated.")
+    cover = suspicion.coverage if suspicion is not None and suspicion.coverage is not None and \
+        suspicion.window == window else coverage(con, window)
+    if not cover.complete:
+        notes.append(f"Coverage: {cover.describe()}; peaks and minutes are of those hours only.")
     if not config.uses_nat_gateway and config.public_ips > FIRST_FIVE_LIMIT:
         notes.append("Microsoft's metrics page says only the first five public IPs add SNAT ports; the NAT "
                      "Gateway page multiplies by all of them. This result assumes "
@@ -328,11 +334,12 @@ def _fix_text(r: dict[str, Any], config: SnatConfig) -> str:
     return "; ".join(parts)
 
 
-def _mark_compromised(con: duckdb.DuckDBPyConnection, window: Window, top: pl.DataFrame) -> pl.DataFrame:
+def _mark_compromised(con: duckdb.DuckDBPyConnection, window: Window, top: pl.DataFrame,
+                      susp: Suspicion | None = None) -> pl.DataFrame:
     """`compromised`: the suspicion model's evidence kinds for top sources it marks compromised, else null."""
     if top.height == 0:
         return top.with_columns(pl.lit(None, pl.String).alias("compromised"))
-    susp = assess(con, window=window)
+    susp = assessment(con, window, given=susp)
     kinds = {r["source_ip"]: ", ".join(k.replace("_", " ") for k in r["kinds"]) for r in susp.sources.iter_rows(named=True)}
     return top.with_columns(pl.col("source_ip").replace_strict(kinds, default=None, return_dtype=pl.String).alias("compromised"))
 

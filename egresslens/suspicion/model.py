@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from egresslens.analyse import Window, json_rows
+from egresslens.analyse import Coverage, Window, json_rows
 
 # Order of the finding kinds in every output (most severe first).
 KINDS = ("tunnelling", "threat_intel", "idps", "generated", "beacon", "lookalike", "idn", "newly_seen")
@@ -45,6 +45,10 @@ class SuspicionConfig:
     beacon_min_events: int = 8
     beacon_min_period_s: float = 10.0
     beacon_max_cv: float = 0.25
+    # ASCII look-alikes: owner zones many clean sources use are references too (besides the catalogue and
+    # the policy); plain one-edit look-alikes need a reference label at least this long
+    lookalike_reference_sources: int = 3
+    lookalike_min_length: int = 5
     # findings that grow with the number of names and withhold nothing (newly seen zones without another
     # signal): the busiest listed, the rest counted in `Suspicion.omitted`
     max_listed: int = 1000
@@ -61,7 +65,8 @@ NAME_SCHEMA: dict[str, Any] = {
 EVIDENCE = pl.Struct({"kind": pl.String, "subject": pl.String, "detail": pl.String, "events": pl.Int64,
                       "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us")})
 SOURCE_SCHEMA: dict[str, Any] = {"source_ip": pl.String, "kinds": pl.List(pl.String), "evidence": pl.List(EVIDENCE),
-                                 "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us")}
+                                 "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us"),
+                                 "hours_seen": pl.Int64, "days_seen": pl.Int64}
 
 
 def empty_names() -> pl.DataFrame:
@@ -82,13 +87,16 @@ class Suspicion:
     it), `name` (exactly the subject) or `ip`. `domain` is the owner zone; when `escalates`, every
     name in it is withheld too (never above a public or multi-tenant suffix). `withhold` rows are
     never proposed for allow; `never_allow` rows are findings (exit code 1).
-    `sources`: compromised source addresses with their evidence and time window (SOURCE_SCHEMA).
+    `sources`: compromised source addresses with their evidence, first contact (`first_seen`) and
+    the hours and days they were seen in contact with withheld subjects (SOURCE_SCHEMA).
+    `coverage`: the hours of the window that hold data.
     """
 
     window: Window
     config: SuspicionConfig
     names: pl.DataFrame = field(default_factory=empty_names)
     sources: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOURCE_SCHEMA))
+    coverage: Coverage | None = None
     omitted: dict[str, int] = field(default_factory=dict)  # findings per kind not listed in `names` (max_listed)
 
     def __post_init__(self) -> None:
@@ -128,6 +136,35 @@ class Suspicion:
         r = self._sources[source_ip]
         return f"{source_ip} ({', '.join(k.replace('_', ' ') for k in r['kinds'])})"
 
+    def first_contact(self, source_ip: str | None) -> datetime | None:
+        """When a compromised source first reached something withheld (None for a clean source)."""
+        r = self._sources.get(source_ip)
+        return r["first_seen"] if r else None
+
+    def source(self, source_ip: str) -> dict[str, Any] | None:
+        """The compromised source's row (SOURCE_SCHEMA as a dict), None for a clean source."""
+        return self._sources.get(source_ip)
+
+    def evidence_text(self, source_ip: str, per_kind: int = 3) -> str:
+        """The evidence against a compromised source in one bounded sentence: at most `per_kind` details
+        per kind of evidence, the rest counted (a DGA burst is hundreds of zones)."""
+        r = self._sources[source_ip]
+        by_kind: dict[str, list[str]] = {}
+        for e in r["evidence"]:
+            by_kind.setdefault(e["kind"], []).append(e["detail"])
+        parts = []
+        for kind, details in by_kind.items():
+            text = "; ".join(details[:per_kind])
+            if len(details) > per_kind:
+                text += f"; and {len(details) - per_kind} more"
+            parts.append(f"{kind.replace('_', ' ')}: {text}")
+        first = r["first_seen"]
+        when = f"first contact {first:%Y-%m-%d %H:%M:%S}, last {r['last_seen']:%Y-%m-%d %H:%M:%S}" if first else ""
+        if first is not None and self.coverage is not None and self.coverage.at_start(first):
+            when += " (in the first hour that holds data: it may have begun earlier)"
+        return "; ".join(parts) + (f" ({when}; seen in {r['hours_seen']} hour(s) on {r['days_seen']} day(s))"
+                                   if when else "")
+
     @property
     def compromised(self) -> list[str]:
         return sorted(self._sources)
@@ -146,13 +183,15 @@ class Suspicion:
         srcs = []
         for r in self.sources.head(limit).iter_rows(named=True):
             srcs.append({"source_ip": r["source_ip"], "kinds": r["kinds"], "first_seen": _iso(r["first_seen"]),
-                         "last_seen": _iso(r["last_seen"]), "suggested_action": SUGGESTED_ACTION,
+                         "last_seen": _iso(r["last_seen"]), "hours_seen": r["hours_seen"],
+                         "days_seen": r["days_seen"], "suggested_action": SUGGESTED_ACTION,
                          "evidence": [{**e, "first_seen": _iso(e["first_seen"]), "last_seen": _iso(e["last_seen"])}
                                       for e in r["evidence"]]})
         return {"window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()},
                 "config": asdict(self.config),
                 "tunnel_zones": sorted(self.tunnel_zones["subject"].to_list()),
                 "compromised_sources": self.compromised,
+                "coverage": self.coverage.to_json() if self.coverage is not None else None,
                 "names_total": self.names.height + sum(self.omitted.values()), "sources_total": self.sources.height,
                 "names_not_listed": dict(self.omitted),
                 "names": names, "sources": srcs}

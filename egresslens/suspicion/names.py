@@ -3,9 +3,13 @@
 
 Temp tables, built once per assessment:
 
-- `susp_qs`: per (source, name): queries, TXT/NULL queries, NXDOMAIN answers, first/last seen
+- `susp_qs`: per (hour, source, name): queries, TXT/NULL queries, NXDOMAIN answers, first/last seen
   (search-domain noise removed);
-- `susp_names`: per name: the same summed, plus labels, public labels `ps` and owner zone.
+- `susp_names`: per name: the same summed, plus its number of labels `n`, public labels `ps` and owner zone;
+- `susp_fq`: per (hour, source, name) of the flows that carry a name (application rules, FQDN
+  network rules): hits, first/last seen;
+- `susp_allnames`: every distinct name of DNS and flows with its owner zone (flow names the DNS log
+  lacks get their owner here, once).
 
 Tunnelling is judged for every parent zone of every name, whatever its depth, from the owner zone
 down (`<40>.<20>.t.zone.example` counts for `t.zone.example`, `zone.example` ...); a flagged zone
@@ -19,7 +23,7 @@ from datetime import timedelta
 import duckdb
 import polars as pl
 
-from egresslens.analyse import DNS_HOURS_SQL, Window, frame, run_sql
+from egresslens.analyse import DNS_HOURS_SQL, FLOW_HOURS_SQL, Window, frame, run_sql
 from egresslens.suspicion import lookalike
 from egresslens.suspicion.model import NAME_SCHEMA, SuspicionConfig, conform
 from egresslens.suspicion.suffixes import NOISE_SUFFIXES, owner_sql
@@ -45,7 +49,7 @@ def build_tables(con: duckdb.DuckDBPyConnection, window: Window) -> None:
     run_sql(con, ENTROPY_MACRO)
     run_sql(con, f"""
       CREATE OR REPLACE TEMP TABLE susp_qs AS
-      SELECT source_ip, query_name AS name, sum(queries)::BIGINT AS queries,
+      SELECT hour, source_ip, query_name AS name, sum(queries)::BIGINT AS queries,
              coalesce(sum(queries) FILTER (WHERE query_type IN {TUNNEL_TYPES}), 0)::BIGINT AS txt,
              coalesce(sum(queries) FILTER (WHERE response_code = 'NXDOMAIN'), 0)::BIGINT AS nx,
              min(first_seen) AS first_seen, max(last_seen) AS last_seen
@@ -57,7 +61,17 @@ def build_tables(con: duckdb.DuckDBPyConnection, window: Window) -> None:
                         list(DISTINCT source_ip ORDER BY source_ip) FILTER (WHERE source_ip IS NOT NULL) AS sources,
                         min(first_seen) AS first_seen, max(last_seen) AS last_seen
                  FROM susp_qs GROUP BY name)
-      SELECT a.*, o.labels, o.n, o.ps, o.owner FROM a JOIN ({owner_sql('SELECT name FROM a')}) o USING (name)""")
+      SELECT a.*, o.n, o.ps, o.owner FROM a JOIN ({owner_sql('SELECT name FROM a')}) o USING (name)""")
+    run_sql(con, f"""
+      CREATE OR REPLACE TEMP TABLE susp_fq AS
+      SELECT hour, source_ip, lower(destination_fqdn) AS name, sum(hits)::BIGINT AS hits,
+             min(first_seen) AS first_seen, max(last_seen) AS last_seen
+      FROM ({FLOW_HOURS_SQL}) WHERE destination_fqdn IS NOT NULL GROUP BY ALL""", params)
+    run_sql(con, f"""
+      CREATE OR REPLACE TEMP TABLE susp_allnames AS
+      SELECT name, owner FROM susp_names
+      UNION ALL
+      SELECT name, owner FROM ({owner_sql('SELECT DISTINCT name FROM susp_fq ANTI JOIN susp_names USING (name)')})""")
 
 
 def tunnelling(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataFrame:
@@ -67,7 +81,8 @@ def tunnelling(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataF
       SELECT name, queries, txt, nx, sources, first_seen, last_seen,
              array_to_string(labels[n - d + 1:], '.') AS zone,
              array_to_string(labels[:n - d], '') AS left_part
-      FROM (SELECT *, unnest(range(ps + 1, n)) AS d FROM susp_names WHERE owner IS NOT NULL)""")
+      FROM (SELECT *, string_split(name, '.') AS labels, unnest(range(ps + 1, n)) AS d FROM susp_names
+            WHERE owner IS NOT NULL AND n > ps + 1)""")
     run_sql(con, f"""
       CREATE OR REPLACE TEMP TABLE susp_zone_stats AS
       SELECT zone, count(*)::BIGINT AS unique_names, sum(queries)::BIGINT AS queries,
@@ -158,24 +173,20 @@ def generated(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig) -> pl.DataFr
     return conform(out, NAME_SCHEMA)
 
 
-def lookalikes(con: duckdb.DuckDBPyConnection, window: Window) -> pl.DataFrame:
+def lookalikes(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Punycode / Unicode names from DNS and flows (raw or rollups; counts are indicative): decoded and
     classified, Python on those few names only."""
-    # non-ASCII: more UTF-8 bytes than code points (a byte count, not a regular expression per flow row)
-    idn = "(contains({c}, 'xn--') OR strlen({c}) <> length({c}))"
+    # non-ASCII: more UTF-8 bytes than code points (a byte count, not a regular expression per name)
+    idn = "(contains(name, 'xn--') OR strlen(name) <> length(name))"
     cand = frame(con, f"""
       SELECT name, sum(queries)::BIGINT AS queries, list_sort(list_distinct(flatten(list(sources))))[:10] AS sources,
              min(first_seen) AS first_seen, max(last_seen) AS last_seen
-      FROM (SELECT name, queries, sources, first_seen, last_seen FROM susp_names WHERE {idn.format(c='name')}
+      FROM (SELECT name, queries, sources, first_seen, last_seen FROM susp_names WHERE {idn}
             UNION ALL
-            SELECT lower(destination_fqdn), count(*), list(DISTINCT source_ip), min(time), max(time) FROM flows
-            WHERE time >= $start AND time < $end AND destination_fqdn IS NOT NULL
-              AND {idn.format(c='destination_fqdn')} GROUP BY 1
-            UNION ALL
-            SELECT lower(destination_fqdn), sum(hits), list(DISTINCT source_ip), min(first_seen), max(last_seen)
-            FROM flow_rollups WHERE hour >= date_trunc('hour', $start::TIMESTAMP) AND hour < $end
-              AND destination_fqdn IS NOT NULL AND {idn.format(c='destination_fqdn')} GROUP BY 1)
-      GROUP BY name""", {"start": window.start, "end": window.end})
+            SELECT name, sum(hits), list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL), min(first_seen),
+                   max(last_seen)
+            FROM susp_fq WHERE {idn} GROUP BY name)
+      GROUP BY name""")
     rows = []
     for r in cand.iter_rows(named=True):
         c = lookalike.classify(r["name"])
@@ -190,11 +201,10 @@ def lookalikes(con: duckdb.DuckDBPyConnection, window: Window) -> pl.DataFrame:
     return conform(pl.DataFrame(rows, infer_schema_length=None), NAME_SCHEMA)
 
 
-def newly_seen_table(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionConfig) -> int:
+def newly_seen_table(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionConfig) -> None:
     """Temp table `susp_new`: the owner zones first queried after the baseline (history before the
     window if any, up to `lookback_days`, else the window's first `baseline_hours`), each with `sig`
-    (TXT/NXDOMAIN/long-label signals). Returns how many zones without a signal :func:`newly_seen`
-    leaves out (beyond the `max_listed` busiest)."""
+    (TXT/NXDOMAIN/long-label signals)."""
     params = {"start": window.start, "end": window.end, "lb": window.start - timedelta(days=cfg.lookback_days)}
     has_history = con.execute("""SELECT (SELECT count(*) FROM (SELECT 1 FROM dns_queries WHERE time < $start LIMIT 1))
                                       + (SELECT count(*) FROM (SELECT 1 FROM dns_rollups WHERE hour < $start LIMIT 1))""",
@@ -218,8 +228,6 @@ def newly_seen_table(con: duckdb.DuckDBPyConnection, window: Window, cfg: Suspic
                         min(first_seen) AS first_seen, max(last_seen) AS last_seen
                  FROM susp_names WHERE owner IS NOT NULL GROUP BY owner)
       SELECT *, {sig_sql} AS sig FROM o WHERE first_seen >= {cutoff} AND owner NOT IN ({known})""", params)
-    return int(con.execute(f"SELECT greatest(count(*) FILTER (WHERE NOT sig) - {int(cfg.max_listed)}, 0) "
-                           "FROM susp_new").fetchall()[0][0])
 
 
 def newly_seen(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig, also: list[str] = ()) -> pl.DataFrame:
@@ -240,6 +248,16 @@ def newly_seen(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig, also: list[
                   pl.when(sig).then(pl.lit("with TXT/NXDOMAIN/long-label signals")).otherwise(pl.lit("no other signal")))
         .alias("detail"))
     return conform(out, NAME_SCHEMA)
+
+
+def newly_seen_unlisted(con: duckdb.DuckDBPyConnection, listed: set[str]) -> int:
+    """How many zones of `susp_new` are not in `listed` (the newly seen findings kept, and every subject or
+    owner zone found for another reason): the exact count behind "and N more newly seen zones"."""
+    con.register("susp_new_listed", pl.DataFrame({"owner": sorted(listed)}, schema={"owner": pl.String}).to_arrow())
+    try:
+        return int(con.execute("SELECT count(*) FROM susp_new ANTI JOIN susp_new_listed USING (owner)").fetchall()[0][0])
+    finally:
+        con.unregister("susp_new_listed")
 
 
 def beacons(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionConfig) -> pl.DataFrame:
