@@ -11,7 +11,7 @@ KUSTO := .kusto/node_modules/@kusto/language-service-next/package.json
 # Debian's headless Chromium and its WebDriver for the report's browser test (apt, as root in CI).
 CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: demo test bench bench-compare bench-30day docs docs-examples screenshots clean
+.PHONY: demo test bench bench-compare bench-30day bench-cardinality docs docs-examples screenshots clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found"; exit 1; }
@@ -63,6 +63,12 @@ ROWS ?= 1M
 REPEAT ?= 1
 bench-compare: $(STAMP)
 	$(BIN)/python benchmarks/compare.py --rows $(ROWS) --repeat $(REPEAT)
+
+# Peak memory of every command on a day of NAMES distinct names (2 x NAMES records a day, two days), each
+# measured from outside its process; the table goes to bench-output/cardinality-NAMES.json.
+NAMES ?= 1M
+bench-cardinality: $(STAMP)
+	$(BIN)/python benchmarks/bench_cardinality.py --names $(NAMES)
 
 # recommend, snat and dns over a 30-day store: rollups (as held in real use), raw rows, and wide rollups;
 # the stores are built once into .bench-cache/30day (about 4 minutes), the table goes to bench-output/30day.json.

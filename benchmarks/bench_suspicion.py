@@ -7,8 +7,10 @@ NXDOMAIN names from one source (each a finding that taints), a beacon, a pod tha
 (a swapped pair) of popular zones.
 Then times `assess` in a child process and reports its peak RSS beside the bare engine's: the same store's
 distinct names grouped by owner in hand-written DuckDB SQL (what any look at the names costs at least).
+`--commands` then runs the commands that read the assessment as a user does (`recommend`, `report`, `dns`,
+`snat`, `drilldown`, over the day), each in its own process, peak RSS taken from outside (`compare.measure`).
 
-    .venv/bin/python benchmarks/bench_suspicion.py [--names 1000000] [--db PATH]
+    .venv/bin/python benchmarks/bench_suspicion.py [--names 1000000] [--db PATH] [--commands recommend,dns,...]
 """
 
 from __future__ import annotations
@@ -98,15 +100,44 @@ def _child(db: str, what: str) -> None:
                       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}))
 
 
+COMMANDS = ("recommend", "report", "dns", "snat", "drilldown")
+
+
+def command_line(name: str, db: Path, out: Path) -> list[str]:
+    cli = [sys.executable, "-m", "egresslens.cli", name] + (["sync.cdn-update-example.org"] if name == "drilldown" else [])
+    return cli + ["--db", str(db), "--since", "24h"] + {
+        "recommend": ["--format", "json", "--out", str(out / "recs.json")],
+        "report": ["--out", str(out / "report.html")],
+        "dns": ["--json"], "snat": ["--json"],
+        "drilldown": ["--out", str(out / "drill.html")]}[name]
+
+
+def run_commands(db: Path, names: list[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare import measure
+
+    with tempfile.TemporaryDirectory() as out:
+        for name in names:
+            run = measure(command_line(name, db, Path(out)))
+            err = (run["stderr"] or "").strip().splitlines()
+            print(json.dumps({"command": name, "exit": run["exit"], "seconds": round(run["seconds"], 1),
+                              "peak_rss_mib": round(run["peak_rss_mib"]), "last_stderr_line": err[-1][:160] if err else ""}),
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--names", type=int, default=1_000_000)
     ap.add_argument("--db", type=Path)
+    ap.add_argument("--commands", default="", help=f"Also run these commands on the store: {','.join(COMMANDS)}.")
     ap.add_argument("--child", nargs=2, metavar=("DB", "WHAT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _child(*args.child)
         return
+    commands = [c.strip() for c in args.commands.split(",") if c.strip()]
+    if unknown := set(commands) - set(COMMANDS):
+        ap.error(f"unknown commands: {', '.join(sorted(unknown))}")
     tmp = tempfile.TemporaryDirectory()
     db = args.db or Path(tmp.name) / "bench.duckdb"
     if not db.exists():
@@ -116,6 +147,7 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--child", str(db), what], capture_output=True, text=True,
                              check=True)
         print(out.stdout.strip())
+    run_commands(db, commands)
 
 
 if __name__ == "__main__":

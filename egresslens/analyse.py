@@ -16,16 +16,20 @@ from typing import Any
 import duckdb
 import polars as pl
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MAX_DURATION = timedelta(days=36_525)  # a century: longer is a typo, and past datetime's range
 
 
 def parse_duration(text: str) -> timedelta:
-    """`30m`, `24h`, `7d`, `2w` → timedelta (the `--since` syntax)."""
+    """`30m`, `24h`, `7d`, `2w` (and `90s`) → timedelta (the `--since` syntax), at most a century."""
     m = _DURATION.match(text or "")
     if not m:
         raise ValueError(f"not a duration: {text!r} (use forms like 30m, 24h, 7d, 2w)")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"the duration {text.strip()} is longer than a century (36525d): give a shorter one")
+    return timedelta(seconds=seconds)
 
 
 def parse_time(text: str) -> datetime:
@@ -73,7 +77,10 @@ def resolve_window(
         end_dt = (newest + timedelta(microseconds=1)) if newest else datetime.now(timezone.utc).replace(tzinfo=None)
     start_dt = parse_time(start) if isinstance(start, str) else start
     if start_dt is None:
-        start_dt = end_dt - parse_duration(since or "7d")
+        length = parse_duration(since or "7d")
+        if end_dt - datetime.min < length:
+            raise ValueError(f"--since {since} reaches back before the year 1")
+        start_dt = end_dt - length
     if start_dt >= end_dt:
         raise ValueError(f"empty window: start {start_dt} is not before end {end_dt}")
     return Window(start_dt, end_dt)
@@ -226,6 +233,19 @@ def flow_hours(con: duckdb.DuckDBPyConnection, window: Window) -> duckdb.DuckDBP
 def dns_hours(con: duckdb.DuckDBPyConnection, window: Window) -> duckdb.DuckDBPyRelation:
     """Hourly DNS groups in the window, from raw `dns_queries` or `dns_rollups`."""
     return con.sql(DNS_HOURS_SQL, params={"start": window.start, "end": window.end})
+
+
+SKETCH_MAX_DESTINATIONS = 100_000
+
+
+def distinct_count(con: duckdb.DuckDBPyConnection, relation: str, params: dict[str, Any] | None = None) -> str:
+    """The SQL function to count distinct values per destination group of `relation` (flow hours):
+    `approx_count_distinct(` (a HyperLogLog sketch per group: fast over a few thousand groups) or, above
+    SKETCH_MAX_DESTINATIONS destinations, `count(DISTINCT ` (exact, and it spills to disk, where a sketch
+    per group of a million overruns the memory budget)."""
+    n = con.execute(f"SELECT approx_count_distinct(hash(destination_fqdn, destination_ip, destination_port)) "
+                    f"FROM ({relation})", _used(relation, params) or None).fetchall()[0][0]
+    return "count(DISTINCT " if (n or 0) > SKETCH_MAX_DESTINATIONS else "approx_count_distinct("
 
 
 def newest_hour_may_be_incomplete(window: Window, now: datetime | None = None, lag: timedelta = timedelta(minutes=15)) -> bool:

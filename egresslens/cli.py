@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egresslens import escape, exitcodes, store
-from egresslens.cliutil import DB_HELP, WAIT_HELP, byte_progress, fail, open_store
+from egresslens.cliutil import DB_HELP, WAIT_HELP, byte_progress, fail, guard_all, open_store
 from egresslens.commands import register_all
 from egresslens.escape import csv_cell, plain, terminal
 
@@ -179,6 +179,7 @@ def demo(
 
 
 register_all(app)
+guard_all(app)  # every failure: one sentence and its own exit code (egresslens.errors)
 
 if __name__ == "__main__":
     app()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import click
 import typer
+import typer.exceptions
 
 from egresslens import exitcodes
 
@@ -39,6 +42,44 @@ def fail(message, code: int) -> typer.Exit:
 
     typer.echo(f"error: {plain(message)}", err=True)
     return typer.Exit(code)
+
+
+# exits the command chose, and usage errors click/typer print themselves
+_PASS_THROUGH = (typer.Exit, typer.Abort, typer.exceptions.TyperException, click.exceptions.Exit,
+                 click.exceptions.Abort, click.ClickException)
+
+
+def guarded(command):  # noqa: ANN001, ANN201 - a command function, and the same with its failures mapped
+    """`command` with every failure that reaches it turned into one sentence and its exit code
+    (:func:`egresslens.errors.classify`): never a traceback, never the findings code. The CLI wraps
+    every command in it."""
+    if getattr(command, "__guarded__", False):
+        return command
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):  # noqa: ANN202
+        from egresslens import errors
+
+        try:
+            return command(*args, **kwargs)
+        except _PASS_THROUGH:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - each is classified, none is lost
+            if errors.debug() and not isinstance(exc, KeyboardInterrupt):
+                raise
+            code, message = errors.classify(exc)
+            raise fail(message, code) from None
+
+    run.__guarded__ = True
+    return run
+
+
+def guard_all(app: typer.Typer) -> None:
+    """Wrap every command of `app` (and of its sub-apps) in :func:`guarded`."""
+    for info in app.registered_commands:
+        info.callback = guarded(info.callback)
+    for group in app.registered_groups:
+        guard_all(group.typer_instance)
 
 
 def open_store(db, *, read_only: bool = False, wait: float = 0, query: bool = False):

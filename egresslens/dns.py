@@ -24,7 +24,8 @@ import duckdb
 import polars as pl
 
 from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
-from egresslens.suspicion import NOISE_SUFFIXES, Suspicion, SuspicionConfig, assess, owner_zone
+from egresslens.escape import sql_string
+from egresslens.suspicion import NOISE_SUFFIXES, Suspicion, SuspicionConfig, assessment, owner_zone
 from egresslens.suspicion.suffixes import owner_sql, register_rules
 
 LATENCY_BUCKET_BASE = 1.02  # histogram bucket width: percentiles within ~1 % (half a bucket)
@@ -105,6 +106,9 @@ class DnsConfig:
     noise_suffixes: tuple[str, ...] = NOISE_SUFFIXES
     resolve_deny_gap_s: float = 5.0  # network deny attributed to the name resolved just before
     suspicion: SuspicionConfig = field(default_factory=SuspicionConfig)
+    # rows kept per list that grows with the number of names (by name, failures, noise, upstream errors,
+    # resolved then denied): the busiest first; `DnsResult.more` counts the rest, `totals` covers all
+    top: int = 1000
 
 
 def registrable_domain(name: str | None) -> str | None:
@@ -134,6 +138,7 @@ class DnsResult:
     suspicious: pl.DataFrame
     suspicion: Suspicion
     totals: dict[str, Any] = field(default_factory=dict)
+    more: dict[str, int] = field(default_factory=dict)  # rows of each list beyond the top `config.top`
 
     @property
     def has_findings(self) -> bool:
@@ -155,6 +160,9 @@ class DnsResult:
             "noise": rows(self.noise),
             "upstream_errors": rows(self.upstream_errors),
             "resolved_then_denied": rows(self.resolved_then_denied),
+            # rows of each list not shown: beyond config.top, or beyond `limit` here
+            "more": {k: self.more.get(k, 0) + max(0, getattr(self, k).height - limit) for k in
+                     ("by_name", "failures", "noise", "upstream_errors", "resolved_then_denied")},
         }
 
 
@@ -185,123 +193,141 @@ def _source_groups(ips: list[str | None], groups: dict[str, list[str]] | None) -
     return pl.DataFrame({"source_ip": ips, "source_group": out}, schema={"source_ip": pl.String, "source_group": pl.String})
 
 
-def _names_table(con: duckdb.DuckDBPyConnection, config: DnsConfig) -> pl.DataFrame:
-    """Distinct names in `dns_h` with noise kind, owner zone (`domain`) and the name the noise was for."""
+def _names_table(con: duckdb.DuckDBPyConnection, config: DnsConfig) -> None:
+    """Temp table `dns_names`: every distinct name of `dns_h` with its noise kind, owner zone (`domain`)
+    and the name the noise was for (the first listed suffix wins), all in SQL."""
     register_rules(con)
-    names = frame(con, f"""
-      SELECT n.query_name, {_noise_case(config.noise_suffixes)} AS noise_kind, o.owner AS domain
-      FROM (SELECT DISTINCT query_name FROM dns_h WHERE query_name IS NOT NULL) n
-      JOIN ({owner_sql('SELECT DISTINCT query_name AS name FROM dns_h')}) o ON o.name = n.query_name
-    """)
-    base = pl.col("query_name")
-    for s in reversed(config.noise_suffixes):  # the first listed suffix wins (outermost `when`)
-        base = pl.when(pl.col("query_name").str.ends_with(s)).then(pl.col("query_name").str.slice(0, pl.col("query_name").str.len_chars() - len(s))).otherwise(base)
-    return names.with_columns(pl.when(pl.col("noise_kind").is_not_null()).then(base).otherwise(None).alias("intended_name"))
+    strip = " ".join(f"WHEN ends_with(n.query_name, {sql_string(s)}) THEN left(n.query_name, length(n.query_name) - {len(s)})"
+                     for s in config.noise_suffixes)
+    run_sql(con, f"""
+      CREATE OR REPLACE TEMP TABLE dns_names AS
+      SELECT n.query_name, n.noise_kind, o.owner AS domain,
+             CASE WHEN n.noise_kind IS NULL THEN NULL {strip} ELSE n.query_name END AS intended_name
+      FROM (SELECT query_name, {_noise_case(config.noise_suffixes)} AS noise_kind
+            FROM (SELECT DISTINCT query_name FROM dns_h WHERE query_name IS NOT NULL)) n
+      JOIN ({owner_sql('SELECT DISTINCT query_name AS name FROM dns_h')}) o ON o.name = n.query_name""")
+
+
+_RATES_SQL = """
+      sum(queries)::BIGINT AS queries,
+      coalesce(sum(queries) FILTER (WHERE response_code = 'NXDOMAIN'), 0)::BIGINT AS nxdomain,
+      coalesce(sum(queries) FILTER (WHERE response_code = 'SERVFAIL'), 0)::BIGINT AS servfail,
+      coalesce(sum(queries) FILTER (WHERE response_code = 'REFUSED'), 0)::BIGINT AS refused,
+      coalesce(sum(errors), 0)::BIGINT AS upstream_errors,
+      -- to the microsecond: a parallel float sum differs in its last bits from run to run
+      round(sum(total_duration_s) / nullif(sum(queries), 0), 6) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
+_RATE_COLS = ("nxdomain", "servfail", "refused", "upstream_errors")
+
+
+def _with_rates(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(*[(pl.col(c) / pl.col("queries")).alias(f"{c}_rate") for c in _RATE_COLS])
+
+
+def _latency(con: duckdb.DuckDBPyConnection, key: str, hist: str) -> None:
+    """Temp table `dns_lat_<key>`: p50/p95/p99 per `key` from the histogram relation `hist`."""
+    run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_lat_{key} AS {_latency_sql(key, hist)}")
 
 
 def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig | None = None,
                 suspicion: Suspicion | None = None) -> DnsResult:
-    """Every DNS analysis over the window (see the module docstring). `suspicion`: the window's assessment
-    when the caller already has it (the report passes `recommend`'s, so both name the same findings)."""
+    """Every DNS analysis over the window (see the module docstring). Aggregated in DuckDB; each list
+    that grows with the number of names holds its top `config.top` rows, and `more` counts the rest.
+    `suspicion`: the window's assessment when the caller already has it (the report passes `recommend`'s,
+    so both name the same findings)."""
     config = config or DnsConfig()
     params = {"start": window.start, "end": window.end}
+    top = int(config.top)
     notes: list[str] = []
-    for t in ("dns_h", "dns_hist"):
-        run_sql(con, f"DROP TABLE IF EXISTS {t}")
-    run_sql(con, f"CREATE TEMP TABLE dns_h AS {DNS_GROUPS_SQL}", params)
-    run_sql(con, f"CREATE TEMP TABLE dns_hist AS {DNS_LATENCY_HIST_SQL}", params)
-    total, rollup_queries = con.execute(
-        "SELECT coalesce(sum(queries), 0), coalesce(sum(queries) FILTER (WHERE from_rollup), 0) FROM dns_h").fetchall()[0]
-    if rollup_queries:
-        notes.append(f"{rollup_queries:,} of {total:,} queries come from hourly rollups (no raw rows): latency "
-                     "percentiles there are approximate (each query counted at its hourly group's mean duration, so "
-                     "tails are understated; max_latency_s is exact), see latency_basis; the network-layer "
-                     "resolve-then-deny link uses raw rows only.")
+    # the suspicion model first: its tables are gone before this analysis builds its own
+    susp = assessment(con, window, config.suspicion, given=suspicion)
+    try:
+        run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_h AS {DNS_GROUPS_SQL}", params)
+        run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_hist AS {DNS_LATENCY_HIST_SQL}", params)
+        total, rollup_queries = con.execute(
+            "SELECT coalesce(sum(queries), 0), coalesce(sum(queries) FILTER (WHERE from_rollup), 0) FROM dns_h").fetchall()[0]
+        if rollup_queries:
+            notes.append(f"{rollup_queries:,} of {total:,} queries come from hourly rollups (no raw rows): latency "
+                         "percentiles there are approximate (each query counted at its hourly group's mean duration, so "
+                         "tails are understated; max_latency_s is exact), see latency_basis; the network-layer "
+                         "resolve-then-deny link uses raw rows only.")
+        if susp.coverage is not None and not susp.coverage.complete:
+            notes.append(f"coverage: {susp.coverage.describe()}; counts and 'first seen' speak for those hours only.")
+        _names_table(con, config)
+        srcs = [r[0] for r in con.execute("SELECT DISTINCT source_ip FROM dns_h").fetchall()]
+        register_temp(con, "dns_groups", _source_groups(srcs, config.groups))
 
-    names = _names_table(con, config)
-    register_temp(con, "dns_names", names.select("query_name", "noise_kind", "domain"))
-    srcs = [r[0] for r in con.execute("SELECT DISTINCT source_ip FROM dns_h").fetchall()]
-    register_temp(con, "dns_groups", _source_groups(srcs, config.groups))
+        _latency(con, "source_group", "SELECT g.source_group, h.b, sum(h.n) AS n, coalesce(sum(h.rollup_n), 0) AS rollup_n "
+                                      "FROM dns_hist h JOIN dns_groups g ON h.source_ip = g.source_ip GROUP BY ALL")
+        by_group = _with_rates(frame(con, f"""
+          WITH c AS (SELECT g.source_group, {_RATES_SQL}, count(DISTINCT h.query_name) AS names,
+                            coalesce(sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL), 0)::BIGINT AS noise_queries
+                     FROM dns_h h JOIN dns_groups g ON h.source_ip IS NOT DISTINCT FROM g.source_ip
+                     LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group)
+          SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
+          FROM c LEFT JOIN dns_lat_source_group l USING (source_group)
+          ORDER BY queries DESC, source_group"""))
 
-    rates = """
-      sum(queries)::BIGINT AS queries,
-      sum(queries) FILTER (WHERE response_code = 'NXDOMAIN')::BIGINT AS nxdomain,
-      sum(queries) FILTER (WHERE response_code = 'SERVFAIL')::BIGINT AS servfail,
-      sum(queries) FILTER (WHERE response_code = 'REFUSED')::BIGINT AS refused,
-      sum(errors)::BIGINT AS upstream_errors,
-      -- to the microsecond: a parallel float sum differs in its last bits from run to run
-      round(sum(total_duration_s) / nullif(sum(queries), 0), 6) AS mean_latency_s, max(max_duration_s) AS max_latency_s"""
-    rate_cols = [pl.col(c).fill_null(0) for c in ("nxdomain", "servfail", "refused", "upstream_errors")]
+        # every name once (in DuckDB, spilled when large); Python sees the top rows of each list only
+        run_sql(con, f"""
+          CREATE OR REPLACE TEMP TABLE dns_byname AS
+          SELECT c.*, n.domain, n.noise_kind, n.intended_name FROM (
+            SELECT query_name, {_RATES_SQL}, count(DISTINCT source_ip) AS sources FROM dns_h GROUP BY query_name) c
+          LEFT JOIN dns_names n USING (query_name)""")
+        totals = dict(zip(("names", "noise_queries", "real_failures", "upstream_errors", "failing_names",
+                           "upstream_names", "noise_groups"), con.execute("""
+          SELECT count(*), coalesce(sum(queries) FILTER (WHERE noise_kind IS NOT NULL), 0),
+                 coalesce(sum(nxdomain + servfail + refused) FILTER (WHERE noise_kind IS NULL), 0),
+                 coalesce(sum(upstream_errors), 0),
+                 count(*) FILTER (WHERE noise_kind IS NULL AND nxdomain + servfail + refused > 0),
+                 count(*) FILTER (WHERE upstream_errors > 0),
+                 (SELECT count(*) FROM (SELECT DISTINCT noise_kind, intended_name FROM dns_byname
+                                        WHERE noise_kind IS NOT NULL))
+          FROM dns_byname""").fetchall()[0]))
+        con.execute("CREATE OR REPLACE TEMP TABLE dns_top AS SELECT query_name FROM dns_byname "
+                    f"ORDER BY queries DESC, query_name LIMIT {top}").fetchall()
+        _latency(con, "query_name", "SELECT h.query_name, h.b, sum(h.n) AS n, coalesce(sum(h.rollup_n), 0) AS rollup_n "
+                                    "FROM dns_hist h SEMI JOIN dns_top t USING (query_name) GROUP BY ALL")
+        by_name = _with_rates(frame(con, f"""
+          SELECT c.* EXCLUDE (intended_name), l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
+          FROM dns_byname c SEMI JOIN dns_top t USING (query_name)
+          LEFT JOIN dns_lat_query_name l USING (query_name)
+          ORDER BY queries DESC, query_name"""))
 
-    def with_rates(df: pl.DataFrame) -> pl.DataFrame:
-        df = df.with_columns(rate_cols)
-        return df.with_columns(*[(pl.col(c) / pl.col("queries")).alias(f"{c}_rate")
-                                 for c in ("nxdomain", "servfail", "refused", "upstream_errors")])
-
-    run_sql(con, "DROP TABLE IF EXISTS dns_lat")
-    hist = "SELECT * FROM dns_hist"
-    run_sql(con, f"""
-      CREATE TEMP TABLE dns_lat AS
-      WITH hs AS ({hist}),
-      grp AS ({_latency_sql('source_group', "SELECT g.source_group, hs.b, sum(hs.n) AS n, coalesce(sum(hs.rollup_n), 0) AS rollup_n "
-                                            "FROM hs JOIN dns_groups g ON hs.source_ip = g.source_ip GROUP BY ALL")}),
-      nam AS ({_latency_sql('query_name', "SELECT query_name, b, sum(n) AS n, coalesce(sum(rollup_n), 0) AS rollup_n FROM hs GROUP BY ALL")})
-      SELECT source_group, NULL::VARCHAR AS query_name, 0 AS by_name, * EXCLUDE (source_group) FROM grp
-      UNION ALL BY NAME
-      SELECT NULL::VARCHAR AS source_group, query_name, 1 AS by_name, * EXCLUDE (query_name) FROM nam""")
-    by_group = with_rates(frame(con, f"""
-      WITH c AS (SELECT g.source_group, {rates}, count(DISTINCT h.query_name) AS names,
-                        sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL)::BIGINT AS noise_queries
-                 FROM dns_h h JOIN dns_groups g ON h.source_ip IS NOT DISTINCT FROM g.source_ip
-                 LEFT JOIN dns_names n ON h.query_name = n.query_name GROUP BY g.source_group),
-      l AS (SELECT source_group, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 0)
-      SELECT c.*, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis FROM c LEFT JOIN l USING (source_group)
-      ORDER BY queries DESC, source_group
-    """, params)).with_columns(pl.col("noise_queries").fill_null(0))
-    by_name = with_rates(frame(con, f"""
-      WITH c AS (SELECT h.query_name, {rates}, count(DISTINCT h.source_ip) AS sources
-                 FROM dns_h h GROUP BY h.query_name),
-      l AS (SELECT query_name, p50_latency_s, p95_latency_s, p99_latency_s, latency_basis FROM dns_lat WHERE by_name = 1)
-      SELECT c.*, n.domain, n.noise_kind, l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
-      FROM c LEFT JOIN l USING (query_name) LEFT JOIN dns_names n USING (query_name)
-      ORDER BY queries DESC, query_name
-    """, params))
-    fail_expr = pl.col("nxdomain") + pl.col("servfail") + pl.col("refused")
-    failures = (by_name.filter(pl.col("noise_kind").is_null() & (fail_expr > 0))
-                .with_columns(fail_expr.alias("failures"), (fail_expr / pl.col("queries")).alias("failure_rate"))
-                .select("query_name", "domain", "queries", "failures", "failure_rate", "nxdomain", "servfail",
-                        "refused", "sources").sort(["failures", "query_name"], descending=[True, False]))
-    noise = (by_name.filter(pl.col("noise_kind").is_not_null())
-             .join(names.select("query_name", "intended_name"), on="query_name", how="left")
-             .group_by("noise_kind", "intended_name").agg(pl.col("queries").sum(), pl.col("nxdomain").sum(),
-                                                          pl.col("upstream_errors").sum(), pl.col("sources").max())
-             .sort(["queries", "noise_kind", "intended_name"], descending=[True, False, False], nulls_last=True))
-    upstream = (by_name.filter(pl.col("upstream_errors") > 0)
-                .select("query_name", "upstream_errors", "noise_kind")
-                .sort(["upstream_errors", "query_name"], descending=[True, False]))
-
-    rtd = _resolved_then_denied(con, window, config)
-    if suspicion is not None and suspicion.window == window and suspicion.config == config.suspicion:
-        susp = suspicion
-    else:
-        susp = assess(con, window=window, config=config.suspicion)
-    if susp.coverage is not None and not susp.coverage.complete:
-        notes.append(f"coverage: {susp.coverage.describe()}; counts and 'first seen' speak for those hours only.")
-    suspicious = suspicious_view(susp)
-    flagged = suspicious.filter(pl.col("reason") == "tunnelling")["domain"].implode()
-    failures = failures.with_columns(pl.col("domain").is_in(flagged).fill_null(False).alias("suspicious_domain")).sort(
-        ["suspicious_domain", "failures", "query_name"], descending=[False, True, False])
-    totals = {
-        "queries": int(total),
-        "noise_queries": int(by_name.filter(pl.col("noise_kind").is_not_null())["queries"].sum() or 0),
-        "real_failures": int(failures["failures"].sum() or 0),
-        "upstream_errors": int(by_name["upstream_errors"].sum() or 0),
-        "names": by_name.height,
-        "source_groups": by_group.height,
-    }
-    for t in ("dns_h", "dns_hist", "dns_names", "dns_groups", "dns_lat"):
-        run_sql(con, f"DROP TABLE IF EXISTS {t}")
-    return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, susp, totals)
+        suspicious = suspicious_view(susp)
+        flagged = sorted(set(suspicious.filter(pl.col("reason") == "tunnelling")["domain"].drop_nulls().to_list()))
+        con.register("dns_flagged", pl.DataFrame({"domain": flagged}, schema={"domain": pl.String}).to_arrow())
+        try:
+            failures = frame(con, f"""
+              SELECT query_name, domain, queries, nxdomain + servfail + refused AS failures,
+                     (nxdomain + servfail + refused) / queries AS failure_rate, nxdomain, servfail, refused, sources,
+                     coalesce(domain IN (SELECT domain FROM dns_flagged), false) AS suspicious_domain
+              FROM dns_byname WHERE noise_kind IS NULL AND nxdomain + servfail + refused > 0
+              ORDER BY suspicious_domain, failures DESC, query_name LIMIT {top}""")
+        finally:
+            con.unregister("dns_flagged")
+        noise = frame(con, f"""
+          SELECT noise_kind, intended_name, sum(queries)::BIGINT AS queries, sum(nxdomain)::BIGINT AS nxdomain,
+                 sum(upstream_errors)::BIGINT AS upstream_errors, max(sources) AS sources
+          FROM dns_byname WHERE noise_kind IS NOT NULL GROUP BY ALL
+          ORDER BY queries DESC, noise_kind, intended_name NULLS LAST LIMIT {top}""")
+        upstream = frame(con, f"""
+          SELECT query_name, upstream_errors, noise_kind FROM dns_byname WHERE upstream_errors > 0
+          ORDER BY upstream_errors DESC, query_name LIMIT {top}""")
+        rtd, rtd_total = _resolved_then_denied(con, window, config, top)
+    finally:
+        for t in ("dns_h", "dns_hist", "dns_names", "dns_groups", "dns_lat_source_group", "dns_lat_query_name",
+                  "dns_byname", "dns_top"):
+            run_sql(con, f"DROP TABLE IF EXISTS {t}")
+    more = {"by_name": max(0, totals["names"] - by_name.height),
+            "failures": max(0, totals.pop("failing_names") - failures.height),
+            "noise": max(0, totals.pop("noise_groups") - noise.height),
+            "upstream_errors": max(0, totals.pop("upstream_names") - upstream.height),
+            "resolved_then_denied": max(0, rtd_total - rtd.height)}
+    totals = {"queries": int(total), "noise_queries": int(totals["noise_queries"]),
+              "real_failures": int(totals["real_failures"]), "upstream_errors": int(totals["upstream_errors"]),
+              "names": int(totals["names"]), "source_groups": by_group.height}
+    return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, susp,
+                     totals, more)
 
 
 def _flows_sql(con: duckdb.DuckDBPyConnection, window: Window, where: str) -> str:
@@ -320,9 +346,11 @@ def _flows_sql(con: duckdb.DuckDBPyConnection, window: Window, where: str) -> st
     return sql
 
 
-def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig) -> pl.DataFrame:
+def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig,
+                          top: int) -> tuple[pl.DataFrame, int]:
+    """The names resolved then denied (top `top` by denials per layer) and how many there are in all."""
     params = {"start": window.start, "end": window.end}
-    app = frame(con, f"""
+    run_sql(con, f"""CREATE OR REPLACE TEMP TABLE dns_rtd_app AS
       WITH d AS (SELECT source_ip, destination_fqdn AS query_name, sum(n)::BIGINT AS denials,
                         min(coalesce(action_reason, rule)) AS reason
                  FROM ({_flows_sql(con, window, "action = 'Deny' AND kind = 'application'")})
@@ -337,7 +365,7 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
     """, params)
     # Network layer: no answer IPs in the logs, so a denied connection is attributed to the name its
     # source resolved last, at most `resolve_deny_gap_s` earlier (ASOF join on raw rows).
-    net = frame(con, f"""
+    run_sql(con, f"""CREATE OR REPLACE TEMP TABLE dns_rtd_net AS
       WITH d AS (SELECT source_ip, time, destination_ip || ':' || coalesce(destination_port::VARCHAR, '') AS dest
                  FROM flows WHERE time >= $start AND time < $end AND action = 'Deny' AND kind = 'network'),
       q AS (SELECT source_ip, time AS qtime, query_name FROM dns_queries
@@ -351,8 +379,14 @@ def _resolved_then_denied(con: duckdb.DuckDBPyConnection, window: Window, config
         AND query_name NOT IN (SELECT query_name FROM dns_names WHERE noise_kind IS NOT NULL)
       GROUP BY query_name
     """, params)
-    out = pl.concat([app, net], how="vertical_relaxed")
-    return out.sort(["denials", "layer", "query_name"], descending=[True, False, False])
+    try:
+        n = con.execute("SELECT (SELECT count(*) FROM dns_rtd_app) + (SELECT count(*) FROM dns_rtd_net)").fetchall()[0][0]
+        out = frame(con, f"""SELECT * FROM (SELECT * FROM dns_rtd_app UNION ALL BY NAME SELECT * FROM dns_rtd_net)
+                             ORDER BY denials DESC, layer, query_name LIMIT {int(top)}""")
+    finally:
+        for t in ("dns_rtd_app", "dns_rtd_net"):
+            run_sql(con, f"DROP TABLE IF EXISTS {t}")
+    return out, int(n)
 
 
 def suspicious_view(susp: Suspicion) -> pl.DataFrame:
@@ -380,4 +414,4 @@ def suspicious_domains(con: duckdb.DuckDBPyConnection, window: Window, config: D
     nxdomain_share, signals, unicode, looks_like, sources (list), first_seen, last_seen.
     """
     config = config or DnsConfig()
-    return suspicious_view(assess(con, window=window, config=config.suspicion))
+    return suspicious_view(assessment(con, window, config.suspicion))

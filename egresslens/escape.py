@@ -6,12 +6,13 @@ medium it goes to, and nowhere else is escaping written by hand:
 
 | medium | helper | what it guarantees |
 |---|---|---|
-| any text shown to a person | :func:`visible` | no control, format or line-separator character survives; each becomes a visible `\\xNN` / `\\uNNNN` |
+| any text shown to a person | :func:`visible` | no control, format or line-separator character survives; each becomes a visible `\\xNN` / `\\uNNNN`; no secret (URL userinfo, `sig=`, `token=` ... values: :mod:`egresslens.redact`) |
 | terminal, Rich markup string | :func:`terminal` | visible, and Rich markup (`[bold]`, `[link=...]`, `[/x]`) and emoji codes (`:smile:`) are shown as text |
 | terminal, plain line | :func:`plain` | visible (no ESC sequence, no carriage-return overwrite) |
 | Markdown inline text | :func:`markdown` | visible, one line, every Markdown/HTML-significant character backslash-escaped |
 | Markdown code span | :func:`markdown_code` | visible, one line, a fence longer than any backtick run inside; `\\|` in tables |
 | HTML text and attribute values | :func:`html` | visible, `& < > " '` as entities |
+| Plotly label (axis tick, legend, hover) | :func:`plotly` | visible, `& < >` as entities: Plotly reads a few tags and decodes `&lt;` `&gt;` `&amp;`, but would show `&quot;` as those six characters |
 | JSON inside an HTML `<script>` | :func:`script_json` | `<`, `>`, `&`, U+2028/2029 as `\\uXXXX` so `</script>` cannot close the element |
 | CSV cell | :func:`csv_cell` | visible; a leading `= + - @` (formula injection) is neutralised with `'` |
 | POSIX shell word | :func:`shell` | visible, then single-quoted (`shlex.quote`) |
@@ -35,6 +36,8 @@ import shlex
 import unicodedata
 from typing import Any
 
+from egresslens.redact import text as redact
+
 # Unicode categories that must never reach an output as themselves: controls (ESC, BEL, CR, LF,
 # DEL, C1), format characters (bidi overrides, zero-width joiners), line/paragraph separators,
 # surrogates and private use.
@@ -54,8 +57,9 @@ def _hidden(ch: str) -> bool:
 
 
 def visible(value: Any) -> str:
-    """The text with every control, format and separator character shown as an escape sequence."""
-    text = "" if value is None else str(value)
+    """The text with every control, format and separator character shown as an escape sequence, and
+    no secret: URL userinfo and secret parameter values redacted (:func:`egresslens.redact.text`)."""
+    text = redact("" if value is None else str(value))
     if text.isprintable() and text.isascii():  # the common case: nothing to do
         return text
     return "".join(_escape_char(ch) if _hidden(ch) else ch for ch in text)
@@ -115,6 +119,13 @@ def html(value: Any) -> str:
     import html as _html
 
     return _html.escape(visible(value), quote=True)
+
+
+def plotly(value: Any) -> str:
+    """A Plotly label: its pseudo-HTML (`<b>`, `<br>`, `<a href>`) shown as text, quotes as themselves."""
+    import html as _html
+
+    return _html.escape(visible(value), quote=False)
 
 
 def script_json(document: Any) -> str:

@@ -65,16 +65,18 @@ def _quote(text: str) -> str:
 
 @contextmanager
 def scoped(con: duckdb.DuckDBPyConnection, firewall: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The connection seeing only `firewall`'s rows (None: every firewall, nothing changed)."""
+    """The connection seeing only `firewall`'s rows (None: every firewall, nothing changed). Inside a
+    scope of the same firewall (a report's `recommend`), the outer scope's views stay as they are."""
     if firewall is None:
         yield con
         return
     db = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+    shadowed = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()}
     made = []
     try:
         for t in SCOPED_TABLES:
-            if t in present:
+            if t in present and t not in shadowed:
                 con.execute(f'CREATE OR REPLACE TEMP VIEW {t} AS SELECT * FROM "{db}".main.{t} '
                             f"WHERE firewall = {_quote(firewall)}")
                 made.append(t)

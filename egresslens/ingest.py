@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from egresslens import normalise, stage
+from egresslens import errors, normalise, stage
 from egresslens.azfw import ROUTES
 from egresslens.load import Loader, store_canonical_frames  # noqa: F401  (re-exported)
 from egresslens.sources.batch import (Batch, Context, Counts, CsvFile, JsonFiles, Limits, Lines, MetricPoints, Progress,
@@ -119,7 +119,7 @@ class Pipeline:
     def _message(self, exc: BaseException) -> str:
         """What the run's row says of the failure that stopped it (a source may word it, and redact it)."""
         word = getattr(self.source, "failure_message", None)
-        return (word(exc) if word else f"{type(exc).__name__}: {exc}")[:500]
+        return (word(exc) if word else errors.sentence(exc))[:500]
 
     def _read_all(self, units: list[Unit]) -> None:
         """A source that reads its units itself (concurrently, prefetching): any failure, or Ctrl-C, stops
@@ -146,6 +146,8 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - any failure of one unit is reported, the run goes on
             if self.ctrl_c.hit:
                 raise KeyboardInterrupt from exc
+            if self.loader.write_failed is not None:
+                raise  # the store cannot be written (a full disk): no unit can be, the run stops
             self.drop(unit.key)
             self.results[unit.key] = UnitResult(unit.key, "skipped", problem=explain(exc))
 
@@ -245,7 +247,7 @@ class Pipeline:
         try:
             taken = self.read_archive(paths, group[0][1].records.route, until)
         except Exception:  # noqa: BLE001 - these files are read again line by line, which reports any failure
-            if self.ctrl_c.hit:
+            if self.ctrl_c.hit or self.loader.write_failed is not None:
                 raise
             taken = set()
         if not taken and len(group) > 1:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import duckdb
 import pyarrow as pa
 
-from egresslens import canonical
+from egresslens import canonical, redact, store
 from egresslens.schema import DNS_QUERIES, EVENT_TABLES, FLOWS, THREATS, Table
 from egresslens.sources.batch import Counts, MetricPoints, Progress, Reject, Rollups
 
@@ -31,6 +31,7 @@ class Loader:
     def __init__(self, con: duckdb.DuckDBPyConnection, source_kind: str, sources: str):
         self.con = con
         self.counts = Counts()
+        self.write_failed: BaseException | None = None  # a write to the store failed: the run cannot go on
         # The store file is locked by one writer at a time, so a run still marked running is dead.
         con.execute("UPDATE ingest_runs SET status = 'interrupted' WHERE status = 'running'")
         self.run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM ingest_runs").fetchall()[0][0]
@@ -58,8 +59,10 @@ class Loader:
                            duplicates = duplicates + ?, quarantined = quarantined + ? WHERE run_id = ?""",
                         [counts.read, counts.stored, counts.duplicates, counts.quarantined, self.run_id])
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as exc:
+            store.rollback(con)
+            if not isinstance(exc, (AssertionError, KeyboardInterrupt)):
+                self.write_failed = exc
             raise
         self.counts.add(counts)
         return counts
@@ -178,7 +181,7 @@ class Loader:
         inserted = con.execute(
             f"""
             INSERT INTO {table.name} (event_id, {", ".join(cols)}, ingest_run_id)
-            SELECT event_id, {", ".join(cols)}, $run FROM {canon} c
+            SELECT event_id, {stored_columns(cols)}, $run FROM {canon} c
             WHERE reject_reason IS NULL {new_only}
             {once}
             """,
@@ -228,9 +231,19 @@ class Loader:
 
     # -- end of run -----------------------------------------------------------------------------------
     def finish(self, status: str = "completed", message: str | None = None) -> Counts:
+        """End the run with `status` and its message (redacted: the store keeps no secret)."""
+        if message is not None:
+            message = redact.text(message)
         self.con.execute("UPDATE ingest_runs SET finished_at = ?, status = ?, message = ? WHERE run_id = ?",
                          [_utcnow(), status, message, self.run_id])
         return self.counts
+
+
+def stored_columns(cols: list[str]) -> str:
+    """The SELECT list that stores canonical columns `cols` as they are kept: a URL (`target_url`) with
+    its query values dropped (:func:`egresslens.redact.stored_url_sql`). The event id is computed before,
+    over the URL as logged, so the same event is one event whatever the setting was when it came."""
+    return ", ".join(f"{redact.stored_url_sql(c)} AS {c}" if c == "target_url" else c for c in cols)
 
 
 _FLOW_ROLLUP_SQL = """
@@ -340,7 +353,7 @@ def store_canonical_frames(con: duckdb.DuckDBPyConnection, *, flows=None, dns_qu
             inserted[table.name] = con.execute(
                 f"""
                 INSERT INTO {table.name} (event_id, {", ".join(cols)}, log_format)
-                SELECT {canonical.event_id_sql(table)}, {", ".join(cols)}, ? FROM canonical_frame
+                SELECT {canonical.event_id_sql(table)}, {stored_columns(cols)}, ? FROM canonical_frame
                 """,
                 [log_format],
             ).fetchall()[0][0]

@@ -8,24 +8,28 @@
   done are not queried again.
 - A failed ingest is never hidden: the report is still written, with a banner saying the ingest
   failed and a freshness section showing the last good ingest, and the run exits non-zero.
-- Reports are kept dated (``reports/egresslens-YYYY-MM-DDTHHMMZ.html`` and ``.json``) and copied to
-  ``latest.html`` / ``latest.json``.
+- Reports are kept dated, to the second (``reports/egresslens-YYYY-MM-DDTHHMMSSZ.html`` and ``.json``;
+  a second run in the same second gets ``-2``), each written whole (:mod:`egresslens.atomic`), and
+  published as ``latest.html`` / ``latest.json``, which switch to the new run together.
+- Every failure has its own exit code and one sentence (:mod:`egresslens.errors`): a full disk under
+  the store is 8, a store held by another process 6, whichever step it happens in.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from egresslens import exitcodes
+from egresslens import atomic, errors, exitcodes
 
 LOCK_NAME = ".egresslens-nightly.lock"
+_DATED = re.compile(r"^egresslens-(\d{4}-\d{2}-\d{2}T\d{4}(?:\d{2})?Z)(?:-\d+)?\.")
 
 
 class Busy(Exception):
@@ -67,22 +71,32 @@ class NightlyResult:
 
 
 @contextmanager
-def lock(out_dir: Path) -> Iterator[Path]:
-    """Hold the nightly lock of `out_dir` for the duration; Busy when another run holds it."""
+def lock(out_dir: Path, db_path: Path | None = None) -> Iterator[Path]:
+    """Hold the nightly lock of `out_dir` (and of the store at `db_path`, so two runs writing different
+    output directories from one store do not overlap either) for the duration; Busy when another run
+    holds one."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    paths = [out_dir / LOCK_NAME]
+    if db_path is not None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        paths.append(db_path.parent / f".{db_path.name}.nightly.lock")
+    fds: list[int] = []
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise Busy(f"another nightly run (pid {holder}) holds {path}: not starting a second one") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield path
+        for path in paths:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                what = "its output directory" if path == paths[0] else f"the store {db_path}"
+                raise Busy(f"another nightly run (pid {holder}) holds {what} ({path}): not starting a second one") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield paths[0]
     finally:
-        os.close(fd)  # closing releases the lock
+        for fd in fds:
+            os.close(fd)  # closing releases the lock
 
 
 def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN001
@@ -96,7 +110,8 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
         except FileNotFoundError as exc:
             raise IngestFailed(exitcodes.INPUT_ERROR, f"ingest of files failed: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - reported in one sentence, the report still written
-            raise IngestFailed(exitcodes.INPUT_ERROR, f"ingest of files failed: {type(exc).__name__}: {exc}") from None
+            code, why = errors.classify(exc)
+            raise IngestFailed(code, f"ingest of files failed: {why}") from None
         unchanged = sum(r.skipped for r in results)
         done.append(f"files: run {run_id}, {len(results)} files ({unchanged} unchanged): {counts.summary()}")
     if opts.workspace_id:
@@ -117,7 +132,8 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
     if opts.account_url:
         from egresslens.analyse import parse_duration
         from egresslens import ingest as pipeline
-        from egresslens.sources.storage import StorageError, StorageSource, container_client, public_url
+        from egresslens.redact import url as public_url
+        from egresslens.sources.storage import StorageError, StorageSource, container_client
 
         for name in opts.containers:
             try:
@@ -125,7 +141,7 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
                     source = StorageSource(client, None, since=parse_duration(opts.since), now=now)
                     stats = source.summary(pipeline.run(con, source))
             except StorageError as exc:
-                raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest of {public_url(opts.account_url)}/{name} "
+                raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest of {public_url(opts.account_url).rstrip('/')}/{name} "
                                                            f"failed: {exc}") from None
             done.append(f"storage {name}: {stats.blobs} blobs ({stats.unchanged} unchanged): {stats.counts.summary()}")
     return done
@@ -166,35 +182,41 @@ def _in_force(con, window):  # noqa: ANN001, ANN202
 
 
 def _dated(out_dir: Path, generated: datetime) -> Path:
-    return out_dir / "reports" / f"egresslens-{generated:%Y-%m-%dT%H%MZ}.html"
+    """The dated report's path: to the second, with `-2`, `-3` ... when a run of the same second has one."""
+    reports = out_dir / "reports"
+    base = f"egresslens-{generated:%Y-%m-%dT%H%M%SZ}"
+    path, n = reports / f"{base}.html", 1
+    while path.exists() or path.with_suffix(".json").exists():
+        n += 1
+        path = reports / f"{base}-{n}.html"
+    return path
 
 
 def prune(out_dir: Path, keep_days: int, now: datetime) -> None:
     """Remove dated reports older than `keep_days` (by the date in their name)."""
     cutoff = now - timedelta(days=keep_days)
     for p in (out_dir / "reports").glob("egresslens-*"):
-        try:
-            when = datetime.strptime(p.name.split(".", 1)[0], "egresslens-%Y-%m-%dT%H%MZ")
-        except ValueError:
+        m = _DATED.match(p.name)
+        if not m:
             continue
+        stamp = m.group(1)
+        when = datetime.strptime(stamp, "%Y-%m-%dT%H%M%SZ" if len(stamp) == 18 else "%Y-%m-%dT%H%MZ")
         if when < cutoff:
             p.unlink()
 
 
 def run_nightly(opts: NightlyOptions, now: datetime | None = None) -> NightlyResult:
-    """Lock, ingest, report. Busy when another run holds the lock or the store."""
-    import duckdb
-
+    """Lock, ingest, report. Busy when another run holds the lock or the store (StoreBusy when another
+    process holds the store); any other failure propagates for :mod:`egresslens.errors` to classify."""
     from egresslens import store
     from egresslens.report import build_report, windows, write
 
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     out_dir = Path(opts.out_dir)
-    with lock(out_dir):
-        try:
-            con = store.connect(opts.db)
-        except duckdb.IOException as exc:
-            raise Busy(f"the store {store.resolve_db_path(opts.db)} is in use by another process: {exc}") from None
+    db_path = store.resolve_db_path(opts.db)
+    with lock(out_dir, db_path):
+        atomic.clear_leftovers(out_dir, out_dir / "reports")  # of a run killed while it wrote
+        con = store.connect(opts.db)
         error, code, steps = None, None, []
         try:
             try:
@@ -209,14 +231,12 @@ def run_nightly(opts: NightlyOptions, now: datetime | None = None) -> NightlyRes
                 if code is None:
                     error, code = policy_error, policy_code
             estate, notes = _in_force(con, window)
-            report = build_report(con, window, baseline=baseline, policy=opts.policy, db=str(store.resolve_db_path(opts.db)),
+            report = build_report(con, window, baseline=baseline, policy=opts.policy, db=str(db_path),
                                   since=opts.since, generated_at=now, banner=banner, estate=estate, policy_notes=notes)
         finally:
             con.close()
         code = code if code is not None else report.exit_code(opts.fail_on)
-        dated = _dated(out_dir, now)
-        written = write(report, dated, "html", code)
-        for src in written:
-            shutil.copyfile(src, out_dir / ("latest" + src.suffix))
+        written = write(report, _dated(out_dir, now), "html", code)
+        latest = atomic.publish(out_dir, {"latest.html": written[0], "latest.json": written[1]}, written[0].stem)
         prune(out_dir, opts.keep_days, now)
-    return NightlyResult(code, written + [out_dir / "latest.html", out_dir / "latest.json"], steps, error)
+    return NightlyResult(code, written + latest, steps, error)

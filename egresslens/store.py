@@ -10,11 +10,11 @@ from pathlib import Path
 
 import duckdb
 
+from egresslens import budget
 from egresslens.schema import ALL_TABLES, EVENT_TABLES, create_table_sql
 
 DEFAULT_DB = "egresslens.duckdb"
 DB_ENV = "EGRESSLENS_DB"
-MEMORY_LIMIT_ENV = "EGRESSLENS_MEMORY_LIMIT"
 
 
 def resolve_db_path(db: str | os.PathLike[str] | None = None) -> Path:
@@ -28,26 +28,14 @@ def _configure(con: duckdb.DuckDBPyConnection, db_path: Path | None) -> None:
         con.execute("SET enable_progress_bar = false")
     except duckdb.Error:  # in a notebook without ipywidgets DuckDB refuses to touch the setting at all
         pass
-    # Bounded memory: spill to disk beside the store rather than hold a busy day in RAM. A writer (ingest)
-    # works one batch at a time and needs less: what a larger limit adds is cached blocks of the store it
-    # has written (measured: 3.5 GiB peak at 10M records with 4GB, 2.4 GiB with 2GB, no slower; 1.5 GB
-    # leaves room under a 2 GiB budget for the rest of the process, and a batch needs less: 1M legacy
-    # records peak at 1.36 GiB with it, as with 2GB).
-    con.execute(f"SET memory_limit = '{_memory_limit('1536MB' if db_path is not None else '4GB')}'")
-    if db_path is not None:
-        spill = db_path.parent.resolve() / f".{db_path.name}.tmp"
-        con.execute("SET temp_directory = ?", [str(spill)])
+    # Bounded memory: DuckDB's share of the process's budget (egresslens.budget), spilling to disk
+    # beside the store (or EGRESSLENS_TEMP_DIR) rather than holding a busy day in RAM; analyses of a
+    # read-only store spill too.
+    budget.configure_duckdb(con, db_path)
     con.execute("SET preserve_insertion_order = false")
     # Checkpoint less often than the 16 MB default: each batch commits tens of MB, and a checkpoint
     # per batch costs more than the batch's own work. A killed run still replays the WAL.
     con.execute("SET checkpoint_threshold = '256MB'")
-
-
-def _memory_limit(default: str) -> str:
-    value = os.environ.get(MEMORY_LIMIT_ENV, default).strip()
-    if not value or not all(ch.isalnum() or ch == "." for ch in value):
-        raise ValueError(f"{MEMORY_LIMIT_ENV} must look like 4GB or 512MB, got {value!r}")
-    return value
 
 
 class StoreBusy(RuntimeError):
@@ -130,7 +118,11 @@ def connect(db: str | os.PathLike[str] | None = None, *, read_only: bool = False
             if left <= 0:
                 raise
             time.sleep(min(0.5, left))
-    _configure(con, None if read_only else path)
+    try:
+        _configure(con, path)
+    except BaseException:
+        con.close()
+        raise
     if not read_only:
         ensure_schema(con)
     return con
@@ -184,6 +176,16 @@ def run_query(con: duckdb.DuckDBPyConnection, text: str) -> tuple[list[str], lis
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction after a failure, and only that: when the failure was the COMMIT
+    itself (a full disk), DuckDB has already rolled back, and the "no transaction is active" a second
+    ROLLBACK raises would hide the failure that matters."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

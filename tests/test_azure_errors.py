@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from egresslens import exitcodes
 from egresslens.cli import app
 from egresslens.sources import storage
-from egresslens.sources.azure_errors import cause, redact
+from egresslens.redact import text as redact
+from egresslens.sources.azure_errors import cause
 
 runner = CliRunner()
 

@@ -96,6 +96,57 @@ def test_one_firewall_and_what_if_per_firewall(estate_dir):
     assert partner.what_if["deny_to_allow_hits"] > 0
 
 
+def test_one_firewall_is_judged_on_its_own_traffic_only(estate_dir, tmp_path):
+    """`recommend --firewall X` reads X's flows, as the fleet run's part for X does, never every firewall's."""
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    window = resolve_window(con, since="1d")
+    estate = load_files(_files(estate_dir))
+    one = recommend_fleet(con, window, estate, firewall=WEU.firewall_id)
+    mine = con.execute("SELECT count(*) FROM flows WHERE firewall = ? AND time >= ? AND time < ?",
+                       [WEU.firewall_id, window.start, window.end]).fetchall()[0][0]
+    every = con.execute("SELECT count(*) FROM flows WHERE time >= ? AND time < ?", [window.start, window.end]).fetchall()[0][0]
+    # the report scopes itself and then asks for that firewall's recommendations: the inner scope leaves
+    # the outer one in place for the report's SNAT and DNS sections
+    from egresslens import fleet
+
+    with fleet.scoped(con, WEU.firewall_id):
+        recommend_fleet(con, window, estate, firewall=WEU.firewall_id)
+        after = con.execute("SELECT count(*) FROM flows WHERE time >= ? AND time < ?",
+                            [window.start, window.end]).fetchall()[0][0]
+    con.close()
+    assert after == mine
+    targets = set().union(*(_targets(r) for r in _adds(one)))
+    assert "api.westeurope.partner-example.com" in targets
+    assert not {f"api.{s.region}.partner-example.com" for s in (NEU, SEC)} & targets  # the others' own needs
+    assert all(not (r.evidence.destinations and any(f"api.{s.region}." in d for s in (NEU, SEC)
+                                                    for d in r.evidence.destinations)) for r in one.items)
+    assert 0 < mine < every
+    # the command line says the same
+    db = tmp_path / "one.duckdb"
+    db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+    res = CliRunner().invoke(app, ["recommend", "--db", str(db), "--since", "1d", "--firewall", WEU.name,
+                                   "--format", "json", *sum((["--policy", str(f)] for f in _files(estate_dir)), [])])
+    assert res.exit_code in (0, 1), res.output
+    doc = json.loads(res.stdout)
+    text = json.dumps(doc["recommendations"])
+    assert "api.westeurope.partner-example.com" in text
+    assert not any(f"api.{s.region}.partner-example.com" in text for s in (NEU, SEC))
+
+
+def test_and_n_more_items_follow_the_items_they_summarise_in_a_fleet(estate_dir):
+    from egresslens.recommend import Config
+
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    window = resolve_window(con, since="1d")
+    recs = recommend_fleet(con, window, load_files(_files(estate_dir)), config=Config(max_investigate=1))
+    con.close()
+    inv = [r for r in recs.items if r.kind == "investigate"]
+    last = [r.id in recs.summaries for r in inv]
+    assert any(last) and last == sorted(last)  # every itemised one, then every "and N more"
+    assert all(" more " in r.title for r in inv if r.id in recs.summaries)
+    assert len({r.firewall for r in inv if r.id in recs.summaries}) > 1
+
+
 def _serve(server: ArmServer, d: Path) -> None:
     """The estate's exports as ARM answers them: properties wrapped, each resource at its id."""
     def arm(doc):

@@ -73,11 +73,11 @@ def test_a_records_document_of_a_million_records_is_streamed_record_by_record(tm
         f.write('{\n  "records": [\n')
         f.write(",\n".join([json.dumps(json.loads(RECORDS[0]), separators=(",", ":"))] + ["{}"] * (n - 1)))
         f.write("\n  ]\n}\n")
-    got = _ingest_measured(tmp_path, path, EGRESSLENS_MEMORY_LIMIT="192MB")
+    got = _ingest_measured(tmp_path, path, EGRESSLENS_MEMORY_LIMIT="384MiB")  # DuckDB: 192 MiB
     assert got["exit"] == 5
     summary = got["summary"]
     assert (summary["records_read"], summary["stored"], summary["quarantined"]) == (n, 1, n - 1)
-    assert got["peak_mib"] < 700
+    assert got["peak_mib"] < 700, got["peak_mib"]
     con = store.connect(tmp_path / "s.duckdb", read_only=True)
     assert rows(con, "SELECT min(position) AS p, max(position) AS q FROM quarantine") == [{"p": 1, "q": 1}]
     con.close()

@@ -79,6 +79,17 @@ def test_a_second_run_while_one_holds_the_lock_exits_busy_in_one_sentence(tmp_pa
     assert not (out / "latest.html").exists()
 
 
+def test_a_second_run_into_another_directory_from_the_same_store_exits_busy_in_one_sentence(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with lock(tmp_path / "first-out", db):  # a run writing its reports elsewhere from the same store
+        proc = subprocess.run([sys.executable, "-m", "egresslens.cli", "nightly", "--out-dir", str(tmp_path / "second-out"),
+                               "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == exitcodes.BUSY
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"holds the store {db}" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "second-out" / "latest.html").exists()
+
+
 def test_bad_nightly_arguments_are_usage_errors(tmp_path):
     assert _nightly(tmp_path / "o", tmp_path / "s.duckdb", "--workspace-id", "not-a-guid").exit_code == exitcodes.USAGE
     assert _nightly(tmp_path / "o", tmp_path / "s.duckdb", "--account-url",
@@ -92,3 +103,18 @@ def test_dated_reports_older_than_the_keep_window_are_removed(tmp_path):
         (reports / name).write_text("x")
     prune(tmp_path, 30, datetime(2026, 3, 10))
     assert sorted(p.name for p in reports.iterdir()) == ["egresslens-2026-03-01T0200Z.html", "notes.txt"]
+
+
+def test_dated_reports_carry_seconds_and_a_second_run_in_the_same_second_does_not_overwrite_the_first(tmp_path):
+    from egresslens.nightly import _dated
+
+    now = datetime(2026, 3, 1, 5, 30, 12)
+    first = _dated(tmp_path, now)
+    assert first.name == "egresslens-2026-03-01T053012Z.html"
+    first.parent.mkdir(parents=True)
+    first.write_text("x")
+    second = _dated(tmp_path, now)
+    assert second.name == "egresslens-2026-03-01T053012Z-2.html"
+    second.write_text("y")
+    prune(tmp_path, 1, datetime(2026, 3, 3))
+    assert list((tmp_path / "reports").iterdir()) == []  # both dated forms are read by prune

@@ -256,6 +256,16 @@ def test_drilldown_writes_a_page_for_every_subject_kind(simulated, tmp_path, sub
         assert f'id="fig-{cid}"' in text
 
 
+def test_drilldown_subjects_match_names_whatever_their_case_or_root_dot(simulated, tmp_path):
+    db, _ = simulated
+    lines = []
+    for subject in ("github.com", "GitHub.COM.", "GITHUB.com"):
+        result = runner.invoke(app, ["drilldown", subject, "--db", str(db), "--out", str(tmp_path / "d.html")])
+        assert result.exit_code == 0, result.output
+        lines.append(result.output.split(": ", 1)[1].split(" events")[0].split()[-1])
+    assert lines[0] != "0" and lines == [lines[0]] * 3, lines
+
+
 def test_drilldown_of_a_hostile_name_shows_it_as_text(hostile_db, tmp_path):
     out = tmp_path / "d.html"
     result = runner.invoke(app, ["drilldown", MARKER, "--kind", "fqdn", "--db", str(hostile_db), "--out", str(out)])

@@ -71,6 +71,10 @@ def test_chromium_runs_no_script_from_a_hostile_name(tmp_path):
         assert driver.execute_script("return document.querySelectorAll('main img, main script:not([type])').length") == 0
         texts = driver.execute_script("return document.body.innerText")
         assert MARKER in texts  # shown as text, exactly
+        labels = driver.execute_script(
+            "return Array.from(document.querySelectorAll('div.chart svg text')).map(t => t.textContent).join('\\n')")
+        assert "&quot;" not in labels and "&#x27;" not in labels and "&amp;" not in labels  # escaped once, not twice
+        assert '"' in labels and "<img" in labels  # quotes and markup drawn as the text they are
         drawn = driver.execute_script("return document.querySelectorAll('div.chart svg.main-svg').length")
         assert drawn > 0
         assert _problems(driver) == []

@@ -71,11 +71,13 @@ def test_a_second_ingest_says_an_ingest_holds_the_store_and_exits_busy(tmp_path,
     assert "--wait" in line
 
 
-@pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["recommend"], ["dns"], ["snat"],
+@pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["recommend"], ["dns"], ["snat"], ["report", "-o", "r.html"],
+                                  ["drilldown", "example.com", "-o", "d.html"], ["nightly", "--out-dir", "nightly-out"],
                                   ["ingest", "loganalytics", "--workspace-id", "00000000-0000-0000-0000-000000000000"],
                                   ["ingest", "metrics", "--resource-id", "/subscriptions/x", "--endpoint", "https://x"],
                                   ["ingest", "storage", "--container", "c", "--account-url", "https://a.blob.core.windows.net"]])
-def test_every_command_exits_busy_in_one_sentence(tmp_path, db, args):
+def test_every_command_exits_busy_in_one_sentence(tmp_path, db, args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     holder = hold(tmp_path, db, argv=["notebook.py"])
     try:
         result = runner.invoke(app, [*args, "--db", str(db)])

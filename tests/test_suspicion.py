@@ -7,7 +7,7 @@ import base64
 import hashlib
 import ipaddress
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import jsonschema
 import polars as pl
@@ -16,7 +16,7 @@ import pytest
 from egresslens import dns, store
 from egresslens.commands.recommend import FORMATS, render
 from egresslens.recommend import Config, emit_json, markdown, recommend
-from egresslens.suspicion import assess, owner_zone
+from egresslens.suspicion import SuspicionConfig, assess, owner_zone
 from test_recommend_engine import T0, WINDOW, _app, _flows, _store
 
 PODS = "10.1.0.0/24"
@@ -202,6 +202,43 @@ def test_newly_seen_name_reached_at_regular_intervals_is_a_beacon_and_marks_its_
     assert row["kind"] == "beacon" and row["never_allow"]
     assert susp.compromised == [CLEAN[1]]
     assert susp.name_reason("partner-example.com") is None
+
+
+def _quiet_new_zones() -> tuple[list[dict], list[dict], datetime]:
+    """A zone queried since the start, then 300 zones first seen at noon without another signal (the
+    five busiest queried 20 times each): (the old rows, the new rows, noon)."""
+    old = _dns_rows(CLEAN[0], ["api.partner-example.com"] * 40, qtype="A", rcode="NOERROR", step_s=1800)
+    start = T0 + timedelta(hours=12)
+    fresh = [{"time": start + timedelta(seconds=i), "firewall": "fw", "source_ip": CLEAN[2], "query_name": f"www.site{i}.com",
+              "query_type": "A", "response_code": "NOERROR", "duration_s": 0.002} for i in range(300)]
+    return old, fresh + fresh[:5] * 19, start
+
+
+def test_newly_seen_zones_without_a_signal_are_listed_busiest_first_and_the_rest_counted_beacons_included():
+    old, fresh, start = _quiet_new_zones()
+    beacon = [{"time": start + timedelta(seconds=60 * i + (i % 3)), "firewall": "fw", "source_ip": CLEAN[1],
+               "query_name": "upd.zz-quiet-example.net", "query_type": "A", "response_code": "NOERROR",
+               "duration_s": 0.002} for i in range(9)]  # fewer queries than the busiest, still a beacon
+    con = _store(_flows(_app(CLEAN[0], "api.partner-example.com")), dns_rows=old + fresh + beacon)
+    full = assess(con, window=WINDOW)
+    capped = assess(con, window=WINDOW, config=SuspicionConfig(max_listed=5))
+    new = lambda s: s.names.filter(pl.col("kind") == "newly_seen")  # noqa: E731
+    assert new(full).height == 300 and full.omitted == {}
+    assert sorted(new(capped)["subject"].to_list()) == [f"site{i}.com" for i in range(5)]
+    assert capped.omitted == {"newly_seen": 295} and capped.to_json()["names_total"] == full.to_json()["names_total"]
+    beacon_row = capped.names.filter(pl.col("subject") == "zz-quiet-example.net").row(0, named=True)
+    assert beacon_row["kind"] == "beacon" and beacon_row["withhold"] and capped.compromised == [CLEAN[1]]
+
+
+def test_a_newly_seen_look_alike_beyond_the_listed_zones_is_listed_as_a_look_alike_not_counted_as_unlisted():
+    old, fresh, start = _quiet_new_zones()
+    squat = {**fresh[0], "time": start + timedelta(hours=1), "query_name": "api.partner-exapmle.com"}  # a swapped pair
+    con = _store(_flows(_app(CLEAN[0], "api.partner-example.com")), dns_rows=old + fresh + [squat])
+    capped = assess(con, window=WINDOW, config=SuspicionConfig(max_listed=5), references=["api.partner-example.com"])
+    row = capped.names.filter(pl.col("subject") == "partner-exapmle.com").row(0, named=True)
+    assert row["kind"] == "lookalike" and row["never_allow"]
+    assert capped.omitted == {"newly_seen": 295}  # the 300 quiet zones but the 5 listed; the look-alike is listed
+    assert capped.to_json()["names_total"] == capped.names.height + 295
 
 
 def test_generated_looking_zones_that_fail_to_resolve_are_flagged():

@@ -86,12 +86,16 @@ def render(result, top: int = 10) -> None:  # noqa: ANN001 - DnsResult, imported
     s = Table(title="Suspicious domains (the suspicion model `recommend` reads too)")
     for col in ("reason", "domain", "zone", "never allow", "queries", "sources", "detail"):
         s.add_column(col, overflow="fold")
-    for r in result.suspicious.iter_rows(named=True):
+    shown = max(top, 50)  # every finding kind, most severe first
+    for r in result.suspicious.head(shown).iter_rows(named=True):
         colour = "red" if r["never_allow"] else "yellow"
         s.add_row(f"[{colour}]{_t(r['reason'])}[/{colour}]", _t(r["domain"]), _t(r["zone"] or ""),
                   "yes" if r["never_allow"] else "no", "-" if r["queries"] is None else f"{r['queries']:,}",
                   _t(", ".join((r["sources"] or [])[:3])), _t(r["detail"] or ""))
     console.print(s if result.suspicious.height else "[green]No suspicious domains.[/green]")
+    hidden = max(0, result.suspicious.height - shown) + sum(result.suspicion.omitted.values())
+    if hidden:
+        console.print(f"[dim]and {hidden:,} more suspicious or newly seen domains (dns --json, or the report)[/dim]")
     render_compromised(console, result.suspicion)
 
     g = Table(title="Per source group")

@@ -17,15 +17,15 @@ from egresslens.escape import plain
 
 console = Console(stderr=True)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
 
 
 def parse_since(text: str) -> timedelta:
-    m = _SINCE.match(text.strip().lower())
-    if not m:
-        raise typer.BadParameter(f"--since takes a duration like 30m, 24h or 7d, not {text!r}")
-    n, unit = int(m.group(1)), m.group(2)
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+    from egresslens.analyse import parse_duration
+
+    try:
+        return parse_duration(text.strip().lower())
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since: {exc}") from None
 
 
 def parse_when(text: str) -> datetime:
@@ -208,8 +208,8 @@ def ingest_storage(
     """
     from egresslens.analyse import parse_duration
     from egresslens.cliutil import byte_progress
-    from egresslens import ingest
-    from egresslens.sources.storage import StorageError, StorageSource, container_client, public_url
+    from egresslens import ingest, redact
+    from egresslens.sources.storage import StorageError, StorageSource, container_client
 
     try:
         since_delta = parse_duration(since) if since else None
@@ -240,7 +240,7 @@ def ingest_storage(
     else:
         c = stats.counts
         per_table = ", ".join(f"{k} {v:,}" for k, v in sorted(c.per_table.items()))
-        where = public_url(account_url) if account_url else client.account_name
+        where = redact.url(account_url) if account_url else client.account_name
         print(f"run {stats.run_id}: {stats.blobs} blobs in {plain(where)}/{plain(container)} ({stats.unchanged} unchanged, "
               f"{stats.appended} appended, {stats.rewritten} rewritten), {stats.bytes_downloaded:,} bytes in "
               f"{stats.requests} requests: {c.summary()}" + (f" [{per_table}]" if per_table else ""))

@@ -84,7 +84,9 @@ def recommend_command(
     recs.warnings = notes + used + recs.warnings
     text = render(recs, fmt, what_if=what_if)
     if out:
-        out.write_text(text, encoding="utf-8")
+        from egresslens import atomic
+
+        atomic.write_text(out, text)
         typer.echo(f"wrote {len(recs.items)} recommendation(s) as {fmt} to {plain(out)}", err=True)
     else:
         typer.echo(text, nl=False)

@@ -18,6 +18,7 @@ from egresslens.cliutil import (
     estate_in_force,
     estate_source,
     fail,
+    open_store,
     read_estate,
     resolve_firewall,
     save_snapshot,
@@ -63,7 +64,7 @@ def report_command(
     Exit codes: 0 nothing to act on, 1 findings, 7 critical findings (SNAT over critical, threat-intel/IDPS
     hits, a compromised source, a dependency newly denied that was allowed before), 2 usage, 3 unreadable input or policy, 4 Azure refused, 6 busy store."""
     from egresslens.report import FAIL_ON, FORMATS, SUFFIX, build_report, windows, write
-    from egresslens.store import connect, resolve_db_path
+    from egresslens.store import resolve_db_path
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -72,10 +73,7 @@ def report_command(
         raise fail(f"--fail-on must be one of {', '.join(FAIL_ON)}", exitcodes.USAGE)
     given, notes = given_estate(db, policy, firewall_id, policy_id, arm_endpoint)
     out = out or Path("report" + SUFFIX[fmt])
-    try:
-        con = connect(db, read_only=True)
-    except FileNotFoundError as exc:
-        raise fail(str(exc), exitcodes.INPUT_ERROR)
+    con = open_store(db, read_only=True)
     try:
         try:
             window, baseline = windows(con, since, compare_to or None)
@@ -111,6 +109,7 @@ def drilldown_command(
     The notebook notebooks/drilldown-subject.ipynb draws the same figures."""
     from datetime import datetime, timezone
 
+    from egresslens import atomic
     from egresslens.cliutil import analysis_window
     from egresslens.escape import shell
     from egresslens.report.drilldown import KINDS, drilldown
@@ -129,6 +128,5 @@ def drilldown_command(
         with fleet.scoped(con, fw):
             d = drilldown(con, window, subject, kind, policy=rules_for(estate, fw))
     command = f"egresslens drilldown --kind {d.kind} {shell(subject)} --since {since}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command), encoding="utf-8")
+    atomic.write_text(out, render_drilldown(d, datetime.now(timezone.utc).replace(tzinfo=None), command))
     typer.echo(f"wrote {out}: {d.facts[0]}", err=True)

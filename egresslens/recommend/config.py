@@ -17,6 +17,7 @@ infer_prefix = 24              # inferred source subnets are built from /24 bloc
 rule_collection_group = "egresslens-proposed"
 priority = 64000               # RCG priority for new rules (default: after every existing group)
 remove_after_days = 30         # disable, then delete after N days
+max_investigate = 100          # investigate items listed one by one per reason; the rest are one "and N more" item
 
 [suspicion]                    # thresholds of the suspicion model (docs/suspicion.md)
 min_unique_names = 25          # unique names under one zone before tunnelling is considered
@@ -50,6 +51,9 @@ class Config:
     rule_collection_group: str = "egresslens-proposed"
     priority: int | None = None
     remove_after_days: int = 30
+    # investigate items itemised per reason (refused, compromised-only, too little evidence), the busiest
+    # first; the rest of each is one "and N more" item (a day of a million one-off names stays readable)
+    max_investigate: int = 100
     sample_events: int = 3
     dns_min_recall: float = 0.8  # share of an address's fresh connections its name must precede
     dns_max_gap_s: float = 2.0  # a query at most this long before a connection precedes it

@@ -34,6 +34,7 @@ class Context:
         self.cut_from: dict[str, int] = {}  # compromised address -> proposed rules it was cut out of
         self.kept_required: list[str] = []  # existing rules kept whole because they carry required platform egress
         self.stats_rows = 0
+        self.summaries: set[str] = set()  # ids of the "and N more" investigate items (listed after the others)
 
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)

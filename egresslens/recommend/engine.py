@@ -19,19 +19,21 @@ from egresslens.analyse import (
     FLOW_RAW_HOURS_SQL,
     Window,
     coverage,
+    distinct_count,
     flow_hours_sql,
     newest_hour_may_be_incomplete,
 )
+from egresslens.recommend import bounds
 from egresslens.recommend.application import denied_application
 from egresslens.recommend.config import Config
 from egresslens.recommend.context import Context, investigate
 from egresslens.recommend.existing import analyse_existing
 from egresslens.recommend.model import Evidence, Recommendation, iso, safe_name
 from egresslens.recommend.netaggr import ServiceTags
-from egresslens.recommend.network import attribute_ips, denied_network
+from egresslens.recommend.network import attribute_ips, denied_network, name_danger
 from egresslens.recommend.policy import Rule, covers_addresses, net_size
 from egresslens.recommend.sources import assign_groups
-from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assess
+from egresslens.suspicion import SUGGESTED_ACTION, Suspicion, assessment
 
 NETWORK_RULE_BUDGET = 20_000
 # The one behaviour for compromised sources in rules (docs/suspicion.md)
@@ -56,6 +58,7 @@ class Recommendations:
     attribution: dict[str, dict[str, Any]] = field(default_factory=dict)
     # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
     firewalls: list[dict[str, Any]] = field(default_factory=list)
+    summaries: set[str] = field(default_factory=set)  # ids of the "and N more" investigate items
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -136,10 +139,7 @@ def recommend(
 
     # 1. what must never be allowed, and which sources are compromised: the one suspicion model (look-alikes
     # of the names the policy allows are withheld too)
-    if suspicion is not None and suspicion.window == window and suspicion.config == config.suspicion:
-        susp = suspicion
-    else:
-        susp = assess(con, window=window, config=config.suspicion, references=allowed_names(policy))
+    susp = assessment(con, window, config.suspicion, given=suspicion, references=allowed_names(policy))
     ctx.susp = susp
     # the hours that hold data for this run's traffic (a fleet's assessment spans every firewall)
     cover = coverage(con, window) if susp is suspicion or susp.coverage is None else susp.coverage
@@ -168,41 +168,60 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
                                   "since": pl.Datetime("us")})
     con.register("_rec_srcmap", srcmap.to_arrow())
     try:
-        groups = con.sql(f"""
+        # every flow group of the window stays in DuckDB; Python sees what `bounds` selects. Distinct
+        # sources and hours: HyperLogLog sketches are fast over few groups, but a sketch per group of a
+        # million (a day of a million names) overruns the memory budget, where exact counts spill.
+        distinct = distinct_count(con, FLOW_HOURS, ctx.params)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {bounds.GROUPS} AS
             SELECT m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip, f.destination_port,
                    f.action, hash(m.sgroup, m.compromised, f.kind, f.protocol, f.destination_fqdn, f.destination_ip,
                                   f.destination_port) AS gkey,
                    f.action_reason, f.rule_collection_group, f.rule_collection, f.rule,
-                   sum(f.hits)::BIGINT AS hits, approx_count_distinct(f.source_ip)::BIGINT AS sources,
+                   sum(f.hits)::BIGINT AS hits, {distinct}f.source_ip)::BIGINT AS sources,
                    min(f.first_seen) AS first_seen, max(f.last_seen) AS last_seen,
-                   approx_count_distinct(f.hour)::BIGINT AS hours,
-                   (approx_count_distinct(f.hour::DATE))::BIGINT AS days,
+                   {distinct}f.hour)::BIGINT AS hours, {distinct}f.hour::DATE)::BIGINT AS days,
                    -- hits in hours at or after the source's first contact with something withheld
                    coalesce(sum(f.hits) FILTER (WHERE f.last_seen >= m.since), 0)::BIGINT AS post_hits,
                    min(m.since) AS since
             FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
-            GROUP BY ALL""", params=ctx.params).pl()
-        ctx.stats_rows = groups.height
-        ctx.taint = _tainted_requests(ctx) if susp.compromised else {}
-        dns_map, ctx.dns_detail = attribute_ips(ctx) if groups.filter(pl.col("kind") == "network").height else ({}, {})
+            GROUP BY ALL""", ctx.params).fetchall()
+        ctx.stats_rows, has_net = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE kind = 'network') FROM {bounds.GROUPS}").fetchall()[0]
+        _tainted_requests(ctx)
+        dns_map, ctx.dns_detail = attribute_ips(ctx) if has_net else ({}, {})
         ctx.dns_map = dns_map
-        denied_application(ctx, groups)
-        denied_network(ctx, groups, dns_map)
-        scores = analyse_existing(ctx, groups)  # narrow or remove allow rules
+        denied = bounds.denied_groups(ctx, name_danger(ctx, dns_map))
+        denied_application(ctx, denied)
+        denied_network(ctx, denied, dns_map)
+        del denied
+        allowed, broad = bounds.allowed_groups(ctx)
+        scores = analyse_existing(ctx, allowed, broad)  # narrow or remove allow rules
+        del allowed
         _suggest_ip_groups(ctx)
         _limits(ctx)
         _suspicion_items(ctx, susp)
         _fill_evidence(ctx)
     finally:
         con.unregister("_rec_srcmap")
+        for t in (bounds.GROUPS, bounds.TAINT):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
     stats = {"flow_groups": ctx.stats_rows, "source_groups": len(set(mapping.values())),
              "by_kind": {k: sum(1 for r in ctx.items if r.kind == k) for k in
                          ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")},
              "kept_required": ctx.kept_required, "coverage": ctx.coverage.to_json()}
-    order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
-    ctx.items.sort(key=lambda r: (order[r.kind], -(r.evidence.hits or 0), r.id))
+    sort_items(ctx.items, ctx.summaries)
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail)
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries)
+
+
+KIND_ORDER = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
+
+
+def sort_items(items: list[Recommendation], summaries: set[str] | frozenset[str] = frozenset()) -> None:
+    """The output order: by kind, the busiest first within a kind, and each "and N more" item (`summaries`)
+    after the items it follows."""
+    items.sort(key=lambda r: (KIND_ORDER[r.kind], r.id in summaries, -(r.evidence.hits or 0), r.id))
 
 
 def allowed_names(policy: list[Rule] | None) -> list[str]:
@@ -210,14 +229,16 @@ def allowed_names(policy: list[Rule] | None) -> list[str]:
     return sorted({n for r in policy or [] if r.action == "Allow" for n in r.target_fqdns + r.destination_fqdns})
 
 
-def _tainted_requests(ctx: Context) -> dict[tuple, list[str]]:
-    """(kind, destination, protocol, port) -> compromised sources denied there."""
-    rows = ctx.con.execute(f"""
-        SELECT f.kind, coalesce(f.destination_fqdn, f.destination_ip), f.protocol, f.destination_port,
-               list(DISTINCT f.source_ip ORDER BY f.source_ip)
+def _tainted_requests(ctx: Context) -> None:
+    """Temp table bounds.TAINT: (kind, destination, protocol, port) -> compromised sources denied there
+    (`bounds` reads the rows of the destinations it keeps into ctx.taint)."""
+    where = "m.compromised" if ctx.susp is not None and ctx.susp.compromised else "false"
+    ctx.con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {bounds.TAINT} AS
+        SELECT f.kind, coalesce(f.destination_fqdn, f.destination_ip) AS dest, f.protocol, f.destination_port,
+               list(DISTINCT f.source_ip ORDER BY f.source_ip) AS ips
         FROM {FLOW_HOURS} f JOIN _rec_srcmap m USING (source_ip)
-        WHERE m.compromised AND f.action = 'Deny' GROUP BY ALL""", ctx.params).fetchall()
-    return {(k, d, p, port): ips for k, d, p, port, ips in rows}
+        WHERE {where} AND f.action = 'Deny' GROUP BY ALL""", ctx.params).fetchall()
 
 
 def _suspicion_items(ctx: Context, susp: Suspicion) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from egresslens.recommend.bounds import too_broad
 from egresslens.recommend.model import (
     Evidence,
     ProposedRule,
@@ -30,7 +31,12 @@ from egresslens.recommend.triage import compromised_cut
 from egresslens.recommend.wildcards import fqdn_matches, is_valid_fqdn, propose_wildcards
 
 
-def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
+def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None = None) -> list[dict[str, Any]]:
+    """Score every allow rule; propose removing unused or shadowed ones and narrowing broad ones. `broad`:
+    rules that carried more flow groups than are judged one by one (`bounds.allowed_groups`), by key,
+    with their exact counts; they get an investigate item instead."""
+    broad = broad or {}
+    broad_by_rc = {(c, r): v for (_g, c, r), v in broad.items()}
     allowed = groups.filter(pl.col("action") == "Allow")
     obs: dict[tuple, list[dict]] = defaultdict(list)
     for row in allowed.iter_rows(named=True):
@@ -50,7 +56,8 @@ def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
         if rule.rule_type == "nat" or rule.action != "Allow":
             continue
         rows = obs.get(rule.key) or by_rc_rule.get((rule.rule_collection, rule.name)) or []
-        hits = sum(x["hits"] for x in rows)
+        big = None if rows else broad.get(rule.key) or broad_by_rc.get((rule.rule_collection, rule.name))
+        hits = int(big["hits"]) if big else sum(x["hits"] for x in rows)
         score = permissiveness(rule, ctx.service_tags.tags if ctx.service_tags else None)
         req = required_parts(rule)
         scores.append({"rule_collection_group": rule.rule_collection_group, "rule_collection": rule.rule_collection,
@@ -91,6 +98,9 @@ def analyse_existing(ctx, groups: pl.DataFrame) -> list[dict[str, Any]]:
                 rollout=["disable the rule (or move it to a disabled collection)",
                          f"delete it after {days} days without denies for its traffic"])
             ctx.add(rec)
+            continue
+        if big:
+            too_broad(ctx, rule, big, req.note() if req else None)
             continue
         _narrow(ctx, rule, rows, existing, score, req)
     return sorted(scores, key=lambda s: (-(s["permissiveness"] or 0), str(s["rule_collection_group"]),

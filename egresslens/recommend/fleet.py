@@ -17,7 +17,7 @@ from typing import Any
 from egresslens import fleet
 from egresslens.analyse import Window
 from egresslens.recommend.config import Config
-from egresslens.recommend.engine import Recommendations, recommend
+from egresslens.recommend.engine import Recommendations, recommend, sort_items
 from egresslens.recommend.model import Evidence, ProposedRule, Recommendation, rec_id, safe_name
 
 
@@ -44,9 +44,10 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
     if len(names) <= 1:
         fw = names[0] if names else None
         rules = rules_for(estate, fw, policy)
-        recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags)
-        if what_if:
-            _what_if(con, window, recs, rules, service_tags)
+        with fleet.scoped(con, firewall):  # one firewall named: its traffic only (and its assessment)
+            recs = recommend(con, window, policy=rules, config=config, service_tags=service_tags)
+            if what_if:
+                _what_if(con, window, recs, rules, service_tags)
         _tag(recs.items, fw, rules)
         recs.firewalls = [_summary(fw, rules, recs.items)] if fw else []
         return recs
@@ -66,6 +67,7 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
             if what_if:
                 _what_if(con, window, recs, rules, service_tags)
         _tag(recs.items, fw, rules)
+        recs.summaries = {rec_id(i, fw) for i in recs.summaries}
         for r in recs.items:
             r.id = rec_id(r.id, fw)
         parts.append((fw, rules, recs))
@@ -78,8 +80,8 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
                           {ip: a for _, _, recs in parts for ip, a in recs.attribution.items()})
     out.firewalls = [_summary(fw, rules, [r for r in items if r.firewall == fw or fw in r.firewalls])
                      for fw, rules, _ in parts]
-    order = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
-    out.items.sort(key=lambda r: (order[r.kind], -(r.evidence.hits or 0), r.id))
+    out.summaries = set().union(*(recs.summaries for _, _, recs in parts))
+    sort_items(out.items, out.summaries)
     return out
 
 

@@ -102,19 +102,23 @@ def attribution_text(ip: str, detail: dict[str, dict]) -> str:
     return what if d["attributed"] else f"unattributed (best: {what}; needs {d['min_share']:.0%} in 2 hours or more)"
 
 
-def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[str]]) -> None:
-    df = groups.filter((pl.col("kind") == "network") & (pl.col("action") == "Deny") & pl.col("destination_ip").is_not_null())
-    if df.is_empty():
-        return
-
-    def name_danger(ip: str) -> str | None:
+def name_danger(ctx: Context, dns_map: dict[str, set[str]]):  # noqa: ANN201
+    """`extra_danger` for addresses: refused when one resolves from a name the suspicion model withholds."""
+    def danger(ip: str) -> str | None:
         for n in dns_map.get(ip, ()):
             r = ctx.susp.name_reason(n)
             if r:
                 return f"{ip} resolves from {n}: {r}"
         return None
+    return danger
 
-    cand = triage(ctx, df, "destination_ip", name_danger)
+
+def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[str]]) -> None:
+    df = groups.filter((pl.col("kind") == "network") & (pl.col("action") == "Deny") & pl.col("destination_ip").is_not_null())
+    if df.is_empty():
+        return
+
+    cand = triage(ctx, df, "destination_ip", name_danger(ctx, dns_map))
     if cand.is_empty():
         return
     cfg = ctx.config

@@ -19,16 +19,21 @@ from egresslens.recommend.wildcards import InvalidName, fqdn_matches, validate_f
 from egresslens.suspicion import SUGGESTED_ACTION
 
 
-def _reason(ctx: Context, row: dict, dest_col: str, extra_danger) -> tuple[str | None, str]:
-    dest = row[dest_col]
+def refusal(ctx: Context, dest, dest_col: str, extra_danger=None) -> str | None:  # noqa: ANN001
+    """Why the destination itself must never be allowed (suspicious, an invalid name, an address resolved
+    from a suspicious name), or None. `bounds` asks this of every distinct destination."""
     if dest_col == "destination_fqdn":
         reason = ctx.susp.name_reason(dest)  # says what a look-alike looks like, in both forms
         try:
             validate_fqdn(dest)
         except InvalidName as exc:
-            return f"invalid or hostile name rejected before emitting: {exc}" + (f"; {reason}" if reason else ""), "high"
-    else:
-        reason = ctx.susp.ip_reason(dest) or (extra_danger(dest) if extra_danger else None)
+            return f"invalid or hostile name rejected before emitting: {exc}" + (f"; {reason}" if reason else "")
+        return reason
+    return ctx.susp.ip_reason(dest) or (extra_danger(dest) if extra_danger else None)
+
+
+def _reason(ctx: Context, row: dict, dest_col: str, extra_danger) -> tuple[str | None, str]:
+    reason = refusal(ctx, row[dest_col], dest_col, extra_danger)
     if reason:
         return reason, "high"
     if row["action_reason"] not in (None, "Default Action") and row["rule"]:

@@ -28,15 +28,14 @@ def render(report: Report, fmt: str, exit_code: int | None = None) -> str:
 
 
 def write(report: Report, out: Path, fmt: str = "html", exit_code: int | None = None) -> list[Path]:
-    """Write the report to `out`; an HTML report gets its JSON summary beside it (same name, .json)."""
+    """Write the report to `out`, replacing it whole (:mod:`egresslens.atomic`: a kill or a full disk
+    leaves the previous file as it was); an HTML report gets its JSON summary beside it (same name, .json)."""
+    from egresslens import atomic
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(report, fmt, exit_code), encoding="utf-8")
-    written = [out]
+    written = [atomic.write_text(out, render(report, fmt, exit_code))]
     if fmt == "html":
-        beside = out.with_suffix(".json")
-        beside.write_text(render(report, "json", exit_code), encoding="utf-8")
-        written.append(beside)
+        written.append(atomic.write_text(out.with_suffix(".json"), render(report, "json", exit_code)))
     return written
 
 

@@ -19,6 +19,8 @@ def windows(con: duckdb.DuckDBPyConnection, since: str, compare_to: str | None, 
     if not compare_to:
         return window, None
     length = parse_duration(compare_to)
+    if window.start - datetime.min < length:
+        raise ValueError(f"--compare-to {compare_to} reaches back before the year 1")
     return window, Window(window.start - length, window.start)
 
 

@@ -1,8 +1,8 @@
 """Plotly figures of the report's sections, drawn from the small aggregated frames each section keeps.
 
-Plotly reads a few HTML tags (`<b>`, `<br>`, `<a href>`) in every label and decodes entities, so
-each log-derived string goes through :func:`egresslens.escape.html` before it becomes a label:
-a hostile name is drawn as its text. Long names are shortened on the axis (the hover shows them whole).
+Plotly reads a few HTML tags (`<b>`, `<br>`, `<a href>`) in every label and decodes a few entities,
+so each log-derived string goes through :func:`egresslens.escape.plotly` before it becomes a label:
+a hostile name is drawn as its text, quotes included. Long names are shortened on the axis (the hover shows them whole).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
-from egresslens.escape import html
+from egresslens.escape import plotly
 from egresslens.report.model import Chart, Section
 
 ALLOW, DENY = "#2e7d32", "#c62828"
@@ -25,7 +25,7 @@ _LAYOUT = dict(margin=dict(l=60, r=20, t=10, b=50), height=360, paper_bgcolor="r
 
 def label(value: Any) -> str:
     """A log-derived value as a plotly label: shown as text, never as markup."""
-    return html(value)
+    return plotly(value)
 
 
 def short(value: Any) -> str:

@@ -56,6 +56,7 @@ class Drilldown:
     window: Window
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
     facts: list[str] = field(default_factory=list)
+    match: str = ""  # the subject as the store holds it (a name in lower case); `subject` as it was asked for
 
     def tables(self) -> list[Table]:
         f = self.frames
@@ -91,10 +92,12 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     kind = detect_kind(con, window, subject) if kind == "auto" else kind
     if kind not in KINDS:
         raise ValueError(f"kind must be auto or one of {', '.join(KINDS)}, not {kind!r}")
-    params = {"start": window.start, "end": window.end, "subject": subject}
+    # names are stored lower case without the root dot, whatever the log or the reader wrote
+    match = subject.strip().lower().rstrip(".") if kind == "fqdn" else subject
+    params = {"start": window.start, "end": window.end, "subject": match}
     where = _WHERE[kind]
     flows = f"SELECT * FROM ({FLOW_HOURS_SQL}) WHERE {where}"
-    d = Drilldown(subject, kind, window)
+    d = Drilldown(subject, kind, window, match=match)
     d.frames["timeline"] = frame(con, f"SELECT hour, action, sum(hits)::BIGINT AS hits FROM ({flows}) GROUP BY ALL "
                                       "ORDER BY hour, action", params)
     peer = "coalesce(destination_fqdn, destination_ip)" if kind == "source" else "source_ip"
@@ -193,7 +196,7 @@ def verdict(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001 - egresslens.re
 
 def _destinations(d: Drilldown) -> list[str]:
     if d.kind in ("fqdn", "destination"):
-        return [d.subject]
+        return [d.match or d.subject]
     if d.kind == "source":
         return d.frames["peers"]["destination"].drop_nulls().unique().to_list()
     return []
@@ -207,7 +210,8 @@ def _touching(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001
         if r.rule is not None:
             names += r.rule.target_fqdns + r.rule.destination_fqdns + r.rule.destination_addresses
         e = r.existing_rule or {}
-        hit = (d.kind in ("fqdn", "destination") and (d.subject in names or any(n.endswith("." + d.subject) for n in names))
+        subject = d.match or d.subject
+        hit = (d.kind in ("fqdn", "destination") and (subject in names or any(n.endswith("." + subject) for n in names))
                or d.kind == "source" and d.subject in sources
                or d.kind == "rule" and d.subject in (e.get("rule"), "/".join(str(e.get(k)) for k in
                                                                               ("rule_collection_group", "rule_collection", "rule"))))

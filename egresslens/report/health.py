@@ -10,6 +10,7 @@ from egresslens.report.sections import Inputs
 from egresslens.report.signals import suspicion
 
 MAX_TIMELINE_POINTS = 2_000  # per firewall; longer windows are drawn per hour (peak of the hour)
+MAX_ROWS = 200  # rows kept per table whose length grows with the window's names or sources (the rest counted)
 
 
 def snat(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.snat.SnatResult
@@ -69,24 +70,27 @@ def dns(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.dns.DnsRes
     if flagged.height and not compromised.height:
         s.add(CRITICAL, f"{flagged.height} zones must never be allowed ({', '.join(flagged['zone'].head(3).to_list())})")
     new = zones.filter(~pl.col("never_allow"))
+    not_listed = sum(result.suspicion.omitted.values())
     if new.height:
-        s.add(WARNING, f"{new.height} newly seen domains deserve a look")
+        s.add(WARNING, f"{new.height + not_listed:,} newly seen domains deserve a look")
     by_group = result.by_group.select("source_group", "queries", "nxdomain_rate", "servfail_rate", "refused_rate",
                                       "upstream_errors_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s",
                                       "latency_basis")
     s.data["groups"] = by_group.head(12)
-    zones_t = zones.with_columns(pl.col("zone").map_elements(lambda z: inp.drill("fqdn", z), return_dtype=pl.String)
-                                 .alias("drilldown"))
-    comp_t = compromised.with_columns(pl.col("source_ip").map_elements(lambda ip: inp.drill("source", ip),
-                                                                       return_dtype=pl.String).alias("drilldown"))
+    zones_t = zones.head(MAX_ROWS).with_columns(pl.col("zone").map_elements(lambda z: inp.drill("fqdn", z),
+                                                                            return_dtype=pl.String).alias("drilldown"))
+    comp_t = compromised.head(MAX_ROWS).with_columns(pl.col("source_ip").map_elements(
+        lambda ip: inp.drill("source", ip), return_dtype=pl.String).alias("drilldown"))
     rates = {c: PCT for c in ("nxdomain_rate", "servfail_rate", "refused_rate", "upstream_errors_rate")}
     s.tables += [
         Table("Per source group", by_group, {"queries": INT, **rates, "p50_latency_s": MS, "p95_latency_s": MS,
                                              "p99_latency_s": MS}),
-        Table("Suspicious zones", zones_t, {"queries": INT, "drilldown": COMMAND}),
-        Table("Compromised sources", comp_t, {"drilldown": COMMAND}),
+        Table("Suspicious zones", zones_t, {"queries": INT, "drilldown": COMMAND}, total=zones.height + not_listed,
+              note=f"{not_listed:,} newly seen zones without another signal are not listed" if not_listed else ""),
+        Table("Compromised sources", comp_t, {"drilldown": COMMAND}, total=compromised.height),
         Table("Real failures", result.failures.select("query_name", "queries", "failures", "failure_rate", "sources"),
-              {"queries": INT, "failures": INT, "failure_rate": PCT}, limit=15),
+              {"queries": INT, "failures": INT, "failure_rate": PCT}, limit=15,
+              total=result.failures.height + result.more.get("failures", 0)),
     ]
     s.summary = {**{k: v for k, v in t.items()}, "suspicious_zones": zones.height,
                  "never_allow_zones": flagged.height, "compromised_sources": compromised.height}
@@ -96,18 +100,22 @@ def dns(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.dns.DnsRes
 def threats(inp: Inputs) -> Section:
     s = Section("threats", "Threat-intel and IDPS events", "Every threat-intelligence and IDPS event of the window, "
                 "grouped by what fired, where it went and who sent it.")
-    events = frame(inp.con, """
-      SELECT kind, coalesce(description, signature_id) AS what, coalesce(fqdn, destination_ip) AS destination,
-             destination_port AS port, source_ip, action, min(severity) AS severity, count(*)::BIGINT AS events,
-             min(time) AS first_seen, max(time) AS last_seen
-      FROM threats WHERE time >= $start AND time < $end GROUP BY ALL
-      ORDER BY events DESC, first_seen, what, destination, port, source_ip, action""", inp.params())
+    grouped = """SELECT kind, coalesce(description, signature_id) AS what, coalesce(fqdn, destination_ip) AS destination,
+                        destination_port AS port, source_ip, action, min(severity) AS severity, count(*)::BIGINT AS events,
+                        min(time) AS first_seen, max(time) AS last_seen
+                 FROM threats WHERE time >= $start AND time < $end GROUP BY ALL"""
+    events = frame(inp.con, f"""SELECT * FROM ({grouped})
+                                ORDER BY events DESC, first_seen, what, destination, port, source_ip, action
+                                LIMIT {MAX_ROWS}""", inp.params())
+    n, groups, srcs = inp.con.execute(f"""
+      SELECT coalesce(sum(events), 0), count(*),
+             list(DISTINCT source_ip ORDER BY source_ip) FILTER (WHERE source_ip IS NOT NULL)
+      FROM ({grouped})""", inp.params()).fetchall()[0]
+    srcs = srcs or []
     hourly = frame(inp.con, """SELECT date_trunc('hour', time) AS hour, kind, count(*)::BIGINT AS events
                                FROM threats WHERE time >= $start AND time < $end GROUP BY ALL ORDER BY hour""",
                    inp.params())
-    if events.height:
-        n = int(events["events"].sum())
-        srcs = events["source_ip"].drop_nulls().unique().sort().to_list()
+    if n:
         s.add(CRITICAL, f"{n:,} threat-intel/IDPS events from {len(srcs)} sources "
                         f"({', '.join(srcs[:3])}{', ...' if len(srcs) > 3 else ''})")
     else:
@@ -116,7 +124,6 @@ def threats(inp: Inputs) -> Section:
                                                                   return_dtype=pl.String).alias("drilldown"))
     s.data["hourly"] = hourly
     s.tables.append(Table("Events", events, {"events": INT, "first_seen": TIME, "last_seen": TIME,
-                                             "drilldown": COMMAND}))
-    s.summary = {"events": int(events["events"].sum() or 0) if events.height else 0,
-                 "sources": events["source_ip"].n_unique() if events.height else 0}
+                                             "drilldown": COMMAND}, total=int(groups)))
+    s.summary = {"events": int(n), "sources": len(srcs)}
     return s

@@ -64,10 +64,11 @@ def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
 
 
 def table(t: Table, ids: _Ids) -> str:
-    total = t.frame.height
+    total = t.rows_total
     head = "".join(f"<th>{html(c.replace('_', ' '))}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(_cell(r[c], t.fmt(c), c, ids) for c in t.columns) + "</tr>" for r in t.rows())
-    more = (f'<p class="note">showing {min(total, t.limit)} of {total:,} rows</p>' if total > t.limit else "")
+    shown = min(t.limit, t.frame.height)
+    more = f'<p class="note">showing {shown} of {total:,} rows</p>' if total > shown else ""
     note = f'<p class="note">{html(t.note)}</p>' if t.note else ""
     if not total:
         return f'<h3>{html(t.title)}</h3><p class="note">none</p>{note}'

@@ -21,8 +21,8 @@ def _table(t: Table) -> list[str]:
         cells = [markdown_code(r[c], in_table=True) if t.fmt(c) == COMMAND and r[c] is not None
                  else markdown(cell_text(r[c], t.fmt(c))) for c in cols]
         out.append("| " + " | ".join(cells) + " |")
-    if t.frame.height > t.limit:
-        out.append(f"\nshowing {t.limit} of {t.frame.height:,} rows")
+    if t.rows_total > min(t.limit, t.frame.height):
+        out.append(f"\nshowing {min(t.limit, t.frame.height)} of {t.rows_total:,} rows")
     if len(cols) < len(t.columns):
         out.append("\naz and Terraform snippets: in the HTML report, or `egresslens recommend --format az|terraform`.")
     return out + [""]

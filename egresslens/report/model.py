@@ -45,6 +45,11 @@ class Table:
     formats: dict[str, str] = field(default_factory=dict)
     note: str = ""
     limit: int = 25
+    total: int | None = None  # rows in all, when `frame` holds only the first of them (the busiest)
+
+    @property
+    def rows_total(self) -> int:
+        return self.frame.height if self.total is None else max(self.total, self.frame.height)
 
     @property
     def columns(self) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import FLOW_HOURS_SQL, Window, frame
-from egresslens.escape import shell
+from egresslens.analyse import FLOW_HOURS_SQL, Window, distinct_count, frame, run_sql
+from egresslens.escape import shell, sql_string
 from egresslens.report.model import (
     CODE,
     COMMAND,
@@ -43,6 +43,12 @@ class Inputs:
     generated_at: datetime
     db: str | None = None  # store path, for the drilldown commands
     since: str = "24h"
+
+    def distinct(self) -> str:
+        """`analyse.distinct_count` of the report window's flow hours, computed once."""
+        if not hasattr(self, "_distinct"):
+            self._distinct = distinct_count(self.con, FLOW_HOURS_SQL, self.params())
+        return self._distinct
 
     def params(self, window: Window | None = None) -> dict[str, Any]:
         w = window or self.window
@@ -196,12 +202,14 @@ def egress(inp: Inputs) -> Section:
 
 # -- what changed ----------------------------------------------------------------------------------
 
-def _per_destination(inp: Inputs, window: Window) -> pl.DataFrame:
-    return frame(inp.con, f"""
+def _per_destination(inp: Inputs, window: Window, table: str) -> None:
+    """Temp table `table`: allowed and denied hits and sources per (destination, port) of `window`."""
+    run_sql(inp.con, f"""
+      CREATE OR REPLACE TEMP TABLE {table} AS
       SELECT {_dest()} AS destination, destination_port AS port,
              coalesce(sum(hits) FILTER (WHERE action = 'Allow'), 0)::BIGINT AS allowed,
              coalesce(sum(hits) FILTER (WHERE action = 'Deny'), 0)::BIGINT AS denied,
-             approx_count_distinct(source_ip)::BIGINT AS sources
+             {inp.distinct()}source_ip)::BIGINT AS sources
       FROM ({FLOW_HOURS_SQL}) WHERE {_dest()} IS NOT NULL GROUP BY ALL""", inp.params(window))
 
 
@@ -209,6 +217,16 @@ def _per_rule(inp: Inputs, window: Window) -> pl.DataFrame:
     return frame(inp.con, f"""
       SELECT rule_collection_group, rule_collection, rule, sum(hits)::BIGINT AS hits
       FROM ({FLOW_HOURS_SQL}) WHERE rule IS NOT NULL GROUP BY ALL""", inp.params(window))
+
+
+# The kinds of change, in the order they are listed, and the condition on the joined (now, before) row.
+_CHANGES = {
+    "denied now, allowed before": "n.denied > 0 AND coalesce(b.denied, 0) = 0 AND coalesce(b.allowed, 0) > 0",
+    "newly denied": "n.denied > 0 AND coalesce(b.denied, 0) = 0 AND coalesce(b.allowed, 0) = 0",
+    "newly allowed": "n.allowed > 0 AND coalesce(b.allowed, 0) = 0",
+    "newly seen (allowed)": "b.sources IS NULL AND n.denied = 0",
+}
+MAX_CHANGES = 200  # destinations listed per kind of change (and critical findings one by one); the rest counted
 
 
 def changes(inp: Inputs) -> Section:
@@ -220,49 +238,62 @@ def changes(inp: Inputs) -> Section:
         s.facts.append("No comparison window was asked for (--compare-to).")
         s.data["counts"] = pl.DataFrame(schema={"change": pl.String, "count": pl.Int64})
         return s
-    now, before = _per_destination(inp, inp.window), _per_destination(inp, inp.baseline)
-    s.facts.append(f"Compared with {inp.baseline.describe()}.")
-    if before.height == 0:
-        s.facts.append("The store holds no traffic in the comparison window: nothing to compare yet.")
-        s.data["counts"] = pl.DataFrame(schema={"change": pl.String, "count": pl.Int64})
-        s.tables.append(Table("Changes", pl.DataFrame(schema=empty)))
-        return s
-    j = now.join(before, on=["destination", "port"], how="left", suffix="_before", nulls_equal=True)
-    seen_before = pl.col("sources_before").is_not_null()
-    newly_denied = j.filter((pl.col("denied") > 0) & (pl.col("denied_before").fill_null(0) == 0))
-    was_allowed = newly_denied.filter(pl.col("allowed_before").fill_null(0) > 0)
-    newly_allowed = j.filter((pl.col("allowed") > 0) & (pl.col("allowed_before").fill_null(0) == 0))
-    newly_seen = j.filter(~seen_before)
-
-    def rows(df: pl.DataFrame, kind: str, hits: str) -> pl.DataFrame:
-        return df.select(pl.lit(kind).alias("kind"), "destination", "port", pl.col(hits).alias("hits_now"),
-                         pl.col("allowed_before").fill_null(0), "sources").sort("hits_now", descending=True)
-
-    table = pl.concat([rows(was_allowed, "denied now, allowed before", "denied"),
-                       rows(newly_denied.filter(pl.col("allowed_before").fill_null(0) == 0), "newly denied", "denied"),
-                       rows(newly_allowed, "newly allowed", "allowed"),
-                       rows(newly_seen.filter(pl.col("denied") == 0), "newly seen (allowed)", "allowed")])
+    try:
+        _per_destination(inp, inp.window, "_report_now")
+        _per_destination(inp, inp.baseline, "_report_before")
+        s.facts.append(f"Compared with {inp.baseline.describe()}.")
+        if not inp.con.execute("SELECT count(*) FROM (SELECT 1 FROM _report_before LIMIT 1)").fetchall()[0][0]:
+            s.facts.append("The store holds no traffic in the comparison window: nothing to compare yet.")
+            s.data["counts"] = pl.DataFrame(schema={"change": pl.String, "count": pl.Int64})
+            s.tables.append(Table("Changes", pl.DataFrame(schema=empty)))
+            return s
+        joined = ("FROM _report_now n LEFT JOIN _report_before b ON b.destination = n.destination "
+                  "AND b.port IS NOT DISTINCT FROM n.port")
+        counts = dict(inp.con.execute(" UNION ALL ".join(
+            f"SELECT {sql_string(k)}, count(*) {joined} WHERE {cond}"
+            for k, cond in {**_CHANGES, "newly seen": "b.sources IS NULL"}.items())).fetchall())
+        # every change kind's busiest destinations (hits now: denied for the denied kinds, else allowed)
+        table = frame(inp.con, " UNION ALL ".join(f"""
+          (SELECT {sql_string(k)} AS kind, n.destination, n.port,
+                  {'n.denied' if 'denied' in k else 'n.allowed'} AS hits_now,
+                  coalesce(b.allowed, 0)::BIGINT AS allowed_before, n.sources
+           {joined} WHERE {cond} ORDER BY hits_now DESC, n.destination, n.port LIMIT {MAX_CHANGES})"""
+                                                       for k, cond in _CHANGES.items()))
+    finally:
+        for t in ("_report_now", "_report_before"):
+            run_sql(inp.con, f"DROP TABLE IF EXISTS {t}")
+    order = {k: i for i, k in enumerate(_CHANGES)}
+    table = (table.with_columns(pl.col("kind").replace_strict(order, return_dtype=pl.Int32).alias("_o"))
+             .sort(["_o", "hits_now", "destination"], descending=[False, True, False]).drop("_o"))
     table = table.with_columns(pl.col("destination").map_elements(lambda d: inp.drill("destination", d),
                                                                   return_dtype=pl.String).alias("drilldown"))
+    was_allowed = counts["denied now, allowed before"]
+    newly_denied = was_allowed + counts["newly denied"]
     rules_now, rules_before = _per_rule(inp, inp.window), _per_rule(inp, inp.baseline)
     dropped = (rules_before.join(rules_now, on=["rule_collection_group", "rule_collection", "rule"], how="anti",
                                  nulls_equal=True).rename({"hits": "hits_before"}).sort("hits_before", descending=True))
-    for r in was_allowed.sort("denied", descending=True).iter_rows(named=True):
-        s.add(CRITICAL, f"{r['destination']}:{r['port']} is denied now ({r['denied']:,} hits from {r['sources']} "
+    for r in table.filter(pl.col("kind") == "denied now, allowed before").iter_rows(named=True):
+        s.add(CRITICAL, f"{r['destination']}:{r['port']} is denied now ({r['hits_now']:,} hits from {r['sources']} "
                         f"sources) but was allowed in the comparison window")
-    if newly_denied.height > was_allowed.height:
-        s.add(WARNING, f"{newly_denied.height - was_allowed.height} destination(s) are newly denied")
+    if was_allowed > MAX_CHANGES:
+        s.add(CRITICAL, f"and {was_allowed - MAX_CHANGES:,} more destination(s) denied now that were allowed in the "
+                        "comparison window")
+    if newly_denied > was_allowed:
+        s.add(WARNING, f"{newly_denied - was_allowed:,} destination(s) are newly denied")
     if dropped.height:
         s.add(WARNING, f"{dropped.height} rule(s) had hits in the comparison window and none now")
+    newly_seen = counts.pop("newly seen")
     s.data["counts"] = pl.DataFrame({"change": ["denied now, allowed before", "newly denied", "newly allowed",
                                                 "newly seen", "rules dropped to zero"],
-                                     "count": [was_allowed.height, newly_denied.height, newly_allowed.height,
-                                               newly_seen.height, dropped.height]})
+                                     "count": [was_allowed, newly_denied, counts["newly allowed"], newly_seen,
+                                               dropped.height]})
+    total = sum(counts.values())
     s.tables += [Table("Destinations that changed", table, {"hits_now": INT, "allowed_before": INT,
-                                                            "sources": INT, "drilldown": COMMAND}),
+                                                            "sources": INT, "drilldown": COMMAND}, total=total,
+                       note=f"the {MAX_CHANGES} busiest of each kind are kept" if table.height < total else ""),
                  Table("Rules whose hits dropped to zero", dropped, {"hits_before": INT})]
-    s.summary = {"denied_now_allowed_before": was_allowed.height, "newly_denied": newly_denied.height,
-                 "newly_allowed": newly_allowed.height, "newly_seen": newly_seen.height,
+    s.summary = {"denied_now_allowed_before": was_allowed, "newly_denied": newly_denied,
+                 "newly_allowed": counts["newly allowed"], "newly_seen": newly_seen,
                  "rules_dropped_to_zero": dropped.height}
     return s
 
@@ -299,7 +330,7 @@ def denied(inp: Inputs, recs, top: int = 15) -> Section:  # noqa: ANN001
                 "destination flagged by threat intelligence, IDPS or DNS tunnelling.")
     df = frame(inp.con, f"""
       SELECT {_dest()} AS destination, destination_port AS port, protocol, kind,
-             sum(hits)::BIGINT AS hits, approx_count_distinct(source_ip)::BIGINT AS sources
+             sum(hits)::BIGINT AS hits, {inp.distinct()}source_ip)::BIGINT AS sources
       FROM ({FLOW_HOURS_SQL}) WHERE action = 'Deny' GROUP BY ALL ORDER BY hits DESC LIMIT {int(top)}""", inp.params())
     by_dest = _rec_by_destination(recs)
     fixes, az, tf, cmds = [], [], [], []

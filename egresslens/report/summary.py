@@ -23,7 +23,7 @@ def document(report: Report, exit_code: int | None = None, rows: int = 50) -> di
             "title": s.title, "summary": s.summary, "facts": s.facts,
             "findings": [f.to_dict() for f in s.findings],
             "charts": [c.id for c in s.charts],
-            "tables": {t.title: {"rows": t.frame.height,
+            "tables": {t.title: {"rows": t.rows_total,
                                  "head": json_rows(t.frame.drop([c for c in t.columns if t.fmt(c) == CODE]), rows)}
                        for t in s.tables},
         }

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from egresslens import atomic
 from egresslens.simulate.base import RESOURCE_GROUP, SUBSCRIPTION
 from egresslens.simulate.policy import build_policy
 
@@ -236,11 +237,11 @@ def simulate_estate_to_dir(out_dir: str | Path, firewalls: int, hours: int = 24,
     est = out / "estate"
     est.mkdir(parents=True, exist_ok=True)
     for name, doc in docs.files.items():
-        (est / name).write_text(json.dumps(doc, indent=2) + "\n")
+        atomic.write_text(est / name, json.dumps(doc, indent=2) + "\n")
         paths.append(est / name)
     tp = out / "truth.json"
-    tp.write_text(json.dumps({"firewalls": truths, "parent_policy": PARENT,
-                              "start": truths[0]["start"], "end": truths[0]["end"]}, indent=2) + "\n")
+    atomic.write_text(tp, json.dumps({"firewalls": truths, "parent_policy": PARENT,
+                                      "start": truths[0]["start"], "end": truths[0]["end"]}, indent=2) + "\n")
     paths.append(tp)
     return {"counts": counts, "files": [str(p) for p in paths], "bytes": sum(p.stat().st_size for p in paths),
             "start": truths[0]["start"], "end": truths[0]["end"], "fmt": fmt, "layout": layout, "seed": seed,

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from egresslens import atomic
 from egresslens.simulate.base import (
     FIREWALL_INSTANCE_IPS,
     FIREWALL_NAME,
@@ -405,8 +406,8 @@ def write_hours(hours_iter, out_dir: str | Path, *, seed: int, fmt: str = "struc
 
 def _write_meta(sc_truth: dict[str, Any], policy: list[dict[str, Any]], out: Path) -> list[Path]:
     tp, pp = out / "truth.json", out / "policy.json"
-    tp.write_text(json.dumps(sc_truth, indent=2, sort_keys=False) + "\n")
-    pp.write_text(json.dumps(policy, indent=2) + "\n")
+    atomic.write_text(tp, json.dumps(sc_truth, indent=2, sort_keys=False) + "\n")
+    atomic.write_text(pp, json.dumps(policy, indent=2) + "\n")
     return [tp, pp]
 
 

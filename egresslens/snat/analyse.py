@@ -20,7 +20,7 @@ from egresslens.snat.capacity import (
     paas_service,
 )
 from egresslens.snat.metric import metric_fit
-from egresslens.suspicion import Suspicion, assess
+from egresslens.suspicion import Suspicion, assessment
 
 
 @dataclass
@@ -339,8 +339,7 @@ def _mark_compromised(con: duckdb.DuckDBPyConnection, window: Window, top: pl.Da
     """`compromised`: the suspicion model's evidence kinds for top sources it marks compromised, else null."""
     if top.height == 0:
         return top.with_columns(pl.lit(None, pl.String).alias("compromised"))
-    if susp is None or susp.window != window:
-        susp = assess(con, window=window)
+    susp = assessment(con, window, given=susp)
     kinds = {r["source_ip"]: ", ".join(k.replace("_", " ") for k in r["kinds"]) for r in susp.sources.iter_rows(named=True)}
     return top.with_columns(pl.col("source_ip").replace_strict(kinds, default=None, return_dtype=pl.String).alias("compromised"))
 

@@ -42,6 +42,7 @@ FIRST_FIVE_LIMIT = 5
 NAT_GATEWAY_PORTS_PER_IP = 64_512
 NAT_GATEWAY_MAX_IPS = 16
 DEFAULT_HOLD_TIME_S = 240.0  # north-south idle timeout, 4 minutes
+MAX_HOLD_TIME_S = 86_400.0  # a day: a longer hold time is a typo, and overflows the minute arithmetic
 DEFAULT_WARNING = 0.80  # Azure Monitor baseline alert: SNATPortUtilization > 80 %
 DEFAULT_CRITICAL = 0.95  # above 95 % FirewallHealth reports Degraded ("SNAT port")
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -94,8 +95,9 @@ class SnatConfig:
             raise ValueError(f"instances must be at least {MIN_INSTANCES} (Azure Firewall never runs fewer)")
         if not 0 <= self.nat_gateway_ips <= NAT_GATEWAY_MAX_IPS:
             raise ValueError(f"nat_gateway_ips must be 0..{NAT_GATEWAY_MAX_IPS}")
-        if self.hold_time_s <= 0:
-            raise ValueError("hold_time must be positive")
+        if not 0 < self.hold_time_s <= MAX_HOLD_TIME_S:
+            raise ValueError(f"hold_time must be more than 0 and at most {MAX_HOLD_TIME_S:,.0f} s (a day), "
+                             f"not {self.hold_time_s:g} s")
         if not 0 < self.warning <= self.critical <= 1.5:
             raise ValueError("thresholds must satisfy 0 < warning <= critical")
         if self.target is not None and not 0 < self.target <= 1:
@@ -173,12 +175,18 @@ def config_file_values(path: str | Path | None) -> dict[str, Any]:
 
 
 def seconds(value: Any) -> float:
+    """Seconds from a number, `90`, `90s`, or a duration (`4m`); ValueError past a day (MAX_HOLD_TIME_S)."""
     if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip().lower()
-    if text.endswith("s") and text[:-1].replace(".", "", 1).isdigit():
-        return float(text[:-1])
-    return parse_duration(text).total_seconds()
+        out = float(value)
+    else:
+        text = str(value).strip().lower()
+        if text.removesuffix("s").replace(".", "", 1).isdigit():
+            out = float(text.removesuffix("s"))
+        else:
+            out = parse_duration(text).total_seconds()
+    if not 0 < out <= MAX_HOLD_TIME_S:  # NaN and infinities fail this too
+        raise ValueError(f"a hold time must be more than 0 and at most {MAX_HOLD_TIME_S:,.0f} s (a day), not {value!r}")
+    return out
 
 
 def _fraction(value: Any) -> float:

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import re
 
+from egresslens.redact import text as redact
+
 _RESOLVE = re.compile(r"Failed to resolve '([^']+)'|host='([^']+)'.*?(?:Name or service not known|"
                       r"nodename nor servname|getaddrinfo failed|Temporary failure in name resolution)", re.S)
 _HOST = re.compile(r"host='([^']+)'|Failed to resolve '([^']+)'|https?://([^/:'\s]+)")
 _DNS_WORDS = ("Name or service not known", "nodename nor servname", "getaddrinfo failed",
               "Temporary failure in name resolution", "No address associated with hostname")
-_SECRET = re.compile(r"(?i)(sig=|AccountKey=|SharedAccessSignature=|client_secret=|password=)[^&;\s'\"]+")
-
-
-def redact(text) -> str:
-    """Remove SAS signatures, account keys and secrets from text meant for the user."""
-    return _SECRET.sub(lambda m: m.group(1) + "REDACTED", str(text))
-
 
 def _texts(exc: BaseException, depth: int = 6) -> list[str]:
     """The messages of the exception and of what caused it (chained and SDK inner exceptions)."""

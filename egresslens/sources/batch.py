@@ -204,11 +204,28 @@ class Limits:
     document_bytes: int = 64 << 20
 
     @classmethod
+    def from_budget(cls, duckdb_bytes: int) -> "Limits":
+        """The sizes for DuckDB's share of the memory budget (egresslens.budget): a whole read is half of
+        it (512 MB at most: larger reads are no faster), a line-reader batch a quarter of a whole read,
+        a document a sixteenth of the share, and a transaction of a part of a batch about one record
+        per 2 KiB of it. The default budget (2 GiB, DuckDB's half 1 GiB) gives the defaults above."""
+        whole = max(32 << 20, min(cls.whole_bytes, duckdb_bytes // 2))
+        return cls(batch_bytes=whole // 4, whole_bytes=whole, part_rows=max(50_000, min(cls.part_rows, duckdb_bytes >> 11)),
+                   line_bytes=cls.line_bytes, document_bytes=max(4 << 20, min(cls.document_bytes, duckdb_bytes // 16)))
+
+    @classmethod
     def from_env(cls) -> "Limits":
-        batch = _env_bytes("EGRESSLENS_CHUNK_BYTES", cls.batch_bytes)
-        return cls(batch_bytes=batch, whole_bytes=_env_bytes("EGRESSLENS_ARCHIVE_FILE_BYTES", 4 * batch),
-                   line_bytes=_env_bytes("EGRESSLENS_MAX_RECORD_BYTES", cls.line_bytes),
-                   document_bytes=_env_bytes("EGRESSLENS_MAX_DOCUMENT_BYTES", cls.document_bytes))
+        """`from_budget` for this process's budget; EGRESSLENS_CHUNK_BYTES, EGRESSLENS_ARCHIVE_FILE_BYTES,
+        EGRESSLENS_MAX_RECORD_BYTES and EGRESSLENS_MAX_DOCUMENT_BYTES set one size each."""
+        from egresslens import budget
+
+        sized = cls.from_budget(budget.current().duckdb)
+        batch = _env_bytes("EGRESSLENS_CHUNK_BYTES", sized.batch_bytes)
+        whole = _env_bytes("EGRESSLENS_ARCHIVE_FILE_BYTES", 4 * batch if "EGRESSLENS_CHUNK_BYTES" in os.environ
+                           else sized.whole_bytes)
+        return cls(batch_bytes=batch, whole_bytes=whole, part_rows=sized.part_rows,
+                   line_bytes=_env_bytes("EGRESSLENS_MAX_RECORD_BYTES", sized.line_bytes),
+                   document_bytes=_env_bytes("EGRESSLENS_MAX_DOCUMENT_BYTES", sized.document_bytes))
 
 
 @dataclass

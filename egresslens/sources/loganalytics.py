@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from egresslens import errors
 from egresslens.sources import kql, summary_wire
 from egresslens.sources.batch import Batch, Context, Counts, Progress, Rollups, Rows, Unit
 from egresslens.sources.loganalytics_query import (  # noqa: F401 - re-exported for callers
@@ -156,7 +157,7 @@ class LogAnalyticsSource:
         self._wire_con = None
 
     def failure_message(self, exc: BaseException) -> str:
-        return str(exc) if isinstance(exc, LogAnalyticsError) else f"{type(exc).__name__}: {exc}"
+        return str(exc) if isinstance(exc, LogAnalyticsError) else errors.sentence(exc)
 
     def summary(self, result) -> Stats:
         """The run's statistics, with the loop's counts (`ingest.run`'s result)."""

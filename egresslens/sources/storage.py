@@ -32,7 +32,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-from egresslens.sources.azure_errors import cause, redact
+from egresslens import errors, redact
+from egresslens.sources.azure_errors import cause
 from egresslens.sources.batch import Batch, Context, Counts, Lines, Progress, Unit
 from egresslens.sources.files import read_file
 from egresslens.sources.lines import Splitter
@@ -83,11 +84,6 @@ class Stats:
 
 # -- clients and errors ------------------------------------------------------------------------------
 
-def public_url(url: str) -> str:
-    """An account URL without its query (a SAS token), for messages."""
-    return url.split("?", 1)[0]
-
-
 def container_client(container: str, *, account_url: str | None = None, connection_string: str | None = None,
                      credential=None):
     """A ContainerClient from a connection string, a URL carrying a SAS token, or a token credential."""
@@ -104,7 +100,7 @@ def container_client(container: str, *, account_url: str | None = None, connecti
         raise StorageError("Give --account-url (https://<account>.blob.core.windows.net) or a connection string "
                            "(--connection-string or AZURE_STORAGE_CONNECTION_STRING).")
     if not re.match(r"^https?://", account_url):
-        raise StorageError(f"--account-url must start with https://, not {public_url(account_url)!r}")
+        raise StorageError(f"--account-url must start with https://, not {redact.url(account_url)!r}")
     if "?" in account_url:  # a SAS token in the URL is the credential
         credential = None
     elif credential is None:
@@ -114,7 +110,7 @@ def container_client(container: str, *, account_url: str | None = None, connecti
     try:
         return ContainerClient(account_url, container, credential=credential)
     except ValueError as exc:
-        raise StorageError(f"Cannot use account URL {public_url(account_url)}: {redact(exc)}") from None
+        raise StorageError(f"Cannot use account URL {redact.url(account_url)}: {redact.text(exc)}") from None
 
 
 def _check_account_key(connection_string: str) -> None:
@@ -281,7 +277,7 @@ class StorageSource:
         self.stats = Stats()
 
     def failure_message(self, exc: BaseException) -> str:
-        return redact(f"{type(exc).__name__}: {exc}")
+        return str(exc) if isinstance(exc, StorageError) else errors.sentence(exc)
 
     def discover(self, ctx: Context) -> list[Unit]:
         """List the blobs and compare each with what was read of it: unchanged ones are skipped, grown ones

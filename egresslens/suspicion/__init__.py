@@ -31,10 +31,10 @@ from egresslens.suspicion.model import KINDS, SUGGESTED_ACTION, Suspicion, Suspi
 from egresslens.suspicion.sources import compromised
 from egresslens.suspicion.suffixes import NOISE_SUFFIXES, is_shared, owner_zone, register_rules
 
-__all__ = ["KINDS", "NOISE_SUFFIXES", "SUGGESTED_ACTION", "Suspicion", "SuspicionConfig", "assess", "is_shared",
-           "owner_zone"]
+__all__ = ["KINDS", "NOISE_SUFFIXES", "SUGGESTED_ACTION", "Suspicion", "SuspicionConfig", "assess", "assessment",
+           "is_shared", "owner_zone"]
 
-_TEMP = ("susp_qs", "susp_names", "susp_fq", "susp_allnames", "susp_owner_use")
+_TEMP = ("susp_qs", "susp_names", "susp_fq", "susp_allnames", "susp_owner_use", "susp_new")
 
 
 def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, until: datetime | str | None = None,
@@ -52,8 +52,9 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         _names.build_tables(con, window)
         found = [_names.tunnelling(con, cfg), _names.threats(con, window, cfg), _names.generated(con, cfg),
                  _names.lookalikes(con)]
-        new = _names.newly_seen(con, window, cfg)
-        beacons = _names.beacons(con, window, new["subject"].to_list(), cfg)
+        _names.newly_seen_table(con, window, cfg)
+        beacons = _names.beacons(con, window, cfg)  # every newly seen zone is checked, listed or not
+        new = _names.newly_seen(con, cfg, also=beacons["zone"].unique().to_list())
         if beacons.height:
             beaconed = beacons.group_by("zone").agg(pl.col("source_ip").sort().alias("b_sources"),
                                                     pl.col("period_s").mean().alias("period_s"))
@@ -72,16 +73,29 @@ def assess(con: duckdb.DuckDBPyConnection, since: datetime | str | None = None, 
         contact, activity = taint.contacts(con, window, taint.withheld(tainting), cfg)
         sources = compromised(con, window, cfg, beacons, contact, activity)
         found.append(_escalation(typosquat.lookalikes(con, cfg, references, sources["source_ip"].to_list())))
-        _drop(con)  # the window's name tables are done with: free them before the findings are put together
-        cover = coverage(con, window)
         # a zone already found for another reason (or the owner zone of one) is not listed again as new (a
         # beacon is a finding of its own: its sources are compromised by it)
         claimed = set().union(*(set(f["subject"].to_list()) | set(f["domain"].drop_nulls().to_list()) for f in found))
-        found.append(new.filter(~pl.col("subject").is_in(list(claimed)) | (pl.col("kind") == "beacon")))
+        new = new.filter(~pl.col("subject").is_in(list(claimed)) | (pl.col("kind") == "beacon"))
+        found.append(new)
+        # newly seen zones neither listed nor found for another reason: counted, not listed (max_listed)
+        unlisted = _names.newly_seen_unlisted(con, set(new["subject"].to_list()) | claimed)
+        _drop(con)  # the window's name tables are done with: free them before the findings are put together
+        cover = coverage(con, window)
         names = _order(pl.concat(found, how="vertical"))
     finally:
         _drop(con)
-    return Suspicion(window, cfg, names if names.height else empty_names(), sources, cover)
+    return Suspicion(window, cfg, names if names.height else empty_names(), sources, coverage=cover,
+                     omitted={"newly_seen": unlisted} if unlisted else {})
+
+
+def assessment(con: duckdb.DuckDBPyConnection, window: Window, config: SuspicionConfig | None = None, *,
+               given: Suspicion | None = None, references: Iterable[str] = ()) -> Suspicion:
+    """`given` when it assessed this window (with `config`, when one is asked for), else a new assessment:
+    one report or fleet run shares one verdict between recommend, dns, snat and the drilldown."""
+    if given is not None and given.window == window and (config is None or given.config == config):
+        return given
+    return assess(con, window=window, config=config, references=references)
 
 
 def _drop(con: duckdb.DuckDBPyConnection) -> None:
@@ -97,5 +111,7 @@ def _escalation(names: pl.DataFrame) -> pl.DataFrame:
 
 
 def _order(names: pl.DataFrame) -> pl.DataFrame:
+    """Most severe kind first; within a kind what must never be allowed before what deserves a look."""
     order = pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, return_dtype=pl.Int32)
-    return names.sort([order, pl.col("queries").fill_null(0), pl.col("subject")], descending=[False, True, False])
+    return names.sort([order, pl.col("never_allow"), pl.col("queries").fill_null(0), pl.col("subject")],
+                      descending=[False, True, True, False])

@@ -49,6 +49,9 @@ class SuspicionConfig:
     # the policy); plain one-edit look-alikes need a reference label at least this long
     lookalike_reference_sources: int = 3
     lookalike_min_length: int = 5
+    # findings that grow with the number of names and withhold nothing (newly seen zones without another
+    # signal): the busiest listed, the rest counted in `Suspicion.omitted`
+    max_listed: int = 1000
 
 
 NAME_SCHEMA: dict[str, Any] = {
@@ -94,6 +97,7 @@ class Suspicion:
     names: pl.DataFrame = field(default_factory=empty_names)
     sources: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOURCE_SCHEMA))
     coverage: Coverage | None = None
+    omitted: dict[str, int] = field(default_factory=dict)  # findings per kind not listed in `names` (max_listed)
 
     def __post_init__(self) -> None:
         self._exact: dict[str, str] = {}
@@ -188,7 +192,8 @@ class Suspicion:
                 "tunnel_zones": sorted(self.tunnel_zones["subject"].to_list()),
                 "compromised_sources": self.compromised,
                 "coverage": self.coverage.to_json() if self.coverage is not None else None,
-                "names_total": self.names.height, "sources_total": self.sources.height,
+                "names_total": self.names.height + sum(self.omitted.values()), "sources_total": self.sources.height,
+                "names_not_listed": dict(self.omitted),
                 "names": names, "sources": srcs}
 
 

@@ -201,9 +201,10 @@ def lookalikes(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return conform(pl.DataFrame(rows, infer_schema_length=None), NAME_SCHEMA)
 
 
-def newly_seen(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionConfig) -> pl.DataFrame:
-    """Owner zones first queried after the baseline: history before the window if any (up to
-    `lookback_days`), else the window's first `baseline_hours`."""
+def newly_seen_table(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionConfig) -> None:
+    """Temp table `susp_new`: the owner zones first queried after the baseline (history before the
+    window if any, up to `lookback_days`, else the window's first `baseline_hours`), each with `sig`
+    (TXT/NXDOMAIN/long-label signals)."""
     params = {"start": window.start, "end": window.end, "lb": window.start - timedelta(days=cfg.lookback_days)}
     has_history = con.execute("""SELECT (SELECT count(*) FROM (SELECT 1 FROM dns_queries WHERE time < $start LIMIT 1))
                                       + (SELECT count(*) FROM (SELECT 1 FROM dns_rollups WHERE hour < $start LIMIT 1))""",
@@ -216,16 +217,30 @@ def newly_seen(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionCon
     else:
         cutoff = f"(SELECT greatest($start::TIMESTAMP, min(first_seen)) FROM susp_names) + to_microseconds({int(cfg.baseline_hours * 3.6e9)})"
         known = f"SELECT DISTINCT owner FROM susp_names WHERE first_seen < {cutoff}"
-    df = frame(con, f"""
+    sig_sql = (f"(coalesce(txt_null_share >= {float(cfg.txt_null_share)}, false) OR coalesce(nxdomain_share >= "
+               f"{float(cfg.nxdomain_share)}, false) OR coalesce(mean_label_length, 0) >= {float(cfg.long_label)})")
+    run_sql(con, f"""
+      CREATE OR REPLACE TEMP TABLE susp_new AS
       WITH o AS (SELECT owner, sum(queries)::BIGINT AS queries, sum(txt) / sum(queries) AS txt_null_share,
                         sum(nx) / sum(queries) AS nxdomain_share, count(*)::BIGINT AS unique_names,
                         avg(length(name) - length(owner) - 1) FILTER (WHERE name <> owner) AS mean_label_length,
                         list_sort(list_distinct(flatten(list(sources))))[:10] AS sources,
                         min(first_seen) AS first_seen, max(last_seen) AS last_seen
                  FROM susp_names WHERE owner IS NOT NULL GROUP BY owner)
-      SELECT * FROM o WHERE first_seen >= {cutoff} AND owner NOT IN ({known})""", params)
-    sig = ((pl.col("txt_null_share") >= cfg.txt_null_share) | (pl.col("nxdomain_share") >= cfg.nxdomain_share)
-           | (pl.col("mean_label_length").fill_null(0) >= cfg.long_label)).fill_null(False)
+      SELECT *, {sig_sql} AS sig FROM o WHERE first_seen >= {cutoff} AND owner NOT IN ({known})""", params)
+
+
+def newly_seen(con: duckdb.DuckDBPyConnection, cfg: SuspicionConfig, also: list[str] = ()) -> pl.DataFrame:
+    """Findings of `susp_new`: every zone with a signal, the `max_listed` busiest of the others, and the
+    zones `also` names (those beacons found) wherever they rank."""
+    con.register("susp_new_also", pl.DataFrame({"owner": list(also)}, schema={"owner": pl.String}).to_arrow())
+    try:
+        df = frame(con, f"""SELECT * FROM susp_new
+                            QUALIFY sig OR owner IN (SELECT owner FROM susp_new_also)
+                              OR row_number() OVER (PARTITION BY sig ORDER BY queries DESC, owner) <= {int(cfg.max_listed)}""")
+    finally:
+        con.unregister("susp_new_also")
+    sig = pl.col("sig")
     out = df.with_columns(
         pl.col("owner").alias("subject"), pl.col("owner").alias("domain"), pl.lit("zone").alias("scope"),
         pl.lit("newly_seen").alias("kind"), sig.alias("never_allow"), sig.alias("withhold"), sig.alias("escalates"),
@@ -235,23 +250,32 @@ def newly_seen(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionCon
     return conform(out, NAME_SCHEMA)
 
 
-def beacons(con: duckdb.DuckDBPyConnection, window: Window, new_zones: list[str], cfg: SuspicionConfig) -> pl.DataFrame:
+def newly_seen_unlisted(con: duckdb.DuckDBPyConnection, listed: set[str]) -> int:
+    """How many zones of `susp_new` are not in `listed` (the newly seen findings kept, and every subject or
+    owner zone found for another reason): the exact count behind "and N more newly seen zones"."""
+    con.register("susp_new_listed", pl.DataFrame({"owner": sorted(listed)}, schema={"owner": pl.String}).to_arrow())
+    try:
+        return int(con.execute("SELECT count(*) FROM susp_new ANTI JOIN susp_new_listed USING (owner)").fetchall()[0][0])
+    finally:
+        con.unregister("susp_new_listed")
+
+
+def beacons(con: duckdb.DuckDBPyConnection, window: Window, cfg: SuspicionConfig) -> pl.DataFrame:
     """(source, newly seen zone) pairs reached at regular intervals (raw DNS queries and flows; events
-    less than 2 s apart count as one, so a query and its connection are one contact)."""
+    less than 2 s apart count as one, so a query and its connection are one contact). The zones are every
+    newly seen one (`susp_new`), listed or not."""
     empty = pl.DataFrame(schema={"source_ip": pl.String, "zone": pl.String, "events": pl.Int64, "period_s": pl.Float64,
                                  "cv": pl.Float64, "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us")})
-    if not new_zones:
+    if not con.execute("SELECT count(*) FROM (SELECT 1 FROM susp_new LIMIT 1)").fetchall()[0][0]:
         return empty
-    con.register("susp_new_zones", pl.DataFrame({"zone": new_zones}).to_arrow())
-    try:
-        return frame(con, f"""
+    return frame(con, f"""
           WITH ev AS (SELECT source_ip, query_name AS name, time FROM dns_queries
                       WHERE time >= $start AND time < $end AND source_ip IS NOT NULL AND query_name IS NOT NULL
                       UNION ALL SELECT source_ip, lower(destination_fqdn), time FROM flows
                       WHERE time >= $start AND time < $end AND destination_fqdn IS NOT NULL AND source_ip IS NOT NULL),
           own AS ({owner_sql('SELECT DISTINCT name FROM ev')}),
           z AS (SELECT ev.source_ip, own.owner AS zone, ev.time FROM ev JOIN own USING (name)
-                JOIN susp_new_zones nz ON own.owner = nz.zone),
+                JOIN susp_new nz ON own.owner = nz.owner),
           g AS (SELECT *, epoch(time) - lag(epoch(time)) OVER (PARTITION BY source_ip, zone ORDER BY time) AS gap FROM z),
           s AS (SELECT source_ip, zone, (count(gap) FILTER (WHERE gap >= 2) + 1)::BIGINT AS events,
                        avg(gap) FILTER (WHERE gap >= 2) AS period_s,
@@ -260,5 +284,3 @@ def beacons(con: duckdb.DuckDBPyConnection, window: Window, new_zones: list[str]
                 FROM g GROUP BY ALL)
           SELECT * FROM s WHERE events >= {int(cfg.beacon_min_events)} AND period_s >= {float(cfg.beacon_min_period_s)}
             AND cv <= {float(cfg.beacon_max_cv)}""", {"start": window.start, "end": window.end})
-    finally:
-        con.unregister("susp_new_zones")
