@@ -83,5 +83,7 @@ def stored_url_sql(col: str) -> str:
     no_frag = f"split_part({col}, '#', 1)"
     base = f"regexp_replace(split_part({no_frag}, '?', 1), '^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@', '\\1')"
     query = f"substr({no_frag}, strpos({no_frag}, '?') + 1)"
-    return (f"CASE WHEN {col} IS NULL THEN NULL WHEN strpos({no_frag}, '?') = 0 THEN {base} "
+    # a URL with no query, fragment or user information (nearly every one) is kept as it is: no pattern runs
+    plain = f"NOT (contains({col}, '?') OR contains({col}, '#') OR contains({col}, '@'))"
+    return (f"CASE WHEN {col} IS NULL THEN NULL WHEN {plain} THEN {col} WHEN strpos({no_frag}, '?') = 0 THEN {base} "
             f"ELSE {base} || '?' || regexp_replace({query}, '=[^&]*', '=', 'g') END")

@@ -80,3 +80,19 @@ def test_a_password_in_the_account_url_reaches_neither_stderr_nor_the_report(azu
     runs = runner.invoke(app, ["sql", "SELECT message FROM ingest_runs", "--db", str(tmp_path / "s.duckdb"),
                                "--format", "json"]).output
     assert PASSWORD not in runs and SIGNATURE not in runs
+
+
+def test_the_stored_url_is_the_same_in_sql_as_in_python_plain_urls_included():
+    """The store drops query values in SQL (`stored_url_sql`, a plain URL kept as it is without running a
+    pattern); its Python twin says what it must give, on plain, odd and hostile URLs alike."""
+    import duckdb
+
+    from hostile import TEXTS
+
+    urls = ["https://api.example.com/v1/items", "http://a.example/x?token=s3cr3t&b=2#frag", "https://u:p@h.example/p",
+            "https://h.example/p#only-fragment", "https://h.example/?", "https://h.example/p?a&b=&=c",
+            "ftp://user@h.example/p?q=1", "h.example/no-scheme?k=v", "", "@", "?#@", "https://h/p?a=1@x"]
+    urls += [f"https://h.example/{t}" for t in TEXTS.values()] + list(TEXTS.values())
+    got = duckdb.connect().execute(f"SELECT {redact.stored_url_sql('u')} FROM (SELECT unnest($urls) AS u, "
+                                   "generate_subscripts($urls, 1) AS i) ORDER BY i", {"urls": urls}).fetchall()
+    assert [g for (g,) in got] == [redact.stored_url(u) for u in urls]
