@@ -261,3 +261,64 @@ def test_shadow_index_agrees_with_every_pair(seed):
         if first is not None:
             brute[b.key] = first.key
     assert {k: v.key for k, v in shadowed_by(rules).items()} == brute
+
+
+# -- DNS proxy settings ----------------------------------------------------------------------------
+
+def _proxy_store():
+    """Two pods reach 203.0.113.10:5432, each connection just after resolving db.partner-example.com."""
+    from datetime import timedelta
+
+    rows = [r for s in ("10.244.1.9", "10.244.1.10") for r in _net(s, "203.0.113.10", 5432, n=8, proto="TCP")]
+    dns = [{"time": r["time"] - timedelta(seconds=2), "firewall": "fw", "source_ip": r["source_ip"],
+            "query_name": "db.partner-example.com", "query_type": "A", "response_code": "NOERROR", "duration_s": 0.002}
+           for r in rows]
+    return _store(_flows(rows), dns)
+
+
+NTP = _rule("ntp", ipProtocols=["UDP"], destinationAddresses=[], destinationFqdns=["ntp.ubuntu.com"],
+            destinationPorts=["123"])
+
+
+def test_require_proxy_for_network_rules_is_read_from_policies_and_classic_firewalls():
+    e = load_files([ARM / "firewallPolicies-get.json", ARM / "ruleCollectionGroups-list.json"])
+    rs = e.default_rules()
+    assert rs.dns_proxy is True and rs.require_proxy is False  # Microsoft's published example
+    classic = parse_documents([("fw.json", {
+        "id": f"{SUB}/azureFirewalls/fw-classic", "name": "fw-classic",
+        "properties": {"additionalProperties": {"Network.DNS.EnableProxy": "true",
+                                                 "Network.DNS.RequireProxyForNetworkRules": "True"},
+                       "networkRuleCollections": [{"name": "c", "properties": {
+                           "priority": 100, "action": {"type": "Allow"},
+                           "rules": [{"name": "r", "protocols": ["TCP"], "sourceAddresses": ["*"],
+                                      "destinationAddresses": ["10.0.0.1"], "destinationPorts": ["443"]}]}}]}})])
+    rs = classic.rules_for_firewall("fw-classic")
+    assert rs.dns_proxy is True and rs.require_proxy is True
+    child = parse_documents([("p.json", [
+        {"id": f"{SUB}/firewallPolicies/base", "name": "base", "dnsSettings": {"enableProxy": True,
+                                                                              "requireProxyForNetworkRules": True}},
+        {"id": f"{SUB}/firewallPolicies/weu", "name": "weu", "basePolicy": {"id": f"{SUB}/firewallPolicies/base"}},
+        {**_group("apps", 200, [NTP]), "id": f"{SUB}/firewallPolicies/weu/ruleCollectionGroups/apps"}])])
+    rs = child.rules_for_policy(f"{SUB}/firewallPolicies/weu".lower())
+    assert rs.dns_proxy is True and rs.require_proxy is True  # a child without DNS settings has its parent's
+
+
+def test_the_dns_proxy_note_says_when_fqdns_in_network_rules_are_not_supported():
+    pol = {"id": f"{SUB}/firewallPolicies/fwp", "name": "fwp",
+           "dnsSettings": {"enableProxy": True, "requireProxyForNetworkRules": False}}
+    group = {**_group("net", 200, [NTP]), "id": f"{SUB}/firewallPolicies/fwp/ruleCollectionGroups/net"}
+    rs = parse_documents([("p.json", pol), ("g.json", [group])]).default_rules()
+    recs = recommend(_proxy_store(), WINDOW, policy=rs)
+    (warning,) = [w for w in recs.warnings if "requireProxyForNetworkRules" in w]
+    assert "fwp does not require DNS proxy for network rules" in warning and "net/c/ntp" in warning
+    (add,) = [r for r in recs.by_kind("add-network-rule") if r.rule.destination_fqdns == ["db.partner-example.com"]]
+    assert add.rollout[0] == ("set requireProxyForNetworkRules to true on fwp (the policy's DNS settings) before "
+                              "adding this rule")
+    assert any("requireProxyForNetworkRules off: turn it on first" in n for n in add.evidence.notes)
+
+    pol["dnsSettings"]["requireProxyForNetworkRules"] = True  # both on: nothing to say
+    recs = recommend(_proxy_store(), WINDOW, policy=parse_documents([("p.json", pol), ("g.json", [group])]).default_rules())
+    assert not any("requireProxyForNetworkRules" in w or "DNS proxy is off" in w for w in recs.warnings)
+    (add,) = [r for r in recs.by_kind("add-network-rule") if r.rule.destination_fqdns]
+    assert not any("requireProxyForNetworkRules" in n for n in add.evidence.notes)
+    assert not any("requireProxy" in s or "DNS proxy" in s for s in add.rollout)
