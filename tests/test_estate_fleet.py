@@ -61,6 +61,8 @@ def test_shared_needs_go_to_the_parent_once_and_the_rest_to_each_firewall(estate
     window = resolve_window(con, since="1d")
     recs = recommend_fleet(con, window, load_files(_files(estate_dir)))
     con.close()
+    # one recommendation per id: an address of low support that resolves to a name already proposed joins that rule
+    assert len({r.id for r in recs.items}) == len(recs.items)
     adds = _adds(recs)
     shared = [r for r in adds if "registry-1.docker.io" in _targets(r)]
     by_policy = {r.policy: r for r in shared}
