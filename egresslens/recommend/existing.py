@@ -116,6 +116,16 @@ def _required_name(req: Required | None, name: str | None) -> bool:
                                   or any(fqdn_matches(name, t) for t in req.targets)))
 
 
+def _narrow_priority(ctx, rule: Rule) -> int:
+    """The narrow rule's collection priority: the broad one's in a policy (its own group, just above the broad rule's
+    group, puts it first); on a classic firewall, which has no groups, the nearest free priority above the broad
+    collection's among collections of its type."""
+    if not getattr(ctx.policy, "classic", False):
+        return rule.collection_priority
+    taken = {r.collection_priority for r in ctx.policy if r.rule_type == rule.rule_type}
+    return next((p for p in range(rule.collection_priority - 1, 99, -1) if p not in taken), rule.collection_priority)
+
+
 def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req: Required | None) -> None:
     cfg = ctx.config
     safe, bad = [], []
@@ -150,7 +160,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
     proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
                     rule_collection_group_priority=max(100, rule.rcg_priority - 1),
                     rule_collection=safe_name(f"{rule.rule_collection}-narrow"),
-                    rule_collection_priority=rule.collection_priority, name=safe_name(f"{rule.name}-narrow"),
+                    rule_collection_priority=_narrow_priority(ctx, rule), name=safe_name(f"{rule.name}-narrow"),
                     source_addresses=new_sources, source_ip_groups=keep_groups,
                     source_ip_group_members={g: rule.ip_group_members[g] for g in keep_groups if g in rule.ip_group_members})
     if rule.rule_type == "application":
