@@ -214,7 +214,7 @@ def test_classic_firewall_gives_the_proposals_of_the_same_rules_in_a_policy():
     policy = parse_policy([_group("g", 300, [{"ruleType": "ApplicationRule", **app_rule}], coll="c"),
                            _group("g2", 200, [{"ruleType": "NetworkRule", **{k: v for k, v in net_rule.items() if k != "protocols"},
                                                "ipProtocols": ["TCP"]}], coll="n")])
-    out = []
+    out, narrowed = [], []
     for rs, group in ((classic, None), (policy, "g")):
         allowed = dict(action="Allow", action_reason=None, rule_collection_group=group, rule_collection="c", rule="any-web")
         con = _store(_flows(_app("10.1.0.4", "a.example.com", **allowed) + _app("10.1.0.4", "b.example.com", **allowed)
@@ -222,7 +222,12 @@ def test_classic_firewall_gives_the_proposals_of_the_same_rules_in_a_policy():
         recs = recommend(con, WINDOW, policy=rs)
         out.append(sorted((r.kind, (r.existing_rule or {}).get("rule"),
                            tuple(r.rule.target_fqdns + r.rule.destination_addresses) if r.rule else ()) for r in recs.items))
+        narrowed += [r.rule for r in recs.by_kind("narrow-rule")]
     assert out[0] == out[1]
+    # evaluated before the broad rule: on a classic firewall (no groups) its collection takes a priority above the
+    # broad collection's (200); in a policy its own group goes just above the broad rule's group (300)
+    assert narrowed[0].rule_collection_priority == 199
+    assert (narrowed[1].rule_collection_group_priority, narrowed[1].rule_collection_priority) == (299, 100)
     assert ("narrow-rule", "any-web", ("a.example.com", "b.example.com")) in out[0]
     assert ("remove-rule", "unused", ()) in out[0]
 
