@@ -239,6 +239,17 @@ def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_
     assert ("removed", removed) in kinds and ("edited", rules[0]["name"]) in kinds
     assert ("IP Group members", "ipgroup:ipg-aks-nodes") in kinds
     assert any("the policy changed since" in f.message for f in report.section("policy").findings)
+    # the DNS section judges each firewall's DNS proxy on its own, links to its section, and names whose rows are whose
+    dns = report.section("dns")
+    per = next(t for t in dns.tables if t.title == "Per firewall").frame
+    assert sorted(per["firewall"]) == sorted(s.name for s in (WEU, NEU, SEC))
+    assert set(per["section"]) == {f"#firewall-{s.name}" for s in (WEU, NEU, SEC)}
+    groups = next(t for t in dns.tables if t.title == "Per source group").frame
+    assert set(groups["firewall"]) == set(per["firewall"])
+    for site in (WEU, NEU, SEC):
+        facts = report.section(f"firewall-{site.name}").facts
+        q = per.filter(pl.col("firewall") == site.name)["queries"].item()
+        assert any(f.startswith(f"DNS proxy: {q:,} queries") for f in facts), facts
     text = render(report, "html")
     assert 'href="#firewall-fw-westeurope"' in text and '<section id="firewall-fw-westeurope"' in text
 
