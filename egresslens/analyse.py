@@ -233,7 +233,7 @@ class Coverage:
                 f"({self.share:.0%}: {where} UTC)")
 
     def to_json(self) -> dict[str, Any]:
-        return {"window_hours": round(self.window_hours, 3), "covered_hours": round(self.covered_hours, 3),
+        return {"window_hours": round(self.window_hours, 2), "covered_hours": round(self.covered_hours, 2),
                 "complete": self.complete, "first": self.first.isoformat() if self.first else None,
                 "last": self.last.isoformat() if self.last else None,
                 "ranges": [[a.isoformat(), b.isoformat()] for a, b in self.ranges()[:50]],

@@ -292,3 +292,34 @@ def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatc
     assert by["fw-small"]["findings"] and not by["fw-large"]["findings"]
     assert {f["firewall"].rsplit("/", 1)[-1] for f in by["fw-small"]["findings"]} == {"fw-small"}
     assert r.exit_code == 1  # critical on the small firewall
+
+
+def test_drilldown_breaks_a_subject_down_per_firewall(estate_dir):
+    """Without --firewall, a name seen behind every firewall shows which ones, the traffic and denies behind
+    each, and the rule that matched there (an inherited rule names the parent policy that holds it)."""
+    runner = CliRunner()
+    base = ["drilldown", "--db", str(estate_dir / "s.duckdb"), "--since", "1d",
+            *[a for f in _files(estate_dir) for a in ("--policy", str(f))], "--json"]
+    doc = json.loads(runner.invoke(app, base + ["mcr.microsoft.com"]).stdout)
+    per = {r["firewall"]: r for r in doc["tables"]["Per firewall"]}
+    assert set(per) == {s.name for s in (WEU, NEU, SEC)}
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    counts = dict(con.execute("SELECT regexp_extract(firewall, '[^/]+$'), count(*) FROM flows "
+                              "WHERE destination_fqdn = 'mcr.microsoft.com' OR ends_with(destination_fqdn, '.mcr.microsoft.com') "
+                              "GROUP BY 1").fetchall())
+    con.close()
+    assert {n: r["allowed"] + r["denied"] for n, r in per.items()} == counts
+    assert per[WEU.name]["policy"] == WEU.policy_name and per[SEC.name]["policy"] == SEC.name
+    assert f"(Allow) of {PARENT}:" in per[WEU.name]["rules_that_matched"]  # inherited from the parent
+    assert f"of {PARENT}" not in per[SEC.name]["rules_that_matched"]  # the classic firewall's own rule
+    assert any(f.startswith("seen behind 3 firewalls: ") for f in doc["facts"])
+
+    denied = json.loads(runner.invoke(app, base + ["registry-1.docker.io"]).stdout)
+    rows = denied["tables"]["Per firewall"]
+    assert len(rows) == 3 and all(r["allowed"] == 0 and r["denied"] > 0 for r in rows)
+    assert all(r["rules_that_matched"].startswith("no rule: default action (Deny)") for r in rows)
+    touching = denied["tables"]["Recommendations that touch it"]
+    assert {r["policy"] for r in touching} == {PARENT, SEC.name}  # the parent once, the classic firewall on its own
+
+    one = json.loads(runner.invoke(app, base + ["--firewall", WEU.name, "mcr.microsoft.com"]).stdout)
+    assert "Per firewall" not in one["tables"] and not any(f.startswith("seen behind") for f in one["facts"])

@@ -142,7 +142,7 @@ def drilldown_command(
         fw = resolve_firewall(con, window, firewall)
         estate, _ = estate_in_force(con, window, given)
         with fleet.scoped(con, fw):
-            d = drilldown(con, window, subject, kind, policy=rules_for(estate, fw))
+            d = drilldown(con, window, subject, kind, policy=rules_for(estate, fw), estate=estate)
     if d.empty:
         raise fail(f"nothing about {plain(subject)!r} in {window.describe()}: no {d.kind} of that name has an event, "
                    "a DNS query or a recommendation (check the spelling, --kind, or a longer --since)",
