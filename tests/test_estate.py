@@ -327,3 +327,68 @@ def test_the_dns_proxy_note_says_when_fqdns_in_network_rules_are_not_supported()
     (add,) = [r for r in recs.by_kind("add-network-rule") if r.rule.destination_fqdns]
     assert not any("requireProxyForNetworkRules" in n for n in add.evidence.notes)
     assert not any("requireProxy" in s or "DNS proxy" in s for s in add.rollout)
+
+
+# -- a parent policy's rules, judged by every firewall that inherits them ------------------------------
+
+def _parent_estate(children_known: bool = True) -> list[tuple[str, object]]:
+    """fwp-base (a broad web rule and an SMTP rule) inherited by fwp-a (firewall fw-a) and fwp-b (fw-b)."""
+    base, kids = f"{SUB}/firewallPolicies/fwp-base", {c: f"{SUB}/firewallPolicies/fwp-{c}" for c in "ab"}
+    web = {"ruleType": "ApplicationRule", "name": "allow-web", "sourceAddresses": ["10.0.0.0/8"],
+           "protocols": [{"protocolType": "Https", "port": 443}], "targetFqdns": ["*"]}
+    smtp = _rule("allow-smtp", sourceAddresses=["10.0.0.0/8"], destinationAddresses=["198.51.100.25"],
+                 destinationPorts=["25"])
+    policies = [{"id": base, "name": "fwp-base", "threatIntelMode": "Alert", **({"childPolicies": [{"id": k} for k in kids.values()]}
+                                                   if children_known else {})}]
+    policies += [{"id": k, "name": f"fwp-{c}", "basePolicy": {"id": base}, "childPolicies": [],
+                  "firewalls": [{"id": f"{SUB}/azureFirewalls/fw-{c}"}]} for c, k in kids.items()]
+    groups = [{**_group("base", 300, [web, smtp], coll="c"), "id": f"{base}/ruleCollectionGroups/base"}]
+    groups += [{**_group("own", 200, [_rule(f"allow-{c}")]), "id": f"{k}/ruleCollectionGroups/own"}
+               for c, k in kids.items()]
+    return [("policies.json", policies), ("groups.json", groups)]
+
+
+def _parent_store(firewalls: str = "ab"):
+    """fw-a's pods reach a.example.com, fw-b's b.example.com, both through fwp-base's allow-web."""
+    rows = []
+    for c, octet in (("a", 1), ("b", 2)):
+        if c in firewalls:
+            allowed = dict(action="Allow", action_reason=None, rule_collection_group="base", rule_collection="c",
+                           rule="allow-web", policy="fwp-base", firewall=f"{SUB}/azureFirewalls/fw-{c}".lower())
+            rows += _app(f"10.{octet}.0.4", f"{c}.example.com", **allowed)
+    return _store(_flows(rows))
+
+
+def test_a_parent_rule_unused_or_broad_for_every_firewall_it_serves_changes_once_in_the_parent():
+    from egresslens.recommend import recommend_fleet
+
+    recs = recommend_fleet(_parent_store(), WINDOW, parse_documents(_parent_estate()))
+    on_parent = {r.kind: r for r in recs.items if r.policy == "fwp-base" and r.existing_rule}
+    assert sorted(on_parent) == ["narrow-rule", "remove-rule"]
+    assert [r.existing_rule["rule"] for r in recs.items if r.existing_rule and r.existing_rule["rule"] == "allow-smtp"
+            ] == ["allow-smtp"]  # once, not once per firewall
+    unused, narrow = on_parent["remove-rule"], on_parent["narrow-rule"]
+    assert unused.existing_rule["rule"] == "allow-smtp" and len(unused.firewalls) == 2
+    assert unused.policy_id.lower().endswith("/firewallpolicies/fwp-base")
+    assert "unused by the traffic of every firewall that inherits fwp-base (fw-a, fw-b)" in unused.rationale
+    # narrowed to what both firewalls' traffic uses together: each one's names and sources, nothing more
+    assert narrow.existing_rule["rule"] == "allow-web"
+    assert narrow.rule.target_fqdns == ["a.example.com", "b.example.com"]
+    assert sorted(narrow.rule.source_addresses) == ["10.1.0.0/24", "10.2.0.0/24"]
+    assert narrow.rule.rule_collection_group_priority == 299 and len(narrow.firewalls) == 2
+    assert not any("nothing is proposed on it" in w for w in recs.warnings)
+
+
+def test_a_parent_that_serves_firewalls_without_logs_or_unknown_children_is_left_alone_and_says_why():
+    from egresslens.recommend import recommend_fleet
+
+    recs = recommend_fleet(_parent_store("a"), WINDOW, parse_documents(_parent_estate()))
+    assert not [r for r in recs.items if r.policy == "fwp-base"]
+    (held,) = [w for w in recs.warnings if w.startswith("parent policy fwp-base")]
+    assert "judged by the traffic of fw-a (1 narrow-rule, 1 remove-rule would follow)" in held
+    assert "it also serves fw-b, with no logs in the window" in held
+
+    recs = recommend_fleet(_parent_store(), WINDOW, parse_documents(_parent_estate(children_known=False)))
+    assert not [r for r in recs.items if r.policy == "fwp-base"]
+    (held,) = [w for w in recs.warnings if w.startswith("parent policy fwp-base")]
+    assert "the child policies of fwp-base were not read" in held

@@ -63,6 +63,12 @@ def test_shared_needs_go_to_the_parent_once_and_the_rest_to_each_firewall(estate
     con.close()
     # one recommendation per id: an address of low support that resolves to a name already proposed joins that rule
     assert len({r.id for r in recs.items}) == len(recs.items)
+    # the parent's broad ICMP rule is narrowed once, in the parent, to what both its firewalls use together
+    (icmp,) = [r for r in recs.items if r.existing_rule and r.existing_rule["rule"] == "allow-icmp-hub"
+               and r.policy == PARENT]
+    assert icmp.kind == "narrow-rule" and icmp.firewalls == sorted([WEU.firewall_id, NEU.firewall_id])
+    assert not any(r.existing_rule and r.existing_rule["rule"] == "allow-icmp-hub" and r.policy != PARENT
+                   and r.firewall != SEC.firewall_id for r in recs.items)
     adds = _adds(recs)
     shared = [r for r in adds if "registry-1.docker.io" in _targets(r)]
     by_policy = {r.policy: r for r in shared}

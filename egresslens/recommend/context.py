@@ -35,6 +35,8 @@ class Context:
         self.kept_required: list[str] = []  # existing rules kept whole because they carry required platform egress
         self.stats_rows = 0
         self.summaries: set[str] = set()  # ids of the "and N more" investigate items (listed after the others)
+        # what this run's traffic says of each rule inherited from a parent policy (see recommend.parents)
+        self.parent_verdicts: dict[tuple, dict[str, Any]] = {}
 
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)

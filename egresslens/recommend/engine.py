@@ -59,6 +59,8 @@ class Recommendations:
     # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
     firewalls: list[dict[str, Any]] = field(default_factory=list)
     summaries: set[str] = field(default_factory=set)  # ids of the "and N more" investigate items
+    # (policy, group, collection, rule) of each rule inherited from a parent policy -> what this traffic says of it
+    parent_verdicts: dict[tuple, dict[str, Any]] = field(default_factory=dict)
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -212,7 +214,8 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
              "kept_required": ctx.kept_required, "coverage": ctx.coverage.to_json()}
     sort_items(ctx.items, ctx.summaries)
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries)
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries,
+                           parent_verdicts=ctx.parent_verdicts)
 
 
 KIND_ORDER = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
