@@ -10,15 +10,8 @@ import re
 
 from egresslens.escape import comment
 from egresslens.escape import shell as quote
-from egresslens.recommend.emit_common import (
-    DNS_PROXY,
-    classic_collections,
-    groups,
-    left_out,
-    needs_dns_proxy,
-    targets,
-    unique_priorities,
-)
+from egresslens.recommend.emit_common import (DNS_PROXY, classic_collections, groups, left_out, needs_dns_proxy,
+                                              targets, unique_priorities)
 
 
 def _sources(rule) -> list[str]:

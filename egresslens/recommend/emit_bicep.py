@@ -7,15 +7,8 @@ from __future__ import annotations
 import re
 
 from egresslens.escape import bicep_string, comment
-from egresslens.recommend.emit_common import (
-    DNS_PROXY,
-    classic_collections,
-    groups,
-    left_out,
-    needs_dns_proxy,
-    targets,
-    unique_priorities,
-)
+from egresslens.recommend.emit_common import (DNS_PROXY, classic_collections, groups, left_out, needs_dns_proxy,
+                                              targets, unique_priorities)
 
 API = "2023-09-01"
 

@@ -7,15 +7,8 @@ from __future__ import annotations
 import re
 
 from egresslens.escape import comment, hcl_string
-from egresslens.recommend.emit_common import (
-    DNS_PROXY,
-    classic_collections,
-    groups,
-    left_out,
-    needs_dns_proxy,
-    targets,
-    unique_priorities,
-)
+from egresslens.recommend.emit_common import (DNS_PROXY, classic_collections, groups, left_out, needs_dns_proxy,
+                                              targets, unique_priorities)
 
 
 def _list(values) -> str:
