@@ -421,7 +421,10 @@ def _combine(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, 
         for n in p.notes:
             said.setdefault(n, []).append(fleet.label(p.firewall))
     notes = [n if len(who) == len(parts) else f"{', '.join(who)}: {n}" for n, who in said.items()]
-    health = pl.concat([p.health for p in parts], how="diagonal_relaxed")
+    # every firewall has its row: one whose DNS proxy logged nothing in the window has 0 queries and no rates
+    health = pl.concat([parts[0].health.clear()] + [
+        p.health if p.health.height else pl.DataFrame({"firewall": [p.firewall], "queries": [0], "names": [0]})
+        for p in parts], how="diagonal_relaxed")
     return DnsResult(window, config, notes, lists["by_group"], lists["by_name"], lists["failures"], lists["noise"],
                      lists["upstream_errors"], lists["resolved_then_denied"], parts[0].suspicious, susp, totals, more,
                      health=health, parts=parts)

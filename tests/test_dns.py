@@ -266,3 +266,44 @@ def test_dns_command_shows_a_table_of_the_firewalls_then_a_section_each(tmp_path
     one = runner.invoke(app, ["dns", "--db", str(db), "--since", "12h", "--firewall", "fw-weu", "--json"])
     doc = json.loads(one.stdout)
     assert [f["name"] for f in doc["firewalls"]] == ["fw-weu"] and doc["totals"]["queries"] == 300
+
+
+def test_a_firewall_whose_dns_proxy_logged_nothing_says_so_instead_of_zeros(tmp_path):
+    """fw-sea has traffic in the window but no DNS-proxy query (DNS proxy off, or its category not ingested)."""
+    from types import SimpleNamespace
+
+    from egresslens.report.estate import firewall_section
+
+    flows = pl.DataFrame([(T0 + timedelta(seconds=41), "fw-sea", "network", "TCP", "10.230.0.4", "203.0.113.9", None,
+                           5432, "Deny", "Default Action")],
+                         schema={"time": pl.Datetime("us"), "firewall": pl.String, "kind": pl.String,
+                                 "protocol": pl.String, "source_ip": pl.String, "destination_ip": pl.String,
+                                 "destination_fqdn": pl.String, "destination_port": pl.Int32, "action": pl.String,
+                                 "action_reason": pl.String}, orient="row")
+    db = tmp_path / "s.duckdb"
+    con = connect(db)
+    _load(con, _fleet_queries(), flows)
+    r = dns.analyse_dns(con, WINDOW)
+    con.close()
+    # the fleet's table has a row for it: no query, no rate (not a 0% failure rate)
+    sea = r.health.filter(pl.col("firewall") == "fw-sea").row(0, named=True)
+    assert r.health["firewall"].to_list() == ["fw-neu", "fw-sea", "fw-weu"]
+    assert sea["queries"] == 0 and sea["real_failure_rate"] is None and sea["p95_latency_s"] is None
+    # the report's section of the firewall says so
+    recs = SimpleNamespace(firewalls=[], items=[])
+    snat = SimpleNamespace(findings=pl.DataFrame())
+    facts = firewall_section(None, "fw-sea", recs, snat, r).facts
+    assert any(f.startswith("DNS proxy: no query in the window") for f in facts), facts
+    assert any(f.startswith("DNS proxy: 300 queries") for f in firewall_section(None, "fw-weu", recs, snat, r).facts)
+    from egresslens.cli import app
+
+    out = CliRunner().invoke(app, ["dns", "--db", str(db), "--start", WINDOW.start.isoformat(), "--end",
+                                   WINDOW.end.isoformat()], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    text = out.output
+    assert out.exit_code == 1, text  # the tunnelling pod behind fw-neu
+    assert "Firewall fw-sea: no DNS proxy query in the window" in text
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("fw-sea"))
+    assert row.split()[1] == "0" and "%" not in row
+    # its section holds no empty tables: the next section follows its one line
+    after = text[text.index("Firewall fw-sea:"):text.index("Firewall fw-weu:")]
+    assert "Per source group" not in after and "Top 10 names" not in after

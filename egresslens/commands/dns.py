@@ -125,9 +125,14 @@ def render(console, result, top: int = 10) -> None:  # noqa: ANN001 - rich Conso
         _fleet_table(console, result)
         for part in result.parts:
             t = part.totals
-            console.print(f"\n[bold]Firewall {_t(fleet.label(part.firewall))}[/bold]: {t['queries']:,} queries, "
-                          f"{t['names']:,} names; search-domain noise {t['noise_queries']:,}, real failures "
-                          f"{t['real_failures']:,}, upstream errors {t['upstream_errors']:,}")
+            name = _t(fleet.label(part.firewall))
+            if not t["queries"]:
+                console.print(f"\n[bold]Firewall {name}[/bold]: no DNS proxy query in the window (is DNS proxy on, "
+                              "and its log category ingested?)")
+                continue
+            console.print(f"\n[bold]Firewall {name}[/bold]: {t['queries']:,} queries, {t['names']:,} names; "
+                          f"search-domain noise {t['noise_queries']:,}, real failures {t['real_failures']:,}, "
+                          f"upstream errors {t['upstream_errors']:,}")
             _health_tables(console, part, top)
     else:
         _health_tables(console, result, top)

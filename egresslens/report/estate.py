@@ -98,7 +98,9 @@ def firewall_section(inp, fw: str, recs, snat_result, dns_result=None) -> Sectio
         s.tables.append(Table("SNAT findings", f.select("severity", "destination", "port", "protocol", "peak_utilisation"),
                               {"peak_utilisation": PCT}))
     dns = next((p for p in getattr(dns_result, "parts", []) if p.firewall == fw), None)
-    if dns is not None and dns.health.height:
+    if dns is not None and not dns.totals.get("queries"):
+        s.facts.append("DNS proxy: no query in the window (is DNS proxy on, and its log category ingested?).")
+    elif dns is not None and dns.health.height:
         h = dns.health.row(0, named=True)
         p95 = "-" if h["p95_latency_s"] is None else f"{h['p95_latency_s'] * 1000:.1f} ms"
         s.facts.append(f"DNS proxy: {h['queries']:,} queries for {h['names']:,} names, real failures "
