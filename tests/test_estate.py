@@ -320,12 +320,13 @@ def test_the_dns_proxy_note_says_when_fqdns_in_network_rules_are_not_supported()
     assert add.rollout[0] == ("set requireProxyForNetworkRules to true on fwp (the policy's DNS settings) before "
                               "adding this rule")
     assert any("requireProxyForNetworkRules off: turn it on first" in n for n in add.evidence.notes)
+    assert sum("DNS proxy" in n for n in add.evidence.notes) == 1  # said once, by what knows the settings
 
     pol["dnsSettings"]["requireProxyForNetworkRules"] = True  # both on: nothing to say
     recs = recommend(_proxy_store(), WINDOW, policy=parse_documents([("p.json", pol), ("g.json", [group])]).default_rules())
     assert not any("requireProxyForNetworkRules" in w or "DNS proxy is off" in w for w in recs.warnings)
     (add,) = [r for r in recs.by_kind("add-network-rule") if r.rule.destination_fqdns]
-    assert not any("requireProxyForNetworkRules" in n for n in add.evidence.notes)
+    assert not any("requireProxyForNetworkRules" in n or "DNS proxy" in n for n in add.evidence.notes)
     assert not any("requireProxy" in s or "DNS proxy" in s for s in add.rollout)
 
 

@@ -203,8 +203,7 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
                 rule_collection=coll, rule_collection_priority=collection_priority(ctx, coll), name=name,
                 source_addresses=srcs, source_group=label, ip_protocols=[proto],
                 destination_addresses=addrs, destination_fqdns=fq, destination_ports=port_list)
-            if fq:
-                notes.append("FQDNs in network rules need DNS proxy enabled on the firewall (and clients using it as DNS server)")
+            if fq:  # what DNS proxy they need is said by the engine, which knows the policy's DNS settings
                 notes.extend(f"{n} attributed from DNS: {ip} is {attribution_text(ip, ctx.dns_detail)}"
                              for n in fq for ip in derived[n][:5])
             if any(t == "tag" for t, _v, _i in dests):
