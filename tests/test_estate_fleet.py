@@ -329,3 +329,44 @@ def test_drilldown_breaks_a_subject_down_per_firewall(estate_dir):
 
     one = json.loads(runner.invoke(app, base + ["--firewall", WEU.name, "mcr.microsoft.com"]).stdout)
     assert "Per firewall" not in one["tables"] and not any(f.startswith("seen behind") for f in one["facts"])
+
+
+def test_the_drilldown_library_and_its_notebook_break_a_subject_down_per_firewall(estate_dir, tmp_path):
+    """What the notebook imports: the breakdown per firewall from the store's policy snapshot, and `firewall`
+    to look at one of them (the same names --firewall takes)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from egresslens.estate import parse_documents, snapshots
+    from egresslens.report.drilldown import drilldown
+
+    db = tmp_path / "s.duckdb"
+    db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+    con = connect(db)
+    window = resolve_window(con, since="1d")
+    snapshots.save(con, parse_documents((f.name, json.loads(f.read_text())) for f in _files(estate_dir)), "exports",
+                   now=window.end - timedelta(hours=1))
+    estate = snapshots.in_force(con, window.end)[0].estate
+    every = drilldown(con, window, "mcr.microsoft.com", estate=estate).frames["firewalls"]
+    assert sorted(every["firewall"]) == sorted(s.name for s in (WEU, NEU, SEC))
+    one = drilldown(con, window, "mcr.microsoft.com", estate=estate, firewall=WEU.name)
+    weu = every.filter(pl.col("firewall") == WEU.name).drop("deny_share")
+    assert one.frames["firewalls"].drop("deny_share").equals(weu)  # its own traffic, judged by its own rules
+    assert int(one.frames["timeline"]["hits"].sum()) == weu["allowed"].item() + weu["denied"].item()
+    with pytest.raises(ValueError, match="fw-nowhere"):
+        drilldown(con, window, "mcr.microsoft.com", firewall="fw-nowhere")
+    con.close()
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "drilldown-subject.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(f"db = {str(db)!r}\nsince = '1d'\nsubject = 'mcr.microsoft.com'"))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "seen behind 3 firewalls: " in printed
+    (table,) = [c.outputs[0]["data"]["text/html"] for c in nb.cells
+                if c.cell_type == "code" and c.source.startswith('drill.frames["firewalls"]')]
+    assert all(f"<td>&quot;{s.name}&quot;</td>" in table for s in (WEU, NEU, SEC))
+    assert f"<td>&quot;{WEU.policy_name}&quot;</td>" in table  # the policy that firewall evaluates

@@ -100,13 +100,20 @@ def _dns_names_sql(kind: str) -> str:
 
 
 def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind: str = "auto",
-              policy=None, estate=None) -> Drilldown:
+              policy=None, estate=None, firewall: str | None = None) -> Drilldown:
     """Every frame of the subject's drilldown. `kind` is one of KINDS, or auto (see detect_kind). `estate`:
     the firewalls and policies (`egresslens.estate`): with several firewalls in the window each one's traffic
-    is judged against its own rules, and a subject seen behind several gets a breakdown per firewall."""
-    from egresslens import snat
+    is judged against its own rules, and a subject seen behind several gets a breakdown per firewall
+    (`frames["firewalls"]`, one row each). `firewall`: one of them only (its name or ARM id, as `--firewall`
+    takes it; ValueError naming the store's firewalls when it matches none), judged against its own rules."""
+    from egresslens import fleet, snat
     from egresslens.recommend import recommend_fleet
+    from egresslens.recommend.fleet import rules_for
 
+    if firewall is not None:
+        fw = fleet.resolve(con, window, firewall)
+        with fleet.scoped(con, fw):
+            return drilldown(con, window, subject, kind, rules_for(estate, fw, policy), estate)
     kind = detect_kind(con, window, subject) if kind == "auto" else kind
     if kind not in KINDS:
         raise ValueError(f"kind must be auto or one of {', '.join(KINDS)}, not {kind!r}")
