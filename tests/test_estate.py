@@ -199,6 +199,32 @@ def test_rule_sourced_from_an_ip_group_is_judged_as_the_same_rule_with_literal_a
     assert results[0] == results[1]
 
 
+def test_a_proposal_that_an_existing_ip_group_fits_names_the_group_instead_of_its_addresses(tmp_path):
+    from egresslens.recommend import emit_az, whatif
+
+    pol_id = f"{SUB}/firewallPolicies/fwp"
+    groups = [{"id": f"{SUB}/ipGroups/ipg-spoke", "name": "ipg-spoke", "ipAddresses": SPOKE},  # exactly the spoke
+              {"id": f"{SUB}/ipGroups/ipg-corp", "name": "ipg-corp", "ipAddresses": ["10.0.0.0/8"]},  # far too wide
+              {"id": f"{SUB}/ipGroups/ipg-other", "name": "ipg-other", "ipAddresses": ["10.9.0.0/24"]}]
+    rules = [_rule("hub", sourceIpGroups=[f"{SUB}/ipGroups/ipg-corp"])]
+    (tmp_path / "rcg.json").write_text(json.dumps([{**_group("net", 300, rules), "id": f"{pol_id}/ruleCollectionGroups/net"}]))
+    (tmp_path / "ipg.json").write_text(json.dumps(groups))
+    rs = load_files([tmp_path / "rcg.json", tmp_path / "ipg.json"]).default_rules()
+    con = _store(_flows(_app("10.1.0.4", "new.example.com") + _app("10.1.1.9", "new.example.com")
+                        + _app("10.7.0.4", "other.example.com")))
+    recs = recommend(con, WINDOW, policy=rs)
+    whatif.apply(recs, whatif.replay(con, WINDOW, recs, rs))
+    (add,) = [r for r in recs.by_kind("add-application-rule") if r.rule.target_fqdns == ["new.example.com"]]
+    assert add.rule.source_ip_groups == [f"{SUB}/ipGroups/ipg-spoke"] and add.rule.source_addresses == []
+    assert any("existing IP Group ipg-spoke" in n for n in add.evidence.notes)
+    assert add.what_if["deny_to_allow_hits"] == 12  # the what-if replays the group's members
+    # sources no group holds closely enough keep their addresses (ipg-corp holds 10.7.0.0/24, and 65,536 times more)
+    (other,) = [r for r in recs.by_kind("add-application-rule") if r.rule.target_fqdns == ["other.example.com"]]
+    assert other.rule.source_ip_groups == [] and other.rule.source_addresses == ["10.7.0.0/24"]
+    script = emit_az.emit(recs)
+    assert "--source-ip-groups" in script and "ipg-spoke" in script and "10.1.1.0/24" not in script
+
+
 def test_classic_firewall_gives_the_proposals_of_the_same_rules_in_a_policy():
     def coll(kind, name, prio, rules):
         return {"name": name, "properties": {"priority": prio, "action": {"type": "Allow"}, "rules": rules}}
