@@ -370,3 +370,42 @@ def test_the_drilldown_library_and_its_notebook_break_a_subject_down_per_firewal
                 if c.cell_type == "code" and c.source.startswith('drill.frames["firewalls"]')]
     assert all(f"<td>&quot;{s.name}&quot;</td>" in table for s in (WEU, NEU, SEC))
     assert f"<td>&quot;{WEU.policy_name}&quot;</td>" in table  # the policy that firewall evaluates
+
+
+def test_the_nightly_job_reads_the_estate_from_azure_and_judges_each_firewall(estate_dir, monkeypatch, tmp_path):
+    """What the CronJob does with Reader rights: every night the three firewalls' policies, parents and IP Groups
+    from Azure, kept as a snapshot, a report per firewall; a night Azure refuses is said, on the last snapshot."""
+    import azure.identity
+
+    from egresslens import exitcodes
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda **kw: FakeCredential())  # test-only
+    server = ArmServer().start()
+    try:
+        _serve(server, estate_dir)
+        db, out = tmp_path / "s.duckdb", tmp_path / "out"
+        db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+        args = ["nightly", "--out", str(out), "--db", str(db), "--since", "1d", "--files", str(estate_dir / "logs"),
+                "--arm-endpoint", server.endpoint, *[a for s in (WEU, NEU, SEC) for a in ("--firewall-id", s.arm_id)]]
+        first = CliRunner().invoke(app, args)
+        doc = json.loads((out / "latest.json").read_text())
+        assert first.exit_code == doc["exit_code"] != exitcodes.REMOTE_ERROR, first.output
+        fleet_rows = {r["firewall"]: r for r in doc["sections"]["fleet"]["tables"]["Firewalls"]["head"]}
+        assert set(fleet_rows) == {WEU.name, NEU.name, SEC.name}
+        assert fleet_rows[WEU.name]["policy"] == f"{WEU.policy_name} < {PARENT}"
+        assert fleet_rows[SEC.name]["policy"] == "classic rules"
+        weu = doc["sections"][f"firewall-{WEU.name}"]
+        goes_to = {r["goes_to"] for r in weu["tables"]["Proposals"]["head"]}
+        assert WEU.policy_name in goes_to and PARENT in goes_to and NEU.policy_name not in goes_to
+        assert any(p.endswith(f"/azureFirewalls/{WEU.name}") for p in server.paths())  # read from Azure, not files
+
+        server.status[WEU.arm_id.lower()] = 403  # the next night, the identity lost its Reader role on one firewall
+        second = CliRunner().invoke(app, args)
+        assert second.exit_code == exitcodes.REMOTE_ERROR, second.output
+        doc2 = json.loads((out / "latest.json").read_text())
+        assert any("reading the policy from Azure failed" in b and "Reader" in b for b in doc2["banner"]), doc2["banner"]
+        rows2 = {r["firewall"]: r for r in doc2["sections"]["fleet"]["tables"]["Firewalls"]["head"]}
+        assert rows2[WEU.name]["policy"] == fleet_rows[WEU.name]["policy"]  # judged on the last snapshot
+        assert any("policy snapshot of" in f for f in doc2["sections"]["policy"]["facts"])
+    finally:
+        server.stop()
