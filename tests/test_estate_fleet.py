@@ -258,6 +258,14 @@ def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_
         assert any(f.startswith(f"DNS proxy: {q:,} queries") for f in facts), facts
     text = render(report, "html")
     assert 'href="#firewall-fw-westeurope"' in text and '<section id="firewall-fw-westeurope"' in text
+    # --firewall: one firewall's report, its traffic only, against its own policy
+    r = CliRunner().invoke(app, ["report", "--db", str(db), "--since", "1d", "--firewall", NEU.name, "--compare-to", "",
+                                 "--format", "json", "--out", str(tmp_path / "neu.json")])
+    assert r.exit_code in (0, 1, 7), r.output
+    one = json.loads((tmp_path / "neu.json").read_text())["sections"]
+    assert "fleet" not in one and not any(k.startswith("firewall-") for k in one)
+    mine = {r["source_group"]: r["queries"] for r in one["dns"]["tables"]["Per source group"]["head"]}
+    assert mine and mine == dict(groups.filter(pl.col("firewall") == NEU.name).select("source_group", "queries").iter_rows())
 
 
 def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatch):
@@ -298,6 +306,13 @@ def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatc
     assert by["fw-small"]["findings"] and not by["fw-large"]["findings"]
     assert {f["firewall"].rsplit("/", 1)[-1] for f in by["fw-small"]["findings"]} == {"fw-small"}
     assert r.exit_code == 1  # critical on the small firewall
+    # --firewall: one firewall's traffic only, by its name (the store holds ids), against the capacity given
+    base = ["snat", "--db", str(db), "--since", "1d", "--json", "--instances", "2", "--nat-gateway-ips", "0"]
+    one = CliRunner().invoke(app, base + ["--public-ips", "1", "--firewall", "fw-large"])
+    found = json.loads(one.stdout)["findings"]
+    assert one.exit_code == 1 and found and {f["firewall"].rsplit("/", 1)[-1] for f in found} == {"fw-large"}
+    roomy = CliRunner().invoke(app, base + ["--public-ips", "8", "--firewall", "fw-large"])
+    assert roomy.exit_code == 0 and not json.loads(roomy.stdout)["findings"]
 
 
 def test_drilldown_breaks_a_subject_down_per_firewall(estate_dir):
