@@ -231,6 +231,12 @@ def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_
             g["ipAddresses"].append("10.99.0.0/22")
     snapshots.save(con, parse_documents(edited.items()), "today", now=window.end - timedelta(hours=1))
     estate, notes = snapshots.in_force(con, window.end)[0].estate, []
+    # each window is judged on the policy as it was at its end: an earlier window on yesterday's read
+    assert snapshots.in_force(con, window.end)[0].source == "today"
+    older = snapshots.in_force(con, window.end - timedelta(hours=2))[0]
+    assert older.source == "yesterday"
+    assert removed in {r.name for r in older.estate.rules_for_firewall(WEU.firewall_id.lower())}
+    assert removed not in {r.name for r in estate.rules_for_firewall(WEU.firewall_id.lower())}
     report = build_report(con, window, estate=estate, policy_notes=["rules from the snapshot"])
     con.close()
     ids = [s.id for s in report.sections]
