@@ -179,15 +179,58 @@ def _worst(s: Section) -> str:
     return next(sev for sev in SEVERITIES if any(f.severity == sev for f in s.findings))
 
 
+_EVIDENCE_SHOWN = 8  # evidence rows in the banner; the rest are counted
+
+
+def verdict_banner(v) -> str:  # noqa: ANN001 - egresslens.report.verdict.Verdict
+    """The suspicion model's verdict at the top of a drilldown: a banner with the evidence and the action
+    when the subject is compromised or never proposed, one quiet line otherwise."""
+    from egresslens.report.verdict import COMPROMISED
+
+    if not v.alarming:
+        return (f'<p class="verdict-quiet" data-verdict="{html(v.verdict)}"><b>Suspicion model: {html(v.verdict)}</b>'
+                f" ({html(v.detail)})</p>")
+    rows = []
+    if v.verdict == COMPROMISED:
+        head = f"Compromised since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "Compromised"
+        lead = (f"The suspicion model marks {html(v.subject)} compromised: it is cut out of every proposed rule, and "
+                "nothing only compromised sources asked for is proposed.")
+        if v.since:
+            rows.append(("first contact", f"{v.since:%Y-%m-%d %H:%M:%S} UTC"
+                                          + (f", last {v.last_seen:%Y-%m-%d %H:%M:%S} UTC" if v.last_seen else "")
+                                          + (f" ({v.caveat})" if v.caveat else "")))
+        if v.reached:
+            rows.append(("reached", ", ".join(v.reached[:20]) + (f" and {len(v.reached) - 20} more" if len(v.reached) > 20 else "")))
+        for e in v.evidence[:_EVIDENCE_SHOWN]:
+            when = f" (first {e['first_seen']:%Y-%m-%d %H:%M:%S})" if e.get("first_seen") else ""
+            rows.append(("why", f"{str(e['kind']).replace('_', ' ')}: {e['detail']}{when}"))
+        if len(v.evidence) > _EVIDENCE_SHOWN:
+            rows.append(("why", f"and {len(v.evidence) - _EVIDENCE_SHOWN} more pieces of evidence (drilldown --json, dns --json)"))
+        cls, verb = "verdict-banner", "Isolate it"
+    else:
+        head = "Never proposed"
+        lead = f"The suspicion model withholds {html(v.subject)} from every proposed rule."
+        rows.append(("why", v.detail))
+        if v.sources:
+            rows.append(("reached by", "compromised source(s) " + ", ".join(v.sources[:20])
+                         + (f" and {len(v.sources) - 20} more" if len(v.sources) > 20 else "")))
+        cls, verb = "verdict-banner verdict-withheld", "What to do"
+    items = "".join(f"<li><b>{html(k)}</b> {html(val)}</li>" for k, val in rows)
+    return (f'<div class="{cls}" role="alert" data-verdict="{html(v.verdict)}"><h2>{html(head)}</h2><p>{lead}</p>'
+            f'<ul class="evidence">{items}</ul><p class="action">{verb}: {html(v.action or "")}</p></div>')
+
+
 def render_drilldown(d, generated_at, command: str = "", plotly_js: str | None = None) -> str:  # noqa: ANN001
-    """The drilldown page of one subject (`egresslens drilldown`)."""
+    """The drilldown page of one subject (`egresslens drilldown`): the suspicion model's verdict first."""
     ids = _Ids()
     header = (f"<h1>EgressLens drilldown: {html(d.kind)} <code>{html(d.subject)}</code></h1>"
               f'<p class="meta">{html(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
               + (f"<br>{html(command)}" if command else "") + "</p>")
-    facts = "".join(f"<li>{html(f)}</li>" for f in d.facts)
+    banner = verdict_banner(d.verdict) if d.verdict is not None else ""
+    # the verdict's own fact line says what the banner says
+    facts = "".join(f"<li>{html(f)}</li>" for f in d.facts if not (banner and f.startswith("verdict: ")))
     charts_html = "".join(chart(c) for c in d.charts())
     tables = "".join(table(t, ids) for t in d.tables())
-    body = (f'<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
+    body = (f'{banner}<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
             f"{tables}</section>")
     return page(f"EgressLens drilldown {d.kind} {d.subject}", header, body, plotly_js=plotly_js)
