@@ -117,8 +117,27 @@ def console(*, stderr: bool = False, file=None, width: int | None = None):  # no
     if width is None and not tty:
         width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else FILE_WIDTH
     plain = no_color() or not tty
-    return Console(file=stream, width=width, color_system=None if plain else "auto", highlight=False,
-                   emoji=False, no_color=plain, force_terminal=False if plain else None, soft_wrap=False)
+    return Console(file=_NoTrailingSpace(stream), width=width, color_system=None if plain else "auto",
+                   highlight=False, emoji=False, no_color=plain, force_terminal=False if plain else None,
+                   soft_wrap=False)
+
+
+# spaces at the end of a line, before any style sequences that close it
+_TRAILING = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)(?=\r?\n)")
+
+
+class _NoTrailingSpace:
+    """A text stream that drops the spaces Rich pads a line with (a table's short cells, a wrapped
+    line): no output line ends in whitespace, in a terminal or in a file."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_TRAILING.sub(r"\1", text))
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - isatty, flush, fileno, encoding, ...
+        return getattr(self._stream, name)
 
 
 def render(draw: Callable[[Any], None], width: int | None = None) -> str:
@@ -255,20 +274,26 @@ def reflow(text: str | None) -> str | None:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-class Group(typer.core.TyperGroup):
-    """The top level and `ingest`: flags without a `<bool>` type in --help, commands in workflow order."""
+class _PlainHelp:
+    """Flags shown without a `<bool>` type in --help, the --help flag itself too (commands and groups)."""
 
-    ORDER = ("ingest", "recommend", "snat", "dns", "report", "drilldown", "nightly", "sql", "simulate", "demo",
-             "files", "loganalytics", "storage", "metrics")
+    params: list
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_types(self.params)
 
     def get_help_option(self, ctx: Any) -> Any:  # noqa: ANN401
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         _plain_types([option] if option is not None else [])
         return option
+
+
+class Group(_PlainHelp, typer.core.TyperGroup):
+    """The top level and `ingest`: flags without a `<bool>` type in --help, commands in workflow order."""
+
+    ORDER = ("ingest", "recommend", "snat", "dns", "report", "drilldown", "nightly", "sql", "simulate", "demo",
+             "files", "loganalytics", "storage", "metrics")
 
     def list_commands(self, ctx: Any) -> list[str]:  # noqa: ANN401
         names = super().list_commands(ctx)
@@ -276,19 +301,13 @@ class Group(typer.core.TyperGroup):
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
-class Command(typer.core.TyperCommand):
+class Command(_PlainHelp, typer.core.TyperCommand):
     """Every command: flags shown without a `<bool>` type, help that wraps, and the old spellings of
     :data:`ALIASES` (hidden from --help)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["help"] = reflow(kwargs.get("help"))
         super().__init__(*args, **kwargs)
-        _plain_types(self.params)
-
-    def get_help_option(self, ctx: Any) -> Any:  # noqa: ANN401
-        option = super().get_help_option(ctx)
-        _plain_types([option] if option is not None else [])
-        return option
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # noqa: ANN401
         aliases = ALIASES.get(self.name or "", {})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -62,8 +63,6 @@ def table(console, names: list[str], rows: list[tuple]) -> None:  # noqa: ANN001
 def line(names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
     """One field per line (`name = value`), a blank line between rows; `wrap`: a value longer than the
     screen continues on the next lines under itself."""
-    import textwrap
-
     width = max((len(plain(n)) for n in names), default=0)
     indent = " " * (width + 3)
     out = []
@@ -71,12 +70,33 @@ def line(names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
         if i:
             out.append("")
         for n, v in zip(names, row):
-            text = f"{plain(n).rjust(width)} = {plain(_text(v))}"
-            if wrap and len(text) > wrap and wrap > len(indent) + 10:
-                out += textwrap.wrap(text, wrap, subsequent_indent=indent, break_on_hyphens=False) or [text]
+            head, value = f"{plain(n).rjust(width)} = ", plain(_text(v))
+            if wrap and len(head) + len(value) > wrap and wrap > len(indent) + 10:
+                out += _fold(head, value, wrap, indent)
             else:
-                out.append(text)
+                out.append(head + value)
     return "\n".join(out) + ("\n" if out else "")
+
+
+_PIECES = re.compile(r"\s+|[^\s/,;|&?=]*[/,;|&?=]?")  # a run of spaces, or a token up to and with its separator
+
+
+def _fold(head: str, value: str, width: int, indent: str) -> list[str]:
+    """`head` + `value` in lines of at most `width`, continued under the value: broken at spaces and after
+    separators (`/` of an ARM id or a path, `,`, `;`, `|`, `&`, `?`, `=`), never inside a token; a token
+    longer than the line stays whole."""
+    lines, line = [], head
+    for piece in (p for p in _PIECES.findall(value) if p):
+        if piece.isspace():
+            piece = " "
+        if len(line) + len(piece) > width and line.strip() and len(line) > len(indent):
+            lines.append(line.rstrip())
+            line = indent
+            if piece == " ":
+                continue
+        line += piece
+    lines.append(line.rstrip())
+    return lines
 
 
 def render(fmt: str, names: list[str], rows: list[tuple]) -> str:

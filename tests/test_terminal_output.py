@@ -53,6 +53,8 @@ def test_every_command_fits_the_width_and_never_splits_a_number(store, width):
         assert out.strip(), name
         too_long = [line for line in out.splitlines() if len(line) > width]
         assert too_long == [], (name, too_long[:3])
+        padded = [line for line in out.splitlines() if line != line.rstrip()]
+        assert padded == [], (name, padded[:3])  # no line ends in spaces (a short title, a table's last cell)
         assert "\x1b[" not in out  # not a terminal: plain
     # the numbers of `dns` appear whole: a count is never broken across two lines of its cell
     doc = json.loads(_run(["dns", "--json"], width, db))
@@ -140,3 +142,19 @@ def test_every_command_has_version_and_help_without_type_noise():
         help_text = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "100"}).stdout
         assert "<bool>" not in help_text and "<str>" not in help_text and "list[" not in help_text, cmd
     assert runner.invoke(app, ["--version"]).stdout.startswith("egresslens ")
+
+
+def test_one_field_per_line_breaks_a_long_value_at_its_separators_never_inside_a_token():
+    from egresslens.sqlout import line
+
+    arm = ("/subscriptions/3f1c2a9e-7b4d-4e61-9a0c-5d2e8b7f4a13/resourcegroups/rg-hub-networking-weu/providers/"
+           "microsoft.network/azurefirewalls/fw-hub-weu-01")
+    words = "allowed by a rule whose name is much longer than the screen is wide, so it wraps at its spaces"
+    out = line(["firewall", "reason", "label"], [(arm, words, "a" * 90)], wrap=60).splitlines()
+    firewall = out[:out.index(next(x for x in out if x.lstrip().startswith("reason =")))]
+    assert len(firewall) > 1 and all(len(x) <= 60 for x in firewall)
+    assert all(x.endswith("/") for x in firewall[:-1])  # each line ends at a separator
+    assert "".join(x.strip() for x in firewall) == f"firewall = {arm}"
+    reason = out[len(firewall):-1]
+    assert len(reason) > 1 and " ".join(x.split(" = ", 1)[-1].strip() for x in reason) == words
+    assert out[-1] == "   label = " + "a" * 90  # a token longer than the line stays whole
