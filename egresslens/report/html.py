@@ -23,6 +23,7 @@ from egresslens.escape import html, script_json
 from egresslens.report.model import CODE, COMMAND, FLOAT, INT, LINK, MS, PCT, SEVERITIES, Chart, Report, Section, Table, cell_text
 
 _NUMERIC = (INT, FLOAT, PCT, MS)
+_LONG = 40  # a cell of prose (a fix, a reason): kept wide enough to read, the table scrolls in its box instead
 
 
 @lru_cache(maxsize=None)
@@ -83,8 +84,10 @@ def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
         cid = ids.next("cmd")
         return (f'<td><code id="{cid}">{html(value)}</code>'
                 f'<button type="button" class="copy" data-copy="{cid}" title="copy the command">copy</button></td>')
-    cls = ' class="num"' if fmt in _NUMERIC or (isinstance(value, (int, float)) and not isinstance(value, bool)) else ""
-    return f"<td{cls}>{html(cell_text(value, fmt))}</td>"
+    text = cell_text(value, fmt)
+    cls = (' class="num"' if fmt in _NUMERIC or (isinstance(value, (int, float)) and not isinstance(value, bool))
+           else ' class="long"' if len(text) > _LONG else "")
+    return f"<td{cls}>{html(text)}</td>"
 
 
 def table(t: Table, ids: _Ids) -> str:
