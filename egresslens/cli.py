@@ -142,7 +142,7 @@ def simulate(
     start: Optional[str] = typer.Option(None, "--start", help="First hour, ISO 8601 UTC (default: now - hours)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     incident: bool = typer.Option(False, "--incident", help="Add an incident: tunnelling, a C2 beacon and its bare address, a DGA burst, a second pod that reaches the C2 and uploads, a typosquat (docs/suspicion.md)."),
-    batch_job: bool = typer.Option(False, "--batch-job", help="Add the VM spoke's nightly backup: ~1,100 new connections a minute to one storage account for 20 minutes, over the SNAT warning level of one public IP (docs/snat.md)."),
+    batch_job: bool = typer.Option(False, "--batch-job", help="Add the VM spoke's nightly backup: ~1,100 new connections a minute to one storage account for 20 minutes, over the SNAT warning level of one public IP (docs/getting-started.md)."),
     firewalls: int = typer.Option(1, "--firewalls", min=1, help="Simulate an estate of N firewalls (2-10): a parent policy, child policies, IP Groups and one classic firewall; logs under OUT/logs/<firewall>, exports under OUT/estate (docs/estate.md)."),
 ) -> None:
     """Write realistic Azure Firewall logs of an AKS hub-and-spoke deployment, plus truth.json and policy.json
