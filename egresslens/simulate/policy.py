@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from egresslens.simulate.batch import BATCH_RULE
 from egresslens.recommend.wildcards import fqdn_matches  # noqa: F401 - re-exported: Azure's wildcard semantics
+from egresslens.simulate.batch import BATCH_RULE
 
 POLICY_NAME = "fw-policy"
 
