@@ -111,7 +111,7 @@ def sql(
 
     Nothing but the store can be read and nothing can be written: no ATTACH, COPY, EXPORT, INSTALL or
     LOAD, no file or URL functions, no SET, one statement per call (docs/security.md). A table too wide for
-    the terminal leaves out its last columns and says so; --format line shows every field of every row.
+    the terminal is shown one field per line instead, and says so (--format line asks for that form).
     Exit codes: 0 done, 2 the query was refused or failed, 3 no store, 6 another process holds the store."""
     from egresslens import sqlout
 
@@ -127,8 +127,9 @@ def sql(
         return
     if fmt == "table":
         cliout.show(lambda c: sqlout.table(c, names, rows), out)
-    else:
-        cliout.write(sqlout.render(fmt, names, rows), out)
+    else:  # one field per line is for people: long values folded to the screen (80 columns in a file)
+        wrap = (cliout.console().width if out is None else cliout.FILE_WIDTH) if fmt == "line" else None
+        cliout.write(sqlout.render(fmt, names, rows, wrap=wrap), out)
 
 
 @app.command("simulate")

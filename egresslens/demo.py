@@ -72,8 +72,12 @@ def _report(con, db_path: Path, logs: Path, directory: Path, console: Console): 
     console.rule(f"6. egresslens report --since 24h --policy {terminal(logs / 'policy.json')} --out {terminal(out)} "
                  f"({time.perf_counter() - t:.1f} s)")
     console.print(", ".join(f"{report.count(s)} {s}" for s in ("critical", "finding", "warning")), markup=False)
+    findings = Table.grid(padding=(0, 1))  # a long finding wraps under itself, not under its severity
+    findings.add_column(no_wrap=True)
+    findings.add_column(overflow="fold")
     for f in report.findings[:8]:
-        console.print(f"  {f.severity}: {terminal(f.message)}", overflow="fold")
+        findings.add_row(f"  {f.severity}:", terminal(f.message))
+    console.print(findings)
     return out, report
 
 
@@ -96,8 +100,12 @@ def _drilldown(con, logs: Path, directory: Path, console: Console, source: str) 
     console.rule(f"7. egresslens drilldown {source} --policy {terminal(logs / 'policy.json')} --out {terminal(out)} "
                  f"({time.perf_counter() - t:.1f} s)")
     v = d.verdict
-    console.print(f"verdict: {v.verdict}" + (f" since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "")
-                  + (f"; reached {terminal(', '.join(v.reached[:5]))}" if v.reached else ""), overflow="fold")
+    verdict = Table.grid(padding=(0, 1))
+    verdict.add_column(no_wrap=True)
+    verdict.add_column(overflow="fold")
+    verdict.add_row("verdict:", f"{v.verdict}" + (f" since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "")
+                    + (f"; reached {terminal(', '.join(v.reached[:5]))}" if v.reached else ""))
+    console.print(verdict)
     return out
 
 

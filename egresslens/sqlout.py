@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -74,34 +73,24 @@ def line(names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
             if wrap and len(head) + len(value) > wrap and wrap > len(indent) + 10:
                 out += _fold(head, value, wrap, indent)
             else:
-                out.append(head + value)
+                out.append((head + value).rstrip())  # an empty value (NULL) leaves no space behind
     return "\n".join(out) + ("\n" if out else "")
-
-
-_PIECES = re.compile(r"\s+|[^\s/,;|&?=]*[/,;|&?=]?")  # a run of spaces, or a token up to and with its separator
 
 
 def _fold(head: str, value: str, width: int, indent: str) -> list[str]:
     """`head` + `value` in lines of at most `width`, continued under the value: broken at spaces and after
-    separators (`/` of an ARM id or a path, `,`, `;`, `|`, `&`, `?`, `=`), never inside a token; a token
-    longer than the line stays whole."""
-    lines, line = [], head
-    for piece in (p for p in _PIECES.findall(value) if p):
-        if piece.isspace():
-            piece = " "
-        if len(line) + len(piece) > width and line.strip() and len(line) > len(indent):
-            lines.append(line.rstrip())
-            line = indent
-            if piece == " ":
-                continue
-        line += piece
-    lines.append(line.rstrip())
-    return lines
+    separators (`/` of an ARM id or a path, `.`, `,`, `;`, ...: :func:`egresslens.cliout.fold`), never
+    inside a token; a token longer than the line stays whole."""
+    from egresslens.cliout import fold
+
+    lines = fold(value, width - len(indent), split_long=False)
+    return [(head if i == 0 else indent) + text for i, text in enumerate(lines)]
 
 
-def render(fmt: str, names: list[str], rows: list[tuple]) -> str:
+def render(fmt: str, names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
+    """`rows` as text in `fmt`; `wrap`: the width one field per line folds its long values to."""
     if fmt == "line":
-        return line(names, rows)
+        return line(names, rows, wrap=wrap)
     if fmt == "json":
         return "".join(json.dumps(dict(zip(names, row)), default=str, ensure_ascii=True) + "\n" for row in rows)
     if fmt == "markdown":

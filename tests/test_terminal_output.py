@@ -86,6 +86,24 @@ def test_the_first_screen_of_recommend_holds_the_most_urgent_items(store):
     assert md.startswith("# EgressLens recommendations")
 
 
+def test_at_80_columns_each_line_keeps_what_matters_the_destination_or_the_rule(store):
+    db, logs = store
+    out = _run(["recommend", "--policy", str(logs / "policy.json")], 80, db)
+    doc = json.loads(_run(["recommend", "--policy", str(logs / "policy.json"), "--json"], 80, db))
+    lines = {line[:10]: line for line in out.splitlines() if re.match(r"[0-9a-f]{10}  ", line)}
+    assert re.search(r"^id +risk +hits +what$", out, re.M)  # the columns are named
+    for r in doc["recommendations"]:
+        line = lines[r["id"]]
+        if r["kind"].startswith("add-"):
+            p = r["rule"]
+            first = ([f"FQDN tag {t}" for t in p["fqdn_tags"]] + p["target_fqdns"] if p["rule_type"] == "ApplicationRule"
+                     else p["destination_addresses"] + p["destination_fqdns"])[0]
+            assert first in line, (line, first)  # whole: the ellipsis takes the sources instead
+        elif r["kind"] in ("narrow-rule", "remove-rule"):
+            assert r["existing_rule"]["rule"] in line, line
+    assert any(len(r["title"]) > 50 for r in doc["recommendations"] if r["kind"].startswith("add-"))  # the case arises
+
+
 def test_an_unknown_recommendation_id_exits_3_with_one_sentence(store):
     db, _ = store
     result = CliRunner().invoke(app, ["recommend", "show", "ffffffffff", "--db", str(db)])
@@ -120,6 +138,16 @@ def test_no_color_and_the_no_color_flag_print_no_escape_sequence_in_a_terminal(s
     assert b"\x1b[" not in _in_a_terminal(["dns", "--db", str(db)], {"NO_COLOR": "1"})
     assert b"\x1b[" not in _in_a_terminal(["dns", "--db", str(db), "--no-color"], {})
     assert b"\x1b[" not in _in_a_terminal(["recommend", "--help"], {"NO_COLOR": "1"})
+
+
+def test_in_a_terminal_no_line_ends_in_spaces_even_among_its_style_sequences(store):
+    db, _ = store
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    for cmd in ("snat", "dns"):
+        raw = _in_a_terminal([cmd, "--db", str(db)], env)
+        assert b"\x1b[1m" in raw  # bold table headers: their padding sits between style sequences
+        for line in raw.decode().replace("\r\n", "\n").split("\n"):
+            assert not re.search(r"[ \t](\x1b\[[0-9;]*m)*$", line), (cmd, line[-60:])
 
 
 def test_piped_to_a_file_the_output_is_plain_and_80_wide(store, tmp_path):
@@ -158,3 +186,48 @@ def test_one_field_per_line_breaks_a_long_value_at_its_separators_never_inside_a
     reason = out[len(firewall):-1]
     assert len(reason) > 1 and " ".join(x.split(" = ", 1)[-1].strip() for x in reason) == words
     assert out[-1] == "   label = " + "a" * 90  # a token longer than the line stays whole
+
+
+def test_sql_one_field_per_line_folds_an_arm_id_to_the_screen_and_loses_no_character(store, tmp_path):
+    db, _ = store
+    query = "SELECT firewall, icmp_type, destination_fqdn FROM flows WHERE firewall LIKE '/subscriptions/%' LIMIT 1"
+    arm = CliRunner().invoke(app, ["sql", query, "--db", str(db), "--format", "csv"]).stdout.splitlines()[1].split(",")[0]
+    assert len(arm) > 80 and " " not in arm
+    out = _run(["sql", query, "--format", "line"], 80, db)
+    written = tmp_path / "row.txt"
+    _run(["sql", query, "--format", "line", "--out", str(written)], 160, db)
+    for text in (out, written.read_text()):  # on the screen, and in a file (80 columns)
+        lines = text.splitlines()
+        assert all(len(x) <= 80 and x == x.rstrip() for x in lines), lines
+        firewall = lines[:lines.index(next(x for x in lines if x.lstrip().startswith("icmp_type")))]
+        assert len(firewall) > 1 and all(x.endswith("/") for x in firewall[:-1])  # broken after a separator
+        assert "".join(x.strip() for x in firewall) == f"firewall = {arm}"  # every character, in order
+        assert "       icmp_type =" in lines  # an empty value: no space left behind
+
+
+def test_a_table_breaks_a_name_after_its_dots_and_dashes_never_inside_a_label():
+    from egresslens.cliout import NUM, Col, fit_table, fold, render
+
+    assert fold("stbackupweu01.blob.core.windows.net:443/HTTPS", 22) == [
+        "stbackupweu01.blob.", "core.windows.net:443/", "HTTPS"]
+    assert fold("use a private endpoint for this account", 22) == ["use a private endpoint", "for this account"]
+    assert fold("a" * 25, 10) == ["a" * 10, "a" * 10, "a" * 5]  # a token wider than the column: split, kept
+    assert fold("a" * 25, 10, split_long=False) == ["a" * 25]
+    assert fold("one\n\ntwo", 10) == ["one", "", "two"]
+    names = ["malware-cdn-example.com", "stbackupweu01.blob.core.windows.net", "10.244.3.17"]
+    table, dropped = fit_table(None, [Col("reason", min_width=12), Col("domain", min_width=12), Col("queries", NUM),
+                                      Col("detail", min_width=30)],
+                               [["threat_intel", n, "1,440", "threat intelligence: Bot Networks (88 events) " * 2]
+                                for n in names], 80)
+    text = render(lambda c: c.print(table), width=80)
+    assert not dropped and max(len(x) for x in text.splitlines()) <= 80
+    domain = [x[16:30].strip() for x in text.splitlines()[2:]]  # the domain column, line by line
+    for n in names:
+        i = next(k for k, x in enumerate(domain) if n.startswith(x) and x)
+        parts = [domain[i]]
+        while "".join(parts) != n:
+            i += 1
+            assert domain[i] and n.startswith("".join(parts) + domain[i]), (n, parts, domain[i])
+            parts.append(domain[i])
+        assert all(p[-1] in ".-" for p in parts[:-1]), parts  # each line ends after a dot or a dash
+    assert "1,440" in text
