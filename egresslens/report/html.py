@@ -14,7 +14,9 @@ cloud, only PNG download (drawn in the page, saved by the browser), zoom and res
 
 from __future__ import annotations
 
+import re
 import secrets
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -71,6 +73,22 @@ class _Ids:
         return f"{prefix}-{self.n}"
 
 
+_TOKEN = re.compile(r"\S+")
+_SHORT = 24  # a flag, a date, a time: short enough to keep whole on a phone
+
+
+def keep_tokens(text: str, flags_only: bool = False) -> str:
+    """`text` as HTML whose short words are never broken (not at the hyphen of `--since` or of a date,
+    not between `24` and `h`); a longer one (a path, an id) may still break to fit a phone.
+    `flags_only`: in a command in a table's cell, only its flags are kept whole."""
+    def one(word: str) -> str:
+        whole = word.startswith("-") if flags_only else "-" in word
+        return f'<span class="nobr">{html(word)}</span>' if whole and len(word) <= _SHORT else html(word)
+
+    text = re.sub(r"(\d) (h|min|d)\b", "\\1\u00a0\\2", str(text))
+    return _TOKEN.sub(lambda m: one(m.group(0)), text)
+
+
 def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
     if value is None:
         return "<td>-</td>"
@@ -82,17 +100,26 @@ def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
         return f'<td><a href="{html(value)}">open</a></td>'
     if fmt == COMMAND:
         cid = ids.next("cmd")
-        return (f'<td><code id="{cid}">{html(value)}</code>'
+        return (f'<td><code id="{cid}">{keep_tokens(value, flags_only=True)}</code>'
                 f'<button type="button" class="copy" data-copy="{cid}" title="copy the command">copy</button></td>')
     text = cell_text(value, fmt)
+    if isinstance(value, datetime):  # 2026-12-05 03:10: broken at the space if at all, never at a hyphen
+        return f"<td>{keep_tokens(text)}</td>"
     cls = (' class="num"' if fmt in _NUMERIC or (isinstance(value, (int, float)) and not isinstance(value, bool))
            else ' class="long"' if len(text) > _LONG else "")
     return f"<td{cls}>{html(text)}</td>"
 
 
+def _header(column: str, fmt: str) -> str:
+    """`p95_latency_s` shown in ms is `p95 latency`: the unit is in each cell."""
+    if fmt == MS and column.endswith("_s"):
+        column = column[:-2]
+    return column.replace("_", " ")
+
+
 def table(t: Table, ids: _Ids) -> str:
     total = t.rows_total
-    head = "".join(f"<th>{html(c.replace('_', ' '))}</th>" for c in t.columns)
+    head = "".join(f"<th>{html(_header(c, t.fmt(c)))}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(_cell(r[c], t.fmt(c), c, ids) for c in t.columns) + "</tr>" for r in t.rows())
     shown = min(t.limit, t.frame.height)
     more = f'<p class="note">showing {shown} of {total:,} rows</p>' if total > shown else ""
@@ -161,8 +188,8 @@ def render(report: Report, exit_code: int | None = None, plotly_js: str | None =
     w = report.window
     counts = "".join(f'<div class="count sev-{s}"><b>{report.count(s)}</b>{s}</div>' for s in SEVERITIES)
     banner = "".join(f'<div class="banner" role="alert">{html(b)}</div>' for b in report.banner)
-    header = (f"<h1>EgressLens report</h1><p class=\"meta\">{html(w.describe())}"
-              + (f"; compared with {html(report.baseline.describe())}" if report.baseline else "")
+    header = (f"<h1>EgressLens report</h1><p class=\"meta\">{keep_tokens(w.describe())}"
+              + (f"; compared with {keep_tokens(report.baseline.describe())}" if report.baseline else "")
               + f"<br>written {report.generated_at:%Y-%m-%d %H:%M} UTC from {html(report.store or 'the store')}"
               + (f"; exit code {int(exit_code)}" if exit_code is not None else "") + "</p>"
               + banner + f'<div class="verdict">{counts}</div>')
@@ -227,8 +254,8 @@ def render_drilldown(d, generated_at, command: str = "", plotly_js: str | None =
     """The drilldown page of one subject (`egresslens drilldown`): the suspicion model's verdict first."""
     ids = _Ids()
     header = (f"<h1>EgressLens drilldown: {html(d.kind)} <code>{html(d.subject)}</code></h1>"
-              f'<p class="meta">{html(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
-              + (f"<br>{html(command)}" if command else "") + "</p>")
+              f'<p class="meta">{keep_tokens(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
+              + (f"<br>{keep_tokens(command)}" if command else "") + "</p>")
     banner = verdict_banner(d.verdict) if d.verdict is not None else ""
     # the verdict's own fact line says what the banner says
     facts = "".join(f"<li>{html(f)}</li>" for f in d.facts if not (banner and f.startswith("verdict: ")))
