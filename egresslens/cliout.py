@@ -286,16 +286,19 @@ def fit_table(title: str | None, cols: Sequence[Col], rows: Iterable[Sequence[st
     while total(keep) > width and any(cols[i].priority for i in keep):
         drop = min((i for i in keep if cols[i].priority), key=lambda i: (cols[i].priority, -i))
         keep.remove(drop)
-    # the room left goes to the text columns, a character at a time, up to their longest line; their
-    # cells are then broken by hand (at spaces and separators, not mid-token) to exactly that width
+    # the room left goes to the text columns up to their longest line, the one that needs least first and
+    # an even share at most each (a name gets its whole width, the prose what is left); their cells are
+    # then broken by hand (at spaces and separators, not mid-token) to exactly that width
     widths = {i: need(i) for i in keep}
     room = width - total(keep)
     wants = {i: max(_cell_width(r[i]) for r in rows) if rows else 0 for i in keep if cols[i].kind == TEXT}
-    while room > 0 and any(widths[i] < w for i, w in wants.items()):
-        for i, w in wants.items():
-            if room > 0 and widths[i] < w:
-                widths[i] += 1
-                room -= 1
+    short = sorted((i for i in wants if widths[i] < wants[i]), key=lambda i: wants[i] - widths[i])
+    for n, i in enumerate(short):
+        if room <= 0:
+            break
+        give = min(wants[i] - widths[i], room // (len(short) - n))
+        widths[i] += give
+        room -= give
     while room < 0 and any(widths[i] > 8 for i in wants):  # nothing left to drop: the widest text gives way
         widths[max(wants, key=lambda i: widths[i])] -= 1
         room += 1
