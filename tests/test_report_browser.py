@@ -144,3 +144,20 @@ def test_every_toolbar_button_sends_nothing_png_download_works_and_the_page_fits
             assert overlap == []
             assert _requests(driver) == []
             assert _problems(driver) == []
+
+
+def test_a_report_sharing_one_plotly_js_draws_every_chart_from_it(tmp_path):
+    """The nightly job's form: plotly.js once beside many reports, loaded under the page's nonce."""
+    from reportdata import simulated_store
+
+    db, _ = simulated_store(tmp_path, hours=24, events_per_hour=400)
+    out = tmp_path / "reports" / "r.html"
+    result = runner.invoke(app, ["report", "--db", str(db), "--since", "24h", "--out", str(out),
+                                 "--plotly-js", "plotly.min.js"])
+    assert result.exit_code in (0, 1, 7), result.output
+    assert (out.parent / "plotly.min.js").stat().st_size > 1_000_000 and out.stat().st_size < 1_000_000
+    with chromium() as driver:
+        _open(driver, out)
+        assert driver.execute_script("return typeof Plotly") == "object"
+        assert driver.execute_script("return document.querySelectorAll('div.chart svg.main-svg').length") > 5
+        assert _problems(driver) == []
