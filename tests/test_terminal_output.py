@@ -172,6 +172,21 @@ def test_every_command_has_version_and_help_without_type_noise():
     assert runner.invoke(app, ["--version"]).stdout.startswith("egresslens ")
 
 
+def test_every_document_a_help_text_points_to_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    runner, named = CliRunner(), set()
+    for cmd in (["recommend"], ["snat"], ["dns"], ["report"], ["drilldown"], ["nightly"], ["sql"], ["simulate"],
+                ["demo"], ["ingest", "files"], ["ingest", "loganalytics"], ["ingest", "storage"], ["ingest", "metrics"],
+                ["recommend", "show"], []):
+        help_text = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "250"}).stdout
+        named |= set(re.findall(r"docs/[\w./-]+\.md", help_text))
+        assert "README section" not in help_text, cmd
+    assert len(named) >= 5, named
+    assert [d for d in sorted(named) if not (root / d).is_file()] == []
+
+
 def test_one_field_per_line_breaks_a_long_value_at_its_separators_never_inside_a_token():
     from egresslens.sqlout import line
 
