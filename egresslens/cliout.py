@@ -213,7 +213,8 @@ def fold_spans(text: str, width: int, split_long: bool = True) -> list[tuple[int
     """Where `text` breaks into lines of at most `width`, as (start, end) offsets: at spaces (dropped),
     a word that fits a line moved whole to the next one, a longer word (an ARM id, a URL, a DNS name)
     broken after its separators (`/` `,` `;` `|` `&` `?` `=`, then `.` `:` `-` of a part still too long),
-    never inside a token; a token longer than the line split (`split_long`) or kept whole. A line break in `text` stays one."""
+    never inside a token; a token longer than the line split (`split_long`) or kept whole. A line break
+    in `text` stays one."""
     width = max(width, 1)
     out: list[tuple[int, int]] = []
     offset = 0

@@ -36,6 +36,16 @@ def _top_denied(con) -> Table:
     return table
 
 
+def _hanging(console: Console, rows: list[tuple[str, str]]) -> None:
+    """Label and text, a long text wrapping under itself rather than under its label."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, text in rows:
+        grid.add_row(label, text)
+    console.print(grid)
+
+
 def _analyse(con, logs: Path, console: Console):  # noqa: ANN202
     """Steps 3-5: the analyses every user runs next, on the same store; (snat result, recommendations)."""
     from egresslens import dns, snat
@@ -72,12 +82,7 @@ def _report(con, db_path: Path, logs: Path, directory: Path, console: Console): 
     console.rule(f"6. egresslens report --since 24h --policy {terminal(logs / 'policy.json')} --out {terminal(out)} "
                  f"({time.perf_counter() - t:.1f} s)")
     console.print(", ".join(f"{report.count(s)} {s}" for s in ("critical", "finding", "warning")), markup=False)
-    findings = Table.grid(padding=(0, 1))  # a long finding wraps under itself, not under its severity
-    findings.add_column(no_wrap=True)
-    findings.add_column(overflow="fold")
-    for f in report.findings[:8]:
-        findings.add_row(f"  {f.severity}:", terminal(f.message))
-    console.print(findings)
+    _hanging(console, [(f"  {f.severity}:", terminal(f.message)) for f in report.findings[:8]])
     return out, report
 
 
@@ -100,12 +105,8 @@ def _drilldown(con, logs: Path, directory: Path, console: Console, source: str) 
     console.rule(f"7. egresslens drilldown {source} --policy {terminal(logs / 'policy.json')} --out {terminal(out)} "
                  f"({time.perf_counter() - t:.1f} s)")
     v = d.verdict
-    verdict = Table.grid(padding=(0, 1))
-    verdict.add_column(no_wrap=True)
-    verdict.add_column(overflow="fold")
-    verdict.add_row("verdict:", f"{v.verdict}" + (f" since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "")
-                    + (f"; reached {terminal(', '.join(v.reached[:5]))}" if v.reached else ""))
-    console.print(verdict)
+    _hanging(console, [("verdict:", f"{v.verdict}" + (f" since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "")
+                         + (f"; reached {terminal(', '.join(v.reached[:5]))}" if v.reached else ""))])
     return out
 
 
@@ -173,12 +174,7 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
     finally:
         con.close()
     console.rule("What this day shows")
-    points = Table.grid(padding=(0, 1))
-    points.add_column(no_wrap=True)
-    points.add_column(overflow="fold")
-    for line in shows(snat_result, recs, built, drill):
-        points.add_row("-", terminal(line))
-    console.print(points)
+    _hanging(console, [("-", terminal(line)) for line in shows(snat_result, recs, built, drill)])
     policy = terminal(logs / "policy.json")
     console.print(f"next (README, Quick start): export EGRESSLENS_DB={terminal(db_path)}; "
                   f"egresslens recommend --policy {policy}", overflow="fold")
