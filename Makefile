@@ -50,8 +50,11 @@ $(CHROMEDRIVER):
 test: $(STAMP) $(AZURITE) $(KUSTO) $(HCLTOOLS) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q
 
+# The documentation's images from the report's browser test itself: the same pages, the same Chromium
+# sessions at 1366 px (light) and 390 px (dark), saved as the test checks them (tests/browser.py).
 screenshots: $(STAMP) $(CHROMEDRIVER)
-	$(BIN)/python docs/images/screenshots.py
+	EGRESSLENS_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_report_browser.py \
+	  -k every_toolbar_button
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

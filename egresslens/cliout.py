@@ -117,8 +117,27 @@ def console(*, stderr: bool = False, file=None, width: int | None = None):  # no
     if width is None and not tty:
         width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else FILE_WIDTH
     plain = no_color() or not tty
-    return Console(file=stream, width=width, color_system=None if plain else "auto", highlight=False,
-                   emoji=False, no_color=plain, force_terminal=False if plain else None, soft_wrap=False)
+    return Console(file=_NoTrailingSpace(stream), width=width, color_system=None if plain else "auto",
+                   highlight=False, emoji=False, no_color=plain, force_terminal=False if plain else None,
+                   soft_wrap=False)
+
+
+# the end of a line: spaces among the style sequences that close it (a bold header's padding)
+_TRAILING = re.compile(r"(?:[ \t]|\x1b\[[0-9;]*m)+(?=\r?\n)")
+
+
+class _NoTrailingSpace:
+    """A text stream that drops the spaces Rich pads a line with (a table's short cells, a wrapped
+    line): no output line ends in whitespace, in a terminal or in a file."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_TRAILING.sub(lambda m: re.sub(r"[ \t]+", "", m.group(0)), text))
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - isatty, flush, fileno, encoding, ...
+        return getattr(self._stream, name)
 
 
 def render(draw: Callable[[Any], None], width: int | None = None) -> str:
@@ -170,6 +189,78 @@ def _cell_width(markup: str) -> int:
     return longest
 
 
+_WORD = re.compile(r"\S+")
+# a token up to and with its separator: a path's, a URL's or a list's first, then a name's
+_PIECES = (re.compile(r"[^/,;|&?=]*[/,;|&?=]?"), re.compile(r"[^.:\-]*[.:\-]?"))
+
+
+def _pieces(text: str, start: int, end: int, width: int, level: int = 0) -> list[tuple[int, int]]:
+    """text[start:end] as tokens that fit `width` where a separator allows: broken after `/` (and `,` `;`
+    `|` `&` `?` `=`) first, a token still too long after `.` `:` `-` too."""
+    out: list[tuple[int, int]] = []
+    for p in _PIECES[level].finditer(text, start, end):
+        ps, pe = p.span()
+        if ps == pe:
+            continue
+        if pe - ps > width and level + 1 < len(_PIECES):
+            out += _pieces(text, ps, pe, width, level + 1)
+        else:
+            out.append((ps, pe))
+    return out
+
+
+def fold_spans(text: str, width: int, split_long: bool = True) -> list[tuple[int, int]]:
+    """Where `text` breaks into lines of at most `width`, as (start, end) offsets: at spaces (dropped),
+    a word that fits a line moved whole to the next one, a longer word (an ARM id, a URL, a DNS name)
+    broken after its separators (`/` `,` `;` `|` `&` `?` `=`, then `.` `:` `-` of a part still too long),
+    never inside a token; a token longer than the line split (`split_long`) or kept whole. A line break
+    in `text` stays one."""
+    width = max(width, 1)
+    out: list[tuple[int, int]] = []
+    offset = 0
+    for segment in text.split("\n"):
+        start = end = None
+        for m in _WORD.finditer(segment):
+            ws, we = m.start() + offset, m.end() + offset
+            if start is not None and we - start <= width:
+                end = we
+                continue
+            if start is not None:
+                out.append((start, end))
+            start = end = ws
+            if we - ws <= width:
+                end = we
+                continue
+            for ps, pe in _pieces(text, ws, we, width):  # a word longer than the line: at its separators
+                if pe - start <= width or end == start:
+                    end = pe
+                else:
+                    out.append((start, end))
+                    start, end = ps, pe
+                while split_long and end - start > width:
+                    out.append((start, start + width))
+                    start += width
+        out.append((start, end) if start is not None else (offset, offset))
+        offset += len(segment) + 1
+    return out
+
+
+def fold(text: str, width: int, split_long: bool = True) -> list[str]:
+    """`text` in lines of at most `width` (:func:`fold_spans`)."""
+    return [text[a:b] for a, b in fold_spans(text, width, split_long)]
+
+
+def _folded_cell(markup: str, width: int) -> Any:  # noqa: ANN401 - a rich Text
+    """A cell (Rich markup) pre-broken to `width` by :func:`fold_spans`, its styles kept."""
+    from rich.text import Text
+
+    try:
+        text = Text.from_markup(str(markup))
+    except Exception:  # noqa: BLE001 - not markup: the text as it is
+        text = Text(str(markup))
+    return Text("\n").join(text[a:b] for a, b in fold_spans(text.plain, width))
+
+
 def fit_table(title: str | None, cols: Sequence[Col], rows: Iterable[Sequence[str]], width: int,
               **table_kw: Any):  # noqa: ANN401
     """A Rich table of `rows` (Rich markup strings, log text already through `escape.terminal`) that fits
@@ -196,11 +287,27 @@ def fit_table(title: str | None, cols: Sequence[Col], rows: Iterable[Sequence[st
     while total(keep) > width and any(cols[i].priority for i in keep):
         drop = min((i for i in keep if cols[i].priority), key=lambda i: (cols[i].priority, -i))
         keep.remove(drop)
+    # the room left goes to the text columns up to their longest line, the one that needs least first and
+    # an even share at most each (a name gets its whole width, the prose what is left); their cells are
+    # then broken by hand (at spaces and separators, not mid-token) to exactly that width
+    widths = {i: need(i) for i in keep}
+    room = width - total(keep)
+    wants = {i: max(_cell_width(r[i]) for r in rows) if rows else 0 for i in keep if cols[i].kind == TEXT}
+    short = sorted((i for i in wants if widths[i] < wants[i]), key=lambda i: wants[i] - widths[i])
+    for n, i in enumerate(short):
+        if room <= 0:
+            break
+        give = min(wants[i] - widths[i], room // (len(short) - n))
+        widths[i] += give
+        room -= give
+    while room < 0 and any(widths[i] > 8 for i in wants):  # nothing left to drop: the widest text gives way
+        widths[max(wants, key=lambda i: widths[i])] -= 1
+        room += 1
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_edge=False, **table_kw)
     for i in keep:
         c = cols[i]
         if c.kind == TEXT:
-            table.add_column(c.name, overflow="fold", min_width=min(c.min_width, need(i)), style=c.style)
+            table.add_column(c.name, overflow="fold", width=widths[i], style=c.style)
         else:  # the header of a column that never wraps is broken over lines by hand, at its width
             import textwrap
 
@@ -208,7 +315,7 @@ def fit_table(title: str | None, cols: Sequence[Col], rows: Iterable[Sequence[st
             table.add_column(header, no_wrap=True, min_width=need(i), justify="right" if c.kind == NUM else "left",
                              style=c.style)
     for r in rows:
-        table.add_row(*(r[i] for i in keep))
+        table.add_row(*(_folded_cell(r[i], widths[i]) if cols[i].kind == TEXT else r[i] for i in keep))
     return table, [cols[i].name for i in range(len(cols)) if i not in keep]
 
 
@@ -255,20 +362,26 @@ def reflow(text: str | None) -> str | None:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-class Group(typer.core.TyperGroup):
-    """The top level and `ingest`: flags without a `<bool>` type in --help, commands in workflow order."""
+class _PlainHelp:
+    """Flags shown without a `<bool>` type in --help, the --help flag itself too (commands and groups)."""
 
-    ORDER = ("ingest", "recommend", "snat", "dns", "report", "drilldown", "nightly", "sql", "simulate", "demo",
-             "files", "loganalytics", "storage", "metrics")
+    params: list
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_types(self.params)
 
     def get_help_option(self, ctx: Any) -> Any:  # noqa: ANN401
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         _plain_types([option] if option is not None else [])
         return option
+
+
+class Group(_PlainHelp, typer.core.TyperGroup):
+    """The top level and `ingest`: flags without a `<bool>` type in --help, commands in workflow order."""
+
+    ORDER = ("ingest", "recommend", "snat", "dns", "report", "drilldown", "nightly", "sql", "simulate", "demo",
+             "files", "loganalytics", "storage", "metrics")
 
     def list_commands(self, ctx: Any) -> list[str]:  # noqa: ANN401
         names = super().list_commands(ctx)
@@ -276,19 +389,13 @@ class Group(typer.core.TyperGroup):
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
-class Command(typer.core.TyperCommand):
+class Command(_PlainHelp, typer.core.TyperCommand):
     """Every command: flags shown without a `<bool>` type, help that wraps, and the old spellings of
     :data:`ALIASES` (hidden from --help)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["help"] = reflow(kwargs.get("help"))
         super().__init__(*args, **kwargs)
-        _plain_types(self.params)
-
-    def get_help_option(self, ctx: Any) -> Any:  # noqa: ANN401
-        option = super().get_help_option(ctx)
-        _plain_types([option] if option is not None else [])
-        return option
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # noqa: ANN401
         aliases = ALIASES.get(self.name or "", {})

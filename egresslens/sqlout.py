@@ -62,8 +62,6 @@ def table(console, names: list[str], rows: list[tuple]) -> None:  # noqa: ANN001
 def line(names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
     """One field per line (`name = value`), a blank line between rows; `wrap`: a value longer than the
     screen continues on the next lines under itself."""
-    import textwrap
-
     width = max((len(plain(n)) for n in names), default=0)
     indent = " " * (width + 3)
     out = []
@@ -71,17 +69,28 @@ def line(names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
         if i:
             out.append("")
         for n, v in zip(names, row):
-            text = f"{plain(n).rjust(width)} = {plain(_text(v))}"
-            if wrap and len(text) > wrap and wrap > len(indent) + 10:
-                out += textwrap.wrap(text, wrap, subsequent_indent=indent, break_on_hyphens=False) or [text]
+            head, value = f"{plain(n).rjust(width)} = ", plain(_text(v))
+            if wrap and len(head) + len(value) > wrap and wrap > len(indent) + 10:
+                out += _fold(head, value, wrap, indent)
             else:
-                out.append(text)
+                out.append((head + value).rstrip())  # an empty value (NULL) leaves no space behind
     return "\n".join(out) + ("\n" if out else "")
 
 
-def render(fmt: str, names: list[str], rows: list[tuple]) -> str:
+def _fold(head: str, value: str, width: int, indent: str) -> list[str]:
+    """`head` + `value` in lines of at most `width`, continued under the value: broken at spaces and after
+    separators (`/` of an ARM id or a path, `.`, `,`, `;`, ...: :func:`egresslens.cliout.fold`), never
+    inside a token; a token longer than the line stays whole."""
+    from egresslens.cliout import fold
+
+    lines = fold(value, width - len(indent), split_long=False)
+    return [(head if i == 0 else indent) + text for i, text in enumerate(lines)]
+
+
+def render(fmt: str, names: list[str], rows: list[tuple], wrap: int | None = None) -> str:
+    """`rows` as text in `fmt`; `wrap`: the width one field per line folds its long values to."""
     if fmt == "line":
-        return line(names, rows)
+        return line(names, rows, wrap=wrap)
     if fmt == "json":
         return "".join(json.dumps(dict(zip(names, row)), default=str, ensure_ascii=True) + "\n" for row in rows)
     if fmt == "markdown":

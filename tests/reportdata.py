@@ -17,14 +17,16 @@ _TYPES = {"VARCHAR": pl.String, "TIMESTAMP": pl.Datetime("us"), "INTEGER": pl.In
           "DOUBLE": pl.Float64, "BOOLEAN": pl.Boolean}
 
 
-def simulated_store(directory: Path, hours: int = 48, events_per_hour: int = 1_500) -> tuple[Path, Path]:
-    """(store path, logs directory) of a simulated AKS deployment, ingested through the real file path."""
+def simulated_store(directory: Path, hours: int = 48, events_per_hour: int = 1_500,
+                    batch: bool = False) -> tuple[Path, Path]:
+    """(store path, logs directory) of a simulated AKS deployment, ingested through the real file path
+    (`batch`: with the VM spoke's nightly backup, a SNAT warning)."""
     from egresslens.simulate import generate, write
     from egresslens.ingest import ingest_files
 
     logs = directory / "logs"
-    write(generate(hours=hours, events_per_hour=events_per_hour, seed=5, start=START), logs, fmt="structured",
-          layout="storage")
+    write(generate(hours=hours, events_per_hour=events_per_hour, seed=5, start=START, batch=batch), logs,
+          fmt="structured", layout="storage")
     db = directory / "s.duckdb"
     con = store.connect(db)
     ingest_files(con, [p for p in logs.iterdir() if p.is_dir()])

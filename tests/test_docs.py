@@ -71,3 +71,16 @@ def test_committed_examples_are_what_the_code_prints_now(tmp_path):
     assert fresh, "the generator wrote nothing"
     stale = [p.name for p in fresh if p.read_bytes() != (DOCS / "examples" / p.name).read_bytes()]
     assert stale == [], f"run `make docs-examples` and commit: {stale} differ from the current output"
+
+
+def test_every_image_the_docs_show_exists_and_every_image_is_shown():
+    """`make screenshots` writes docs/images; the README and the docs show what is there, and nothing stale."""
+    docs = ROOT / "docs"
+    texts = {p: p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *docs.glob("*.md")]}
+    shown = set()
+    for path, text in texts.items():
+        for ref in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text):
+            image = (path.parent / ref).resolve()
+            assert image.exists(), f"{path.name} shows {ref}, which is not there"
+            shown.add(image)
+    assert {p.resolve() for p in (docs / "images").glob("*.png")} == shown

@@ -291,3 +291,28 @@ def test_drilldown_of_a_hostile_name_shows_it_as_text(hostile_db, tmp_path):
     assert result.exit_code == 0, result.output
     page = _without_plotly(out.read_text(encoding="utf-8"))
     assert "<img" not in page and html(MARKER) in page
+
+
+def test_the_report_reads_plainly_ports_as_logged_actions_named_axes_with_titles(simulated, tmp_path):
+    """Ports and ids without thousands separators, no `nan%`, no `None/None`, no group of all zeros, and
+    every chart's axes titled."""
+    db, logs = simulated
+    out = tmp_path / "report.html"
+    _report(db, "--since", "24h", "--compare-to", "24h", "--policy", str(logs / "policy.json"), "--out", str(out))
+    text = out.read_text(encoding="utf-8")
+    page = _without_plotly(text)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
+    assert ">5432<" in page and not [c for c in cells if c in ("5,432", "8,443", "4,444")]  # ports as logged
+    assert "nan%" not in page and "None/None" not in page and "NaN" not in page
+    groups = json.loads(out.with_suffix(".json").read_text())["sections"]["egress"]["tables"]["Per source group"]
+    assert groups["head"] and all(g["allowed"] + g["denied"] > 0 for g in groups["head"])  # no all-zero group
+    figures = [json.loads(f) for f in re.findall(r'<script type="application/json" id="fig-[^"]+">(.*?)</script>',
+                                                 text, re.S)]
+    assert len(figures) >= 6
+    for fig in figures:  # the value axis titled with its unit, and the other one too unless it lists names
+        layout = fig.get("layout", {})
+        names_on_y = any(d.get("orientation") == "h" for d in fig.get("data", []))
+        for axis in ("xaxis",) if names_on_y else ("xaxis", "yaxis"):
+            title = (layout.get(axis) or {}).get("title") or {}
+            title = title.get("text") if isinstance(title, dict) else title
+            assert title, (axis, fig.get("data", [{}])[0].get("type"))

@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from browser import available, chromium
+from browser import available, build_pages, chromium, save_screenshots
 from test_report import CHARTS, EMPTY, MARKER, SECTIONS, hostile_store
 from typer.testing import CliRunner
-from reportdata import simulated_store
 
 from egresslens.cli import app
 
@@ -35,13 +34,14 @@ def _requests(driver) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    d = tmp_path_factory.mktemp("browser")
-    db, logs = simulated_store(d)
-    out = d / "report.html"
-    runner.invoke(app, ["report", "--db", str(db), "--since", "24h", "--compare-to", "24h",
-                        "--policy", str(logs / "policy.json"), "--out", str(out)])
-    return out
+def pages(tmp_path_factory):
+    """The report and the compromised pod's drilldown (the pages `make screenshots` shows too)."""
+    return build_pages(tmp_path_factory.mktemp("browser"))
+
+
+@pytest.fixture(scope="module")
+def report(pages):
+    return pages[0]
 
 
 def test_chromium_shows_every_section_and_chart_with_no_console_error_and_no_request(report):
@@ -82,11 +82,8 @@ def test_chromium_runs_no_script_from_a_hostile_name(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def drill(report):
-    out = report.parent / "drilldown.html"
-    result = runner.invoke(app, ["drilldown", "10.244.3.17", "--db", str(report.parent / "s.duckdb"), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+def drill(pages):
+    return pages[1]
 
 
 @pytest.mark.parametrize("width,height,dark", [(1366, 900, False), (390, 844, True)])
@@ -104,8 +101,18 @@ def test_every_toolbar_button_sends_nothing_png_download_works_and_the_page_fits
             assert driver.execute_script("return window.innerWidth") == width
             # no horizontal overflow of the page: wide tables scroll inside their own box
             assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+            if width >= 1000:  # on a desktop every table fits its box: the fix column is read without scrolling
+                wide = driver.execute_script("return Array.from(document.querySelectorAll('.table-wrap'))"
+                                             ".filter(w => w.scrollWidth > w.clientWidth + 1)"
+                                             ".map(w => w.previousElementSibling.textContent)")
+                assert wide == [], wide
+            # a date or a flag is never broken at its hyphen ("2026-12-" / "05", "-" / "-since")
+            broken = driver.execute_script("return Array.from(document.querySelectorAll('.nobr'))"
+                                           ".filter(s => s.getClientRects().length > 1).map(s => s.textContent)")
+            assert broken == [] and driver.execute_script("return document.querySelectorAll('.nobr').length") > 5
             bg = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
             assert (bg == "rgb(13, 17, 23)") == dark, bg  # the dark theme when the reader asks for it
+            save_screenshots(driver, page, width, dark)  # `make screenshots`: the docs' images, from this run
             titles = driver.execute_script(
                 "return Array.from(new Set(Array.from(document.querySelectorAll('.modebar-btn'))"
                 ".map(b => b.getAttribute('data-title'))))")
@@ -137,3 +144,20 @@ def test_every_toolbar_button_sends_nothing_png_download_works_and_the_page_fits
             assert overlap == []
             assert _requests(driver) == []
             assert _problems(driver) == []
+
+
+def test_a_report_sharing_one_plotly_js_draws_every_chart_from_it(tmp_path):
+    """The nightly job's form: plotly.js once beside many reports, loaded under the page's nonce."""
+    from reportdata import simulated_store
+
+    db, _ = simulated_store(tmp_path, hours=24, events_per_hour=400)
+    out = tmp_path / "reports" / "r.html"
+    result = runner.invoke(app, ["report", "--db", str(db), "--since", "24h", "--out", str(out),
+                                 "--plotly-js", "plotly.min.js"])
+    assert result.exit_code in (0, 1, 7), result.output
+    assert (out.parent / "plotly.min.js").stat().st_size > 1_000_000 and out.stat().st_size < 1_000_000
+    with chromium() as driver:
+        _open(driver, out)
+        assert driver.execute_script("return typeof Plotly") == "object"
+        assert driver.execute_script("return document.querySelectorAll('div.chart svg.main-svg').length") > 5
+        assert _problems(driver) == []

@@ -68,9 +68,14 @@ class Context:
                 f"{hours_text(self.coverage.window_hours)}-hour window)")
 
 
+def investigate_id(*key: Any) -> str:  # noqa: ANN401
+    """The id of the investigate item `key` defines (("compromised", address), ("tunnel", zone), ...)."""
+    return rec_id("investigate", *key)
+
+
 def investigate(ctx: Context, title: str, reason: str, ev: Evidence, risk: str, key: tuple, rows=None,
                 rollout: list[str] | None = None) -> Recommendation:
-    rid = rec_id("investigate", *key)
+    rid = investigate_id(*key)
     rec = Recommendation(id=rid, kind="investigate", title=title, rule=None, evidence=ev, confidence="high",
                          risk=risk, rationale=reason, window=ctx.window_info,
                          rollout=rollout or ["review before allowing anything; no allow rule is proposed"])

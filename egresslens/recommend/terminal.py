@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from egresslens.cliout import fold
 from egresslens.escape import terminal as _t
 from egresslens.recommend.model import Recommendation, by_urgency, with_port
 
@@ -36,32 +37,63 @@ def summary(console, recs, *, policy_note: str | None = None) -> None:  # noqa: 
 
     console.print(f"[bold]EgressLens recommendations[/bold] {_t(recs.window.describe())}", soft_wrap=False)
     console.print(counts_line(recs) + (f"; {_t(policy_note)}" if policy_note else ""))
-    for w in recs.warnings[:MAX_WARNINGS]:
-        console.print(Text("warning: ", style="yellow") + Text(_plain(w)), overflow="ellipsis", no_wrap=True)
+    for w in recs.warnings[:MAX_WARNINGS]:  # two lines at most each, so the urgent items stay on the first screen
+        lines = fold(_plain(w), console.width - len("warning: "))
+        text = "\n         ".join(lines[:2]) + (" …" if len(lines) > 2 else "")
+        console.print(Text("warning: ", style="yellow") + Text(text), overflow="ellipsis", no_wrap=True)
     if len(recs.warnings) > MAX_WARNINGS:
         console.print(f"[dim]and {len(recs.warnings) - MAX_WARNINGS} more warnings (--format markdown lists them)[/dim]")
     if not recs.items:
         console.print("[green]Nothing to change: every flow in the window is allowed by a rule it needs.[/green]")
         return
     ordered = by_urgency(recs.items)
+    hits_w = max(len("hits"), *(len(f"{r.evidence.hits or 0:,}") for r in ordered))  # one set of columns for all
+    id_w = max(len(r.id) for r in ordered)
+    what_w = max(10, console.width - id_w - hits_w - 6 - 6)
+    first = True
     for heading, kinds in GROUPS:
         items = [r for r in ordered if r.kind in kinds]
         if not items:
             continue
         console.print(f"\n[bold]{heading}[/bold] ({len(items)})")
-        hits_w = max(len(f"{r.evidence.hits or 0:,}") for r in items)
-        id_w = max(len(r.id) for r in items)
-        t = Table(box=None, show_header=False, padding=(0, 1), pad_edge=False, expand=False)
+        t = Table(box=None, show_header=first, header_style="dim", padding=(0, 1), pad_edge=False, expand=False)
+        first = False
         t.add_column("id", no_wrap=True, style="cyan", width=id_w)
         t.add_column("risk", no_wrap=True, width=6)
         t.add_column("hits", no_wrap=True, justify="right", width=hits_w)
-        t.add_column("what", no_wrap=True, overflow="ellipsis", max_width=max(10, console.width - id_w - hits_w - 6 - 6))
+        t.add_column("what", no_wrap=True, overflow="ellipsis", max_width=what_w)
         for r in items:
             t.add_row(r.id, Text(r.risk, style=RISK_STYLE.get(r.risk, "")), f"{r.evidence.hits or 0:,}",
-                      Text(_plain(r.title), overflow="ellipsis", no_wrap=True))
+                      Text(_plain(headline(r, what_w)), overflow="ellipsis", no_wrap=True))
         console.print(t, width=console.width)
     console.print("\n[dim]egresslens recommend show ID: one item with its evidence; --format "
                   "markdown|json|az|terraform|bicep|draft for all of them.[/dim]")
+
+
+def headline(r: Recommendation, width: int) -> str:
+    """The title, or when it is wider than `width` the same said with what matters first, so what the
+    line loses to its ellipsis is the least of it: an added rule's destination before its sources
+    (`Allow api.example.com and 3 more on TCP 443 from subnet-...`), an existing rule's name before its
+    collection (`Narrow allow-github in app-egress/workload-apps`)."""
+    if len(r.title) <= width:
+        return r.title
+    p = r.rule
+    if r.kind.startswith("add-") and p is not None:
+        if p.rule_type == "ApplicationRule":
+            dests, on = [f"FQDN tag {t}" for t in p.fqdn_tags] + list(p.target_fqdns), ""
+        else:
+            dests = list(p.destination_addresses) + list(p.destination_fqdns)
+            on = f" on {'/'.join(p.ip_protocols)} {', '.join(p.destination_ports)}"
+        sources = p.source_group or ", ".join(p.source_addresses + [g.rsplit("/", 1)[-1] for g in p.source_ip_groups])
+        if dests:
+            more = f" and {len(dests) - 1} more" if len(dests) > 1 else ""
+            return f"Allow {dests[0]}{more}{on} from {sources}"
+    e = r.existing_rule
+    if e and {"rule_collection_group", "rule_collection", "rule"} <= e.keys():
+        path = f"{e['rule_collection_group']}/{e['rule_collection']}/{e['rule']}"
+        if path in r.title:
+            return r.title.replace(path, f"{e['rule']} in {e['rule_collection_group']}/{e['rule_collection']}")
+    return r.title
 
 
 def _plain(value: Any) -> str:  # noqa: ANN401

@@ -19,6 +19,7 @@ import polars as pl
 from egresslens.analyse import DNS_HOURS_SQL, FLOW_HOURS_SQL, Window, frame
 from egresslens.report import charts
 from egresslens.report.model import INT, PCT, TIME, Chart, Table
+from egresslens.report.verdict import Verdict, read
 
 KINDS = ("fqdn", "destination", "source", "rule")
 _PEERS = 25  # rows of the sources / destinations table
@@ -58,6 +59,7 @@ class Drilldown:
     facts: list[str] = field(default_factory=list)
     match: str = ""  # the subject as the store holds it (a name in lower case); `subject` as it was asked for
     snat_levels: tuple[float, float] = (0.8, 0.95)  # the SNAT warning and critical levels of the analysis
+    verdict: Verdict | None = None  # the suspicion model's verdict, shown first (egresslens.report.verdict)
 
     def tables(self) -> list[Table]:
         f = self.frames
@@ -88,6 +90,7 @@ class Drilldown:
 
         return {"subject": self.subject, "kind": self.kind,
                 "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()},
+                "verdict": self.verdict.to_json() if self.verdict else None,
                 "facts": self.facts, "tables": {t.title: json_rows(t.frame) for t in self.tables()}}
 
 
@@ -254,37 +257,11 @@ def firewall_facts(d: Drilldown, firewalls_in_window: int) -> list[str]:
 
 
 def verdict(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001 - egresslens.recommend.Recommendations
-    """The suspicion model's verdict on the subject, as `recommend`, `dns` and the report read it: a source is
-    compromised (since its first contact) or clean; a name or address is withheld (why) or not; an address
-    is attributed to a name by a majority of its connections, or unattributed."""
-    from egresslens.recommend.network import attribution_text
-
-    susp = recs.suspicion
-    row: dict[str, Any] = {"subject": d.subject, "verdict": "no finding", "since": None, "detail": ""}
-    if d.kind == "source":
-        r = susp.source(d.subject)
-        row.update({"verdict": "compromised", "since": r["first_seen"], "detail": susp.evidence_text(d.subject)}
-                   if r else {"verdict": "clean", "detail": "reached nothing withheld in the window"})
-    elif d.kind == "fqdn":
-        why = susp.name_reason(d.subject)
-        row.update({"verdict": "never proposed", "detail": why} if why else
-                   {"detail": "nothing known against this name"})
-    elif d.kind == "destination":
-        why = susp.ip_reason(d.subject)
-        att = f"DNS attribution: {attribution_text(d.subject, recs.attribution)}"
-        names = recs.dns_attribution.get(d.subject, [])
-        why = why or next((f"resolves from {n}: {r}" for n in names if (r := susp.name_reason(n))), None)
-        row.update({"verdict": "never proposed", "detail": f"{why}; {att}"} if why else {"detail": att})
-    else:
-        row["detail"] = "a rule has no verdict of its own; see the recommendations that touch it"
+    """The suspicion model's verdict on the subject, as `recommend`, `dns` and the report read it
+    (:mod:`egresslens.report.verdict`), kept on `d.verdict`; its one-row table."""
     peers = d.frames.get("peers")
-    if d.kind in ("fqdn", "destination") and row["verdict"] == "no finding" and peers is not None \
-            and 0 < peers.height < _PEERS and "compromised" in peers.columns and peers["compromised"].is_not_null().all():
-        who = ", ".join(sorted(set(peers["source_ip"].to_list()))[:5])
-        row.update(verdict="never proposed", detail=f"reached only by compromised source(s) {who}: nothing only they "
-                                                    f"asked for is proposed; {row['detail']}")
-    return pl.DataFrame([row], schema={"subject": pl.String, "verdict": pl.String, "since": pl.Datetime("us"),
-                                       "detail": pl.String})
+    d.verdict = read(d.subject, d.kind, recs, peers, complete_peers=peers is not None and peers.height < _PEERS)
+    return d.verdict.frame()
 
 
 def _destinations(d: Drilldown) -> list[str]:
@@ -296,10 +273,20 @@ def _destinations(d: Drilldown) -> list[str]:
 
 
 def _touching(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001
+    """The recommendations about the subject, most urgent first; for a compromised source also its own
+    investigate item and those about what it reached (tunnelling, threat intelligence), never another
+    compromised source's item."""
     from egresslens.fleet import label
+    from egresslens.recommend.context import investigate_id
+    from egresslens.recommend.model import by_urgency
 
+    susp = recs.suspicion
+    own = investigate_id("compromised", d.subject) if d.kind == "source" else None
+    others = {investigate_id("compromised", ip) for ip in susp.compromised} - {own}
+    src = susp.source(d.subject) if d.kind == "source" else None
+    reached = {e["subject"] for e in src["evidence"] if e["subject"]} if src else set()
     rows: list[dict[str, Any]] = []
-    for r in recs.items:
+    for r in by_urgency(recs.items):
         names = list(r.evidence.destinations) + [n for v in r.evidence.derived_from.values() for n in v]
         sources = [e.get("source_ip") for e in r.evidence.sample_events]
         if r.rule is not None:
@@ -307,15 +294,16 @@ def _touching(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001
         e = r.existing_rule or {}
         subject = d.match or d.subject
         hit = (d.kind in ("fqdn", "destination") and (subject in names or any(n.endswith("." + subject) for n in names))
-               or d.kind == "source" and d.subject in sources
+               or d.kind == "source" and (d.subject in sources or r.id == own
+                                          or r.kind == "investigate" and r.id not in others and bool(reached & set(names)))
                or d.kind == "rule" and d.subject in (e.get("rule"), "/".join(str(e.get(k)) for k in
                                                                               ("rule_collection_group", "rule_collection", "rule"))))
         if hit:
-            rows.append({"kind": r.kind, "title": r.title, "risk": r.risk, "hits": r.evidence.hits,
+            rows.append({"id": r.id, "kind": r.kind, "title": r.title, "risk": r.risk, "hits": r.evidence.hits,
                          "rationale": r.rationale, "firewall": ", ".join(label(f) for f in r.firewalls) or label(r.firewall),
                          "policy": r.policy})
-    out = pl.DataFrame(rows, schema={"kind": pl.String, "title": pl.String, "risk": pl.String, "hits": pl.Int64,
-                                     "rationale": pl.String, "firewall": pl.String, "policy": pl.String})
+    out = pl.DataFrame(rows, schema={"id": pl.String, "kind": pl.String, "title": pl.String, "risk": pl.String,
+                                     "hits": pl.Int64, "rationale": pl.String, "firewall": pl.String, "policy": pl.String})
     # with several firewalls, whose traffic each recommendation serves and the policy it goes to
     return out if len(getattr(recs, "firewalls", None) or []) > 1 else out.drop("firewall", "policy")
 

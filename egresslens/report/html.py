@@ -14,7 +14,9 @@ cloud, only PNG download (drawn in the page, saved by the browser), zoom and res
 
 from __future__ import annotations
 
+import re
 import secrets
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -23,6 +25,7 @@ from egresslens.escape import html, script_json
 from egresslens.report.model import CODE, COMMAND, FLOAT, INT, LINK, MS, PCT, SEVERITIES, Chart, Report, Section, Table, cell_text
 
 _NUMERIC = (INT, FLOAT, PCT, MS)
+_LONG = 40  # a cell of prose (a fix, a reason): kept wide enough to read, the table scrolls in its box instead
 
 
 @lru_cache(maxsize=None)
@@ -70,6 +73,22 @@ class _Ids:
         return f"{prefix}-{self.n}"
 
 
+_TOKEN = re.compile(r"\S+")
+_SHORT = 24  # a flag, a date, a time: short enough to keep whole on a phone
+
+
+def keep_tokens(text: str, flags_only: bool = False) -> str:
+    """`text` as HTML whose short words are never broken (not at the hyphen of `--since` or of a date,
+    not between `24` and `h`); a longer one (a path, an id) may still break to fit a phone.
+    `flags_only`: in a command in a table's cell, only its flags are kept whole."""
+    def one(word: str) -> str:
+        whole = word.startswith("-") if flags_only else "-" in word
+        return f'<span class="nobr">{html(word)}</span>' if whole and len(word) <= _SHORT else html(word)
+
+    text = re.sub(r"(\d) (h|min|d)\b", "\\1\u00a0\\2", str(text))
+    return _TOKEN.sub(lambda m: one(m.group(0)), text)
+
+
 def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
     if value is None:
         return "<td>-</td>"
@@ -81,15 +100,26 @@ def _cell(value: Any, fmt: str, column: str, ids: _Ids) -> str:
         return f'<td><a href="{html(value)}">open</a></td>'
     if fmt == COMMAND:
         cid = ids.next("cmd")
-        return (f'<td><code id="{cid}">{html(value)}</code>'
+        return (f'<td><code id="{cid}">{keep_tokens(value, flags_only=True)}</code>'
                 f'<button type="button" class="copy" data-copy="{cid}" title="copy the command">copy</button></td>')
-    cls = ' class="num"' if fmt in _NUMERIC or (isinstance(value, (int, float)) and not isinstance(value, bool)) else ""
-    return f"<td{cls}>{html(cell_text(value, fmt))}</td>"
+    text = cell_text(value, fmt)
+    if isinstance(value, datetime):  # 2026-12-05 03:10: broken at the space if at all, never at a hyphen
+        return f"<td>{keep_tokens(text)}</td>"
+    cls = (' class="num"' if fmt in _NUMERIC or (isinstance(value, (int, float)) and not isinstance(value, bool))
+           else ' class="long"' if len(text) > _LONG else "")
+    return f"<td{cls}>{html(text)}</td>"
+
+
+def _header(column: str, fmt: str) -> str:
+    """`p95_latency_s` shown in ms is `p95 latency`: the unit is in each cell."""
+    if fmt == MS and column.endswith("_s"):
+        column = column[:-2]
+    return column.replace("_", " ")
 
 
 def table(t: Table, ids: _Ids) -> str:
     total = t.rows_total
-    head = "".join(f"<th>{html(c.replace('_', ' '))}</th>" for c in t.columns)
+    head = "".join(f"<th>{html(_header(c, t.fmt(c)))}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(_cell(r[c], t.fmt(c), c, ids) for c in t.columns) + "</tr>" for r in t.rows())
     shown = min(t.limit, t.frame.height)
     more = f'<p class="note">showing {shown} of {total:,} rows</p>' if total > shown else ""
@@ -158,8 +188,8 @@ def render(report: Report, exit_code: int | None = None, plotly_js: str | None =
     w = report.window
     counts = "".join(f'<div class="count sev-{s}"><b>{report.count(s)}</b>{s}</div>' for s in SEVERITIES)
     banner = "".join(f'<div class="banner" role="alert">{html(b)}</div>' for b in report.banner)
-    header = (f"<h1>EgressLens report</h1><p class=\"meta\">{html(w.describe())}"
-              + (f"; compared with {html(report.baseline.describe())}" if report.baseline else "")
+    header = (f"<h1>EgressLens report</h1><p class=\"meta\">{keep_tokens(w.describe())}"
+              + (f"; compared with {keep_tokens(report.baseline.describe())}" if report.baseline else "")
               + f"<br>written {report.generated_at:%Y-%m-%d %H:%M} UTC from {html(report.store or 'the store')}"
               + (f"; exit code {int(exit_code)}" if exit_code is not None else "") + "</p>"
               + banner + f'<div class="verdict">{counts}</div>')
@@ -179,15 +209,58 @@ def _worst(s: Section) -> str:
     return next(sev for sev in SEVERITIES if any(f.severity == sev for f in s.findings))
 
 
+_EVIDENCE_SHOWN = 8  # evidence rows in the banner; the rest are counted
+
+
+def verdict_banner(v) -> str:  # noqa: ANN001 - egresslens.report.verdict.Verdict
+    """The suspicion model's verdict at the top of a drilldown: a banner with the evidence and the action
+    when the subject is compromised or never proposed, one quiet line otherwise."""
+    from egresslens.report.verdict import COMPROMISED
+
+    if not v.alarming:
+        return (f'<p class="verdict-quiet" data-verdict="{html(v.verdict)}"><b>Suspicion model: {html(v.verdict)}</b>'
+                f" ({html(v.detail)})</p>")
+    rows = []
+    if v.verdict == COMPROMISED:
+        head = f"Compromised since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "Compromised"
+        lead = (f"The suspicion model marks {html(v.subject)} compromised: it is cut out of every proposed rule, and "
+                "nothing only compromised sources asked for is proposed.")
+        if v.since:
+            rows.append(("first contact", f"{v.since:%Y-%m-%d %H:%M:%S} UTC"
+                                          + (f", last {v.last_seen:%Y-%m-%d %H:%M:%S} UTC" if v.last_seen else "")
+                                          + (f" ({v.caveat})" if v.caveat else "")))
+        if v.reached:
+            rows.append(("reached", ", ".join(v.reached[:20]) + (f" and {len(v.reached) - 20} more" if len(v.reached) > 20 else "")))
+        for e in v.evidence[:_EVIDENCE_SHOWN]:
+            when = f" (first {e['first_seen']:%Y-%m-%d %H:%M:%S})" if e.get("first_seen") else ""
+            rows.append(("why", f"{str(e['kind']).replace('_', ' ')}: {e['detail']}{when}"))
+        if len(v.evidence) > _EVIDENCE_SHOWN:
+            rows.append(("why", f"and {len(v.evidence) - _EVIDENCE_SHOWN} more pieces of evidence (drilldown --json, dns --json)"))
+        cls, verb = "verdict-banner", "Isolate it"
+    else:
+        head = "Never proposed"
+        lead = f"The suspicion model withholds {html(v.subject)} from every proposed rule."
+        rows.append(("why", v.detail))
+        if v.sources:
+            rows.append(("reached by", "compromised source(s) " + ", ".join(v.sources[:20])
+                         + (f" and {len(v.sources) - 20} more" if len(v.sources) > 20 else "")))
+        cls, verb = "verdict-banner verdict-withheld", "What to do"
+    items = "".join(f"<li><b>{html(k)}</b> {html(val)}</li>" for k, val in rows)
+    return (f'<div class="{cls}" role="alert" data-verdict="{html(v.verdict)}"><h2>{html(head)}</h2><p>{lead}</p>'
+            f'<ul class="evidence">{items}</ul><p class="action">{verb}: {html(v.action or "")}</p></div>')
+
+
 def render_drilldown(d, generated_at, command: str = "", plotly_js: str | None = None) -> str:  # noqa: ANN001
-    """The drilldown page of one subject (`egresslens drilldown`)."""
+    """The drilldown page of one subject (`egresslens drilldown`): the suspicion model's verdict first."""
     ids = _Ids()
     header = (f"<h1>EgressLens drilldown: {html(d.kind)} <code>{html(d.subject)}</code></h1>"
-              f'<p class="meta">{html(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
-              + (f"<br>{html(command)}" if command else "") + "</p>")
-    facts = "".join(f"<li>{html(f)}</li>" for f in d.facts)
+              f'<p class="meta">{keep_tokens(d.window.describe())}; written {generated_at:%Y-%m-%d %H:%M} UTC'
+              + (f"<br>{keep_tokens(command)}" if command else "") + "</p>")
+    banner = verdict_banner(d.verdict) if d.verdict is not None else ""
+    # the verdict's own fact line says what the banner says
+    facts = "".join(f"<li>{html(f)}</li>" for f in d.facts if not (banner and f.startswith("verdict: ")))
     charts_html = "".join(chart(c) for c in d.charts())
     tables = "".join(table(t, ids) for t in d.tables())
-    body = (f'<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
+    body = (f'{banner}<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
             f"{tables}</section>")
     return page(f"EgressLens drilldown {d.kind} {d.subject}", header, body, plotly_js=plotly_js)

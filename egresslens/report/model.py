@@ -138,6 +138,8 @@ def cell_text(value: Any, fmt: str = TEXT) -> str:
         return "-"
     if isinstance(value, list):
         return ", ".join(cell_text(v) for v in value[:5]) + (f" (+{len(value) - 5})" if len(value) > 5 else "")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if fmt == PCT and isinstance(value, (int, float)):
         return f"{value:.1%}"
     if fmt == MS and isinstance(value, (int, float)):

@@ -52,7 +52,7 @@ def _us(offset_s: pl.Expr, t0_us: int) -> pl.Expr:
     return (pl.lit(t0_us) + (offset_s * 1_000_000).cast(pl.Int64)).cast(pl.Datetime("us"))
 
 
-def _flows(world: Any, rows: pl.DataFrame, t0_us: int) -> pl.DataFrame:
+def flow_rows(world: Any, rows: pl.DataFrame, t0_us: int) -> pl.DataFrame:
     """Canonical flow rows (with `_dns_name`) for (offset_s, source_ip, kind, protocol, ip, fqdn, port, dns) rows,
     each decided by the policy."""
     if rows.is_empty():
@@ -126,7 +126,7 @@ def incident_hour(world: Any, seed: int, h: int, hours: int, t0_us: int) -> tupl
                       for u in _uniform(UPLOADS_PER_HOUR, seed, h, "upload").to_list()]
     fschema = {"offset_s": pl.Float64, "source_ip": pl.String, "kind": pl.String, "protocol": pl.String,
                "ip": pl.String, "fqdn": pl.String, "port": pl.Int32, "dns": pl.String}
-    f = _flows(world, pl.DataFrame(flows, schema=fschema), t0_us)
+    f = flow_rows(world, pl.DataFrame(flows, schema=fschema), t0_us)
     d = pl.DataFrame(dns, schema={"source_ip": pl.String, "query_name": pl.String, "offset_s": pl.Float64,
                                   "query_type": pl.String, "response_code": pl.String})
     d = d.select("source_ip", "query_name", time=_us(pl.col("offset_s"), t0_us), query_type="query_type",

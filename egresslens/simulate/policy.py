@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from egresslens.recommend.wildcards import fqdn_matches  # noqa: F401 - re-exported: Azure's wildcard semantics
+from egresslens.simulate.batch import BATCH_RULE
 
 POLICY_NAME = "fw-policy"
 
@@ -40,10 +41,12 @@ def build_policy(
     firewall_public_ip: str,
     dnat_target: tuple[str, int],
     required_ntp: bool = False,
+    batch_fqdn: str | None = None,
 ) -> list[dict[str, Any]]:
     """The firewall policy as ``az network firewall policy rule-collection-group list`` prints it.
     `required_ntp`: `aksfwnr` also holds the required NTP rule (UDP 123 to the region's AzureCloud tag),
-    which the nodes' traffic never matches (they reach Ubuntu's NTP servers)."""
+    which the nodes' traffic never matches (they reach Ubuntu's NTP servers). `batch_fqdn`: the VM spoke
+    may reach this storage account (its nightly backup, egresslens.simulate.batch)."""
 
     def app_rule(name, sources, fqdns=(), tags=(), protocols=(("Https", 443),), web_categories=()):
         return {
@@ -171,7 +174,7 @@ def build_policy(
                         app_rule("allow-payments-api", [pod_cidr], fqdns=[hot_fqdn]),
                         app_rule("allow-legacy-ftp-mirror", [vm_cidr], fqdns=["mirror.legacy-example.org"],
                                  protocols=(("Http", 80), ("Https", 443))),
-                    ],
+                    ] + ([app_rule(BATCH_RULE, [vm_cidr], fqdns=[batch_fqdn])] if batch_fqdn else []),
                 ),
             ],
         ),

@@ -419,7 +419,7 @@ def write(sc: Scenario, out_dir: str | Path, fmt: str = "structured", layout: st
 
 def simulate_to_dir(out_dir: str | Path, hours: int = 24, events_per_hour: int = 100_000, seed: int = 7,
                     fmt: str = "structured", layout: str = "storage", start: datetime | None = None,
-                    hot_share: float = 0.35, incident: bool = False) -> dict[str, Any]:
+                    hot_share: float = 0.35, incident: bool = False, batch: bool = False) -> dict[str, Any]:
     """Generate and write hour by hour (memory stays at one hour's rows); returns counts, files, bytes.
 
     The files are byte-identical to ``write(generate(...), ...)`` with the same arguments.
@@ -428,7 +428,7 @@ def simulate_to_dir(out_dir: str | Path, hours: int = 24, events_per_hour: int =
     if fmt not in FORMATS or layout not in LAYOUTS:
         raise ValueError(f"fmt must be one of {FORMATS} and layout one of {LAYOUTS}")
     start = _naive_utc(start) if start is not None else default_start(hours)
-    world = _World(seed, incident)
+    world = _World(seed, incident, batch=batch)
     counts = {"flows": 0, "dns_queries": 0, "threats": 0}
     used: set[tuple[str, str, str]] = set()
 

@@ -41,15 +41,18 @@ from egresslens.simulate.base import (
     _public_ips,
 )
 from egresslens.simulate.events import _dns_hour, _epoch_us, _flows_hour, _threats_hour
-from egresslens.simulate.incident import dga_names, incident_hour, onset
+from egresslens.simulate import batch as batch_job
+from egresslens.simulate.batch import BATCH_FQDN, batch_flows
+from egresslens.simulate.incident import dga_names, flow_rows, incident_hour, onset
 from egresslens.simulate.policy import POLICY_NAME, build_policy, evaluate, rule_names
 
 class _World:
     """Hosts, templates and the policy of the simulated deployment (independent of the hour)."""
 
-    def __init__(self, seed: int, incident: bool = False, site=None):
+    def __init__(self, seed: int, incident: bool = False, site=None, batch: bool = False):
         self.seed = seed
         self.incident = incident
+        self.batch = batch  # the VM spoke's nightly backup (egresslens.simulate.batch)
         self.site = site  # egresslens.simulate.estate.Site: one firewall of an estate (None: the one firewall)
         self.firewall_id = site.firewall_id if site else FIREWALL_ID
         o = site.octet if site else 0  # each site's spokes sit 20 second-octet values below the previous one
@@ -73,7 +76,7 @@ class _World:
         self.policy = build_policy(
             node_cidr=self.subnets["aks-nodes"], pod_cidr=self.subnets["aks-pods"], vm_cidr=self.subnets["vm-spoke"],
             hot_fqdn=HOT_FQDN, firewall_public_ip=site.public_ip if site else FIREWALL_PUBLIC_IP,
-            dnat_target=self.dnat_target, required_ntp=incident,
+            dnat_target=self.dnat_target, required_ntp=incident, batch_fqdn=BATCH_FQDN if batch else None,
         )
         self.service_tags = {"AzureCloud.westeurope": AZURECLOUD_WESTEUROPE}
         self.templates = self._templates()
@@ -184,6 +187,8 @@ class _World:
             if t.fqdn and t.fqdn not in names:
                 names[t.fqdn] = _public_ips(t.fqdn, 2 if "blob" not in t.fqdn else 1)
         names[HOT_FQDN] = [HOT_IP]
+        if self.batch:
+            names[BATCH_FQDN] = _public_ips(BATCH_FQDN, 1)
         names["ntp.ubuntu.com"] = list(NTP_IPS)
         names[DB_FQDN] = [DB_IP]
         names["aks-hub-weu-9f3c1a2b.hcp.westeurope.azmk8s.io"] = [API_SERVER_IP]
@@ -268,9 +273,9 @@ def burst_window(hours: int) -> tuple[int, int]:
 
 
 def iter_hours(hours: int, events_per_hour: int, seed: int, start: datetime, hot_share: float, world=None,
-               incident: bool = False):
+               incident: bool = False, batch: bool = False):
     """Yield (hour index, flows, dns_queries, threats) for each hour; frames are canonical."""
-    world = world or _World(seed, incident)
+    world = world or _World(seed, incident, batch=batch)
     b0, b1 = burst_window(hours)
     for h in range(hours):
         t0 = start + timedelta(hours=h)
@@ -278,6 +283,11 @@ def iter_hours(hours: int, events_per_hour: int, seed: int, start: datetime, hot
         hot = hot_share if b0 <= h < b1 else 0.0
         flows = _flows_hour(world, seed, h, t0_us, events_per_hour, hot)
         extra = None
+        if world.batch:
+            jobs = flow_rows(world, batch_flows(world, seed, h, hours), t0_us)
+            if jobs.height:
+                flows = pl.concat([flows, jobs], how="vertical_relaxed").with_row_index("_tie").sort(
+                    "time", "_tie").drop("_tie")
         if world.incident:
             inc_flows, extra = incident_hour(world, seed, h, hours, t0_us)
             flows = pl.concat([flows, inc_flows], how="vertical_relaxed").with_row_index("_tie").sort(
@@ -360,6 +370,7 @@ def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime,
             "burst_start": iso(start + timedelta(hours=b0)), "burst_end": iso(start + timedelta(hours=b1)),
             "share": hot_share,
         },
+        "snat_batch_job": batch_job.truth(world, start, hours) if world.batch else None,
         "noise_names": noise,
         "unused_rules": unused,
         "dns_name_to_ips": world.dns,
@@ -367,12 +378,13 @@ def build_truth(world: _World, used: set[tuple[str, str, str]], start: datetime,
 
 
 def generate(hours: int = 24, events_per_hour: int = 100_000, seed: int = 7, start: datetime | None = None,
-             hot_share: float = 0.35, incident: bool = False) -> Scenario:
+             hot_share: float = 0.35, incident: bool = False, batch: bool = False) -> Scenario:
     """Simulate ``hours`` of logs; ``events_per_hour`` counts flow rows (DNS and threats come on top).
-    ``incident``: the compromised pod also tunnels over several label levels and beacons to a C2 host."""
+    ``incident``: the compromised pod also tunnels over several label levels and beacons to a C2 host.
+    ``batch``: the VM spoke's nightly backup pushes one storage account over the SNAT warning level."""
     check_args(hours, events_per_hour, hot_share)
     start = _naive_utc(start) if start is not None else default_start(hours)
-    world = _World(seed, incident)
+    world = _World(seed, incident, batch=batch)
     parts = list(iter_hours(hours, events_per_hour, seed, start, hot_share, world))
     flows = pl.concat([p[1] for p in parts])
     dns = pl.concat([p[2] for p in parts])
