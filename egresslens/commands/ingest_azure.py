@@ -137,6 +137,12 @@ def ingest_loganalytics(
         _print_unknown_categories(con, stats.run_id, json_out)
     finally:
         con.close()
+    print_query_run(stats, mode, json_out)
+    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
+
+
+def print_query_run(stats, mode: str, json_out: bool) -> None:
+    """The last line of a query source's run (Log Analytics, Azure Data Explorer): JSON, or one sentence."""
     summary = {"run_id": stats.run_id, "mode": mode, **stats.as_dict()}
     if json_out:
         print(json.dumps(summary))
@@ -145,7 +151,6 @@ def ingest_loganalytics(
         print(f"run {summary['run_id']}: {stats.rows:,} rows in {stats.windows} windows "
               f"({stats.windows_skipped} already done, {stats.splits} splits), {stats.queries} queries, "
               f"{stats.retries} retries, {stats.bytes:,} bytes; {what}")
-    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
 
 
 def ingest_metrics(
