@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import WAIT_HELP, fail, open_store
+from egresslens.cliutil import WAIT_HELP, fail
 from egresslens.commands import ingest_azure
 
 
@@ -59,8 +59,7 @@ def ingest_adx(
 
     Exit codes: 0 done, 2 bad arguments, 4 Azure refused (credential, access, database, table), 5 some records quarantined, 130 interrupted (the next run resumes).
     """
-    from egresslens import ingest
-    from egresslens.sources.adx import AdxError, AdxSource, AdxTarget, check_cluster, default_settings, parse_mapping
+    from egresslens.sources.adx import AdxSource, AdxTarget, check_cluster, default_settings, parse_mapping
 
     if mode not in ("raw", "summary"):
         raise fail(f"--mode is raw or summary, not {mode!r}", exitcodes.USAGE)
@@ -73,26 +72,10 @@ def ingest_adx(
     except (ValueError, typer.BadParameter) as exc:
         raise fail(exc, exitcodes.USAGE) from None
     settings = default_settings(row_cap=row_cap, max_concurrency=max_concurrency)
-    con = open_store(db, wait=wait)
-    bar, on_progress = ingest_azure._table_progress(quiet or json_out)
-    try:
-        source = AdxSource(ingest_azure.default_credential(), AdxTarget(cluster, database.strip(), firewall=firewall),
-                           tables_map=mapping, start=t0, end=t1, tables=tables, mode=mode, settings=settings,
-                           on_progress=on_progress)
-        with bar:
-            stats = source.summary(ingest.run(con, source))
-    except AdxError as exc:
-        raise fail(exc, exitcodes.REMOTE_ERROR) from None
-    except ValueError as exc:
-        raise fail(exc, exitcodes.USAGE) from None
-    except KeyboardInterrupt:
-        raise ingest_azure._interrupted()
-    else:
-        ingest_azure._print_unknown_categories(con, stats.run_id, json_out)
-    finally:
-        con.close()
-    ingest_azure.print_query_run(stats, mode, json_out)
-    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
+    target = AdxTarget(cluster, database.strip(), firewall=firewall)
+    ingest_azure.run_query_source(lambda on_progress: AdxSource(
+        ingest_azure.default_credential(), target, tables_map=mapping, start=t0, end=t1, tables=tables, mode=mode,
+        settings=settings, on_progress=on_progress), mode=mode, db=db, wait=wait, json_out=json_out, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import polars as pl
 from fakes.loganalytics_server import FakeLogAnalytics, Request
@@ -82,17 +81,8 @@ class FakeAdx(FakeLogAnalytics):
     def database(self) -> str:
         return self.workspace_id
 
-    def start(self) -> "FakeAdx":
-        fake = self
-
-        class Handler(_AdxHandler):
-            server_fake = fake
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        return self
+    def handler_base(self) -> type:
+        return _AdxHandler
 
     def db_name(self, table: str) -> str:
         return self.mapping.get(table, table)
@@ -301,10 +291,11 @@ class _AdxHandler(BaseHTTPRequestHandler):
                 body = {}
             csl = body.get("csl") or "" if isinstance(body, dict) else ""
             template = kql.parse_rendered(csl)[0]
+            authorized = self.headers.get("Authorization") == f"Bearer {fake.token}"
             if self.path.split("?")[0] != "/v2/rest/query":
                 status, headers, payload = _http_error(404, {"error": {"code": "NotFound", "message": self.path}})
                 name, params, n = template, {}, 0
-            elif self.headers.get("Authorization") != f"Bearer {fake.token}":
+            elif not authorized:
                 status, headers, payload = 401, {}, b""
                 name, params, n = template, {}, 0
             else:
@@ -326,7 +317,7 @@ class _AdxHandler(BaseHTTPRequestHandler):
                     name, params, n = template, {}, 0
                 else:
                     status, headers, payload, name, params, n = fake.answer_v2(body, fault)
-            fake.requests.append(Request(self.path, name, params, None, status, n, len(payload), True, None, csl))
+            fake.requests.append(Request(self.path, name, params, None, status, n, len(payload), authorized, None, csl))
             try:
                 self._send(status, headers, payload)
             except (BrokenPipeError, ConnectionResetError):

@@ -92,7 +92,7 @@ class FakeLogAnalytics:
     def start(self) -> "FakeLogAnalytics":
         fake = self
 
-        class Handler(_Handler):
+        class Handler(self.handler_base()):
             server_fake = fake
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -100,6 +100,10 @@ class FakeLogAnalytics:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         return self
+
+    def handler_base(self) -> type:
+        """The request handler this server runs (a subclass of the fake answers in its own format)."""
+        return _Handler
 
     @property
     def endpoint(self) -> str:
