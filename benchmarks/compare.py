@@ -13,9 +13,11 @@ small launcher process: see `measure`):
   de-duplication, quarantine, resumable batches, run accounting).
 * `duckdb` — the bare bound: hand-written SQL that reads the files with typed columns into `flows`,
   `dns_queries` and `threats` tables of a DuckDB file (legacy text: `regexp_extract` per table; CSV:
-  `read_csv`), then aggregates each table.
-* `pandas` — the script a user would write: `read_json(lines=True)` + `json_normalize` (legacy:
-  `str.extract`; CSV: `read_csv`) per file, `concat`, `groupby`.
+  `read_csv`), protocols, actions and names in one form and each row once (`SELECT DISTINCT`), then
+  aggregates each table.
+* `pandas` — the script a user would write for the same answer: `read_json(lines=True)` +
+  `json_normalize` (legacy: `str.extract`; CSV: `read_csv`) per file, `concat`, numbers and flags typed,
+  protocols, actions and names in one form, `drop_duplicates`, one Parquet file per table, `groupby`.
 
 CPU seconds (user + system, from the same rusage) are printed too: on a shared machine they move less
 than wall time. Forms: `structured` (storage archive of AZFW* categories), `legacy` (storage archive of

@@ -3,9 +3,12 @@
     python benchmarks/compare_baselines.py duckdb|pandas structured|legacy|csv INPUT_DIR DB_PATH
 
 Each reads every record of the simulated input into typed `flows`, `dns_queries` and `threats`
-tables, aggregates each table once, and prints {"records": N, ...} as one JSON line. They do what a
-user's own script would do and nothing more: no event ids, no de-duplication, no quarantine (a bad
-line is skipped), no resumable progress. Legacy text is parsed with the same grammars as EgressLens
+tables, aggregates each table once, and prints {"records": N, ...} as one JSON line. Each does the work a
+user's own script needs to get the answer EgressLens stores, and nothing more: every field parsed and
+typed (timestamps included), firewall names, protocols, actions and FQDNs or query names in one form
+(`tcp`/`TCP`, `allow`/`Allow`, `Example.COM.`/`example.com`), each record stored once (DuckDB: `SELECT
+DISTINCT`; pandas: `drop_duplicates`), and the tables kept (DuckDB: a database file; pandas: one Parquet
+file per table). No event ids, no quarantine (a bad line is skipped), no resumable progress. Legacy text is parsed with the same grammars as EgressLens
 (`egresslens.legacy_grammar`), into the same fields (the rule part of a flow's message into policy, rule
 collection group, rule collection, rule and web category), so the regex engines, not the patterns, are
 compared.
@@ -51,6 +54,27 @@ GROUPS = {"flows": ["SourceIp", "Fqdn", "DestinationIp", "DestinationPort", "Act
           "dns_queries": ["QueryName", "ResponseCode"], "threats": ["Action"]}
 
 
+# One form per value, as EgressLens stores them (the SQL expressions a user writes for it; pandas below).
+def _sql_norm(col: str) -> str | None:
+    name = col.lower()
+    if name == "protocol":
+        return f"upper(split_part(trim({col}), ' ', 1))"
+    if name == "action":
+        return (f"CASE lower({col}) WHEN 'allow' THEN 'Allow' WHEN 'deny' THEN 'Deny' WHEN 'dnat' THEN 'DNAT' "
+                f"ELSE {col} END")
+    if name in ("fqdn", "queryname", "query_name"):
+        return f"CASE WHEN ends_with({col}, '.') THEN rtrim(lower({col}), '.') ELSE lower({col}) END"
+    return None
+
+
+def _distinct_normalised(con, table: str, select: str) -> None:
+    """CREATE TABLE `table` from `select`: protocols, actions and names in one form, each row once."""
+    cols = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {select})").fetchall()]
+    replace = [f"{_sql_norm(c)} AS {c}" for c in cols if _sql_norm(c)]
+    star = f"* REPLACE ({', '.join(replace)})" if replace else "*"
+    con.execute(f"CREATE TABLE {table} AS SELECT DISTINCT {star} FROM ({select})")
+
+
 def _files(data: Path, categories) -> list[str]:
     return sorted(f for c in categories for f in glob.glob(str(data / f"insights-logs-{c.lower()}" / "**" / "*.json"),
                                                              recursive=True))
@@ -66,7 +90,7 @@ def duckdb_structured(con, data: Path) -> None:
     for table, (cats, fields) in TABLES.items():
         props = ", ".join(f"{k} {v}" for k, v in fields.items())
         columns = f"{{time: 'TIMESTAMPTZ', resourceId: 'VARCHAR', category: 'VARCHAR', properties: 'STRUCT({props})'}}"
-        con.execute(f"""CREATE TABLE {table} AS
+        _distinct_normalised(con, table, f"""
             SELECT time::TIMESTAMP AS time, lower(resourceId) AS firewall, category, unnest(properties)
             FROM read_json({_files(data, cats)}, format = 'newline_delimited', columns = {columns},
                            ignore_errors = true)""")
@@ -85,7 +109,7 @@ def duckdb_csv(con, data: Path) -> None:
             selects.append(f"SELECT TimeGenerated::TIMESTAMP AS time, lower(_ResourceId) AS firewall, Type AS category, "
                            f"{cols} FROM read_csv({_lit(p)}, header = true, ignore_errors = true, "
                            f"types = {json.dumps(types)})")
-        con.execute(f"CREATE TABLE {table} AS " + " UNION ALL ".join(selects))
+        _distinct_normalised(con, table, " UNION ALL ".join(selects))
 
 
 def duckdb_legacy(con, data: Path) -> None:
@@ -99,7 +123,7 @@ def duckdb_legacy(con, data: Path) -> None:
     def grammar(pattern, groups):
         return f"regexp_extract(msg, {_lit(pattern)}, [{', '.join(_lit(g) for g in groups)}])"
 
-    con.execute(f"""CREATE TABLE flows AS
+    _distinct_normalised(con, "flows", f"""
         SELECT time, firewall, category,
                coalesce(a.proto, n.proto, d.proto) AS protocol, coalesce(a.src, n.src, d.src) AS source_ip,
                try_cast(coalesce(a.sport, n.sport, d.sport) AS INTEGER) AS source_port,
@@ -118,14 +142,14 @@ def duckdb_legacy(con, data: Path) -> None:
                                    WHEN category = 'AzureFirewallApplicationRule' THEN 'app' ELSE 'net' END AS kind
                     FROM raw WHERE category <> 'AzureFirewallDnsProxy'
                       AND NOT contains(msg, ' ThreatIntel: ') AND NOT contains(msg, ' IDS: '))))""")
-    con.execute(f"""CREATE TABLE dns_queries AS
+    _distinct_normalised(con, "dns_queries", f"""
         SELECT time, firewall, x.src AS source_ip, try_cast(x.sport AS INTEGER) AS source_port, try_cast(x.qid AS INTEGER) AS query_id,
                x.qtype AS query_type, x.qclass AS query_class, x.qname AS query_name, x.proto AS protocol,
                try_cast(x.reqsize AS INTEGER) AS request_size, x.dnssec = 'true' AS dnssec_ok,
                try_cast(x.edns AS INTEGER) AS edns0_buffer_size, x.rcode AS response_code,
                x.flags AS response_flags, try_cast(x.respsize AS INTEGER) AS response_size, try_cast(x.dur AS DOUBLE) AS duration_s
         FROM (SELECT *, {grammar(N.DNS_RE, N.DNS_GROUPS)} AS x FROM raw WHERE category = 'AzureFirewallDnsProxy')""")
-    con.execute(f"""CREATE TABLE threats AS
+    _distinct_normalised(con, "threats", f"""
         SELECT time, firewall, coalesce(t.proto, i.proto) AS protocol, coalesce(t.src, i.src) AS source_ip,
                coalesce(t.dst, i.dst) AS destination, coalesce(t.action, i.action) AS action,
                coalesce(t.description, i.description) AS description, i.sid AS signature_id
@@ -236,13 +260,45 @@ def run_pandas(form: str, data: Path, db: str) -> dict:
                                                       "dport": "DestinationPort", "action": "Action",
                                                       "qname": "QueryName", "rcode": "ResponseCode"}))
     records = {}
+    out = Path(db + ".parquet")
+    out.mkdir(parents=True, exist_ok=True)
     for table, frames in parts.items():
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        df = _pandas_typed_once(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+        df.to_parquet(out / f"{table}.parquet", index=False)
         records[table] = len(df)
         cols = [c for c in GROUPS[table] if c in df.columns]
         if cols:
             df.groupby(cols, dropna=False).size()
     return records
+
+
+_PD_INTS = {"sport", "tport", "icmp_type", "qid", "reqsize", "edns", "respsize", "sid", "priority", "DestinationPort"}
+_PD_BOOLS = {"IsTlsInspected", "IsExplicitProxyRequest", "DnssecOkBit", "dnssec"}
+
+
+def _pandas_typed_once(df):
+    """What the DuckDB script's `SELECT DISTINCT` with one form per value does, the way a pandas user writes
+    it: numbers and flags typed (legacy text gives strings; a CSV export gives flags as 0/1), protocols,
+    actions and names in one form, then each row once."""
+    import pandas as pd
+
+    for col in df.columns:
+        if col in _PD_INTS and not pd.api.types.is_numeric_dtype(df[col]):
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        elif col == "dur":
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+        elif col in _PD_BOOLS and pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            df[col] = df[col].astype(bool)
+        elif col in _PD_BOOLS and not pd.api.types.is_bool_dtype(df[col]):
+            df[col] = df[col].astype(str).str.lower().map({"true": True, "1": True, "false": False, "0": False})
+        elif col.lower() in ("protocol", "proto"):
+            df[col] = df[col].str.strip().str.replace(r"\s.*$", "", regex=True).str.upper()
+        elif col.lower() == "action":
+            df[col] = df[col].replace({"allow": "Allow", "deny": "Deny", "dnat": "DNAT", "ALLOW": "Allow",
+                                       "DENY": "Deny"})
+        elif col in ("Fqdn", "QueryName"):
+            df[col] = df[col].str.lower().str.rstrip(".")
+    return df.drop_duplicates(ignore_index=True)
 
 
 def main() -> int:

@@ -37,8 +37,9 @@ def _bool(expr: str) -> str:
 
 
 def _name(expr: str) -> str:
-    """FQDNs and query names: lower case, no trailing dot."""
-    return f"nullif(rtrim(lower({expr}), '.'), '')"
+    """FQDNs and query names: lower case, no trailing dot. `rtrim` with characters to strip costs about as
+    much as the rest of a name's canonical form, so it runs only on a name that ends with a dot."""
+    return f"nullif(CASE WHEN ends_with({expr}, '.') THEN rtrim(lower({expr}), '.') ELSE lower({expr}) END, '')"
 
 
 _PROTOCOLS = ("TCP", "UDP", "ICMP", "HTTP", "HTTPS", "MSSQL")
@@ -59,7 +60,8 @@ def _action(expr: str) -> str:
 
 
 def _reason(expr: str) -> str:
-    return f"nullif(rtrim(trim({expr}), '. '), '')"
+    """Trimmed, without trailing dots (`Deny.` -> `Deny`); the dots stripped only where there are some."""
+    return f"nullif(CASE WHEN ends_with(trim({expr}), '.') THEN rtrim(trim({expr}), '. ') ELSE trim({expr}) END, '')"
 
 
 _IPV4 = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
@@ -286,7 +288,7 @@ SELECT rid, log_format, unparsed, time, firewall,
   nullif(source_ip, '') AS source_ip,
   nullif(try_cast(source_port AS INTEGER), 0) AS source_port,
   CASE WHEN NOT failed THEN try_cast(query_id AS INTEGER) END AS query_id,
-  nullif(upper(rtrim(query_type, ':')), '') AS query_type,
+  nullif(upper(CASE WHEN ends_with(query_type, ':') THEN rtrim(query_type, ':') ELSE query_type END), '') AS query_type,
   CASE WHEN NOT failed THEN nullif(upper(query_class), '') END AS query_class,
   {_name('query_name')} AS query_name,
   nullif(lower(protocol), '') AS protocol,

@@ -112,3 +112,47 @@ def test_a_line_longer_than_the_record_bound_is_a_reject_with_its_first_bytes_ne
     assert "unterminated" in rejects[1].reason and rejects[1].raw.startswith('{"category":"xxx')
     assert batches[-1].until[-1] == Progress(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, 4,
                                              path.stat().st_size, True)
+
+
+def test_a_batch_whose_write_fails_leaves_none_of_its_rows_quarantine_progress_or_counts(tmp_path, monkeypatch):
+    """A batch is one transaction: its rows, its refusals and its progress are committed together or not at all."""
+    from egresslens import load
+
+    con = store.connect(tmp_path / "s.duckdb")
+    with pytest.raises(KeyboardInterrupt):
+        ingest.run(con, PagedSource(5, 20, stop_after=3))  # pages 0-2 committed
+    saved = load.Loader._save_progress
+
+    def fail_after_the_rows(self, until):
+        saved(self, until)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(load.Loader, "_save_progress", fail_after_the_rows)
+    with pytest.raises(OSError):
+        ingest.run(con, PagedSource(5, 20))  # page 3 holds a refused record
+    assert con.execute("SELECT count(*) FROM flows").fetchall() == [(60,)]
+    assert con.execute("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+    assert rows(con, "SELECT offset_done, complete FROM ingest_sources") == [{"offset_done": 3, "complete": False}]
+    assert rows(con, "SELECT records_read, stored, quarantined FROM ingest_runs ORDER BY run_id")[-1] == {
+        "records_read": 0, "stored": 0, "quarantined": 0}
+    con.close()
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (None, dict(batch_bytes=128 << 20, whole_bytes=512 << 20, part_rows=500_000, document_bytes=64 << 20)),
+    ("512MiB", dict(batch_bytes=32 << 20, whole_bytes=128 << 20, part_rows=131_072, document_bytes=16 << 20)),
+    ("8GiB", dict(batch_bytes=128 << 20, whole_bytes=512 << 20, part_rows=500_000, document_bytes=64 << 20)),
+])
+def test_the_loops_batch_sizes_come_from_the_memory_budget(monkeypatch, tmp_path, budget, expected):
+    """A smaller budget reads in smaller batches; a larger one does not read more at once than is faster."""
+    for name in ("EGRESSLENS_CHUNK_BYTES", "EGRESSLENS_ARCHIVE_FILE_BYTES", "EGRESSLENS_MAX_DOCUMENT_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    if budget is None:
+        monkeypatch.delenv("EGRESSLENS_MEMORY_LIMIT", raising=False)
+    else:
+        monkeypatch.setenv("EGRESSLENS_MEMORY_LIMIT", budget)
+    limits = Context(progress={}, scratch=tmp_path).limits
+    assert {k: getattr(limits, k) for k in expected} == expected
+    monkeypatch.setenv("EGRESSLENS_CHUNK_BYTES", str(1 << 20))  # one size set by hand: the whole read follows it
+    assert (Context(progress={}, scratch=tmp_path).limits.batch_bytes,
+            Context(progress={}, scratch=tmp_path).limits.whole_bytes) == (1 << 20, 4 << 20)
