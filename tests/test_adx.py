@@ -9,7 +9,7 @@ permanent failure is one sentence.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -349,3 +349,27 @@ def test_cli_adx_json_summary_mapping_file_and_exit_codes(tmp_path, fake, tables
     mapfile.write_text("{not json")
     res = CliRunner().invoke(app, [*args, "--table-map", str(mapfile)])
     assert res.exit_code == 2 and "not valid JSON" in res.output
+
+
+def test_nightly_ingests_from_adx_before_its_report(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from egresslens.cli import app
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    recent = fixture_tables(hours=3, events_per_hour=300, start=now - timedelta(hours=4), tables=("AZFWNetworkRule",))
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", lambda: FakeCredential())
+    mapfile = tmp_path / "tables.toml"
+    mapfile.write_text('[tables]\nAZFWNetworkRule = "fw-network.v2"\n')
+    db = tmp_path / "s.duckdb"
+    with FakeAdx(DB, tables=recent, mapping={"AZFWNetworkRule": "fw-network.v2"}) as fake:
+        args = ["nightly", "--out-dir", str(tmp_path / "out"), "--db", str(db), "--since", "24h", "--compare-to", "",
+                "--adx-cluster", fake.endpoint, "--adx-database", DB, "--adx-table-map", str(mapfile)]
+        res = CliRunner().invoke(app, args)
+        assert "ingest adx: " in res.output and res.exit_code in (0, 1, 7), res.output
+        assert any(r.template == "raw_AZFWNetworkRule" and '["fw-network.v2"]' in r.query for r in fake.requests)
+        bad = CliRunner().invoke(app, args[:-4])  # a cluster without its database
+        assert bad.exit_code == 2 and "--adx-database" in bad.output
+    con = store.connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM flows").fetchall()[0][0] == recent["AZFWNetworkRule"].height
+    con.close()
