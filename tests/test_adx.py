@@ -181,6 +181,13 @@ def test_an_incomplete_result_is_read_again_never_stored_as_complete(con, fake, 
     assert "\n" not in str(exc.value)
 
 
+def test_a_warning_is_not_an_incomplete_result(con, fake, tables):
+    fake.adx_faults += [AdxFault(kind="warning")] * 4
+    stats = run(con, fake, tables="AZFWApplicationRule")
+    assert stats.retries == 0 and not fake.adx_faults
+    assert stats.rows == total(tables, ("AZFWApplicationRule",)) == stored(con)
+
+
 def test_kill_mid_run_then_resume_exact(con, fake, tables):
     seen = {"windows": 0}
 

@@ -275,17 +275,16 @@ def _completion(body: bytes) -> dict | None:
 
 
 def _incomplete(res, completion: dict | None) -> str | None:
-    """Why a v2 response that parsed is not whole (None: it is): Error rows of QueryCompletionInformation, or
-    HasErrors / Cancelled in DataSetCompletion."""
+    """Why a v2 response that parsed is not whole (None: it is): Critical or Error rows (Level 1, 2) of
+    QueryCompletionInformation, or HasErrors / Cancelled in DataSetCompletion. Warnings (3) do not count."""
     reasons = []
-    if res.errors_count:
-        for t in res.tables:
-            if t.table_kind is not None and t.table_kind.value == "QueryCompletionInformation":
-                for row in t.raw_rows:
-                    rec = dict(zip((c.column_name for c in t.columns), row))
-                    if isinstance(rec.get("Level"), int) and rec["Level"] < 4:
-                        reasons.append(_payload_message(rec.get("Payload")))
-        reasons = reasons or ["the query completed with errors"]
+    for t in res.tables:
+        if t.table_kind is not None and t.table_kind.value == "QueryCompletionInformation":
+            names = [c.column_name for c in t.columns]
+            for row in t.raw_rows:
+                rec = dict(zip(names, row))
+                if isinstance(rec.get("Level"), int) and rec["Level"] <= 2:
+                    reasons.append(_payload_message(rec.get("Payload")) or "the query completed with errors")
     if completion is not None and (completion.get("HasErrors") or completion.get("Cancelled")):
         for e in completion.get("OneApiErrors") or []:
             err = (e or {}).get("error") or {}
@@ -293,7 +292,7 @@ def _incomplete(res, completion: dict | None) -> str | None:
         if completion.get("Cancelled"):
             reasons.append("the query was cancelled")
         reasons = reasons or ["the query completed with errors"]
-    return "; ".join(r for r in reasons if r) or None
+    return "; ".join(dict.fromkeys(r for r in reasons if r)) or None
 
 
 def _payload_message(payload) -> str:

@@ -53,7 +53,8 @@ class AdxFault:
     status: int | None = None  # 429, 500, 503, 401, 403, ...: an HTTP error with a OneApiErrors body
     retry_after: str | None = None
     kind: str | None = None  # "reset": connection closed unanswered; "partial": rows stop at an error that is
-    # not a limit; "cancelled": the query was cancelled mid-result; "completion": only DataSetCompletion says so
+    # not a limit; "cancelled": the query was cancelled mid-result; "completion": only DataSetCompletion says so;
+    # "warning": a Warning row in QueryCompletionInformation (the result is whole)
     template: str | None = None  # only for queries of this template (None: any)
 
 
@@ -170,7 +171,8 @@ class FakeAdx(FakeLogAnalytics):
              "Columns": columns, "Rows": primary},
             {"FrameType": "DataTable", "TableId": 2, "TableKind": "QueryCompletionInformation",
              "TableName": "QueryCompletionInformation", "Columns": _QCI_COLUMNS,
-             "Rows": _completion_rows([e for e in errors if kind != "completion" or e is in_table])},
+             "Rows": _completion_rows([e for e in errors if kind != "completion" or e is in_table],
+                                      warning=kind == "warning")},
             {"FrameType": "DataSetCompletion", "HasErrors": bool(errors), "Cancelled": cancelled,
              **({"OneApiErrors": errors} if errors else {})},
         ]
@@ -230,9 +232,11 @@ _QCI_COLUMNS = [{"ColumnName": c, "ColumnType": t} for c, t in (
     ("StatusCodeName", "string"), ("EventType", "int"), ("EventTypeName", "string"), ("Payload", "string"))]
 
 
-def _completion_rows(errors: list[dict]) -> list[list]:
+def _completion_rows(errors: list[dict], warning: bool = False) -> list[list]:
     act = str(uuid.uuid4())
-    rows = [[_now(), "", act, act, act, 4, "Info", 0, "S_OK (0)", 4, "QueryInfo",
+    rows = [[_now(), "", act, act, act, 3, "Warning", 0, "S_OK (0)", 4, "QueryInfo",
+             json.dumps({"Count": 1, "Text": "The query was served partly from the results cache"})]] if warning else []
+    rows += [[_now(), "", act, act, act, 4, "Info", 0, "S_OK (0)", 4, "QueryInfo",
              json.dumps({"Count": 1, "Text": "Query completed successfully"})],
             [_now(), "", act, act, act, 4, "Info", 0, "S_OK (0)", 5, "WorkloadGroup",
              json.dumps({"Count": 1, "Text": "default"})]]
