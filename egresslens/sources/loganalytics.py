@@ -209,7 +209,7 @@ class LogAnalyticsSource:
                 bad = [t for t in chosen if t not in SUMMARY_TABLES]
                 if bad:
                     raise self.error(f"Summary mode reads the tables {', '.join(SUMMARY_TABLES)}, "
-                                            f"not {', '.join(bad)}.")
+                                     f"not {', '.join(bad)}.")
                 return [t for t in SUMMARY_TABLES if t in chosen]
             found = self._detect()
             wanted = {s for t in found for s in _SUMMARY_FOR_TABLE.get(t, ())}
@@ -228,8 +228,7 @@ class LogAnalyticsSource:
         """The tables (structured AZFW*, legacy AzureDiagnostics) with records in the range."""
         i0, i1 = self._ingest_range()
         q = self._render("detect", time_start=self.t0, time_end=self.t1, ingest_start=i0,
-                                      ingest_end=max(i1, i0 + timedelta(microseconds=1)),
-                                      firewall=self.target.firewall)
+                         ingest_end=max(i1, i0 + timedelta(microseconds=1)), firewall=self.target.firewall)
         res = self.querier.run(q, (self.t0, self.t1), what="table detection")
         self._account(None, res)
         if res.table is None or res.table.num_rows == 0:
@@ -282,7 +281,7 @@ class LogAnalyticsSource:
     def _query(self, w: _Window, s: datetime, e: datetime, tpl: str) -> QueryResult:
         if self.mode == "raw":
             q = self._render(f"raw_{w.table}", time_start=self.t0, time_end=self.t1, ingest_start=s, ingest_end=e,
-                                                  firewall=self.target.firewall)
+                             firewall=self.target.firewall)
             span = (self.t0, self.t1)
         else:
             q = self._render(SUMMARY_TEMPLATES[tpl][0], time_start=s, time_end=e, firewall=self.target.firewall)
