@@ -8,6 +8,9 @@ AZURITE := .azurite/node_modules/.bin/azurite-blob
 # Microsoft's Kusto language service (parser and semantic analyser) for the KQL check, from the npm registry.
 KUSTO_VERSION := 12.4.1
 KUSTO := .kusto/node_modules/@kusto/language-service-next/package.json
+# HashiCorp's hclwrite formatter (what `terraform fmt` runs), for the check of the Terraform output.
+HCLTOOLS_VERSION := 0.21.0
+HCLTOOLS := .hcltools/node_modules/@cdktf/hcl-tools/package.json
 # Debian's headless Chromium and its WebDriver for the report's browser test (apt, as root in CI).
 CHROMEDRIVER := /usr/bin/chromedriver
 
@@ -21,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/egresslens demo --dir demo-output
+	$(BIN)/egresslens demo --out demo-output
 
 $(AZURITE):
 	@if command -v npm >/dev/null 2>&1; then \
@@ -33,13 +36,18 @@ $(KUSTO):
 	  npm install --no-save --no-audit --no-fund --silent --prefix .kusto @kusto/language-service-next@$(KUSTO_VERSION); \
 	else echo "npm not found: the KQL parser check will be skipped (it fails under CI)"; fi
 
+$(HCLTOOLS):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --no-save --no-audit --no-fund --silent --prefix .hcltools @cdktf/hcl-tools@$(HCLTOOLS_VERSION); \
+	else echo "npm not found: the Terraform format check will be skipped (it fails under CI)"; fi
+
 $(CHROMEDRIVER):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 	  || echo "could not install chromium: the browser test will be skipped"; \
 	else echo "chromium missing and apt-get unavailable (or not root): the browser test will be skipped"; fi
 
-test: $(STAMP) $(AZURITE) $(KUSTO) $(CHROMEDRIVER)
+test: $(STAMP) $(AZURITE) $(KUSTO) $(HCLTOOLS) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q
 
 screenshots: $(STAMP) $(CHROMEDRIVER)
@@ -76,4 +84,4 @@ bench-30day: $(STAMP)
 	$(BIN)/python benchmarks/bench_30day.py
 
 clean:
-	rm -rf $(VENV) .azurite .kusto demo-output egresslens.duckdb site .bench-cache
+	rm -rf $(VENV) .azurite .kusto .hcltools demo-output egresslens.duckdb site .bench-cache

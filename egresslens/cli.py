@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from egresslens import escape, exitcodes, store
+from egresslens import cliout, escape, exitcodes, store
 from egresslens.cliutil import DB_HELP, WAIT_HELP, byte_progress, fail, guard_all, open_store
 from egresslens.commands import register_all
-from egresslens.escape import csv_cell, plain, terminal
+from egresslens.escape import plain, terminal
 
 app = typer.Typer(
-    help="EgressLens: Azure Firewall logs in, least-privilege egress rules and SNAT warnings out.",
     no_args_is_help=True,
     add_completion=False,
+    cls=cliout.Group,
 )
-ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Load Azure Firewall logs into the store.", no_args_is_help=True, cls=cliout.Group)
 app.add_typer(ingest_app, name="ingest")
+
+
+@app.callback()
+def main(version: bool = cliout.VersionOption, no_color: bool = cliout.NoColorOption) -> None:
+    """EgressLens: Azure Firewall logs in, least-privilege egress rules and SNAT warnings out. Every command
+    takes --help, --version, --no-color (or NO_COLOR=1) and, where it prints, --format, --json and --out;
+    the documentation is in docs/ (docs/getting-started.md first)."""
+    cliout.app_options(version, no_color)
 
 console = Console(stderr=True)
 # Azure SDK warnings (a dozen lines per failed credential) would repeat, at length, what the command's
@@ -91,19 +96,26 @@ def ingest_files(
     raise typer.Exit(exitcodes.PARTIAL if counts.quarantined or troubled else exitcodes.OK)
 
 
+SQL_FORMATS = ("table", "line", "csv", "json", "markdown")
+
+
 @app.command("sql")
 def sql(
     query: str = typer.Argument(..., help="One read-only query on the store (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA)."),
     db: Optional[Path] = DbOption,
-    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json (one object per line)."),
+    fmt: Optional[str] = cliout.format_option(SQL_FORMATS, extra="line: one field per line, for wide rows; json: one object per line."),
+    as_json: bool = cliout.JsonOption,
+    out: Optional[Path] = cliout.OutOption,
 ) -> None:
     """Run one read-only query on the store: `egresslens sql "SELECT action, count(*) FROM flows GROUP BY 1"`.
 
     Nothing but the store can be read and nothing can be written: no ATTACH, COPY, EXPORT, INSTALL or
-    LOAD, no file or URL functions, no SET, one statement per call (docs/security.md). Exit codes: 0 done,
-    2 the query was refused or failed, 3 no store, 6 another process holds the store."""
-    if fmt not in ("table", "csv", "json"):
-        raise fail(f"--format must be table, csv or json, not {fmt!r}", exitcodes.USAGE)
+    LOAD, no file or URL functions, no SET, one statement per call (docs/security.md). A table too wide for
+    the terminal leaves out its last columns and says so; --format line shows every field of every row.
+    Exit codes: 0 done, 2 the query was refused or failed, 3 no store, 6 another process holds the store."""
+    from egresslens import sqlout
+
+    fmt = cliout.resolve_format(fmt, as_json, out, SQL_FORMATS)
     con = open_store(db, query=True)
     try:
         names, rows = store.run_query(con, query)
@@ -113,18 +125,10 @@ def sql(
         con.close()
     if not names:
         return
-    if fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow([csv_cell(n) for n in names])
-        writer.writerows([csv_cell(v) for v in row] for row in rows)
-    elif fmt == "json":
-        for row in rows:
-            print(json.dumps(dict(zip(names, row)), default=str, ensure_ascii=True))
+    if fmt == "table":
+        cliout.show(lambda c: sqlout.table(c, names, rows), out)
     else:
-        table = Table(*(terminal(n) for n in names))
-        for row in rows:
-            table.add_row(*("" if v is None else terminal(v) for v in row))
-        Console().print(table)
+        cliout.write(sqlout.render(fmt, names, rows), out)
 
 
 @app.command("simulate")
@@ -161,7 +165,7 @@ def simulate(
 
 @app.command("demo")
 def demo(
-    directory: Path = typer.Option(Path("demo-output"), "--dir", help="Where the simulated logs and the store go."),
+    directory: Path = typer.Option(Path("demo-output"), "--out", "-o", metavar="DIR", help="Where the simulated logs, the store and the report go."),
     events_per_hour: int = typer.Option(20_000, "--events-per-hour", min=100),
     seed: int = typer.Option(7, "--seed"),
 ) -> None:
@@ -179,7 +183,9 @@ def demo(
 
 
 register_all(app)
+cliout.ALIASES.update({"demo": {"--dir": "--out"}, "nightly": {"--out-dir": "--out"}})  # the old spellings
 guard_all(app)  # every failure: one sentence and its own exit code (egresslens.errors)
+cliout.finish(app)  # every command: --version, --no-color, help that wraps, old spellings as hidden aliases
 
 if __name__ == "__main__":
     app()

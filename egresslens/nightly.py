@@ -63,6 +63,7 @@ class NightlyOptions:
     policy_source: str = ""
     fail_on: str = "finding"
     keep_days: int = 30
+    shared_plotly: bool = True  # the reports load one plotly.js beside them instead of carrying 4.8 MB each
 
 
 @dataclass
@@ -254,7 +255,13 @@ def run_nightly(opts: NightlyOptions, now: datetime | None = None) -> NightlyRes
         finally:
             con.close()
         code = code if code is not None else report.exit_code(opts.fail_on)
-        written = write(report, _dated(out_dir, now), "html", code)
+        shared = None
+        if opts.shared_plotly:  # one copy beside the dated reports and one beside latest.html (its link's folder)
+            from egresslens.report.html import plotly_js_name, write_plotly_js
+
+            shared = plotly_js_name()
+            write_plotly_js(out_dir, shared)
+        written = write(report, _dated(out_dir, now), "html", code, plotly_js=shared)
         latest = atomic.publish(out_dir, {"latest.html": written[0], "latest.json": written[1]}, written[0].stem)
         prune(out_dir, opts.keep_days, now)
     return NightlyResult(code, written + latest, steps, error)

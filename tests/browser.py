@@ -50,6 +50,12 @@ def chromium(width: int = 1280, height: int = 900, dark: bool = False):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
+        if width < 500:  # below the narrowest window headless Chromium opens: a phone's viewport
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True})
+        # the page's `prefers-color-scheme` (the flags above alone leave the new headless mode light)
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [
+            {"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]})
         yield driver
     finally:
         driver.quit()

@@ -370,7 +370,7 @@ def test_nightly_ingests_from_adx_before_its_report(tmp_path, monkeypatch):
     mapfile.write_text('[tables]\nAZFWNetworkRule = "fw-network.v2"\n')
     db = tmp_path / "s.duckdb"
     with FakeAdx(DB, tables=recent, mapping={"AZFWNetworkRule": "fw-network.v2"}) as fake:
-        args = ["nightly", "--out-dir", str(tmp_path / "out"), "--db", str(db), "--since", "24h", "--compare-to", "",
+        args = ["nightly", "--out", str(tmp_path / "out"), "--db", str(db), "--since", "24h", "--compare-to", "",
                 "--adx-cluster", fake.endpoint, "--adx-database", DB, "--adx-table-map", str(mapfile)]
         res = CliRunner().invoke(app, args)
         assert "ingest adx: " in res.output and res.exit_code in (0, 1, 7), res.output

@@ -32,7 +32,7 @@ def _nightly_commands(text: str) -> list[str]:
 def test_every_flag_the_examples_pass_to_nightly_exists():
     texts = [p.read_text() for p in DEPLOY.rglob("*.y*ml")]
     used = set().union(*(_flags(c) for t in texts for c in _nightly_commands(t)))
-    assert {"--out-dir", "--db", "--workspace-id", "--since"} <= used
+    assert {"--out", "--db", "--workspace-id", "--since"} <= used
     missing = {f for f in used if f not in NIGHTLY_HELP}
     assert missing == set()
 

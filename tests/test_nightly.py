@@ -4,6 +4,7 @@ at a time, and a failed ingest that is said out loud instead of a quiet report o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -28,7 +29,7 @@ def logs(tmp_path_factory):
 
 
 def _nightly(out_dir, db, *args):
-    return runner.invoke(app, ["nightly", "--out-dir", str(out_dir), "--db", str(db), "--since", "24h",
+    return runner.invoke(app, ["nightly", "--out", str(out_dir), "--db", str(db), "--since", "24h",
                                "--compare-to", "6h", *args])
 
 
@@ -43,6 +44,10 @@ def test_two_runs_in_a_row_keep_dated_reports_and_the_second_ingests_nothing_new
     assert latest["exit_code"] == exitcodes.CRITICAL and latest["banner"] == []
     dated = sorted((out / "reports").glob("egresslens-*.html"))
     assert len(dated) == 1 and dated[0].with_suffix(".json").exists()
+    # the reports share one plotly.js, beside the dated ones and beside latest.html (a link into .latest/)
+    shared = re.search(r'<script nonce="[^"]+" src="(plotly-[0-9.]+\.min\.js)"></script>', dated[0].read_text()).group(1)
+    assert (out / "reports" / shared).stat().st_size > 1_000_000 and (out / shared).exists()
+    assert dated[0].stat().st_size < 1_000_000 and "* plotly.js v" not in dated[0].read_text()
 
     second = _nightly(out, db, *files)
     assert second.exit_code == exitcodes.CRITICAL, second.output
@@ -51,6 +56,15 @@ def test_two_runs_in_a_row_keep_dated_reports_and_the_second_ingests_nothing_new
     assert f"({files_n} unchanged)" in line and "stored 0" in line
     runs = json.loads((out / "latest.json").read_text())["sections"]["freshness"]["tables"]["Last ingest runs"]["head"]
     assert [r["status"] for r in runs] == ["completed", "completed"]
+
+
+def test_the_old_spelling_out_dir_and_self_contained_reports(logs, tmp_path):
+    out, db = tmp_path / "out", tmp_path / "s.duckdb"
+    result = runner.invoke(app, ["nightly", "--out-dir", str(out), "--db", str(db), "--files",
+                                 str(logs / "insights-logs-azfwnetworkrule"), "--self-contained", "--json"])
+    doc = json.loads(result.stdout.splitlines()[0])
+    assert doc["exit_code"] == result.exit_code and (out / "latest.html").exists()
+    assert "* plotly.js v" in (out / "latest.html").read_text() and not list(out.glob("plotly-*.js"))
 
 
 def test_a_failed_ingest_is_reported_and_exits_non_zero_with_the_last_good_ingest_shown(logs, tmp_path):

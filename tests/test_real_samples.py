@@ -277,9 +277,10 @@ def test_recommend_and_dns_print_no_none_for_empty_values(tmp_path):
     runner = CliRunner()
     runner.invoke(app, ["ingest", "files", str(LOGS), "--db", db, "--quiet"])
     window = ["--start", "2018-01-01T00:00:00", "--end", "2026-01-01T00:00:00"]
-    recommend = runner.invoke(app, ["recommend", "--db", db, *window])
+    recommend = runner.invoke(app, ["recommend", "--db", db, *window, "--format", "markdown"])
+    table = runner.invoke(app, ["recommend", "--db", db, *window])
     dns = runner.invoke(app, ["dns", "--db", db, *window])
     assert recommend.exit_code == exitcodes.FINDINGS and dns.exit_code in (exitcodes.OK, exitcodes.FINDINGS)
     assert "\\(ICMP\\)" in recommend.stdout  # an ICMP destination has no port to print
-    for out in (recommend.stdout, dns.stdout):
+    for out in (recommend.stdout, table.stdout, dns.stdout):
         assert "None" not in out

@@ -24,6 +24,8 @@ from egresslens.report import build_report, render, windows
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ["freshness", "egress", "changes", "denied", "rules", "snat", "dns", "threats"]
+# the simulated day is the same as the day before it: nothing changed, said in a sentence
+EMPTY = {"changes-counts": "Nothing changed against the comparison window."}
 CHARTS = ["freshness-hourly", "egress-actions", "egress-groups", "changes-counts", "denied-top", "dns-groups",
           "snat-timeline", "threats-hourly"]
 
@@ -46,7 +48,9 @@ def test_report_writes_every_section_and_chart_in_one_html_file_with_a_json_summ
     for sid in SECTIONS + ["policy"]:  # a policy given: the snapshot it was kept as, and what changed
         assert f'<section id="{sid}"' in text and f'href="#{sid}"' in text, sid
     for cid in CHARTS + ["rules-scatter"]:
-        assert f'id="fig-{cid}"' in text, cid
+        assert f'id="fig-{cid}"' in text or cid in EMPTY, cid
+    for cid, sentence in EMPTY.items():  # nothing to draw: a sentence in place of the chart, not empty axes
+        assert f'data-empty-chart="{cid}">{sentence}' in text and f'id="fig-{cid}"' not in text
     assert "Plotly" in text and "<script src" not in _without_plotly(text) and "https://" not in _without_plotly(text)
     summary = json.loads(out.with_suffix(".json").read_text())
     assert list(summary["sections"]) == SECTIONS[:5] + ["policy"] + SECTIONS[5:]
@@ -252,8 +256,23 @@ def test_drilldown_writes_a_page_for_every_subject_kind(simulated, tmp_path, sub
     assert result.exit_code == 0, result.output
     assert f"{kind} {subject}" in result.output
     text = out.read_text(encoding="utf-8")
-    for cid in ("drill-timeline", "drill-peers", "drill-ports", "drill-dns", "drill-rules", "drill-snat"):
-        assert f'id="fig-{cid}"' in text
+    for cid in ("drill-timeline", "drill-peers", "drill-ports", "drill-dns", "drill-rules"):
+        # a network rule or an address without names has no DNS history: said in a sentence
+        assert f'id="fig-{cid}"' in text or (cid == "drill-dns" and 'data-empty-chart="drill-dns"' in text), cid
+    # no destination of these reaches the SNAT warning level: a sentence, not an empty chart with made-up axes
+    assert 'data-empty-chart="drill-snat">SNAT: no minute at or above the warning level' in text
+
+
+def test_drilldown_of_a_subject_the_store_never_saw_exits_3_with_one_sentence(simulated, tmp_path):
+    db, _ = simulated
+    out = tmp_path / "d.html"
+    result = runner.invoke(app, ["drilldown", "nosuch.example.com", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == exitcodes.INPUT_ERROR
+    assert result.output.startswith("error: nothing about 'nosuch.example.com' in ") and result.output.count("\n") == 1
+    assert not out.exists()
+    as_json = runner.invoke(app, ["drilldown", "github.com", "--db", str(db), "--json"])
+    doc = json.loads(as_json.stdout)
+    assert as_json.exit_code == 0 and doc["kind"] == "fqdn" and doc["tables"]["Ports"]
 
 
 def test_drilldown_subjects_match_names_whatever_their_case_or_root_dot(simulated, tmp_path):

@@ -20,7 +20,8 @@ WINDOW = ["--start", START, "--end", END]
 
 # (file, command arguments after `egresslens`, expected exit codes)
 EXAMPLES: list[tuple[str, list[str], tuple[int, ...]]] = [
-    ("recommend.md", ["recommend", *WINDOW, "--policy", "{sim}/policy.json"], (0, 1)),
+    ("recommend.txt", ["recommend", *WINDOW, "--policy", "{sim}/policy.json"], (0, 1)),
+    ("recommend.md", ["recommend", *WINDOW, "--policy", "{sim}/policy.json", "--format", "markdown"], (0, 1)),
     ("recommend.az.sh", ["recommend", *WINDOW, "--policy", "{sim}/policy.json", "--format", "az"], (0, 1)),
     ("recommend.tf", ["recommend", *WINDOW, "--policy", "{sim}/policy.json", "--format", "terraform"], (0, 1)),
     ("recommend.bicep", ["recommend", *WINDOW, "--policy", "{sim}/policy.json", "--format", "bicep"], (0, 1)),

@@ -2,6 +2,15 @@
 # EgressLens recommendations as Azure CLI commands (extension: azure-firewall). Review before running.
 # Observation window: 2026-11-24 00:00 to 2026-11-25 00:00 UTC (24 h)
 set -euo pipefail
+
+# Not written as rules: 6 recommendation(s) to investigate, never allowed (egresslens recommend show ID for the evidence):
+#   f66ab598bd [high] Compromised source 10.244.3.17: isolate it
+#   ea67e2b1cd [high] DNS tunnelling under t.exfil-example.net
+#   2bebbdd2cd [high] Do not allow 'update.malware-cdn-example.com' (HTTPS:443) from subnet-10.244.1.0-10.244.6.255
+#   778aa83be3 [high] Do not allow 'beacon.botnet-example.net' (HTTP:80) from subnet-10.244.1.0-10.244.6.255
+#   2e481f047d [high] Do not allow '45.137.21.9' (TCP:4444) from subnet-10.244.1.0-10.244.6.255
+#   152c514ab6 [high] Do not allow '185.220.101.47' (TCP:4444) from subnet-10.244.1.0-10.244.6.255
+
 : "${POLICY:?set POLICY to the firewall policy name}"
 : "${RG:?set RG to the resource group of the policy}"
 
@@ -14,8 +23,10 @@ az network firewall policy rule-collection-group collection rule add --policy-na
 az network firewall policy rule-collection-group collection rule add --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --collection-name allow-app-subnet-10.244.1.0-10.244.6.255 --name allow-ghcr --rule-type ApplicationRule --source-addresses 10.244.1.0/24 10.244.2.0/24 10.244.3.0/28 10.244.3.16/32 10.244.3.18/31 10.244.3.20/30 10.244.3.24/29 10.244.3.32/27 10.244.3.64/26 10.244.3.128/25 10.244.4.0/23 10.244.6.0/24 --protocols Https=443 --target-fqdns ghcr.io pkg-containers.githubusercontent.com
 az network firewall policy rule-collection-group collection rule add --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --collection-name allow-app-subnet-10.244.1.0-10.244.6.255 --name allow-azure-monitor --rule-type ApplicationRule --source-addresses 10.244.1.0/24 10.244.2.0/24 10.244.3.0/28 10.244.3.16/32 10.244.3.18/31 10.244.3.20/30 10.244.3.24/29 10.244.3.32/27 10.244.3.64/26 10.244.3.128/25 10.244.4.0/23 10.244.6.0/24 --protocols Https=443 --target-fqdns '*.in.applicationinsights.azure.com' '*.ingest.monitor.azure.com' '*.metrics.ingest.monitor.azure.com' '*.monitoring.azure.com' '*.ods.opinsights.azure.com' '*.oms.opinsights.azure.com' dc.services.visualstudio.com global.handler.control.monitor.azure.com
 az network firewall policy rule-collection-group collection rule add --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --collection-name allow-app-subnet-10.244.1.0-10.244.6.255 --name allow-debian-mirrors --rule-type ApplicationRule --source-addresses 10.244.1.0/24 10.244.2.0/24 10.244.3.0/28 10.244.3.16/32 10.244.3.18/31 10.244.3.20/30 10.244.3.24/29 10.244.3.32/27 10.244.3.64/26 10.244.3.128/25 10.244.4.0/23 10.244.6.0/24 --protocols Http=80 --target-fqdns deb.debian.org security.debian.org
+# needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
 az network firewall policy rule-collection-group collection add-filter-collection --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --name allow-net-subnet-10.240.0.0-24 --collection-priority 400 --action Allow --rule-name allow-udp-123-ntp.ubuntu.com --rule-type NetworkRule --source-addresses 10.240.0.0/24 --ip-protocols UDP --destination-fqdns ntp.ubuntu.com --destination-ports 123
-az network firewall policy rule-collection-group collection add-filter-collection --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --name allow-net-subnet-10.241.0.0-24 --collection-priority 500 --action Allow --rule-name allow-icmp---1.1.1.1 --rule-type NetworkRule --source-addresses 10.241.0.0/24 --ip-protocols ICMP --destination-addresses 1.1.1.1 --destination-ports '*'
+az network firewall policy rule-collection-group collection add-filter-collection --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --name allow-net-subnet-10.241.0.0-24 --collection-priority 500 --action Allow --rule-name allow-icmp-1.1.1.1 --rule-type NetworkRule --source-addresses 10.241.0.0/24 --ip-protocols ICMP --destination-addresses 1.1.1.1 --destination-ports '*'
+# needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
 az network firewall policy rule-collection-group collection add-filter-collection --policy-name "$POLICY" --resource-group "$RG" --rcg-name egresslens-proposed --name allow-net-subnet-10.244.1.0-10.244.6.255 --collection-priority 600 --action Allow --rule-name allow-tcp-5432-orders-db.pg-example-hosting.net --rule-type NetworkRule --source-addresses 10.244.1.0/24 10.244.2.0/24 10.244.3.0/28 10.244.3.16/32 10.244.3.18/31 10.244.3.20/30 10.244.3.24/29 10.244.3.32/27 10.244.3.64/26 10.244.3.128/25 10.244.4.0/23 10.244.6.0/24 --ip-protocols TCP --destination-fqdns orders-db.pg-example-hosting.net --destination-ports 5432
 
 # rule collection group app-egress-narrow

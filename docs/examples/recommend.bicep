@@ -1,4 +1,13 @@
 // EgressLens recommendations. Observation window: 2026-11-24 00:00 to 2026-11-25 00:00 UTC (24 h)
+
+// Not written as rules: 6 recommendation(s) to investigate, never allowed (egresslens recommend show ID for the evidence):
+//   f66ab598bd [high] Compromised source 10.244.3.17: isolate it
+//   ea67e2b1cd [high] DNS tunnelling under t.exfil-example.net
+//   2bebbdd2cd [high] Do not allow 'update.malware-cdn-example.com' (HTTPS:443) from subnet-10.244.1.0-10.244.6.255
+//   778aa83be3 [high] Do not allow 'beacon.botnet-example.net' (HTTP:80) from subnet-10.244.1.0-10.244.6.255
+//   2e481f047d [high] Do not allow '45.137.21.9' (TCP:4444) from subnet-10.244.1.0-10.244.6.255
+//   152c514ab6 [high] Do not allow '185.220.101.47' (TCP:4444) from subnet-10.244.1.0-10.244.6.255
+
 param firewallPolicyName string
 
 resource policy 'Microsoft.Network/firewallPolicies@2023-09-01' existing = {
@@ -247,6 +256,7 @@ resource rcg0_egresslens_proposed 'Microsoft.Network/firewallPolicies/ruleCollec
           type: 'Allow'
         }
         rules: [
+          // needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
           {
             ruleType: 'NetworkRule'
             name: 'allow-udp-123-ntp.ubuntu.com'
@@ -276,7 +286,7 @@ resource rcg0_egresslens_proposed 'Microsoft.Network/firewallPolicies/ruleCollec
         rules: [
           {
             ruleType: 'NetworkRule'
-            name: 'allow-icmp---1.1.1.1'
+            name: 'allow-icmp-1.1.1.1'
             sourceAddresses: [
               '10.241.0.0/24'
             ]
@@ -301,6 +311,7 @@ resource rcg0_egresslens_proposed 'Microsoft.Network/firewallPolicies/ruleCollec
           type: 'Allow'
         }
         rules: [
+          // needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
           {
             ruleType: 'NetworkRule'
             name: 'allow-tcp-5432-orders-db.pg-example-hosting.net'

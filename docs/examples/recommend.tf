@@ -1,4 +1,13 @@
 # EgressLens recommendations. Observation window: 2026-11-24 00:00 to 2026-11-25 00:00 UTC (24 h)
+
+# Not written as rules: 6 recommendation(s) to investigate, never allowed (egresslens recommend show ID for the evidence):
+#   f66ab598bd [high] Compromised source 10.244.3.17: isolate it
+#   ea67e2b1cd [high] DNS tunnelling under t.exfil-example.net
+#   2bebbdd2cd [high] Do not allow 'update.malware-cdn-example.com' (HTTPS:443) from subnet-10.244.1.0-10.244.6.255
+#   778aa83be3 [high] Do not allow 'beacon.botnet-example.net' (HTTP:80) from subnet-10.244.1.0-10.244.6.255
+#   2e481f047d [high] Do not allow '45.137.21.9' (TCP:4444) from subnet-10.244.1.0-10.244.6.255
+#   152c514ab6 [high] Do not allow '185.220.101.47' (TCP:4444) from subnet-10.244.1.0-10.244.6.255
+
 variable "firewall_policy_id" {
   type = string
 }
@@ -89,12 +98,13 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     name     = "allow-net-subnet-10.240.0.0-24"
     priority = 400
     action   = "Allow"
+    # needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
     rule {
-      name             = "allow-udp-123-ntp.ubuntu.com"
-      source_addresses = ["10.240.0.0/24"]
-      protocols             = ["UDP"]
-      destination_fqdns     = ["ntp.ubuntu.com"]
-      destination_ports     = ["123"]
+      name              = "allow-udp-123-ntp.ubuntu.com"
+      source_addresses  = ["10.240.0.0/24"]
+      protocols         = ["UDP"]
+      destination_fqdns = ["ntp.ubuntu.com"]
+      destination_ports = ["123"]
     }
   }
   network_rule_collection {
@@ -102,8 +112,8 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     priority = 500
     action   = "Allow"
     rule {
-      name             = "allow-icmp---1.1.1.1"
-      source_addresses = ["10.241.0.0/24"]
+      name                  = "allow-icmp-1.1.1.1"
+      source_addresses      = ["10.241.0.0/24"]
       protocols             = ["ICMP"]
       destination_addresses = ["1.1.1.1"]
       destination_ports     = ["*"]
@@ -113,12 +123,13 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     name     = "allow-net-subnet-10.244.1.0-10.244.6.255"
     priority = 600
     action   = "Allow"
+    # needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
     rule {
-      name             = "allow-tcp-5432-orders-db.pg-example-hosting.net"
-      source_addresses = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
-      protocols             = ["TCP"]
-      destination_fqdns     = ["orders-db.pg-example-hosting.net"]
-      destination_ports     = ["5432"]
+      name              = "allow-tcp-5432-orders-db.pg-example-hosting.net"
+      source_addresses  = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]
+      protocols         = ["TCP"]
+      destination_fqdns = ["orders-db.pg-example-hosting.net"]
+      destination_ports = ["5432"]
     }
   }
 }
@@ -172,8 +183,8 @@ resource "azurerm_firewall_policy_rule_collection_group" "aks_egress_narrow" {
     priority = 100
     action   = "Allow"
     rule {
-      name             = "allow-icmp-hub-narrow"
-      source_addresses = ["10.240.0.0/22", "10.241.0.0/24"]
+      name                  = "allow-icmp-hub-narrow"
+      source_addresses      = ["10.240.0.0/22", "10.241.0.0/24"]
       protocols             = ["ICMP"]
       destination_addresses = ["10.0.1.4"]
       destination_ports     = ["*"]

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from egresslens import exitcodes
+from egresslens import cliout, exitcodes
 from egresslens.cliutil import (
     DB_HELP,
     ArmEndpointOption,
@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
 
 
 def nightly_command(
-    out_dir: Path = typer.Option(..., "--out-dir", help="Where the dated reports, latest.html and latest.json go."),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    out_dir: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Where the dated reports, latest.html and latest.json go (formerly --out-dir)."),
+    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
     files: Optional[list[Path]] = typer.Option(None, "--files", help="Ingest these files or directories first (repeatable)."),
     workspace_id: Optional[str] = typer.Option(None, "--workspace-id", help="Ingest from this Log Analytics workspace first (DefaultAzureCredential)."),
     adx_cluster: Optional[str] = typer.Option(None, "--adx-cluster", help="Ingest from this Azure Data Explorer cluster (or Fabric Eventhouse query URI) first, with --adx-database."),
@@ -46,9 +46,13 @@ def nightly_command(
     arm_endpoint: str = ArmEndpointOption,
     fail_on: str = typer.Option("finding", "--fail-on", help=FAIL_ON_HELP),
     keep_days: int = typer.Option(30, "--keep-days", min=1, help="Delete dated reports older than this."),
+    self_contained: bool = typer.Option(False, "--self-contained", help="Each report carries its own plotly.js (4.8 MB) instead of sharing one file beside them."),
+    as_json: bool = cliout.JsonOption,
 ) -> None:
-    """Ingest what is new, then write the report: OUT_DIR/reports/egresslens-<UTC time>.html (+ .json) and
-    OUT_DIR/latest.html (+ latest.json). One run at a time (a lock in OUT_DIR).
+    """Ingest what is new, then write the report: OUT/reports/egresslens-<UTC time>.html (+ .json) and
+    OUT/latest.html (+ latest.json). One run at a time (a lock in OUT). The reports share one plotly.js
+    (plotly-<version>.min.js beside them) unless --self-contained; with --json the run's outcome is printed
+    as JSON.
 
     With --firewall-id / --policy-id the policy is read from Azure every night and kept as a dated snapshot, so each report is judged against the policy as it was and says what changed since the day before.
 
@@ -94,11 +98,17 @@ def nightly_command(
                           account_url=account_url, containers=list(container or []), since=since,
                           compare_to=compare_to or None, estate=read_estate(policy), fail_on=fail_on,
                           keep_days=keep_days, firewall_ids=list(firewall_id or []), policy_ids=list(policy_id or []),
-                          arm_endpoint=arm_endpoint, policy_source=estate_source(policy, firewall_id, policy_id))
+                          arm_endpoint=arm_endpoint, policy_source=estate_source(policy, firewall_id, policy_id),
+                          shared_plotly=not self_contained)
     try:
         result = run_nightly(opts)
     except Busy as exc:
         raise fail(str(exc), exitcodes.BUSY)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"exit_code": result.code, "written": [str(p) for p in result.written],
+                               "ingest": result.ingest, "error": result.error}, ensure_ascii=True))
     for line in result.ingest:
         typer.echo(f"ingest {line}", err=True)
     if result.error:

@@ -9,12 +9,10 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
+from egresslens.cliout import EndOption, JsonOption, OutOption, SinceOption, StartOption, format_option, resolve_format, show, write
 from egresslens.cliutil import (
     ARM_ENDPOINT_HELP,
     DB_HELP,
-    END_HELP,
-    SINCE_HELP,
-    START_HELP,
     FirewallOption,
     analysis_window,
     fail,
@@ -23,49 +21,64 @@ from egresslens.cliutil import (
 from egresslens.escape import terminal as _t
 
 
+FORMATS = ("table", "json", "csv")
+CSV_COLUMNS = ("severity", "destination", "port", "protocol", "peak_utilisation", "peak_ports", "peak_minute",
+               "minutes_warning", "minutes_to_exhaustion", "fix")
+
+
 def register(app: typer.Typer) -> None:
     app.command("snat")(snat_command)
 
 
 def snat_command(
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    since: str = typer.Option("24h", "--since", help=SINCE_HELP),
-    start: Optional[str] = typer.Option(None, "--start", help=START_HELP),
-    end: Optional[str] = typer.Option(None, "--end", help=END_HELP),
+    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    since: str = SinceOption,
+    start: Optional[str] = StartOption,
+    end: Optional[str] = EndOption,
     public_ips: Optional[int] = typer.Option(None, "--public-ips", help="Public IPs on the firewall (1..250)."),
     instances: Optional[int] = typer.Option(None, "--instances", help="Backend instances (at least 2; plan on the minimum)."),
     nat_gateway_ips: Optional[int] = typer.Option(None, "--nat-gateway-ips", help="Public IPs of a NAT Gateway on AzureFirewallSubnet (0 = none)."),
     port_rule: Optional[str] = typer.Option(None, "--port-rule", help="Which public IPs add SNAT ports: 'all' or 'first-five'."),
     hold_time: Optional[str] = typer.Option(None, "--hold-time", help="Seconds (or 4m) each connection holds a port (default 240)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file: public_ips, instances, nat_gateway_ips, hold_time, port_rule, [thresholds]."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="TOML file: public_ips, instances, nat_gateway_ips, hold_time, port_rule, a thresholds table (docs/snat.md)."),
     firewall: Optional[str] = FirewallOption,
     firewall_id: Optional[list[str]] = typer.Option(None, "--firewall-id", help="ARM id of a firewall: read its public IPs, instances and NAT Gateway (DefaultAzureCredential, Reader role) and judge that firewall's traffic against them; repeatable, each firewall on its own. Flags and --config override what is read."),
     arm_endpoint: str = typer.Option("https://management.azure.com", "--arm-endpoint", help=ARM_ENDPOINT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    fmt: Optional[str] = format_option(FORMATS),
+    as_json: bool = JsonOption,
+    out: Optional[Path] = OutOption,
 ) -> None:
     """SNAT port exhaustion risk per firewall and destination, with the fix (public IPs, NAT Gateway, private
     endpoint). Each firewall's demand is judged against its own capacity.
 
-    Exit code 1 when a destination reaches the critical threshold."""
+    --format csv writes one line per destination at or above the warning level.
+
+    Exit codes: 0 nothing near exhaustion, 1 a destination reaches the critical threshold, 2 usage, 3 no store,
+    4 Azure refused, 6 busy store (docs/snat.md)."""
+    fmt = resolve_format(fmt, as_json, out, FORMATS)
     ids = list(firewall_id or [])
     if len(ids) > 1:
         if firewall:
             raise fail("give --firewall or several --firewall-id, not both", exitcodes.USAGE)
         results = [_one(db, since, start, end, public_ips, instances, nat_gateway_ips, port_rule, hold_time, config,
                         i, arm_endpoint, None, scope_to_id=True) for i in ids]
-        if as_json:
-            typer.echo(json.dumps({"firewalls": [{"firewall": i, **r.to_dict()} for i, r in zip(ids, results)]},
-                                  indent=2, default=str, ensure_ascii=True))
+        names = [i.rstrip("/").rsplit("/", 1)[-1] for i in ids]
+        if fmt == "json":
+            write(json.dumps({"firewalls": [{"firewall": i, **r.to_dict()} for i, r in zip(ids, results)]},
+                             indent=2, default=str, ensure_ascii=True) + "\n", out)
+        elif fmt == "csv":
+            write(to_csv(results, names), out)
         else:
-            for i, r in zip(ids, results):
-                render(r, title=i.rstrip("/").rsplit("/", 1)[-1])
+            show(lambda c: [render(c, r, title=n) for n, r in zip(names, results)], out)
         raise typer.Exit(exitcodes.FINDINGS if any(r.has_critical for r in results) else exitcodes.OK)
     result = _one(db, since, start, end, public_ips, instances, nat_gateway_ips, port_rule, hold_time, config,
                   ids[0] if ids else None, arm_endpoint, firewall)
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True))
+    if fmt == "json":
+        write(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=True) + "\n", out)
+    elif fmt == "csv":
+        write(to_csv([result], [None]), out)
     else:
-        render(result)
+        show(lambda c: render(c, result), out)
     raise typer.Exit(exitcodes.FINDINGS if result.has_critical else exitcodes.OK)
 
 
@@ -134,18 +147,33 @@ def _read_firewall(firewall_id: str, endpoint: str, flags: dict, from_file: dict
     return out
 
 
-def render(result, title: str | None = None) -> None:  # noqa: ANN001 - SnatResult, imported lazily
-    from rich.console import Console
-    from rich.table import Table
+def to_csv(results, names) -> str:  # noqa: ANN001
+    """One line per destination at or above the warning level (with the firewall when several were asked for)."""
+    import csv
+    import io
 
-    console = Console()
+    from egresslens.escape import csv_cell
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    many = any(n is not None for n in names)
+    w.writerow((["firewall"] if many else []) + list(CSV_COLUMNS))
+    for name, r in zip(names, results):
+        for row in r.findings.iter_rows(named=True):
+            w.writerow(([csv_cell(name)] if many else []) + [csv_cell(row.get(c)) for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 - rich Console, SnatResult
+    from egresslens.cliout import KEEP, NUM, Col, dropped_note, fit_table
+
     console.print(f"[bold]SNAT capacity{' of ' + _t(title) if title else ''}[/bold] {result.window.describe()}")
     console.print(f"Assumes: {_t(result.config.describe())}")
     if result.capacity_sources:
         values = {"public_ips": result.config.public_ips, "instances": result.config.instances,
                   "nat_gateway_ips": result.config.nat_gateway_ips}
         for key, src in result.capacity_sources.items():
-            console.print(f"  {key.replace('_', ' ').replace('ips', 'IPs')}: {values.get(key)} ({_t(src)})", soft_wrap=True)
+            console.print(f"  {key.replace('_', ' ').replace('ips', 'IPs')}: {values.get(key)} ({_t(src)})")
     console.print(f"Demand: each allowed flow holds a port for {result.config.hold_time_s:g} s; "
                   f"rates {result.rate_basis}; warning {result.config.warning:.0%}, critical {result.config.critical:.0%}, "
                   f"fix target < {result.config.effective_target:.0%}")
@@ -158,27 +186,34 @@ def render(result, title: str | None = None) -> None:  # noqa: ANN001 - SnatResu
             console.print(f"Busiest: {_t(peak['busiest_destination'])}, peak {peak['estimate']:.0%} "
                           f"({peak['ports']:,.0f} ports) at {peak['minute']:%Y-%m-%d %H:%M} UTC.")
     else:
-        t = Table(title="Destinations near SNAT exhaustion", show_lines=True)
-        for col in ("severity", "destination", "peak", "ports", "peak at (UTC)", "min. over warning",
-                    "exhaustion in", "fix"):
-            t.add_column(col, overflow="fold")
+        cols = [Col("severity", KEEP), Col("destination", min_width=22), Col("peak", NUM), Col("ports", NUM, priority=3),
+                Col("peak at (UTC)", KEEP, priority=2), Col("min. over warning", NUM, priority=1),
+                Col("exhaustion in", KEEP, priority=4), Col("fix", min_width=16, priority=5)]
+        rows = []
         for r in result.findings.iter_rows(named=True):
             sev = "[red]critical[/red]" if r["severity"] == "critical" else "[yellow]warning[/yellow]"
             tte = r["minutes_to_exhaustion"]
-            t.add_row(sev, _t(f"{r['destination']}:{r['port']}/{r['protocol']}"), f"{r['peak_utilisation']:.0%}",
-                      f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
-                      "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min"), _t(r["fix"] or ""))
+            rows.append([sev, _t(f"{r['destination']}:{r['port']}/{r['protocol']}"), f"{r['peak_utilisation']:.0%}",
+                         f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
+                         "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min"),
+                         _t(r["fix"] or "")])
+        t, dropped = fit_table("Destinations near SNAT exhaustion", cols, rows, console.width, show_lines=True)
         console.print(t)
+        if dropped:
+            console.print(dropped_note(dropped, "a wider terminal, --format csv or --json"))
     if result.metric_fit.height:
-        t = Table(title="SNATPortUtilization metric beside the estimate")
-        for col in ("firewall", "points", "peak metric", "peak estimate", "metric / estimate", "correlation",
-                    "calibrated hold time"):
-            t.add_column(col, overflow="fold")
-        for r in result.metric_fit.iter_rows(named=True):
-            def pct(v):  # noqa: ANN001, ANN202
-                return "-" if v is None else f"{v:.0%}"
-            t.add_row(_t(r["firewall"].rsplit("/", 1)[-1]), str(r["points"]), pct(r["peak_metric"]), pct(r["peak_estimate"]),
-                      "-" if r["scale"] is None else f"{r['scale']:.2f}",
-                      "-" if r["correlation"] is None else f"{r['correlation']:.2f}",
-                      "-" if r["calibrated_hold_time_s"] is None else f"{r['calibrated_hold_time_s']:.0f} s")
+        def pct(v):  # noqa: ANN001, ANN202
+            return "-" if v is None else f"{v:.0%}"
+
+        cols = [Col("firewall", min_width=14), Col("points", NUM, priority=1), Col("peak metric", NUM),
+                Col("peak estimate", NUM), Col("metric / estimate", NUM, priority=3), Col("correlation", NUM, priority=2),
+                Col("calibrated hold time", NUM, priority=4)]
+        rows = [[_t(r["firewall"].rsplit("/", 1)[-1]), str(r["points"]), pct(r["peak_metric"]), pct(r["peak_estimate"]),
+                 "-" if r["scale"] is None else f"{r['scale']:.2f}",
+                 "-" if r["correlation"] is None else f"{r['correlation']:.2f}",
+                 "-" if r["calibrated_hold_time_s"] is None else f"{r['calibrated_hold_time_s']:.0f} s"]
+                for r in result.metric_fit.iter_rows(named=True)]
+        t, dropped = fit_table("SNATPortUtilization metric beside the estimate", cols, rows, console.width)
         console.print(t)
+        if dropped:
+            console.print(dropped_note(dropped))

@@ -10,7 +10,7 @@ import re
 
 from egresslens.escape import comment
 from egresslens.escape import shell as quote
-from egresslens.recommend.emit_common import groups, targets, unique_priorities
+from egresslens.recommend.emit_common import DNS_PROXY, groups, left_out, needs_dns_proxy, targets, unique_priorities
 
 
 def _sources(rule) -> list[str]:
@@ -50,6 +50,7 @@ def filter_collections(g, base: str, where: str, draft: bool = False) -> list[st
     out = []
     for c in unique_priorities(g):
         first, *rest = c.rules
+        out += [comment(DNS_PROXY) for r in c.rules if needs_dns_proxy(r)][:1]
         out.append(f"{verb}collection add-filter-collection {base} {where} --name {quote(c.name)} "
                    f"--collection-priority {int(c.priority)} --action Allow " + " ".join(_rule_args(first, "--rule-name")))
         for r in rest:
@@ -95,7 +96,8 @@ def emit(recs) -> str:
         "# EgressLens recommendations as Azure CLI commands (extension: azure-firewall). Review before running.",
         f"# Observation window: {recs.window.describe()}",
         'set -euo pipefail',
-    ]
+        "",
+    ] + left_out(recs)
     for n, t in enumerate(all_targets):
         out += _section(t, n, many)
         out.append("")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from egresslens.escape import bicep_string, comment
-from egresslens.recommend.emit_common import groups, targets, unique_priorities
+from egresslens.recommend.emit_common import DNS_PROXY, groups, left_out, needs_dns_proxy, targets, unique_priorities
 
 API = "2023-09-01"
 
@@ -22,7 +22,7 @@ def _ident(name: str, i: int) -> str:
 
 def emit(recs) -> str:
     all_targets = targets(recs)
-    out = [f"// EgressLens recommendations. Observation window: {recs.window.describe()}"]
+    out = [f"// EgressLens recommendations. Observation window: {recs.window.describe()}", ""] + left_out(recs, "//")
     offset = 0
     for n, t in enumerate(all_targets):
         one = len(all_targets) == 1
@@ -63,6 +63,8 @@ def _target(recs, res: str, offset: int) -> tuple[list[str], int]:
             out.append("        rules: [")
             ind = "            "
             for r in c.rules:
+                if needs_dns_proxy(r):
+                    out.append("          " + comment(DNS_PROXY, "//"))
                 out.append("          {")
                 out.append(f"{ind}ruleType: {bicep_string(r.rule_type)}")
                 out.append(f"{ind}name: {bicep_string(r.name)}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from egresslens.recommend.model import ProposedRule
+from egresslens.escape import comment
+from egresslens.recommend.model import ProposedRule, by_urgency
 from egresslens.recommend.wildcards import InvalidName, validate_fqdn
 
 
@@ -102,3 +104,37 @@ def targets(recs) -> list[Target]:
     if not out:
         out[(None, None)] = Target(None, None)
     return [t.view(recs.window) for t in out.values()]
+
+
+MAX_LEFT_OUT = 50  # investigate items named one by one in a generated file's header
+DNS_PROXY = ("needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS "
+             "server: a network rule's FQDNs are resolved by the proxy")
+
+
+def needs_dns_proxy(rule: ProposedRule) -> bool:
+    return rule.rule_type != "ApplicationRule" and bool(rule.destination_fqdns)
+
+
+_PLAIN_TITLE = re.compile(r"[A-Za-z0-9 .,:;'()*/_+=-]{1,200}")
+
+
+def _title(title: str) -> str:
+    """The title when it is plain ASCII with names a rule could hold; a name that was refused (shell or HCL
+    syntax, look-alike letters, an overlong label) is not echoed into a generated artefact."""
+    if _PLAIN_TITLE.fullmatch(title) and not re.search(r"[A-Za-z0-9-]{64}", title):
+        return title
+    return "(holds a name that is not repeated here: egresslens recommend show ID)"
+
+
+def left_out(recs, marker: str = "#") -> list[str]:
+    """Comment lines saying what a generated file does not write as rules: the recommendations to
+    investigate (never allowed), most urgent first, each with its id for `recommend show ID`."""
+    inv = [r for r in by_urgency(list(recs.items)) if r.kind == "investigate"]
+    if not inv:
+        return []
+    out = [comment(f"Not written as rules: {len(inv)} recommendation(s) to investigate, never allowed "
+                   "(egresslens recommend show ID for the evidence):", marker)]
+    out += [comment(f"  {r.id} [{r.risk}] {_title(r.title)}", marker) for r in inv[:MAX_LEFT_OUT]]
+    if len(inv) > MAX_LEFT_OUT:
+        out.append(comment(f"  and {len(inv) - MAX_LEFT_OUT} more (egresslens recommend --format markdown)", marker))
+    return out + [""]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from egresslens.escape import comment
 from egresslens.escape import shell as quote
 from egresslens.recommend.emit_az import _section, filter_collections
-from egresslens.recommend.emit_common import groups, targets
+from egresslens.recommend.emit_common import groups, left_out, targets
 
 
 def emit(recs) -> str:
@@ -25,7 +25,8 @@ def emit(recs) -> str:
         '# `az network firewall policy draft show`, then deploy it there or with `az network firewall policy deploy`.',
         f"# Observation window: {recs.window.describe()}",
         "set -euo pipefail",
-    ]
+        "",
+    ] + left_out(recs)
     for n, t in enumerate(all_targets):
         if t.classic:
             out += [comment(f"classic firewall {t.name}: drafts exist only for firewall policies; use --format az"), ""]

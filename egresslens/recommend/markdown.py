@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from egresslens.escape import markdown as _md
 from egresslens.escape import markdown_code as _code
-from egresslens.recommend.model import with_port
+from egresslens.recommend.model import by_urgency, with_port
 
-_HEAD = {
-    "add-application-rule": "Add application rules",
-    "add-network-rule": "Add network rules",
+_HEAD = {  # most urgent first (model.URGENCY)
+    "investigate": "Investigate (never allowed)",
     "narrow-rule": "Narrow existing rules",
     "remove-rule": "Remove existing rules",
-    "investigate": "Investigate (never allowed)",
+    "add-application-rule": "Add application rules",
+    "add-network-rule": "Add network rules",
 }
 
 
@@ -26,7 +26,7 @@ def emit(recs, what_if: bool = False) -> str:
     out.extend(f"| {k} | {counts.get(k, 0)} |" for k in _HEAD)
     out.append("")
     for kind, head in _HEAD.items():
-        items = recs.by_kind(kind)
+        items = by_urgency(recs.by_kind(kind))
         if not items:
             continue
         out += [f"## {head}", ""]

@@ -10,6 +10,10 @@ from typing import Any
 
 KINDS = ("add-application-rule", "add-network-rule", "narrow-rule", "remove-rule", "investigate")
 SCHEMA_VERSION = "1.0"
+# What a person reads first: what must never be allowed (compromised sources, tunnelling, threat
+# intelligence), then changes to rules that exist (narrow, remove), then rules to add.
+URGENCY = ("investigate", "narrow-rule", "remove-rule", "add-application-rule", "add-network-rule")
+_RISK = {"high": 0, "medium": 1, "low": 2}
 
 
 @dataclass
@@ -85,6 +89,12 @@ class Recommendation:
         return asdict(self)
 
 
+def by_urgency(items: list["Recommendation"]) -> list["Recommendation"]:
+    """The items most urgent first: by :data:`URGENCY` of their kind, then risk (high first), then hits."""
+    return sorted(items, key=lambda r: (URGENCY.index(r.kind) if r.kind in URGENCY else len(URGENCY),
+                                        _RISK.get(r.risk, 3), -(r.evidence.hits or 0), r.id))
+
+
 def with_port(text: str, port: Any) -> str:
     """`HTTPS:443`, `host:8443`; just `ICMP` or the host when there is no port (never `:None`)."""
     return text if port is None else f"{text}:{port}"
@@ -97,8 +107,8 @@ def rec_id(*parts: Any) -> str:
 
 def safe_name(text: str, limit: int = 80) -> str:
     """A rule, collection or group name made of characters Azure accepts everywhere."""
-    out = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "rule"
-    return out[:limit]
+    out = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", text)).strip("-.") or "rule"
+    return out[:limit].rstrip("-.") or "rule"
 
 
 def iso(t: Any) -> str | None:

@@ -21,19 +21,28 @@ FORMATS = ("html", "markdown", "json")
 SUFFIX = {"html": ".html", "markdown": ".md", "json": ".json"}
 
 
-def render(report: Report, fmt: str, exit_code: int | None = None) -> str:
+def render(report: Report, fmt: str, exit_code: int | None = None, plotly_js: str | None = None) -> str:
     from egresslens.report import html, markdown, summary
 
-    return {"html": html.render, "markdown": markdown.render, "json": summary.render}[fmt](report, exit_code)
+    if fmt == "html":
+        return html.render(report, exit_code, plotly_js=plotly_js)
+    return {"markdown": markdown.render, "json": summary.render}[fmt](report, exit_code)
 
 
-def write(report: Report, out: Path, fmt: str = "html", exit_code: int | None = None) -> list[Path]:
+def write(report: Report, out: Path, fmt: str = "html", exit_code: int | None = None,
+          plotly_js: str | None = None) -> list[Path]:
     """Write the report to `out`, replacing it whole (:mod:`egresslens.atomic`: a kill or a full disk
-    leaves the previous file as it was); an HTML report gets its JSON summary beside it (same name, .json)."""
+    leaves the previous file as it was); an HTML report gets its JSON summary beside it (same name, .json).
+    `plotly_js`: the page loads plotly.js from this file name beside it (written there when missing)
+    instead of carrying its own copy; default: one self-contained file."""
     from egresslens import atomic
 
     out = Path(out)
-    written = [atomic.write_text(out, render(report, fmt, exit_code))]
+    if fmt == "html" and plotly_js:
+        from egresslens.report.html import write_plotly_js
+
+        write_plotly_js(out.parent, plotly_js)
+    written = [atomic.write_text(out, render(report, fmt, exit_code, plotly_js=plotly_js))]
     if fmt == "html":
         written.append(atomic.write_text(out.with_suffix(".json"), render(report, "json", exit_code)))
     return written

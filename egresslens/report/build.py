@@ -12,10 +12,12 @@ from egresslens.report import charts, health, sections
 from egresslens.report.model import Report
 
 
-def windows(con: duckdb.DuckDBPyConnection, since: str, compare_to: str | None, end=None) -> tuple[Window, Window | None]:
-    """The report window (ending at the newest data, like every analysis) and the comparison window
-    of length `compare_to` just before it. ValueError for a bad duration."""
-    window = resolve_window(con, since=since, end=end)
+def windows(con: duckdb.DuckDBPyConnection, since: str, compare_to: str | None, end=None,
+            start=None) -> tuple[Window, Window | None]:
+    """The report window (ending at the newest data, like every analysis, unless `end` says otherwise;
+    `start` instead of `since`) and the comparison window of length `compare_to` just before it.
+    ValueError for a bad duration or time."""
+    window = resolve_window(con, since=since, start=start, end=end)
     if not compare_to:
         return window, None
     length = parse_duration(compare_to)

@@ -57,6 +57,7 @@ class Drilldown:
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
     facts: list[str] = field(default_factory=list)
     match: str = ""  # the subject as the store holds it (a name in lower case); `subject` as it was asked for
+    snat_levels: tuple[float, float] = (0.8, 0.95)  # the SNAT warning and critical levels of the analysis
 
     def tables(self) -> list[Table]:
         f = self.frames
@@ -73,6 +74,20 @@ class Drilldown:
 
     def charts(self) -> list[Chart]:
         return figures(self)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing about the subject in the window: no event, no DNS query, no recommendation."""
+        f = self.frames
+        return not any(f[k].height for k in ("timeline", "dns_names", "recommendations") if k in f)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page's content for `drilldown --format json`: facts and every table's rows."""
+        from egresslens.analyse import json_rows
+
+        return {"subject": self.subject, "kind": self.kind,
+                "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()},
+                "facts": self.facts, "tables": {t.title: json_rows(t.frame) for t in self.tables()}}
 
 
 def _dns_names_sql(kind: str) -> str:
@@ -146,6 +161,7 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     d.frames["snat_minutes"] = (m.filter(pl.col("destination").is_in(dests)).select("minute", "destination", "utilisation")
                                 if m.height else pl.DataFrame(schema={"minute": pl.Datetime("us"), "destination": pl.String,
                                                                       "utilisation": pl.Float64}))
+    d.snat_levels = (result.config.warning, result.config.critical)
     if not d.frames["snat"].height:
         d.facts.append(f"SNAT: no destination of this subject reaches the warning level "
                        f"({result.config.warning:.0%} of {result.capacity:,} ports).")
@@ -229,34 +245,55 @@ def figures(d: Drilldown) -> list[Chart]:
     out.append(Chart("drill-timeline", "Allowed and denied events per hour", charts._figure(
         [go.Bar(x=t.filter(pl.col("action") == a)["hour"].to_list(), y=t.filter(pl.col("action") == a)["hits"].to_list(),
                 name=charts.label(a), marker_color=charts.ALLOW if a == "Allow" else charts.DENY if a == "Deny" else None)
-         for a in t["action"].unique().sort().to_list()], barmode="stack", yaxis_title="events")))
+         for a in t["action"].unique().sort().to_list()], barmode="stack", yaxis_title="events per hour",
+        xaxis_title=charts.HOUR), empty="No allowed or denied event in this window."))
     p = f["peers"]
     col = p.columns[0]
     names = [f"{n} ({a})" for n, a in zip(p[col].to_list(), p["action"].to_list())]
     out.append(Chart("drill-peers", "Top destinations" if d.kind == "source" else "Top sources",
                      charts._hbar(names, p["hits"].to_list(), colour="#1565c0",
-                                  hover=[charts.label(n) for n in names], xtitle="events")))
+                                  hover=[charts.label(n) for n in names], xtitle="events in the window"),
+                     empty="No connection in this window."))
     ports = f["ports"]
-    pn = [f"{pr}/{po} ({a})" for pr, po, a in zip(ports["protocol"].to_list(), ports["port"].to_list(), ports["action"].to_list())]
+    pn = [f"{pr}/{po} ({a})" if po is not None else f"{pr} ({a})"
+          for pr, po, a in zip(ports["protocol"].to_list(), ports["port"].to_list(), ports["action"].to_list())]
     out.append(Chart("drill-ports", "Protocols and ports", charts._hbar(pn, ports["hits"].to_list(), colour="#6a1b9a",
-                                                                       hover=[charts.label(n) for n in pn], xtitle="events")))
+                                                                       hover=[charts.label(n) for n in pn],
+                                                                       xtitle="events in the window"),
+                     empty="No connection in this window."))
     dns = f["dns"]
     out.append(Chart("drill-dns", "DNS queries per hour by response code", charts._figure(
         [go.Bar(x=dns.filter(pl.col("response_code") == rc)["hour"].to_list(),
                 y=dns.filter(pl.col("response_code") == rc)["queries"].to_list(), name=charts.label(rc))
-         for rc in dns["response_code"].drop_nulls().unique().sort().to_list()], barmode="stack", yaxis_title="queries")))
+         for rc in dns["response_code"].drop_nulls().unique().sort().to_list()], barmode="stack",
+        yaxis_title="queries per hour", xaxis_title=charts.HOUR),
+        empty="No DNS proxy query for it in this window."))
     r = f["rules"]
-    rn = [f"{c}/{n} ({a})" for c, n, a in zip(r["rule_collection"].to_list(), r["rule"].to_list(), r["action"].to_list())]
+    rn = [rule_label(c, n, a) for c, n, a in zip(r["rule_collection"].to_list(), r["rule"].to_list(), r["action"].to_list())]
     out.append(Chart("drill-rules", "Rules that matched", charts._hbar(rn, r["hits"].to_list(), colour=charts.ALLOW,
-                                                                      hover=[charts.label(n) for n in rn], xtitle="events")))
+                                                                      hover=[charts.label(n) for n in rn],
+                                                                      xtitle="events in the window"),
+                     empty="No rule matched in this window."))
     m = f["snat_minutes"]
+    th = {"warning": d.snat_levels[0], "critical": d.snat_levels[1]}
     out.append(Chart("drill-snat", "SNAT utilisation of its destination (minutes at or above the warning level)",
                      charts._figure([go.Scatter(x=m.filter(pl.col("destination") == dst)["minute"].to_list(),
                                                 y=m.filter(pl.col("destination") == dst)["utilisation"].to_list(),
                                                 mode="lines+markers", name=charts.short(dst))
                                      for dst in m["destination"].unique().sort().to_list()],
-                                    yaxis=dict(tickformat=".0%", gridcolor="rgba(128,128,128,0.25)"))))
+                                    xaxis_title="minute (UTC)",
+                                    yaxis=charts._utilisation_axis(th, m["utilisation"].max() if m.height else None),
+                                    shapes=charts._thresholds(th), annotations=charts._threshold_labels(th)),
+                     empty=f"SNAT: no minute at or above the warning level ({th['warning']:.0%} of the ports) "
+                           "for its destination."))
     return out
+
+
+def rule_label(collection: Any, rule: Any, action: Any) -> str:  # noqa: ANN401
+    """`collection/rule (action)`; the firewall's default action when no rule matched."""
+    if collection is None and rule is None:
+        return f"no rule: default action ({action})"
+    return f"{collection}/{rule} ({action})"
 
 
 def figure(d: Drilldown, chart_id: str) -> go.Figure:

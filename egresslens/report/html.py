@@ -5,6 +5,11 @@ Content-Security-Policy forbids any request and any script but the page's own (a
 markup that slipped through could not run. Every log-derived string goes through
 :func:`egresslens.escape.html`; chart figures are JSON in ``<script type="application/json">``
 elements through :func:`egresslens.escape.script_json`.
+
+A directory of reports (the nightly job's) may share one plotly.js instead (`plotly_js`: a file name
+beside the page, :func:`write_plotly_js`); it is loaded under the same nonce and the page still sends
+nothing anywhere. The charts' toolbar has no button that could: no link to or export into Plotly's
+cloud, only PNG download (drawn in the page, saved by the browser), zoom and reset.
 """
 
 from __future__ import annotations
@@ -30,6 +35,25 @@ def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
+
+
+def plotly_js_name() -> str:
+    """The shared plotly.js's file name: its version in it, so reports of an older version keep theirs."""
+    import plotly
+
+    return f"plotly-{plotly.__version__}.min.js"
+
+
+def write_plotly_js(directory, name: str | None = None):  # noqa: ANN001, ANN201
+    """plotly.js written (whole) into `directory` as `name` unless it is there already; its path."""
+    from pathlib import Path
+
+    from egresslens import atomic
+
+    path = Path(directory) / (name or plotly_js_name())
+    if not path.exists() or path.stat().st_size != len(_plotly_js().encode("utf-8")):
+        atomic.write_text(path, _plotly_js())
+    return path
 
 
 def _lines(text: str) -> str:
@@ -77,6 +101,8 @@ def table(t: Table, ids: _Ids) -> str:
 
 
 def chart(c: Chart) -> str:
+    if c.is_empty:
+        return f'<h3>{html(c.title)}</h3><p class="note empty" data-empty-chart="{html(c.id)}">{html(c.empty)}</p>'
     return (f'<h3>{html(c.title)}</h3><div class="chart" id="{html(c.id)}" data-figure="fig-{html(c.id)}"></div>'
             f'<script type="application/json" id="fig-{html(c.id)}">{script_json(c.figure)}</script>')
 
@@ -105,11 +131,16 @@ def section(s: Section, ids: _Ids) -> str:
     return "".join(parts)
 
 
-def page(title: str, header: str, body: str, footer: str = "") -> str:
-    """A complete page: inlined style, plotly.js and script under a nonce-only Content-Security-Policy."""
+def page(title: str, header: str, body: str, footer: str = "", plotly_js: str | None = None) -> str:
+    """A complete page: inlined style, plotly.js (or the shared file `plotly_js` beside it) and script under a
+    nonce-only Content-Security-Policy. Images only from the page itself (data: and blob: URLs: the PNG
+    download draws the chart into one); no request of any kind (connect-src, form-action, base-uri)."""
     nonce = secrets.token_urlsafe(18)
-    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src data:; "
-           "font-src 'none'; connect-src 'none'; base-uri 'none'; form-action 'none'")
+    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src data: blob:; "
+           "font-src 'none'; connect-src 'none'; base-uri 'none'; form-action 'none'; frame-src 'none'; "
+           "object-src 'none'")
+    plotly = (f'<script nonce="{nonce}" src="{html(plotly_js)}"></script>' if plotly_js
+              else f'<script nonce="{nonce}">{_plotly_js()}</script>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
@@ -117,12 +148,12 @@ def page(title: str, header: str, body: str, footer: str = "") -> str:
         '<meta name="color-scheme" content="light dark">'
         f"<title>{html(title)}</title><style>{_asset('report.css')}</style></head><body>"
         f"<header>{header}</header><main>{body}</main><footer>{footer}</footer>"
-        f'<script nonce="{nonce}">{_plotly_js()}</script>'
+        f"{plotly}"
         f'<script nonce="{nonce}">{_asset("report.js")}</script></body></html>\n'
     )
 
 
-def render(report: Report, exit_code: int | None = None) -> str:
+def render(report: Report, exit_code: int | None = None, plotly_js: str | None = None) -> str:
     ids = _Ids()
     w = report.window
     counts = "".join(f'<div class="count sev-{s}"><b>{report.count(s)}</b>{s}</div>' for s in SEVERITIES)
@@ -141,14 +172,14 @@ def render(report: Report, exit_code: int | None = None) -> str:
             + "".join(section(s, ids) for s in report.sections))
     foot = ("timings (s): " + ", ".join(f"{html(k)} {v:g}" for k, v in report.timings.items())) if report.timings else ""
     return page(f"EgressLens report {w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC", header,
-                body, foot)
+                body, foot, plotly_js=plotly_js)
 
 
 def _worst(s: Section) -> str:
     return next(sev for sev in SEVERITIES if any(f.severity == sev for f in s.findings))
 
 
-def render_drilldown(d, generated_at, command: str = "") -> str:  # noqa: ANN001 - drilldown.Drilldown
+def render_drilldown(d, generated_at, command: str = "", plotly_js: str | None = None) -> str:  # noqa: ANN001
     """The drilldown page of one subject (`egresslens drilldown`)."""
     ids = _Ids()
     header = (f"<h1>EgressLens drilldown: {html(d.kind)} <code>{html(d.subject)}</code></h1>"
@@ -159,4 +190,4 @@ def render_drilldown(d, generated_at, command: str = "") -> str:  # noqa: ANN001
     tables = "".join(table(t, ids) for t in d.tables())
     body = (f'<section id="drilldown" data-section="drilldown"><ul class="facts">{facts}</ul>{charts_html}'
             f"{tables}</section>")
-    return page(f"EgressLens drilldown {d.kind} {d.subject}", header, body)
+    return page(f"EgressLens drilldown {d.kind} {d.subject}", header, body, plotly_js=plotly_js)

@@ -64,11 +64,24 @@ class Table:
 
 @dataclass
 class Chart:
-    """A plotly figure (as its JSON dict) with the title shown above it."""
+    """A plotly figure (as its JSON dict) with the title shown above it; `empty` is the sentence shown
+    instead of a chart with nothing to draw."""
 
     id: str
     title: str
     figure: dict[str, Any]
+    empty: str = "No data to draw in this window."
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no trace has a value other than zero or null to draw."""
+        for trace in self.figure.get("data") or []:
+            values = trace.get("x" if trace.get("orientation") == "h" else "y")
+            if isinstance(values, dict):  # plotly's typed-array encoding: drawn, whatever its values
+                return False
+            if any(v not in (None, 0) and v == v for v in values or []):
+                return False
+        return True
 
 
 @dataclass
@@ -138,5 +151,5 @@ def cell_text(value: Any, fmt: str = TEXT) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+        return str(value)  # a port, an id or a code: as logged (counts are INT columns)
     return str(value)

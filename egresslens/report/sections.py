@@ -42,7 +42,7 @@ class Inputs:
     baseline: Window | None
     generated_at: datetime
     db: str | None = None  # store path, for the drilldown commands
-    since: str = "24h"
+    since: str = "24h"  # the report's --since, or its window as flags ("--start ... --end ...")
 
     def distinct(self) -> str:
         """`analyse.distinct_count` of the report window's flow hours, computed once."""
@@ -60,7 +60,8 @@ class Inputs:
         if kind == "destination" and not _is_ip(subject):
             kind = "fqdn"
         db = f" --db {shell(self.db)}" if self.db else ""
-        return f"egresslens drilldown --kind {kind} {shell(subject)} --since {self.since}{db}"
+        window = self.since if self.since.startswith("--") else f"--since {self.since}"
+        return f"egresslens drilldown --kind {kind} {shell(subject)} {window}{db}"
 
 
 def _is_ip(text: Any) -> bool:
@@ -182,9 +183,13 @@ def egress(inp: Inputs) -> Section:
         pl.col("hits").filter(pl.col("action") == "Allow").sum().alias("allowed"),
         pl.col("hits").filter(pl.col("action") == "Deny").sum().alias("denied"),
         pl.col("sources").max().alias("sources_per_hour"))
-        .with_columns((pl.col("denied") / (pl.col("allowed") + pl.col("denied"))).alias("deny_share"))
+        .with_columns(pl.when(pl.col("allowed") + pl.col("denied") > 0)
+                      .then(pl.col("denied") / (pl.col("allowed") + pl.col("denied"))).alias("deny_share"))
         # by volume, ties by name: the same order (and the same top groups) on every run
         .sort(pl.col("allowed") + pl.col("denied"), pl.col("source_group"), descending=[True, False]))
+    # groups with neither allowed nor denied connections (inbound DNAT, alerts only) are counted, not listed
+    others = per_group.filter(pl.col("allowed") + pl.col("denied") == 0).height
+    per_group = per_group.filter(pl.col("allowed") + pl.col("denied") > 0)
     top = per_group["source_group"].head(TOP_GROUPS)
     drawn = hourly.with_columns(pl.when(pl.col("source_group").is_in(top.implode())).then(pl.col("source_group"))
                                 .otherwise(pl.lit("other groups")).alias("source_group"))
@@ -195,7 +200,9 @@ def egress(inp: Inputs) -> Section:
     denied = int(per_group["denied"].sum() or 0)
     s.facts.append(f"{allowed:,} allowed and {denied:,} denied connections from {per_group.height} source groups.")
     s.tables.append(Table("Per source group", per_group, {"allowed": INT, "denied": INT, "sources_per_hour": INT,
-                                                          "deny_share": PCT}))
+                                                          "deny_share": PCT},
+                          note=f"{others} more source groups had neither allowed nor denied connections (DNAT or "
+                               "alerts only) and are not listed" if others else ""))
     s.summary = {"allowed": allowed, "denied": denied, "source_groups": per_group.height}
     return s
 

@@ -1,9 +1,26 @@
 // Draws every chart from the JSON beside it and wires the copy buttons. Needs nothing from the network.
 (function () {
   "use strict";
+  // The charts' toolbar: PNG download (drawn in the page, saved by the browser), zoom, pan and reset.
+  // Nothing that links to or sends the chart's data to Plotly's cloud (names, addresses and rules stay here).
+  var CONFIG = {
+    displaylogo: false, responsive: true, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
+    showSources: false, linkText: "", plotlyServerURL: "", sendData: false, displayModeBar: true,
+    modeBarButtonsToRemove: ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d", "toggleSpikelines",
+                             "hoverClosestCartesian", "hoverCompareCartesian"],
+    toImageButtonOptions: { format: "png", scale: 2 }
+  };
   function colours() {
     var css = getComputedStyle(document.documentElement);
-    return { fg: css.getPropertyValue("--fg").trim() || "#1b1f24" };
+    return { fg: css.getPropertyValue("--fg").trim() || "#1b1f24", muted: css.getPropertyValue("--muted").trim() || "#57606a",
+             bg: css.getPropertyValue("--bg").trim() || "#ffffff", line: css.getPropertyValue("--line").trim() || "#d0d7de" };
+  }
+  function axisColours(axis, c) {
+    if (!axis) { return; }
+    axis.color = c.fg;
+    axis.linecolor = c.line;
+    axis.zerolinecolor = c.line;
+    if (axis.title && typeof axis.title === "object") { axis.title.font = { color: c.fg }; }
   }
   function draw() {
     var c = colours();
@@ -14,7 +31,16 @@
       var layout = fig.layout || {};
       layout.font = { color: c.fg };
       layout.autosize = true;
-      Plotly.react(div, fig.data || [], layout, { displaylogo: false, responsive: true });
+      layout.hoverlabel = { bgcolor: c.bg, bordercolor: c.line, font: { color: c.fg } };
+      layout.modebar = { bgcolor: "rgba(0,0,0,0)", color: c.muted, activecolor: c.fg };
+      if (layout.legend) { layout.legend.font = { color: c.fg }; }
+      for (var key in layout) {
+        if (/^[xy]axis[0-9]*$/.test(key)) { axisColours(layout[key], c); }
+      }
+      var config = {};
+      for (var k in CONFIG) { config[k] = CONFIG[k]; }
+      config.toImageButtonOptions = { format: "png", scale: 2, filename: div.id };
+      Plotly.react(div, fig.data || [], layout, config);
     }
   }
   function copy(event) {
