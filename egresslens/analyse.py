@@ -152,29 +152,48 @@ SELECT DISTINCT h FROM (
 """
 
 
+COVERAGE_PRECISION_H = 0.05  # coverage is stated to a tenth of an hour: a window short of less is complete
+
+
+def hours_text(hours: float) -> str:
+    """Hours as coverage states them: whole numbers plain, else to a tenth (23.5)."""
+    r = round(hours, 1)
+    return f"{r:,.0f}" if r == int(r) else f"{r:,.1f}"
+
+
 @dataclass(frozen=True)
 class Coverage:
-    """Which hours of a window hold data (any flow, DNS or threat record, raw or rollup).
+    """How much of a window holds data (any flow, DNS or threat record, raw or rollup), measured as
+    time: the part of the window inside the hours that hold data, over the window's length.
 
     A window of 30 days over a store holding 7 days of logs is 720 hours of which 168 hold data:
-    "nothing matched" and "first seen" mean something only over those 168 hours."""
+    "nothing matched" and "first seen" mean something only over those 168 hours. A `--since 24h`
+    window that starts at 10:30 touches 25 hourly slots but is 24 hours long; a day of data fills
+    it ("data in all 24 hours"), and a day that begins at 11:00 fills 23.5 of its hours."""
 
     window: Window
     hours: tuple[datetime, ...] = ()
 
     @property
-    def window_hours(self) -> int:
-        """Hour slots the window touches."""
-        first = self.window.start.replace(minute=0, second=0, microsecond=0)
-        return max(1, -(-int((self.window.end - first).total_seconds()) // 3600))
+    def window_hours(self) -> float:
+        """The window's length in hours."""
+        return self.window.hours
 
     @property
-    def covered_hours(self) -> int:
-        return len(self.hours)
+    def covered_hours(self) -> float:
+        """Hours of the window inside an hour that holds data (the first and last hour count for the part
+        of them the window holds)."""
+        one = timedelta(hours=1)
+        total = sum(((min(h + one, self.window.end) - max(h, self.window.start)) for h in self.hours), timedelta())
+        return max(0.0, total.total_seconds() / 3600)
 
     @property
     def complete(self) -> bool:
-        return self.covered_hours >= self.window_hours
+        return self.window_hours - self.covered_hours < COVERAGE_PRECISION_H
+
+    @property
+    def share(self) -> float:
+        return min(1.0, self.covered_hours / self.window_hours) if self.window_hours > 0 else 0.0
 
     @property
     def first(self) -> datetime | None:
@@ -200,20 +219,22 @@ class Coverage:
 
     def describe(self) -> str:
         """One sentence: how many hours of the window hold data, and where."""
+        span = hours_text(self.window_hours)
         if not self.hours:
-            return f"no data in the {self.window_hours}-hour window"
+            return f"no data in the {span}-hour window"
         runs = self.ranges()
-        where = "; ".join(f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M}" for a, b in runs[:3])
+        where = "; ".join(f"{max(a, self.window.start):%Y-%m-%d %H:%M} to {min(b, self.window.end):%Y-%m-%d %H:%M}"
+                          for a, b in runs[:3])
         if len(runs) > 3:
             where += f"; and {len(runs) - 3} more stretch(es)"
         if self.complete:
-            return f"data in all {self.window_hours} hours of the window"
-        return (f"data in {self.covered_hours} of the {self.window_hours} hours of the window "
-                f"({self.covered_hours / self.window_hours:.0%}: {where} UTC)")
+            return f"data in all {span} hours of the window"
+        return (f"data in {hours_text(self.covered_hours)} of the {span} hours of the window "
+                f"({self.share:.0%}: {where} UTC)")
 
     def to_json(self) -> dict[str, Any]:
-        return {"window_hours": self.window_hours, "covered_hours": self.covered_hours, "complete": self.complete,
-                "first": self.first.isoformat() if self.first else None,
+        return {"window_hours": round(self.window_hours, 2), "covered_hours": round(self.covered_hours, 2),
+                "complete": self.complete, "first": self.first.isoformat() if self.first else None,
                 "last": self.last.isoformat() if self.last else None,
                 "ranges": [[a.isoformat(), b.isoformat()] for a, b in self.ranges()[:50]],
                 "description": self.describe()}

@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from egresslens.analyse import Window, frame, json_rows, register_temp, run_sql
+from egresslens.analyse import Coverage, Window, coverage, frame, json_rows, register_temp, run_sql
 from egresslens.escape import sql_string
 from egresslens.suspicion import NOISE_SUFFIXES, Suspicion, SuspicionConfig, assessment, owner_zone
 from egresslens.suspicion.suffixes import owner_sql, register_rules
@@ -139,6 +139,17 @@ class DnsResult:
     suspicion: Suspicion
     totals: dict[str, Any] = field(default_factory=dict)
     more: dict[str, int] = field(default_factory=dict)  # rows of each list beyond the top `config.top`
+    firewall: str | None = None  # the firewall this result is of (None: the whole fleet, or a store naming none)
+    health: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per firewall: rates, noise, latency
+    parts: list["DnsResult"] = field(default_factory=list)  # one result per firewall when the window holds several
+
+    def summary(self) -> dict[str, Any]:
+        """This firewall's health, totals and notes (`firewalls` of `to_dict`)."""
+        from egresslens import fleet
+
+        return {"firewall": self.firewall, "name": fleet.label(self.firewall) if self.firewall else None,
+                "health": json_rows(self.health, 1)[0] if self.health.height else None, "totals": self.totals,
+                "notes": self.notes}
 
     @property
     def has_findings(self) -> bool:
@@ -152,6 +163,8 @@ class DnsResult:
             "config": asdict(self.config),
             "notes": self.notes,
             "totals": self.totals,
+            # each firewall judged on its own (one entry for a single firewall)
+            "firewalls": [p.summary() for p in self.parts] if self.parts else [self.summary()],
             "suspicious": rows(self.suspicious),
             "suspicion": self.suspicion.to_json(),
             "by_group": rows(self.by_group),
@@ -233,13 +246,34 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     """Every DNS analysis over the window (see the module docstring). Aggregated in DuckDB; each list
     that grows with the number of names holds its top `config.top` rows, and `more` counts the rest.
     `suspicion`: the window's assessment when the caller already has it (the report passes `recommend`'s,
-    so both name the same findings)."""
+    so both name the same findings).
+
+    With several firewalls in the window (and no :func:`egresslens.fleet.scoped` view of one), each
+    firewall's DNS-proxy health (failure rates, latency, noise, names resolved then denied) is judged on its
+    own rows, one after the other (`parts`, one result each; `health`, one row each; every row of the lists
+    names its `firewall`), while suspicious names and compromised sources stay one assessment of the whole
+    fleet: a name withheld behind one firewall is withheld behind all."""
+    from egresslens import fleet
+
     config = config or DnsConfig()
+    names = fleet.firewalls(con, window)
+    # the suspicion model first: its tables are gone before this analysis builds its own
+    susp = assessment(con, window, config.suspicion, given=suspicion)
+    if len(names) <= 1:
+        return _analyse(con, window, config, susp, names[0] if names else None, susp.coverage)
+    parts = []
+    for fw in names:
+        with fleet.scoped(con, fw):
+            parts.append(_analyse(con, window, config, susp, fw, coverage(con, window)))
+    return _combine(con, window, config, susp, parts)
+
+
+def _analyse(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, susp: Suspicion,
+             firewall: str | None, cover: Coverage | None) -> DnsResult:
+    """One firewall's DNS analysis (or the store's, when it names none), with the given assessment."""
     params = {"start": window.start, "end": window.end}
     top = int(config.top)
     notes: list[str] = []
-    # the suspicion model first: its tables are gone before this analysis builds its own
-    susp = assessment(con, window, config.suspicion, given=suspicion)
     try:
         run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_h AS {DNS_GROUPS_SQL}", params)
         run_sql(con, f"CREATE OR REPLACE TEMP TABLE dns_hist AS {DNS_LATENCY_HIST_SQL}", params)
@@ -250,8 +284,8 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
                          "percentiles there are approximate (each query counted at its hourly group's mean duration, so "
                          "tails are understated; max_latency_s is exact), see latency_basis; the network-layer "
                          "resolve-then-deny link uses raw rows only.")
-        if susp.coverage is not None and not susp.coverage.complete:
-            notes.append(f"coverage: {susp.coverage.describe()}; counts and 'first seen' speak for those hours only.")
+        if cover is not None and not cover.complete:
+            notes.append(f"coverage: {cover.describe()}; counts and 'first seen' speak for those hours only.")
         _names_table(con, config)
         srcs = [r[0] for r in con.execute("SELECT DISTINCT source_ip FROM dns_h").fetchall()]
         register_temp(con, "dns_groups", _source_groups(srcs, config.groups))
@@ -314,9 +348,10 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
           SELECT query_name, upstream_errors, noise_kind FROM dns_byname WHERE upstream_errors > 0
           ORDER BY upstream_errors DESC, query_name LIMIT {top}""")
         rtd, rtd_total = _resolved_then_denied(con, window, config, top)
+        health = _health(con, firewall, int(totals["names"]))
     finally:
         for t in ("dns_h", "dns_hist", "dns_names", "dns_groups", "dns_lat_source_group", "dns_lat_query_name",
-                  "dns_byname", "dns_top"):
+                  "dns_byname", "dns_top", "dns_lat_scope"):
             run_sql(con, f"DROP TABLE IF EXISTS {t}")
     more = {"by_name": max(0, totals["names"] - by_name.height),
             "failures": max(0, totals.pop("failing_names") - failures.height),
@@ -326,8 +361,73 @@ def analyse_dns(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfi
     totals = {"queries": int(total), "noise_queries": int(totals["noise_queries"]),
               "real_failures": int(totals["real_failures"]), "upstream_errors": int(totals["upstream_errors"]),
               "names": int(totals["names"]), "source_groups": by_group.height}
-    return DnsResult(window, config, notes, by_group, by_name, failures, noise, upstream, rtd, suspicious, susp,
-                     totals, more)
+    frames = [_tagged(df, firewall) for df in (by_group, by_name, failures, noise, upstream, rtd)]
+    return DnsResult(window, config, notes, *frames, suspicious, susp, totals, more, firewall=firewall, health=health)
+
+
+def _tagged(df: pl.DataFrame, firewall: str | None) -> pl.DataFrame:
+    """The frame with the firewall its rows are of as its first column."""
+    return df.select(pl.lit(firewall, dtype=pl.String).alias("firewall"), pl.all())
+
+
+def _health(con: duckdb.DuckDBPyConnection, firewall: str | None, names: int) -> pl.DataFrame:
+    """One row: the DNS proxy's health over every query of the scope (rates, noise share, latency percentiles)."""
+    _latency(con, "scope", "SELECT 1 AS scope, b, sum(n) AS n, coalesce(sum(rollup_n), 0) AS rollup_n FROM dns_hist "
+                           "GROUP BY ALL")
+    row = _with_rates(frame(con, f"""
+      WITH c AS (SELECT 1 AS scope, {_RATES_SQL},
+                        coalesce(sum(h.queries) FILTER (WHERE n.noise_kind IS NOT NULL), 0)::BIGINT AS noise_queries,
+                        coalesce(sum(h.queries) FILTER (WHERE n.noise_kind IS NULL
+                                 AND h.response_code IN ('NXDOMAIN', 'SERVFAIL', 'REFUSED')), 0)::BIGINT AS real_failures
+                 FROM dns_h h LEFT JOIN dns_names n ON h.query_name = n.query_name)
+      SELECT c.* EXCLUDE (scope), l.p50_latency_s, l.p95_latency_s, l.p99_latency_s, l.latency_basis
+      FROM c LEFT JOIN dns_lat_scope l USING (scope)"""))
+    return row.select(pl.lit(firewall, dtype=pl.String).alias("firewall"), pl.lit(names, dtype=pl.Int64).alias("names"),
+                      pl.all()).with_columns(
+        (pl.col("noise_queries") / pl.col("queries")).alias("noise_share"),
+        (pl.col("real_failures") / pl.col("queries")).alias("real_failure_rate")).filter(pl.col("queries") > 0)
+
+
+# the order of each list, as one firewall's analysis sorts it (the firewall breaks ties in a fleet)
+_ORDER = {"by_group": (["queries", "source_group"], [True, False]),
+          "by_name": (["queries", "query_name"], [True, False]),
+          "failures": (["suspicious_domain", "failures", "query_name"], [False, True, False]),
+          "noise": (["queries", "noise_kind", "intended_name"], [True, False, False]),
+          "upstream_errors": (["upstream_errors", "query_name"], [True, False]),
+          "resolved_then_denied": (["denials", "layer", "query_name"], [True, False, False])}
+
+
+def _combine(con: duckdb.DuckDBPyConnection, window: Window, config: DnsConfig, susp: Suspicion,
+             parts: list[DnsResult]) -> DnsResult:
+    """A fleet's result: each firewall's lists one after another in one order, totals over them all (names
+    counted once however many firewalls resolved them), each firewall's notes under its name."""
+    from egresslens import fleet
+
+    lists = {}
+    for k, (by, desc) in _ORDER.items():
+        frames = [getattr(p, k) for p in parts if getattr(p, k).height]
+        df = pl.concat(frames, how="diagonal_relaxed") if frames else getattr(parts[0], k)
+        lists[k] = df.sort(by + ["firewall"], descending=desc + [False], nulls_last=True)
+    names = con.execute("""SELECT count(DISTINCT query_name) FROM (
+        SELECT query_name FROM dns_queries WHERE time >= $start AND time < $end
+        UNION ALL SELECT query_name FROM dns_rollups WHERE hour >= date_trunc('hour', $start::TIMESTAMP) AND hour < $end)""",
+                        {"start": window.start, "end": window.end}).fetchall()[0][0]
+    totals = {k: sum(p.totals.get(k, 0) for p in parts)
+              for k in ("queries", "noise_queries", "real_failures", "upstream_errors", "source_groups")}
+    totals.update(names=int(names), firewalls=len(parts))
+    more = {k: sum(p.more.get(k, 0) for p in parts) for k in _ORDER if k != "by_group"}
+    said: dict[str, list[str]] = {}
+    for p in parts:
+        for n in p.notes:
+            said.setdefault(n, []).append(fleet.label(p.firewall))
+    notes = [n if len(who) == len(parts) else f"{', '.join(who)}: {n}" for n, who in said.items()]
+    # every firewall has its row: one whose DNS proxy logged nothing in the window has 0 queries and no rates
+    health = pl.concat([parts[0].health.clear()] + [
+        p.health if p.health.height else pl.DataFrame({"firewall": [p.firewall], "queries": [0], "names": [0]})
+        for p in parts], how="diagonal_relaxed")
+    return DnsResult(window, config, notes, lists["by_group"], lists["by_name"], lists["failures"], lists["noise"],
+                     lists["upstream_errors"], lists["resolved_then_denied"], parts[0].suspicious, susp, totals, more,
+                     health=health, parts=parts)
 
 
 def _flows_sql(con: duckdb.DuckDBPyConnection, window: Window, where: str) -> str:

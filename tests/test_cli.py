@@ -82,3 +82,29 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo"), "--events-per-hour", "300"])
     assert result.exit_code == 0, result.output
     assert "ingest" in result.output and "Top denied destinations" in result.output
+
+
+def test_simulate_an_estate_ingest_it_and_recommend_per_firewall_from_its_exports(tmp_path):
+    """`simulate --firewalls 3`: a parent policy with two children, IP Groups, one classic firewall, logs per
+    firewall; ingested and judged offline from its exports, each proposal goes to the policy that needs it."""
+    out = tmp_path / "estate"
+    sim = runner.invoke(app, ["simulate", "--out", str(out), "--firewalls", "3", "--hours", "2", "--events-per-hour",
+                              "600", "--seed", "5", "--start", "2026-03-02T00:00:00Z"])
+    assert sim.exit_code == 0, sim.output
+    policies = {p["name"]: p for p in json.loads((out / "estate" / "policies.json").read_text())}
+    (parent,) = [p for p in policies.values() if p.get("childPolicies")]
+    assert len(parent["childPolicies"]) == 2 and all(p.get("basePolicy") for p in policies.values() if p is not parent)
+    firewalls = json.loads((out / "estate" / "firewalls.json").read_text())
+    assert sum(1 for f in firewalls if f.get("networkRuleCollections") and not f.get("firewallPolicy")) == 1
+    assert json.loads((out / "estate" / "ip-groups.json").read_text())
+    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(f["name"] for f in firewalls)
+    db = tmp_path / "s.duckdb"
+    ingested = runner.invoke(app, ["ingest", "files", str(out / "logs"), "--db", str(db), "--json"])
+    assert ingested.exit_code == 0, ingested.output
+    rec = runner.invoke(app, ["recommend", "--db", str(db), "--since", "2h", "--format", "json",
+                              *[a for f in sorted((out / "estate").glob("*.json")) for a in ("--policy", str(f))]])
+    assert rec.exit_code in (0, 1), rec.output
+    goes_to = {r["policy"] for r in json.loads(rec.stdout)["recommendations"] if r["kind"].startswith("add-")}
+    classic = next(f["name"] for f in firewalls if not f.get("firewallPolicy"))
+    assert goes_to and goes_to <= set(policies) | {classic} and classic in goes_to
+    assert runner.invoke(app, ["simulate", "--out", str(tmp_path / "x"), "--firewalls", "11"]).exit_code == 2

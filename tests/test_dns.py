@@ -193,3 +193,117 @@ def test_newly_seen_history_from_rollups_and_cli_marks_approximate_latency(tmp_p
                                    (T0 + timedelta(hours=12)).isoformat()])
     assert out.exit_code == 0, out.output
     assert "~2.0" in out.stdout and "approximated from hourly rollups" in out.stdout
+
+
+def _fleet_queries() -> pl.DataFrame:
+    """Two firewalls: fw-weu's upstream resolver fails a third of its pods' queries (SERVFAIL, slow), fw-neu is
+    healthy and four times busier; one pod behind fw-neu tunnels through a TXT zone."""
+    rows = []
+    for i in range(600):
+        rows.append(("fw-neu", i * 30, "10.221.1.5", f"api{i % 20}.partner-example.com", "A", "NOERROR", 0.004))
+        rows.append(("fw-neu", i * 30 + 1, "10.221.1.6", "db.partner-example.com", "A", "NOERROR", 0.004))
+    for i in range(300):
+        broken = i % 3 == 0
+        rows.append(("fw-weu", i * 60, "10.220.1.5", "api.partner-example.com", "A",
+                     "SERVFAIL" if broken else "NOERROR", 1.5 if broken else 0.004))
+    rows += [("fw-neu", 5000 + i, "10.221.1.66", f"{'%032x' % (i * 7919)}.t.exfil-example.net", "TXT", "NXDOMAIN", 0.01)
+             for i in range(120)]
+    return pl.DataFrame([(T0 + timedelta(seconds=s), fw, src, name, typ, rc, dur, None)
+                         for fw, s, src, name, typ, rc, dur in rows],
+                        schema={"time": pl.Datetime("us"), "firewall": pl.String, "source_ip": pl.String,
+                                "query_name": pl.String, "query_type": pl.String, "response_code": pl.String,
+                                "duration_s": pl.Float64, "error_message": pl.String}, orient="row")
+
+
+def test_each_firewall_dns_proxy_is_judged_on_its_own_and_suspicion_once_for_the_fleet():
+    from egresslens import fleet
+
+    con = connect_memory()
+    _load(con, _fleet_queries())
+    r = dns.analyse_dns(con, WINDOW)
+    health = {row["firewall"]: row for row in r.health.iter_rows(named=True)}
+    assert sorted(health) == ["fw-neu", "fw-weu"] and [p.firewall for p in r.parts] == ["fw-neu", "fw-weu"]
+    # pooled, fw-weu's broken resolver is lost in fw-neu's volume; on its own it fails a third of its queries
+    assert health["fw-weu"]["servfail_rate"] == 100 / 300 and health["fw-weu"]["p95_latency_s"] > 1
+    assert health["fw-neu"]["servfail_rate"] == 0 and health["fw-neu"]["p95_latency_s"] < 0.02
+    # each part is exactly what `--firewall` gives
+    for part in r.parts:
+        with fleet.scoped(con, part.firewall):
+            alone = dns.analyse_dns(con, WINDOW)
+        assert alone.totals == part.totals and alone.by_group.equals(part.by_group)
+        assert alone.health.equals(part.health)
+    # every row names its firewall; the same name behind both firewalls is two rows; names are counted once
+    assert set(r.by_group["firewall"]) == {"fw-neu", "fw-weu"}
+    assert r.by_name.filter(pl.col("query_name") == "api.partner-example.com")["firewall"].to_list() == ["fw-weu"]
+    assert r.totals["queries"] == sum(p.totals["queries"] for p in r.parts)
+    assert r.totals["names"] == len(set(_fleet_queries()["query_name"]))
+    # one assessment of the fleet: the tunnelling pod behind fw-neu, once, whoever asks
+    assert r.suspicion.compromised == ["10.221.1.66"]
+    assert r.suspicious.filter(pl.col("reason") == "tunnelling")["domain"].to_list() == ["exfil-example.net"]
+    assert all(p.suspicion is r.suspicion for p in r.parts)
+    doc = r.to_dict()
+    assert [f["name"] for f in doc["firewalls"]] == ["fw-neu", "fw-weu"]
+    assert doc["firewalls"][1]["health"]["servfail_rate"] == 100 / 300
+    assert all("firewall" in row for row in doc["by_group"] + doc["by_name"] + doc["failures"])
+
+
+def test_dns_command_shows_a_table_of_the_firewalls_then_a_section_each(tmp_path):
+    db = tmp_path / "s.duckdb"
+    con = connect(db)
+    _load(con, _fleet_queries())
+    con.close()
+    from egresslens.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["dns", "--db", str(db), "--since", "12h"], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    assert out.exit_code == 1, out.output  # the tunnelling pod
+    text = out.output
+    assert "Per firewall (each judged on its own queries)" in text
+    assert text.index("Firewall fw-neu:") < text.index("Firewall fw-weu:")
+    weu = next(line for line in text.splitlines() if line.lstrip().startswith("fw-weu"))
+    assert "33.3%" in weu  # its SERVFAIL rate, on its own
+    assert text.count("Suspicious domains") == 1 and text.count("Compromised sources") == 1
+    one = runner.invoke(app, ["dns", "--db", str(db), "--since", "12h", "--firewall", "fw-weu", "--json"])
+    doc = json.loads(one.stdout)
+    assert [f["name"] for f in doc["firewalls"]] == ["fw-weu"] and doc["totals"]["queries"] == 300
+
+
+def test_a_firewall_whose_dns_proxy_logged_nothing_says_so_instead_of_zeros(tmp_path):
+    """fw-sea has traffic in the window but no DNS-proxy query (DNS proxy off, or its category not ingested)."""
+    from types import SimpleNamespace
+
+    from egresslens.report.estate import firewall_section
+
+    flows = pl.DataFrame([(T0 + timedelta(seconds=41), "fw-sea", "network", "TCP", "10.230.0.4", "203.0.113.9", None,
+                           5432, "Deny", "Default Action")],
+                         schema={"time": pl.Datetime("us"), "firewall": pl.String, "kind": pl.String,
+                                 "protocol": pl.String, "source_ip": pl.String, "destination_ip": pl.String,
+                                 "destination_fqdn": pl.String, "destination_port": pl.Int32, "action": pl.String,
+                                 "action_reason": pl.String}, orient="row")
+    db = tmp_path / "s.duckdb"
+    con = connect(db)
+    _load(con, _fleet_queries(), flows)
+    r = dns.analyse_dns(con, WINDOW)
+    con.close()
+    # the fleet's table has a row for it: no query, no rate (not a 0% failure rate)
+    sea = r.health.filter(pl.col("firewall") == "fw-sea").row(0, named=True)
+    assert r.health["firewall"].to_list() == ["fw-neu", "fw-sea", "fw-weu"]
+    assert sea["queries"] == 0 and sea["real_failure_rate"] is None and sea["p95_latency_s"] is None
+    # the report's section of the firewall says so
+    recs = SimpleNamespace(firewalls=[], items=[])
+    snat = SimpleNamespace(findings=pl.DataFrame())
+    facts = firewall_section(None, "fw-sea", recs, snat, r).facts
+    assert any(f.startswith("DNS proxy: no query in the window") for f in facts), facts
+    assert any(f.startswith("DNS proxy: 300 queries") for f in firewall_section(None, "fw-weu", recs, snat, r).facts)
+    from egresslens.cli import app
+
+    out = CliRunner().invoke(app, ["dns", "--db", str(db), "--start", WINDOW.start.isoformat(), "--end",
+                                   WINDOW.end.isoformat()], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    text = out.output
+    assert out.exit_code == 1, text  # the tunnelling pod behind fw-neu
+    assert "Firewall fw-sea: no DNS proxy query in the window" in text
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("fw-sea"))
+    assert row.split()[1] == "0" and "%" not in row
+    # its section holds no empty tables: the next section follows its one line
+    after = text[text.index("Firewall fw-sea:"):text.index("Firewall fw-weu:")]
+    assert "Per source group" not in after and "Top 10 names" not in after

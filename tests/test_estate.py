@@ -199,6 +199,32 @@ def test_rule_sourced_from_an_ip_group_is_judged_as_the_same_rule_with_literal_a
     assert results[0] == results[1]
 
 
+def test_a_proposal_that_an_existing_ip_group_fits_names_the_group_instead_of_its_addresses(tmp_path):
+    from egresslens.recommend import emit_az, whatif
+
+    pol_id = f"{SUB}/firewallPolicies/fwp"
+    groups = [{"id": f"{SUB}/ipGroups/ipg-spoke", "name": "ipg-spoke", "ipAddresses": SPOKE},  # exactly the spoke
+              {"id": f"{SUB}/ipGroups/ipg-corp", "name": "ipg-corp", "ipAddresses": ["10.0.0.0/8"]},  # far too wide
+              {"id": f"{SUB}/ipGroups/ipg-other", "name": "ipg-other", "ipAddresses": ["10.9.0.0/24"]}]
+    rules = [_rule("hub", sourceIpGroups=[f"{SUB}/ipGroups/ipg-corp"])]
+    (tmp_path / "rcg.json").write_text(json.dumps([{**_group("net", 300, rules), "id": f"{pol_id}/ruleCollectionGroups/net"}]))
+    (tmp_path / "ipg.json").write_text(json.dumps(groups))
+    rs = load_files([tmp_path / "rcg.json", tmp_path / "ipg.json"]).default_rules()
+    con = _store(_flows(_app("10.1.0.4", "new.example.com") + _app("10.1.1.9", "new.example.com")
+                        + _app("10.7.0.4", "other.example.com")))
+    recs = recommend(con, WINDOW, policy=rs)
+    whatif.apply(recs, whatif.replay(con, WINDOW, recs, rs))
+    (add,) = [r for r in recs.by_kind("add-application-rule") if r.rule.target_fqdns == ["new.example.com"]]
+    assert add.rule.source_ip_groups == [f"{SUB}/ipGroups/ipg-spoke"] and add.rule.source_addresses == []
+    assert any("existing IP Group ipg-spoke" in n for n in add.evidence.notes)
+    assert add.what_if["deny_to_allow_hits"] == 12  # the what-if replays the group's members
+    # sources no group holds closely enough keep their addresses (ipg-corp holds 10.7.0.0/24, and 65,536 times more)
+    (other,) = [r for r in recs.by_kind("add-application-rule") if r.rule.target_fqdns == ["other.example.com"]]
+    assert other.rule.source_ip_groups == [] and other.rule.source_addresses == ["10.7.0.0/24"]
+    script = emit_az.emit(recs)
+    assert "--source-ip-groups" in script and "ipg-spoke" in script and "10.1.1.0/24" not in script
+
+
 def test_classic_firewall_gives_the_proposals_of_the_same_rules_in_a_policy():
     def coll(kind, name, prio, rules):
         return {"name": name, "properties": {"priority": prio, "action": {"type": "Allow"}, "rules": rules}}
@@ -214,7 +240,7 @@ def test_classic_firewall_gives_the_proposals_of_the_same_rules_in_a_policy():
     policy = parse_policy([_group("g", 300, [{"ruleType": "ApplicationRule", **app_rule}], coll="c"),
                            _group("g2", 200, [{"ruleType": "NetworkRule", **{k: v for k, v in net_rule.items() if k != "protocols"},
                                                "ipProtocols": ["TCP"]}], coll="n")])
-    out = []
+    out, narrowed = [], []
     for rs, group in ((classic, None), (policy, "g")):
         allowed = dict(action="Allow", action_reason=None, rule_collection_group=group, rule_collection="c", rule="any-web")
         con = _store(_flows(_app("10.1.0.4", "a.example.com", **allowed) + _app("10.1.0.4", "b.example.com", **allowed)
@@ -222,7 +248,12 @@ def test_classic_firewall_gives_the_proposals_of_the_same_rules_in_a_policy():
         recs = recommend(con, WINDOW, policy=rs)
         out.append(sorted((r.kind, (r.existing_rule or {}).get("rule"),
                            tuple(r.rule.target_fqdns + r.rule.destination_addresses) if r.rule else ()) for r in recs.items))
+        narrowed += [r.rule for r in recs.by_kind("narrow-rule")]
     assert out[0] == out[1]
+    # evaluated before the broad rule: on a classic firewall (no groups) its collection takes a priority above the
+    # broad collection's (200); in a policy its own group goes just above the broad rule's group (300)
+    assert narrowed[0].rule_collection_priority == 199
+    assert (narrowed[1].rule_collection_group_priority, narrowed[1].rule_collection_priority) == (299, 100)
     assert ("narrow-rule", "any-web", ("a.example.com", "b.example.com")) in out[0]
     assert ("remove-rule", "unused", ()) in out[0]
 
@@ -261,3 +292,130 @@ def test_shadow_index_agrees_with_every_pair(seed):
         if first is not None:
             brute[b.key] = first.key
     assert {k: v.key for k, v in shadowed_by(rules).items()} == brute
+
+
+# -- DNS proxy settings ----------------------------------------------------------------------------
+
+def _proxy_store():
+    """Two pods reach 203.0.113.10:5432, each connection just after resolving db.partner-example.com."""
+    from datetime import timedelta
+
+    rows = [r for s in ("10.244.1.9", "10.244.1.10") for r in _net(s, "203.0.113.10", 5432, n=8, proto="TCP")]
+    dns = [{"time": r["time"] - timedelta(seconds=2), "firewall": "fw", "source_ip": r["source_ip"],
+            "query_name": "db.partner-example.com", "query_type": "A", "response_code": "NOERROR", "duration_s": 0.002}
+           for r in rows]
+    return _store(_flows(rows), dns)
+
+
+NTP = _rule("ntp", ipProtocols=["UDP"], destinationAddresses=[], destinationFqdns=["ntp.ubuntu.com"],
+            destinationPorts=["123"])
+
+
+def test_require_proxy_for_network_rules_is_read_from_policies_and_classic_firewalls():
+    e = load_files([ARM / "firewallPolicies-get.json", ARM / "ruleCollectionGroups-list.json"])
+    rs = e.default_rules()
+    assert rs.dns_proxy is True and rs.require_proxy is False  # Microsoft's published example
+    classic = parse_documents([("fw.json", {
+        "id": f"{SUB}/azureFirewalls/fw-classic", "name": "fw-classic",
+        "properties": {"additionalProperties": {"Network.DNS.EnableProxy": "true",
+                                                 "Network.DNS.RequireProxyForNetworkRules": "True"},
+                       "networkRuleCollections": [{"name": "c", "properties": {
+                           "priority": 100, "action": {"type": "Allow"},
+                           "rules": [{"name": "r", "protocols": ["TCP"], "sourceAddresses": ["*"],
+                                      "destinationAddresses": ["10.0.0.1"], "destinationPorts": ["443"]}]}}]}})])
+    rs = classic.rules_for_firewall("fw-classic")
+    assert rs.dns_proxy is True and rs.require_proxy is True
+    child = parse_documents([("p.json", [
+        {"id": f"{SUB}/firewallPolicies/base", "name": "base", "dnsSettings": {"enableProxy": True,
+                                                                              "requireProxyForNetworkRules": True}},
+        {"id": f"{SUB}/firewallPolicies/weu", "name": "weu", "basePolicy": {"id": f"{SUB}/firewallPolicies/base"}},
+        {**_group("apps", 200, [NTP]), "id": f"{SUB}/firewallPolicies/weu/ruleCollectionGroups/apps"}])])
+    rs = child.rules_for_policy(f"{SUB}/firewallPolicies/weu".lower())
+    assert rs.dns_proxy is True and rs.require_proxy is True  # a child without DNS settings has its parent's
+
+
+def test_the_dns_proxy_note_says_when_fqdns_in_network_rules_are_not_supported():
+    pol = {"id": f"{SUB}/firewallPolicies/fwp", "name": "fwp",
+           "dnsSettings": {"enableProxy": True, "requireProxyForNetworkRules": False}}
+    group = {**_group("net", 200, [NTP]), "id": f"{SUB}/firewallPolicies/fwp/ruleCollectionGroups/net"}
+    rs = parse_documents([("p.json", pol), ("g.json", [group])]).default_rules()
+    recs = recommend(_proxy_store(), WINDOW, policy=rs)
+    (warning,) = [w for w in recs.warnings if "requireProxyForNetworkRules" in w]
+    assert "fwp does not require DNS proxy for network rules" in warning and "net/c/ntp" in warning
+    (add,) = [r for r in recs.by_kind("add-network-rule") if r.rule.destination_fqdns == ["db.partner-example.com"]]
+    assert add.rollout[0] == ("set requireProxyForNetworkRules to true on fwp (the policy's DNS settings) before "
+                              "adding this rule")
+    assert any("requireProxyForNetworkRules off: turn it on first" in n for n in add.evidence.notes)
+    assert sum("DNS proxy" in n for n in add.evidence.notes) == 1  # said once, by what knows the settings
+
+    pol["dnsSettings"]["requireProxyForNetworkRules"] = True  # both on: nothing to say
+    recs = recommend(_proxy_store(), WINDOW, policy=parse_documents([("p.json", pol), ("g.json", [group])]).default_rules())
+    assert not any("requireProxyForNetworkRules" in w or "DNS proxy is off" in w for w in recs.warnings)
+    (add,) = [r for r in recs.by_kind("add-network-rule") if r.rule.destination_fqdns]
+    assert not any("requireProxyForNetworkRules" in n or "DNS proxy" in n for n in add.evidence.notes)
+    assert not any("requireProxy" in s or "DNS proxy" in s for s in add.rollout)
+
+
+# -- a parent policy's rules, judged by every firewall that inherits them ------------------------------
+
+def _parent_estate(children_known: bool = True) -> list[tuple[str, object]]:
+    """fwp-base (a broad web rule and an SMTP rule) inherited by fwp-a (firewall fw-a) and fwp-b (fw-b)."""
+    base, kids = f"{SUB}/firewallPolicies/fwp-base", {c: f"{SUB}/firewallPolicies/fwp-{c}" for c in "ab"}
+    web = {"ruleType": "ApplicationRule", "name": "allow-web", "sourceAddresses": ["10.0.0.0/8"],
+           "protocols": [{"protocolType": "Https", "port": 443}], "targetFqdns": ["*"]}
+    smtp = _rule("allow-smtp", sourceAddresses=["10.0.0.0/8"], destinationAddresses=["198.51.100.25"],
+                 destinationPorts=["25"])
+    policies = [{"id": base, "name": "fwp-base", "threatIntelMode": "Alert", **({"childPolicies": [{"id": k} for k in kids.values()]}
+                                                   if children_known else {})}]
+    policies += [{"id": k, "name": f"fwp-{c}", "basePolicy": {"id": base}, "childPolicies": [],
+                  "firewalls": [{"id": f"{SUB}/azureFirewalls/fw-{c}"}]} for c, k in kids.items()]
+    groups = [{**_group("base", 300, [web, smtp], coll="c"), "id": f"{base}/ruleCollectionGroups/base"}]
+    groups += [{**_group("own", 200, [_rule(f"allow-{c}")]), "id": f"{k}/ruleCollectionGroups/own"}
+               for c, k in kids.items()]
+    return [("policies.json", policies), ("groups.json", groups)]
+
+
+def _parent_store(firewalls: str = "ab"):
+    """fw-a's pods reach a.example.com, fw-b's b.example.com, both through fwp-base's allow-web."""
+    rows = []
+    for c, octet in (("a", 1), ("b", 2)):
+        if c in firewalls:
+            allowed = dict(action="Allow", action_reason=None, rule_collection_group="base", rule_collection="c",
+                           rule="allow-web", policy="fwp-base", firewall=f"{SUB}/azureFirewalls/fw-{c}".lower())
+            rows += _app(f"10.{octet}.0.4", f"{c}.example.com", **allowed)
+    return _store(_flows(rows))
+
+
+def test_a_parent_rule_unused_or_broad_for_every_firewall_it_serves_changes_once_in_the_parent():
+    from egresslens.recommend import recommend_fleet
+
+    recs = recommend_fleet(_parent_store(), WINDOW, parse_documents(_parent_estate()))
+    on_parent = {r.kind: r for r in recs.items if r.policy == "fwp-base" and r.existing_rule}
+    assert sorted(on_parent) == ["narrow-rule", "remove-rule"]
+    assert [r.existing_rule["rule"] for r in recs.items if r.existing_rule and r.existing_rule["rule"] == "allow-smtp"
+            ] == ["allow-smtp"]  # once, not once per firewall
+    unused, narrow = on_parent["remove-rule"], on_parent["narrow-rule"]
+    assert unused.existing_rule["rule"] == "allow-smtp" and len(unused.firewalls) == 2
+    assert unused.policy_id.lower().endswith("/firewallpolicies/fwp-base")
+    assert "unused by the traffic of every firewall that inherits fwp-base (fw-a, fw-b)" in unused.rationale
+    # narrowed to what both firewalls' traffic uses together: each one's names and sources, nothing more
+    assert narrow.existing_rule["rule"] == "allow-web"
+    assert narrow.rule.target_fqdns == ["a.example.com", "b.example.com"]
+    assert sorted(narrow.rule.source_addresses) == ["10.1.0.0/24", "10.2.0.0/24"]
+    assert narrow.rule.rule_collection_group_priority == 299 and len(narrow.firewalls) == 2
+    assert not any("nothing is proposed on it" in w for w in recs.warnings)
+
+
+def test_a_parent_that_serves_firewalls_without_logs_or_unknown_children_is_left_alone_and_says_why():
+    from egresslens.recommend import recommend_fleet
+
+    recs = recommend_fleet(_parent_store("a"), WINDOW, parse_documents(_parent_estate()))
+    assert not [r for r in recs.items if r.policy == "fwp-base"]
+    (held,) = [w for w in recs.warnings if w.startswith("parent policy fwp-base")]
+    assert "judged by the traffic of fw-a (1 narrow-rule, 1 remove-rule would follow)" in held
+    assert "it also serves fw-b, with no logs in the window" in held
+
+    recs = recommend_fleet(_parent_store(), WINDOW, parse_documents(_parent_estate(children_known=False)))
+    assert not [r for r in recs.items if r.policy == "fwp-base"]
+    (held,) = [w for w in recs.warnings if w.startswith("parent policy fwp-base")]
+    assert "the child policies of fwp-base were not read" in held

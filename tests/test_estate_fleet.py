@@ -61,6 +61,14 @@ def test_shared_needs_go_to_the_parent_once_and_the_rest_to_each_firewall(estate
     window = resolve_window(con, since="1d")
     recs = recommend_fleet(con, window, load_files(_files(estate_dir)))
     con.close()
+    # one recommendation per id: an address of low support that resolves to a name already proposed joins that rule
+    assert len({r.id for r in recs.items}) == len(recs.items)
+    # the parent's broad ICMP rule is narrowed once, in the parent, to what both its firewalls use together
+    (icmp,) = [r for r in recs.items if r.existing_rule and r.existing_rule["rule"] == "allow-icmp-hub"
+               and r.policy == PARENT]
+    assert icmp.kind == "narrow-rule" and icmp.firewalls == sorted([WEU.firewall_id, NEU.firewall_id])
+    assert not any(r.existing_rule and r.existing_rule["rule"] == "allow-icmp-hub" and r.policy != PARENT
+                   and r.firewall != SEC.firewall_id for r in recs.items)
     adds = _adds(recs)
     shared = [r for r in adds if "registry-1.docker.io" in _targets(r)]
     by_policy = {r.policy: r for r in shared}
@@ -223,6 +231,12 @@ def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_
             g["ipAddresses"].append("10.99.0.0/22")
     snapshots.save(con, parse_documents(edited.items()), "today", now=window.end - timedelta(hours=1))
     estate, notes = snapshots.in_force(con, window.end)[0].estate, []
+    # each window is judged on the policy as it was at its end: an earlier window on yesterday's read
+    assert snapshots.in_force(con, window.end)[0].source == "today"
+    older = snapshots.in_force(con, window.end - timedelta(hours=2))[0]
+    assert older.source == "yesterday"
+    assert removed in {r.name for r in older.estate.rules_for_firewall(WEU.firewall_id.lower())}
+    assert removed not in {r.name for r in estate.rules_for_firewall(WEU.firewall_id.lower())}
     report = build_report(con, window, estate=estate, policy_notes=["rules from the snapshot"])
     con.close()
     ids = [s.id for s in report.sections]
@@ -237,8 +251,27 @@ def test_report_opens_with_the_fleet_and_says_what_changed_in_the_policy(estate_
     assert ("removed", removed) in kinds and ("edited", rules[0]["name"]) in kinds
     assert ("IP Group members", "ipgroup:ipg-aks-nodes") in kinds
     assert any("the policy changed since" in f.message for f in report.section("policy").findings)
+    # the DNS section judges each firewall's DNS proxy on its own, links to its section, and names whose rows are whose
+    dns = report.section("dns")
+    per = next(t for t in dns.tables if t.title == "Per firewall").frame
+    assert sorted(per["firewall"]) == sorted(s.name for s in (WEU, NEU, SEC))
+    assert set(per["section"]) == {f"#firewall-{s.name}" for s in (WEU, NEU, SEC)}
+    groups = next(t for t in dns.tables if t.title == "Per source group").frame
+    assert set(groups["firewall"]) == set(per["firewall"])
+    for site in (WEU, NEU, SEC):
+        facts = report.section(f"firewall-{site.name}").facts
+        q = per.filter(pl.col("firewall") == site.name)["queries"].item()
+        assert any(f.startswith(f"DNS proxy: {q:,} queries") for f in facts), facts
     text = render(report, "html")
     assert 'href="#firewall-fw-westeurope"' in text and '<section id="firewall-fw-westeurope"' in text
+    # --firewall: one firewall's report, its traffic only, against its own policy
+    r = CliRunner().invoke(app, ["report", "--db", str(db), "--since", "1d", "--firewall", NEU.name, "--compare-to", "",
+                                 "--format", "json", "--out", str(tmp_path / "neu.json")])
+    assert r.exit_code in (0, 1, 7), r.output
+    one = json.loads((tmp_path / "neu.json").read_text())["sections"]
+    assert "fleet" not in one and not any(k.startswith("firewall-") for k in one)
+    mine = {r["source_group"]: r["queries"] for r in one["dns"]["tables"]["Per source group"]["head"]}
+    assert mine and mine == dict(groups.filter(pl.col("firewall") == NEU.name).select("source_group", "queries").iter_rows())
 
 
 def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatch):
@@ -279,3 +312,121 @@ def test_snat_judges_each_firewall_against_its_own_capacity(tmp_path, monkeypatc
     assert by["fw-small"]["findings"] and not by["fw-large"]["findings"]
     assert {f["firewall"].rsplit("/", 1)[-1] for f in by["fw-small"]["findings"]} == {"fw-small"}
     assert r.exit_code == 1  # critical on the small firewall
+    # --firewall: one firewall's traffic only, by its name (the store holds ids), against the capacity given
+    base = ["snat", "--db", str(db), "--since", "1d", "--json", "--instances", "2", "--nat-gateway-ips", "0"]
+    one = CliRunner().invoke(app, base + ["--public-ips", "1", "--firewall", "fw-large"])
+    found = json.loads(one.stdout)["findings"]
+    assert one.exit_code == 1 and found and {f["firewall"].rsplit("/", 1)[-1] for f in found} == {"fw-large"}
+    roomy = CliRunner().invoke(app, base + ["--public-ips", "8", "--firewall", "fw-large"])
+    assert roomy.exit_code == 0 and not json.loads(roomy.stdout)["findings"]
+
+
+def test_drilldown_breaks_a_subject_down_per_firewall(estate_dir):
+    """Without --firewall, a name seen behind every firewall shows which ones, the traffic and denies behind
+    each, and the rule that matched there (an inherited rule names the parent policy that holds it)."""
+    runner = CliRunner()
+    base = ["drilldown", "--db", str(estate_dir / "s.duckdb"), "--since", "1d",
+            *[a for f in _files(estate_dir) for a in ("--policy", str(f))], "--json"]
+    doc = json.loads(runner.invoke(app, base + ["mcr.microsoft.com"]).stdout)
+    per = {r["firewall"]: r for r in doc["tables"]["Per firewall"]}
+    assert set(per) == {s.name for s in (WEU, NEU, SEC)}
+    con = connect(estate_dir / "s.duckdb", read_only=True)
+    counts = dict(con.execute("SELECT regexp_extract(firewall, '[^/]+$'), count(*) FROM flows "
+                              "WHERE destination_fqdn = 'mcr.microsoft.com' OR ends_with(destination_fqdn, '.mcr.microsoft.com') "
+                              "GROUP BY 1").fetchall())
+    con.close()
+    assert {n: r["allowed"] + r["denied"] for n, r in per.items()} == counts
+    assert per[WEU.name]["policy"] == WEU.policy_name and per[SEC.name]["policy"] == SEC.name
+    assert f"(Allow) of {PARENT}:" in per[WEU.name]["rules_that_matched"]  # inherited from the parent
+    assert f"of {PARENT}" not in per[SEC.name]["rules_that_matched"]  # the classic firewall's own rule
+    assert any(f.startswith("seen behind 3 firewalls: ") for f in doc["facts"])
+
+    denied = json.loads(runner.invoke(app, base + ["registry-1.docker.io"]).stdout)
+    rows = denied["tables"]["Per firewall"]
+    assert len(rows) == 3 and all(r["allowed"] == 0 and r["denied"] > 0 for r in rows)
+    assert all(r["rules_that_matched"].startswith("no rule: default action (Deny)") for r in rows)
+    touching = denied["tables"]["Recommendations that touch it"]
+    assert {r["policy"] for r in touching} == {PARENT, SEC.name}  # the parent once, the classic firewall on its own
+
+    one = json.loads(runner.invoke(app, base + ["--firewall", WEU.name, "mcr.microsoft.com"]).stdout)
+    assert "Per firewall" not in one["tables"] and not any(f.startswith("seen behind") for f in one["facts"])
+
+
+def test_the_drilldown_library_and_its_notebook_break_a_subject_down_per_firewall(estate_dir, tmp_path):
+    """What the notebook imports: the breakdown per firewall from the store's policy snapshot, and `firewall`
+    to look at one of them (the same names --firewall takes)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from egresslens.estate import parse_documents, snapshots
+    from egresslens.report.drilldown import drilldown
+
+    db = tmp_path / "s.duckdb"
+    db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+    con = connect(db)
+    window = resolve_window(con, since="1d")
+    snapshots.save(con, parse_documents((f.name, json.loads(f.read_text())) for f in _files(estate_dir)), "exports",
+                   now=window.end - timedelta(hours=1))
+    estate = snapshots.in_force(con, window.end)[0].estate
+    every = drilldown(con, window, "mcr.microsoft.com", estate=estate).frames["firewalls"]
+    assert sorted(every["firewall"]) == sorted(s.name for s in (WEU, NEU, SEC))
+    one = drilldown(con, window, "mcr.microsoft.com", estate=estate, firewall=WEU.name)
+    weu = every.filter(pl.col("firewall") == WEU.name).drop("deny_share")
+    assert one.frames["firewalls"].drop("deny_share").equals(weu)  # its own traffic, judged by its own rules
+    assert int(one.frames["timeline"]["hits"].sum()) == weu["allowed"].item() + weu["denied"].item()
+    with pytest.raises(ValueError, match="fw-nowhere"):
+        drilldown(con, window, "mcr.microsoft.com", firewall="fw-nowhere")
+    con.close()
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "drilldown-subject.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(f"db = {str(db)!r}\nsince = '1d'\nsubject = 'mcr.microsoft.com'"))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "seen behind 3 firewalls: " in printed
+    (table,) = [c.outputs[0]["data"]["text/html"] for c in nb.cells
+                if c.cell_type == "code" and c.source.startswith('drill.frames["firewalls"]')]
+    assert all(f"<td>&quot;{s.name}&quot;</td>" in table for s in (WEU, NEU, SEC))
+    assert f"<td>&quot;{WEU.policy_name}&quot;</td>" in table  # the policy that firewall evaluates
+
+
+def test_the_nightly_job_reads_the_estate_from_azure_and_judges_each_firewall(estate_dir, monkeypatch, tmp_path):
+    """What the CronJob does with Reader rights: every night the three firewalls' policies, parents and IP Groups
+    from Azure, kept as a snapshot, a report per firewall; a night Azure refuses is said, on the last snapshot."""
+    import azure.identity
+
+    from egresslens import exitcodes
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda **kw: FakeCredential())  # test-only
+    server = ArmServer().start()
+    try:
+        _serve(server, estate_dir)
+        db, out = tmp_path / "s.duckdb", tmp_path / "out"
+        db.write_bytes((estate_dir / "s.duckdb").read_bytes())
+        args = ["nightly", "--out", str(out), "--db", str(db), "--since", "1d", "--files", str(estate_dir / "logs"),
+                "--arm-endpoint", server.endpoint, *[a for s in (WEU, NEU, SEC) for a in ("--firewall-id", s.arm_id)]]
+        first = CliRunner().invoke(app, args)
+        doc = json.loads((out / "latest.json").read_text())
+        assert first.exit_code == doc["exit_code"] != exitcodes.REMOTE_ERROR, first.output
+        fleet_rows = {r["firewall"]: r for r in doc["sections"]["fleet"]["tables"]["Firewalls"]["head"]}
+        assert set(fleet_rows) == {WEU.name, NEU.name, SEC.name}
+        assert fleet_rows[WEU.name]["policy"] == f"{WEU.policy_name} < {PARENT}"
+        assert fleet_rows[SEC.name]["policy"] == "classic rules"
+        weu = doc["sections"][f"firewall-{WEU.name}"]
+        goes_to = {r["goes_to"] for r in weu["tables"]["Proposals"]["head"]}
+        assert WEU.policy_name in goes_to and PARENT in goes_to and NEU.policy_name not in goes_to
+        assert any(p.endswith(f"/azureFirewalls/{WEU.name}") for p in server.paths())  # read from Azure, not files
+
+        server.status[WEU.arm_id.lower()] = 403  # the next night, the identity lost its Reader role on one firewall
+        second = CliRunner().invoke(app, args)
+        assert second.exit_code == exitcodes.REMOTE_ERROR, second.output
+        doc2 = json.loads((out / "latest.json").read_text())
+        assert any("reading the policy from Azure failed" in b and "Reader" in b for b in doc2["banner"]), doc2["banner"]
+        rows2 = {r["firewall"]: r for r in doc2["sections"]["fleet"]["tables"]["Firewalls"]["head"]}
+        assert rows2[WEU.name]["policy"] == fleet_rows[WEU.name]["policy"]  # judged on the last snapshot
+        assert any("policy snapshot of" in f for f in doc2["sections"]["policy"]["facts"])
+    finally:
+        server.stop()

@@ -119,16 +119,16 @@ def test_every_compromised_address_is_cut_out_of_every_proposed_rule(week):
 
 def test_confidence_and_wording_use_the_hours_that_hold_data(week):
     *_, doc = week
-    assert any("data in 168 of the 721 hours" in w for w in doc["warnings"])
+    assert any("data in 168 of the 720 hours" in w for w in doc["warnings"])
     assert doc["suspicion"]["coverage"]["covered_hours"] == 168
     unused = next(r for r in doc["recommendations"] if "allow-smtp-relay" in r["title"])
     assert unused["confidence"] == "medium"
-    assert "in the 168 hour(s) with data (of the 721-hour window)" in unused["rationale"]
+    assert "in the 168 hour(s) with data (of the 720-hour window)" in unused["rationale"]
     assert all(r["window"]["covered_hours"] == 168 for r in doc["recommendations"])
     db = week[0]
     for cmd in (["dns", "--json"], ["snat", "--json"]):
         out = runner.invoke(app, [cmd[0], "--db", str(db), "--since", "30d", *cmd[1:]])
-        assert any("data in 168 of the 721 hours" in n for n in json.loads(out.stdout)["notes"]), cmd
+        assert any("data in 168 of the 720 hours" in n for n in json.loads(out.stdout)["notes"]), cmd
 
 
 def test_compromised_source_items_count_their_hours_and_cap_their_evidence(week):

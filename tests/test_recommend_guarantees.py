@@ -130,3 +130,30 @@ def test_an_unused_rule_over_thirty_days_with_seven_of_data_says_so_and_is_not_h
     cover = coverage(con, window)
     assert cover.window_hours == 720 and cover.covered_hours == 7 * 8 and not cover.complete
     assert cover.ranges()[0] == (T0, T0 + timedelta(hours=1)) and len(cover.ranges()) == 56
+
+
+def test_coverage_measures_the_window_as_time_not_as_the_hour_slots_it_touches():
+    """A `--since 24h` window ending at the newest record starts a moment before the day's first record, so it
+    touches 25 hourly slots: a complete day is still "all 24 hours", and a day that starts half an hour into
+    the window says 23.5 of 24."""
+    from egresslens.analyse import coverage, resolve_window
+
+    day = [{"time": T0 + timedelta(minutes=i, seconds=30), "kind": "application", "protocol": "HTTPS",
+            "source_ip": "10.244.1.9", "destination_fqdn": "api.partner-example.com", "destination_port": 443}
+           for i in range(24 * 60)]
+    con = _store(_flows(day))
+    window = resolve_window(con, since="24h")
+    slots = {window.start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=h) for h in range(26)}
+    assert len([s for s in slots if s < window.end]) == 25  # the window touches 25 hourly slots
+    cover = coverage(con, window)
+    assert cover.complete and cover.window_hours == 24 and round(cover.covered_hours, 1) == 24  # 30 s short
+    assert cover.describe() == "data in all 24 hours of the window"
+    recs = recommend(con, window, config=CFG)
+    assert not any("hours of the window" in w for w in recs.warnings)
+
+    late = Window(T0 - timedelta(minutes=30), T0 + timedelta(hours=23, minutes=30))
+    cover = coverage(con, late)
+    assert not cover.complete and cover.covered_hours == 23.5 and cover.window_hours == 24
+    assert cover.describe() == ("data in 23.5 of the 24 hours of the window "
+                                "(98%: 2026-01-01 00:00 to 2026-01-01 23:30 UTC)")
+    assert cover.to_json()["covered_hours"] == 23.5

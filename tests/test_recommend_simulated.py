@@ -80,8 +80,8 @@ def test_simulated_incident_day_proposes_nothing_a_careful_engineer_would_refuse
     policy = parse_policy(sc.policy)
     recs = recommend(con, window, policy=policy)
     assert recs.suspicion.compromised == compromised
-    # the store holds 24 hours, read as 25 (26 hour slots): every finding says so
-    assert any(w.startswith("data in 24 of the 26 hours of the window") for w in recs.warnings)
+    # the store holds 24 hours, read as 25: every finding says so
+    assert any(w.startswith("data in 24 of the 25 hours of the window") for w in recs.warnings)
     assert all(r.window["covered_hours"] == 24 for r in recs.items)
     # what only compromised pods asked for, the look-alike, the bare C2 address: never in a rule
     f = sc.flows.filter(pl.col("action") == "Deny").with_columns(d=pl.coalesce("destination_fqdn", "destination_ip"))

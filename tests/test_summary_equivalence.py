@@ -163,7 +163,9 @@ SUB_HOUR = {
              ".findings[].minutes_to_exhaustion", ".findings[].top_sources", ".findings[].fix", ".findings[].detail"},
     "dns": {".notes", ".by_group[].latency_basis", ".by_group[].p50_latency_s", ".by_group[].p95_latency_s",
             ".by_group[].p99_latency_s", ".by_name[].latency_basis", ".by_name[].p50_latency_s",
-            ".by_name[].p95_latency_s", ".by_name[].p99_latency_s", ".resolved_then_denied"},
+            ".by_name[].p95_latency_s", ".by_name[].p99_latency_s", ".resolved_then_denied",
+            ".firewalls[].notes", ".firewalls[].health.latency_basis", ".firewalls[].health.p50_latency_s",
+            ".firewalls[].health.p95_latency_s", ".firewalls[].health.p99_latency_s"},
 }
 
 

@@ -256,7 +256,7 @@ resource rcg0_egresslens_proposed 'Microsoft.Network/firewallPolicies/ruleCollec
           type: 'Allow'
         }
         rules: [
-          // needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
+          // needs DNS proxy on the firewall (a policy's DNS settings, a classic firewall's additionalProperties) with requireProxyForNetworkRules, and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
           {
             ruleType: 'NetworkRule'
             name: 'allow-udp-123-ntp.ubuntu.com'
@@ -311,7 +311,7 @@ resource rcg0_egresslens_proposed 'Microsoft.Network/firewallPolicies/ruleCollec
           type: 'Allow'
         }
         rules: [
-          // needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
+          // needs DNS proxy on the firewall (a policy's DNS settings, a classic firewall's additionalProperties) with requireProxyForNetworkRules, and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
           {
             ruleType: 'NetworkRule'
             name: 'allow-tcp-5432-orders-db.pg-example-hosting.net'

@@ -98,7 +98,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     name     = "allow-net-subnet-10.240.0.0-24"
     priority = 400
     action   = "Allow"
-    # needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
+    # needs DNS proxy on the firewall (a policy's DNS settings, a classic firewall's additionalProperties) with requireProxyForNetworkRules, and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
     rule {
       name              = "allow-udp-123-ntp.ubuntu.com"
       source_addresses  = ["10.240.0.0/24"]
@@ -123,7 +123,7 @@ resource "azurerm_firewall_policy_rule_collection_group" "egresslens_proposed" {
     name     = "allow-net-subnet-10.244.1.0-10.244.6.255"
     priority = 600
     action   = "Allow"
-    # needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
+    # needs DNS proxy on the firewall (a policy's DNS settings, a classic firewall's additionalProperties) with requireProxyForNetworkRules, and its clients using the firewall as DNS server: a network rule's FQDNs are resolved by the proxy
     rule {
       name              = "allow-tcp-5432-orders-db.pg-example-hosting.net"
       source_addresses  = ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/28", "10.244.3.16/32", "10.244.3.18/31", "10.244.3.20/30", "10.244.3.24/29", "10.244.3.32/27", "10.244.3.64/26", "10.244.3.128/25", "10.244.4.0/23", "10.244.6.0/24"]

@@ -33,7 +33,9 @@ def dns_command(
     out: Optional[Path] = OutOption,
 ) -> None:
     """DNS-proxy analytics: volumes, failure rates and latency per source group and name, search-domain
-    noise, names resolved then denied, and the suspicion model's domains and compromised sources.
+    noise, names resolved then denied, and the suspicion model's domains and compromised sources. Without
+    --firewall, each firewall's DNS proxy is judged on its own (a table of the firewalls, then a section
+    each); suspicious domains and compromised sources are one assessment of them all.
 
     Exit codes: 0 nothing suspicious, 1 a domain is flagged never-allow or a source is compromised, 2 usage,
     3 no store, 6 busy store (docs/dns.md, docs/suspicion.md)."""
@@ -116,6 +118,45 @@ def render(console, result, top: int = 10) -> None:  # noqa: ANN001 - rich Conso
     if hidden:
         console.print(f"[dim]and {hidden:,} more suspicious or newly seen domains (dns --json, or the report)[/dim]")
     render_compromised(console, result.suspicion)
+
+    if result.parts:  # several firewalls: each one's DNS proxy judged on its own
+        from egresslens import fleet
+
+        _fleet_table(console, result)
+        for part in result.parts:
+            t = part.totals
+            name = _t(fleet.label(part.firewall))
+            if not t["queries"]:
+                console.print(f"\n[bold]Firewall {name}[/bold]: no DNS proxy query in the window (is DNS proxy on, "
+                              "and its log category ingested?)")
+                continue
+            console.print(f"\n[bold]Firewall {name}[/bold]: {t['queries']:,} queries, {t['names']:,} names; "
+                          f"search-domain noise {t['noise_queries']:,}, real failures {t['real_failures']:,}, "
+                          f"upstream errors {t['upstream_errors']:,}")
+            _health_tables(console, part, top)
+    else:
+        _health_tables(console, result, top)
+
+
+def _fleet_table(console, result) -> None:  # noqa: ANN001 - rich Console, DnsResult
+    """One row per firewall: its DNS proxy's failure rates, noise and latency, each over its own queries."""
+    from egresslens import fleet
+    from egresslens.cliout import KEEP, NUM, Col
+
+    basis = lambda r: r.get("latency_basis")  # noqa: E731
+    cols = [Col("firewall", KEEP), Col("queries", NUM), Col("names", NUM, priority=2), Col("NXDOMAIN", NUM, priority=4),
+            Col("SERVFAIL", NUM, priority=3), Col("real fail", NUM, priority=5), Col("upstream err", NUM, priority=3),
+            Col("noise", NUM, priority=2), Col("p50 ms", NUM, priority=1), Col("p95 ms", NUM, priority=5)]
+    rows = [[_t(fleet.label(r["firewall"])), f"{r['queries']:,}", f"{r['names']:,}", _pct(r["nxdomain_rate"]),
+             _pct(r["servfail_rate"]), _pct(r["real_failure_rate"]), _pct(r["upstream_errors_rate"]),
+             _pct(r["noise_share"]), _ms(r["p50_latency_s"], basis(r)), _ms(r["p95_latency_s"], basis(r))]
+            for r in result.health.iter_rows(named=True)]
+    _fit(console, "Per firewall (each judged on its own queries)", cols, rows)
+
+
+def _health_tables(console, result, top: int) -> None:  # noqa: ANN001 - rich Console, DnsResult
+    """One firewall's (or the store's) source groups, names, failures, noise and names resolved then denied."""
+    from egresslens.cliout import KEEP, NUM, Col
 
     basis = lambda r: r.get("latency_basis")  # noqa: E731
     cols = [Col("group", min_width=16), Col("queries", NUM), Col("names", NUM, priority=2), Col("NXDOMAIN", NUM, priority=6),

@@ -135,14 +135,12 @@ def drilldown_command(
         raise fail(f"--kind must be auto or one of {', '.join(KINDS)}", exitcodes.USAGE)
     fmt = resolve_format(fmt, as_json, out, ("html", "json"), default="html")
     given, _ = given_estate(db, policy, firewall_id, policy_id, arm_endpoint)
-    from egresslens import fleet
     from egresslens.recommend.fleet import rules_for
 
     with analysis_window(db, since, start, end) as (con, window):
         fw = resolve_firewall(con, window, firewall)
         estate, _ = estate_in_force(con, window, given)
-        with fleet.scoped(con, fw):
-            d = drilldown(con, window, subject, kind, policy=rules_for(estate, fw))
+        d = drilldown(con, window, subject, kind, policy=rules_for(estate, fw), estate=estate, firewall=fw)
     if d.empty:
         raise fail(f"nothing about {plain(subject)!r} in {window.describe()}: no {d.kind} of that name has an event, "
                    "a DNS query or a recommendation (check the spelling, --kind, or a longer --since)",

@@ -46,9 +46,11 @@ class PolicyDoc:
     id: str | None = None
     parent: str | None = None  # key of the parent (base) policy
     groups: list[dict[str, Any]] = field(default_factory=list)  # rule collection groups, normalised
-    dns_proxy: bool | None = None
+    dns_proxy: bool | None = None  # dnsSettings.enableProxy
     firewalls: list[str] = field(default_factory=list)  # keys of the firewalls that use it
     source: str = ""
+    require_proxy: bool | None = None  # dnsSettings.requireProxyForNetworkRules
+    children: list[str] | None = None  # keys of its child policies (`childPolicies`); None when the read did not say
 
 
 
@@ -59,8 +61,9 @@ class FirewallDoc:
     id: str | None = None
     policy: str | None = None  # key of its policy
     classic: dict[str, Any] | None = None  # classic rule collections as one unnamed group
-    dns_proxy: bool | None = None
+    dns_proxy: bool | None = None  # additionalProperties Network.DNS.EnableProxy
     source: str = ""
+    require_proxy: bool | None = None  # additionalProperties Network.DNS.RequireProxyForNetworkRules
 
 
 
@@ -69,7 +72,7 @@ class RuleSet(list):
     from: the policy chain (root first), the firewall, DNS proxy, and the IP Groups they reference."""
 
     def __init__(self, rules=(), *, policy: PolicyDoc | None = None, chain: list[PolicyDoc] | None = None,
-                 firewall: FirewallDoc | None = None, dns_proxy: bool | None = None,
+                 firewall: FirewallDoc | None = None, dns_proxy: bool | None = None, require_proxy: bool | None = None,
                  ip_groups: dict[str, IpGroup] | None = None, warnings: list[str] | None = None,
                  all_ip_groups: list[IpGroup] | None = None):
         super().__init__(sorted(rules, key=lambda r: r.order))
@@ -77,6 +80,7 @@ class RuleSet(list):
         self.chain = chain or ([policy] if policy else [])
         self.firewall = firewall
         self.dns_proxy = dns_proxy
+        self.require_proxy = require_proxy  # requireProxyForNetworkRules: FQDNs in network rules supported when true
         self.ip_groups = ip_groups or {}  # reference -> group, for the groups its rules use
         self.all_ip_groups = all_ip_groups or []  # every IP Group known (a proposal may name one)
         self.warnings = warnings or []
@@ -185,11 +189,13 @@ class Estate:
             rules += own_rules
         used = self._resolve(rules)
         own = self.policies[key]
-        dns = own.dns_proxy if own.dns_proxy is not None else next(
-            (p.dns_proxy for p in reversed(chain) if p.dns_proxy is not None), None)
-        if firewall is not None and firewall.dns_proxy is not None:
-            dns = firewall.dns_proxy
-        return RuleSet(rules, policy=own, chain=chain, firewall=firewall, dns_proxy=dns, ip_groups=used,
+
+        def setting(name: str) -> bool | None:  # the policy's own, else the nearest ancestor's, the firewall's last
+            value = next((getattr(p, name) for p in reversed(chain) if getattr(p, name) is not None), None)
+            return getattr(firewall, name) if firewall is not None and getattr(firewall, name) is not None else value
+
+        return RuleSet(rules, policy=own, chain=chain, firewall=firewall, dns_proxy=setting("dns_proxy"),
+                       require_proxy=setting("require_proxy"), ip_groups=used,
                        warnings=list(self.warnings), all_ip_groups=list(self.ip_groups.values()))
 
     def rules_for_firewall(self, ref: str) -> RuleSet | None:
@@ -205,7 +211,8 @@ class Estate:
             return None
         rules = build_rules([fw.classic])
         used = self._resolve(rules)
-        return RuleSet(rules, firewall=fw, dns_proxy=fw.dns_proxy, ip_groups=used, warnings=list(self.warnings),
+        return RuleSet(rules, firewall=fw, dns_proxy=fw.dns_proxy, require_proxy=fw.require_proxy, ip_groups=used,
+                       warnings=list(self.warnings),
                        all_ip_groups=list(self.ip_groups.values()))
 
     def default_rules(self) -> RuleSet | None:
@@ -257,6 +264,8 @@ class Estate:
             mine.groups = [g for g in mine.groups if g.get("name") not in names] + p.groups
             mine.parent = p.parent or mine.parent
             mine.dns_proxy = p.dns_proxy if p.dns_proxy is not None else mine.dns_proxy
+            mine.require_proxy = p.require_proxy if p.require_proxy is not None else mine.require_proxy
+            mine.children = p.children if p.children is not None else mine.children
             mine.firewalls = sorted(set(mine.firewalls) | set(p.firewalls))
             mine.id = mine.id or p.id
         for k, f in other.firewalls.items():
@@ -267,6 +276,7 @@ class Estate:
                 mine.policy = f.policy or mine.policy
                 mine.classic = f.classic if f.classic is not None else mine.classic
                 mine.dns_proxy = f.dns_proxy if f.dns_proxy is not None else mine.dns_proxy
+                mine.require_proxy = f.require_proxy if f.require_proxy is not None else mine.require_proxy
         self.ip_groups.update(other.ip_groups)
         self.sources += [s for s in other.sources if s not in self.sources]
         for w in other.warnings:

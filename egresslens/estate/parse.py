@@ -6,10 +6,12 @@ Shapes (one file may hold several, `--policy` may be given many times):
 * rule collection groups: `az network firewall policy rule-collection-group list` (a JSON list), one
   group (`... rule-collection-group show`), the REST API's `{"value": [...], "nextLink": ...}`;
 * a policy: `az network firewall policy show` (its parent in `basePolicy`, DNS proxy in
-  `dnsSettings.enableProxy`, the firewalls that use it in `firewalls`);
+  `dnsSettings.enableProxy` and `requireProxyForNetworkRules`, the firewalls that use it in
+  `firewalls`, its child policies in `childPolicies`);
 * IP Groups: `az network ip-group list` / `show`;
 * a firewall: `az network firewall show` (its policy in `firewallPolicy`, or classic rules in
-  `applicationRuleCollections`, `networkRuleCollections`, `natRuleCollections`);
+  `applicationRuleCollections`, `networkRuleCollections`, `natRuleCollections`, with DNS proxy in
+  `additionalProperties` `Network.DNS.EnableProxy` and `Network.DNS.RequireProxyForNetworkRules`);
 * an ARM template export holding any of these as `resources`;
 * `{"parent": [groups], "groups": [groups]}`: a child policy and its parent in one file.
 
@@ -199,6 +201,10 @@ def _policy(e: Estate, item: dict[str, Any], source: str, arm_policies: dict[str
     doc = e.policies.setdefault(key, PolicyDoc(key=key, name=name or last_segment(key), id=pid or None, source=source))
     doc.parent = parent or doc.parent
     doc.dns_proxy = _bool(dns.get("enableProxy")) if isinstance(dns, dict) else doc.dns_proxy
+    doc.require_proxy = _bool(dns.get("requireProxyForNetworkRules")) if isinstance(dns, dict) else doc.require_proxy
+    if "childPolicies" in p:  # Azure lists a policy's children; an export without the key says nothing of them
+        kids = [resource_key(c.get("id")) for c in objects(p.get("childPolicies"), f"policy {name}: childPolicies")]
+        doc.children = sorted({k for k in kids if k})
     doc.firewalls = sorted(set(doc.firewalls) | {f for f in fws if f})
     arm_policies[doc.name] = key
 
@@ -239,7 +245,8 @@ def _firewall(e: Estate, item: dict[str, Any], source: str) -> None:
     e.firewalls[key] = FirewallDoc(
         key=key, name=name, id=fid or None, source=source,
         policy=resource_key(pol.get("id")) if isinstance(pol, dict) else None,
-        classic=classic_group(item), dns_proxy=_bool(extra.get("Network.DNS.EnableProxy")))
+        classic=classic_group(item), dns_proxy=_bool(extra.get("Network.DNS.EnableProxy")),
+        require_proxy=_bool(extra.get("Network.DNS.RequireProxyForNetworkRules")))
 
 
 # -- entry points ----------------------------------------------------------------------------------

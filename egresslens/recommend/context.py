@@ -35,6 +35,8 @@ class Context:
         self.kept_required: list[str] = []  # existing rules kept whole because they carry required platform egress
         self.stats_rows = 0
         self.summaries: set[str] = set()  # ids of the "and N more" investigate items (listed after the others)
+        # what this run's traffic says of each rule inherited from a parent policy (see recommend.parents)
+        self.parent_verdicts: dict[tuple, dict[str, Any]] = {}
 
     def add(self, rec: Recommendation) -> None:
         self.items.append(rec)
@@ -47,8 +49,9 @@ class Context:
     def set_coverage(self, coverage) -> None:  # noqa: ANN001 - egresslens.analyse.Coverage
         """Every finding states the hours of its window that hold data (`window.covered_hours`)."""
         self.coverage = coverage
-        self.window_info.update(covered_hours=coverage.covered_hours, window_hours=coverage.window_hours,
-                                coverage=coverage.describe())
+        doc = coverage.to_json()
+        self.window_info.update(covered_hours=doc["covered_hours"], window_hours=doc["window_hours"],
+                                coverage=doc["description"])
 
     @property
     def covered_hours(self) -> float:
@@ -59,7 +62,10 @@ class Context:
         """`the 168-hour window` or, when data covers less, `the 168 hours with data (of the 720-hour window)`."""
         if self.coverage is None or self.coverage.complete:
             return f"the {self.window.hours:g}-hour window"
-        return f"the {self.coverage.covered_hours} hour(s) with data (of the {self.coverage.window_hours}-hour window)"
+        from egresslens.analyse import hours_text
+
+        return (f"the {hours_text(self.coverage.covered_hours)} hour(s) with data (of the "
+                f"{hours_text(self.coverage.window_hours)}-hour window)")
 
 
 def investigate(ctx: Context, title: str, reason: str, ev: Evidence, risk: str, key: tuple, rows=None,

@@ -10,7 +10,8 @@ import re
 
 from egresslens.escape import comment
 from egresslens.escape import shell as quote
-from egresslens.recommend.emit_common import DNS_PROXY, groups, left_out, needs_dns_proxy, targets, unique_priorities
+from egresslens.recommend.emit_common import (DNS_PROXY, classic_collections, groups, left_out, needs_dns_proxy,
+                                              targets, unique_priorities)
 
 
 def _sources(rule) -> list[str]:
@@ -112,10 +113,10 @@ def _target_commands(t) -> list[str]:
         out.append(comment(msg))
     if t.classic:
         base = '--firewall-name "$FIREWALL" --resource-group "$RG"'
-        for g in gs:
-            for c in unique_priorities(g):
-                for i, r in enumerate(c.rules):
-                    out.append(_classic_rule(r, base, c, i == 0))
+        for c in classic_collections(gs):
+            out += [comment(DNS_PROXY) for r in c.rules if needs_dns_proxy(r)][:1]
+            for i, r in enumerate(c.rules):
+                out.append(_classic_rule(r, base, c, i == 0))
             out.append("")
         for r in removes:
             e = r.existing_rule

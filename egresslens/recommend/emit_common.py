@@ -67,6 +67,25 @@ def unique_priorities(g: Group) -> list[Collection]:
     return cols
 
 
+def classic_collections(gs: list[Group]) -> list[Collection]:
+    """A classic firewall's proposals as its rule collections: a classic firewall has no rule collection
+    groups, so collections of the same name and type are one, and priorities are distinct within a type."""
+    merged: "OrderedDict[tuple[str, str], Collection]" = OrderedDict()
+    for g in gs:
+        for c in sorted(g.collections.values(), key=lambda c: (c.priority, c.name, c.rule_type)):
+            have = merged.setdefault((c.rule_type, c.name), Collection(c.name, c.priority, c.rule_type))
+            have.rules += c.rules
+    out: list[Collection] = []
+    for rule_type in ("NetworkRule", "ApplicationRule"):  # Azure's order: network collections, then application
+        seen: set[int] = set()
+        for c in sorted((c for c in merged.values() if c.rule_type == rule_type), key=lambda c: (c.priority, c.name)):
+            while c.priority in seen:
+                c.priority += 1
+            seen.add(c.priority)
+            out.append(c)
+    return out
+
+
 @dataclass
 class Target:
     """Where a set of proposals goes: a policy (by name, and by id when known) or a classic firewall."""
@@ -107,8 +126,9 @@ def targets(recs) -> list[Target]:
 
 
 MAX_LEFT_OUT = 50  # investigate items named one by one in a generated file's header
-DNS_PROXY = ("needs DNS proxy on the firewall (policy DNS settings) and its clients using the firewall as DNS "
-             "server: a network rule's FQDNs are resolved by the proxy")
+DNS_PROXY = ("needs DNS proxy on the firewall (a policy's DNS settings, a classic firewall's additionalProperties) "
+             "with requireProxyForNetworkRules, and its clients using the firewall as DNS server: a network rule's "
+             "FQDNs are resolved by the proxy")
 
 
 def needs_dns_proxy(rule: ProposedRule) -> bool:

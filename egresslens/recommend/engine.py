@@ -59,6 +59,8 @@ class Recommendations:
     # per firewall: its name, the policy it uses (and that policy's parents) and its proposals by kind
     firewalls: list[dict[str, Any]] = field(default_factory=list)
     summaries: set[str] = field(default_factory=set)  # ids of the "and N more" investigate items
+    # (policy, group, collection, rule) of each rule inherited from a parent policy -> what this traffic says of it
+    parent_verdicts: dict[tuple, dict[str, Any]] = field(default_factory=dict)
 
     def by_kind(self, kind: str) -> list[Recommendation]:
         return [r for r in self.items if r.kind == kind]
@@ -212,7 +214,8 @@ def _recommend(ctx: Context, susp: Suspicion) -> Recommendations:
              "kept_required": ctx.kept_required, "coverage": ctx.coverage.to_json()}
     sort_items(ctx.items, ctx.summaries)
     return Recommendations(ctx.items, window, ctx.warnings, stats, scores,
-                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries)
+                           {ip: sorted(n) for ip, n in dns_map.items()}, susp, ctx.dns_detail, summaries=ctx.summaries,
+                           parent_verdicts=ctx.parent_verdicts)
 
 
 KIND_ORDER = {"add-application-rule": 0, "add-network-rule": 1, "narrow-rule": 2, "remove-rule": 3, "investigate": 4}
@@ -335,21 +338,40 @@ def _limits(ctx: Context) -> None:
 
 
 def _dns_proxy(ctx: Context) -> None:
-    """Network rules with FQDNs need DNS proxy on the firewall: say so where it is off (or not known)."""
+    """Network rules with FQDNs need DNS proxy on the firewall (`enableProxy`), and Azure supports FQDNs in
+    network rules only when `requireProxyForNetworkRules` is true: say so where either is off (or not known)."""
     proxy = getattr(ctx.policy, "dns_proxy", None)
+    require = getattr(ctx.policy, "require_proxy", None)
+    classic = bool(getattr(ctx.policy, "classic", False))
     target = getattr(ctx.policy, "target", "") or "the policy"
-    existing = sorted({f"{r.rule_collection_group}/{r.rule_collection}/{r.name}" for r in ctx.policy or []
+    where = "the firewall's additionalProperties (Network.DNS.EnableProxy)" if classic else "the policy's DNS settings"
+    required_where = ("the firewall's additionalProperties (Network.DNS.RequireProxyForNetworkRules)" if classic
+                      else "the policy's DNS settings")
+    existing = sorted({f"{r.rule_collection_group}/{r.rule_collection}/{r.name}" if r.rule_collection_group
+                       else f"{r.rule_collection}/{r.name}" for r in ctx.policy or []
                        if r.rule_type == "network" and r.destination_fqdns})
+    listed = ", ".join(existing[:5]) + ("..." if len(existing) > 5 else "")
     if proxy is False and existing:
-        ctx.warnings.append(f"DNS proxy is off on {target}, so its network rules with FQDNs ({', '.join(existing[:5])}"
-                            f"{'...' if len(existing) > 5 else ''}) resolve names apart from the clients and may miss "
-                            "their traffic: enable DNS proxy in the policy's DNS settings")
+        ctx.warnings.append(f"DNS proxy is off on {target}, so its network rules with FQDNs ({listed}) resolve names "
+                            f"apart from the clients and may miss their traffic: enable DNS proxy in {where}")
+    if require is False and existing:
+        ctx.warnings.append(f"{target} does not require DNS proxy for network rules (requireProxyForNetworkRules is "
+                            f"false), and Azure supports FQDNs in network rules only when it is true: its network "
+                            f"rules with FQDNs ({listed}) may match nothing; set it to true in {required_where}")
+    steps = ([f"enable DNS proxy on {target} ({where}) before adding this rule"] if proxy is False else []) + (
+        [f"set requireProxyForNetworkRules to true on {target} ({required_where}) before adding this rule"]
+        if require is False else [])
     for r in ctx.items:
-        if r.rule is not None and r.rule.rule_type == "NetworkRule" and r.rule.destination_fqdns and proxy is not True:
-            r.evidence.notes.append("network rules with FQDNs need DNS proxy on the firewall "
-                                    + ("(it is off: enable it first)" if proxy is False else "(check that it is on)"))
-            if proxy is False:
-                r.rollout.insert(0, f"enable DNS proxy on {target} (policy DNS settings) before adding this rule")
+        if r.rule is None or r.rule.rule_type != "NetworkRule" or not r.rule.destination_fqdns:
+            continue
+        if proxy is True and require is True:
+            continue
+        off = [s for s, v in (("DNS proxy", proxy), ("requireProxyForNetworkRules", require)) if v is False]
+        unknown = [s for s, v in (("DNS proxy", proxy), ("requireProxyForNetworkRules", require)) if v is None]
+        r.evidence.notes.append("network rules with FQDNs need DNS proxy on the firewall and requireProxyForNetworkRules"
+                                + (f" ({' and '.join(off)} off: turn {'them' if len(off) > 1 else 'it'} on first)" if off
+                                   else f" (check that {' and '.join(unknown)} {'are' if len(unknown) > 1 else 'is'} on)"))
+        r.rollout[:0] = steps
 
 
 # ------------------------------------------------------------------ evidence

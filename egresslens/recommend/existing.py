@@ -51,7 +51,6 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
                            "hits": sum(x["hits"] for x in rows), "permissiveness": None})
         return scores
     shadows = shadowed_by(ctx.policy)
-    days = ctx.config.remove_after_days
     for rule in ctx.policy:
         if rule.rule_type == "nat" or rule.action != "Allow":
             continue
@@ -64,8 +63,10 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
                        "rule": rule.name, "rule_type": rule.rule_type, "hits": hits, "permissiveness": score,
                        "parent_policy": rule.parent, "required": req.note() if req else None})
         existing = {**rule.describe(), "permissiveness": score}
-        if rule.parent:
-            continue  # a child policy cannot change its parent's rules
+        if rule.parent:  # a child policy cannot change its parent's rules: the fleet judges them (recommend.parents)
+            ctx.parent_verdicts[parent_key(rule)] = _parent_verdict(ctx, rule, rows, big, hits, shadows, existing,
+                                                                    score, req)
+            continue
         if req:
             state = ("shadowed by an earlier rule" if rule.key in shadows else f"no hits in {ctx.span()}" if hits == 0
                      else f"{hits} hit(s) in {ctx.span()}")
@@ -73,38 +74,66 @@ def analyse_existing(ctx, groups: pl.DataFrame, broad: dict[tuple, dict] | None 
             if rule.key in shadows or hits == 0:
                 continue
         if rule.key in shadows:
-            a = shadows[rule.key]
-            rec = Recommendation(
-                id=rec_id("shadow", *rule.key), kind="remove-rule",
-                title=f"Remove shadowed rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
-                rule=None, evidence=Evidence(hits=hits, notes=[f"shadowed by {a.rule_collection_group}/{a.rule_collection}/{a.name}"]),
-                confidence="high", risk="low",
-                rationale=(f"every flow it could match is matched first by {a.rule_collection_group}/{a.rule_collection}/{a.name} "
-                           "(Azure order: network before application, then group, collection and rule order)"),
-                window=ctx.window_info, existing_rule=existing, permissiveness=score,
-                rollout=["disable the rule", f"delete it after {days} days without side effects"])
-            ctx.add(rec)
+            ctx.add(_shadowed(ctx, rule, shadows[rule.key], hits, existing, score))
             continue
         if hits == 0:
-            rec = Recommendation(
-                id=rec_id("unused", *rule.key), kind="remove-rule",
-                title=f"Remove unused rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
-                rule=None, evidence=Evidence(hits=0, notes=[f"no hits in {ctx.span()}"] + (
-                    [ctx.coverage.describe()] if ctx.coverage is not None and not ctx.coverage.complete else [])),
-                confidence="medium" if ctx.covered_hours < 24 * 30 else "high", risk="low",
-                rationale=f"no traffic matched this rule in {ctx.span()} ({ctx.window_info['description']}); "
-                          "rules for rare jobs (monthly, quarterly) may need a longer window",
-                window=ctx.window_info, existing_rule=existing, permissiveness=score,
-                rollout=["disable the rule (or move it to a disabled collection)",
-                         f"delete it after {days} days without denies for its traffic"])
-            ctx.add(rec)
+            ctx.add(_unused(ctx, rule, existing, score))
             continue
         if big:
             too_broad(ctx, rule, big, req.note() if req else None)
             continue
-        _narrow(ctx, rule, rows, existing, score, req)
+        rec = _narrow(ctx, rule, rows, existing, score, req)
+        if rec is not None:
+            ctx.add(rec)
     return sorted(scores, key=lambda s: (-(s["permissiveness"] or 0), str(s["rule_collection_group"]),
                                          str(s["rule_collection"]), str(s["rule"])))
+
+
+def parent_key(rule: Rule) -> tuple:
+    """A parent policy's rule as every child that inherits it names it: (policy, group, collection, rule)."""
+    return (rule.policy, rule.rule_collection_group, rule.rule_collection, rule.name)
+
+
+def _parent_verdict(ctx, rule: Rule, rows: list[dict], big, hits: int, shadows, existing: dict, score: float,
+                    req: Required | None) -> dict[str, Any]:
+    """What this firewall's traffic says of an inherited rule: shadowed, unused, narrower than it (with the
+    narrow rule its traffic would keep) or as it is (`keep`: used as written, required, or too busy to judge)."""
+    if req:
+        return {"verdict": "keep", "hits": hits, "rec": None}
+    if rule.key in shadows:
+        return {"verdict": "shadowed", "hits": hits, "rec": _shadowed(ctx, rule, shadows[rule.key], hits, existing, score)}
+    if hits == 0:
+        return {"verdict": "unused", "hits": 0, "rec": _unused(ctx, rule, existing, score)}
+    rec = None if big else _narrow(ctx, rule, rows, existing, score, req, record=False)
+    return {"verdict": "narrow" if rec is not None else "keep", "hits": hits, "rec": rec}
+
+
+def _shadowed(ctx, rule: Rule, a: Rule, hits: int, existing: dict, score: float) -> Recommendation:
+    days = ctx.config.remove_after_days
+    return Recommendation(
+        id=rec_id("shadow", *rule.key), kind="remove-rule",
+        title=f"Remove shadowed rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
+        rule=None, evidence=Evidence(hits=hits, notes=[f"shadowed by {a.rule_collection_group}/{a.rule_collection}/{a.name}"]),
+        confidence="high", risk="low",
+        rationale=(f"every flow it could match is matched first by {a.rule_collection_group}/{a.rule_collection}/{a.name} "
+                   "(Azure order: network before application, then group, collection and rule order)"),
+        window=ctx.window_info, existing_rule=existing, permissiveness=score,
+        rollout=["disable the rule", f"delete it after {days} days without side effects"])
+
+
+def _unused(ctx, rule: Rule, existing: dict, score: float) -> Recommendation:
+    days = ctx.config.remove_after_days
+    return Recommendation(
+        id=rec_id("unused", *rule.key), kind="remove-rule",
+        title=f"Remove unused rule {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
+        rule=None, evidence=Evidence(hits=0, notes=[f"no hits in {ctx.span()}"] + (
+            [ctx.coverage.describe()] if ctx.coverage is not None and not ctx.coverage.complete else [])),
+        confidence="medium" if ctx.covered_hours < 24 * 30 else "high", risk="low",
+        rationale=f"no traffic matched this rule in {ctx.span()} ({ctx.window_info['description']}); "
+                  "rules for rare jobs (monthly, quarterly) may need a longer window",
+        window=ctx.window_info, existing_rule=existing, permissiveness=score,
+        rollout=["disable the rule (or move it to a disabled collection)",
+                 f"delete it after {days} days without denies for its traffic"])
 
 
 def _dest(r: dict) -> tuple:
@@ -116,7 +145,20 @@ def _required_name(req: Required | None, name: str | None) -> bool:
                                   or any(fqdn_matches(name, t) for t in req.targets)))
 
 
-def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req: Required | None) -> None:
+def _narrow_priority(ctx, rule: Rule) -> int:
+    """The narrow rule's collection priority: the broad one's in a policy (its own group, just above the broad rule's
+    group, puts it first); on a classic firewall, which has no groups, the nearest free priority above the broad
+    collection's among collections of its type."""
+    if not getattr(ctx.policy, "classic", False):
+        return rule.collection_priority
+    taken = {r.collection_priority for r in ctx.policy if r.rule_type == rule.rule_type}
+    return next((p for p in range(rule.collection_priority - 1, 99, -1) if p not in taken), rule.collection_priority)
+
+
+def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req: Required | None,
+            record: bool = True) -> Recommendation | None:
+    """The narrow rule this traffic would keep, or None when the rule fits it. `record`: count the compromised
+    addresses it cuts out on their investigate items (not for an inherited rule the fleet judges)."""
     cfg = ctx.config
     safe, bad = [], []
     clean = {_dest(r) for r in rows if not r["compromised"]}
@@ -150,7 +192,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
     proposed = dict(rule_collection_group=safe_name(f"{rule.rule_collection_group}-narrow"),
                     rule_collection_group_priority=max(100, rule.rcg_priority - 1),
                     rule_collection=safe_name(f"{rule.rule_collection}-narrow"),
-                    rule_collection_priority=rule.collection_priority, name=safe_name(f"{rule.name}-narrow"),
+                    rule_collection_priority=_narrow_priority(ctx, rule), name=safe_name(f"{rule.name}-narrow"),
                     source_addresses=new_sources, source_ip_groups=keep_groups,
                     source_ip_group_members={g: rule.ip_group_members[g] for g in keep_groups if g in rule.ip_group_members})
     if rule.rule_type == "application":
@@ -196,10 +238,11 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
                           if False else list(rule.ip_protocols), destination_addresses=addrs, destination_fqdns=fqdns,
                           destination_ports=ports, **proposed)
     if not changes and not bad:
-        return
+        return None
     if not changes:
         changes.append("drop the destinations listed in would_be_denied")
-    ctx.record_cut(cut)
+    if record:
+        ctx.record_cut(cut)
     if req:
         changes.append(f"keeps the required platform egress whole ({'; '.join(req.why)})")
     still = sorted(({"source_group": r["sgroup"], "protocol": r["protocol"], "destination": r["destination_fqdn"] or r["destination_ip"],
@@ -216,7 +259,7 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
     ev.first_seen, ev.last_seen = iso(min(firsts)), iso(max(lasts))
     ev.days_seen = max(r["days"] for r, _ in safe + bad)
     ev.hours_seen = max(r["hours"] for r, _ in safe + bad)
-    ctx.add(Recommendation(
+    return Recommendation(
         id=rec_id("narrow", *rule.key), kind="narrow-rule",
         title=f"Narrow {rule.rule_collection_group}/{rule.rule_collection}/{rule.name}",
         rule=pr, evidence=ev, confidence="medium", risk="medium" if cut else "low",
@@ -227,4 +270,4 @@ def _narrow(ctx, rule: Rule, rows: list[dict], existing: dict, score: float, req
                  f"then disable the broad rule, and delete it after {ctx.config.remove_after_days} days"],
         still_allowed=still[:200], would_be_denied=cut,
         what_if={"deny_to_allow_hits": 0, "allow_to_deny_hits": sum(r["hits"] for r, _ in bad),
-                 "allow_to_deny_after_broad_rule_removed": sum(r["hits"] for r, _ in bad)}))
+                 "allow_to_deny_after_broad_rule_removed": sum(r["hits"] for r, _ in bad)})

@@ -19,6 +19,7 @@ from egresslens.analyse import Window
 from egresslens.recommend.config import Config
 from egresslens.recommend.engine import Recommendations, recommend, sort_items
 from egresslens.recommend.model import Evidence, ProposedRule, Recommendation, rec_id, safe_name
+from egresslens.recommend.parents import parent_changes
 
 
 def rules_for(estate, store_firewall: str | None, given=None):  # noqa: ANN001, ANN201
@@ -49,6 +50,11 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
             if what_if:
                 _what_if(con, window, recs, rules, service_tags)
         _tag(recs.items, fw, rules)
+        if fw is not None:  # a parent that serves this firewall only: its rules are this traffic's to judge
+            more, held = parent_changes([(fw, rules, recs)], estate, names)
+            recs.items += more
+            recs.warnings += held
+            sort_items(recs.items, recs.summaries)
         recs.firewalls = [_summary(fw, rules, recs.items)] if fw else []
         return recs
     # one assessment of every firewall's traffic: a name withheld behind one firewall taints whoever reached it
@@ -73,7 +79,9 @@ def recommend_fleet(con, window: Window, estate=None, *, firewall: str | None = 
         parts.append((fw, rules, recs))
     items = [r for _, _, recs in parts for r in recs.items]
     items = _promote_shared(items, parts, estate, config)
-    warnings = [f"{fleet.label(fw)}: {w}" for fw, _, recs in parts for w in recs.warnings]
+    on_parents, held = parent_changes(parts, estate, names)  # a parent's rules, judged by all it serves
+    items += on_parents
+    warnings = [f"{fleet.label(fw)}: {w}" for fw, _, recs in parts for w in recs.warnings] + held
     out = Recommendations(items, window, list(dict.fromkeys(warnings)), _stats(parts, items),
                           [{**s, "firewall": fw} for fw, _, recs in parts for s in recs.rule_scores],
                           {ip: n for _, _, recs in parts for ip, n in recs.dns_attribution.items()}, susp,

@@ -168,6 +168,7 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
                 clusters[(sg, proto, alone)][(t, v, tuple(sorted(i)))].add("*" if port is None else str(port))
     rcg = cfg.rule_collection_group
     rcg_prio = rcg_priority(ctx)
+    made: dict[str, Recommendation] = {}
     for (sg, proto, alone), dest_ports in sorted(clusters.items(), key=lambda kv: (group_label(kv[0][0]), kv[0][1], kv[0][2] or "")):
         # merge destinations sharing the same port set into one rule
         by_ports: dict[frozenset, list] = defaultdict(list)
@@ -202,8 +203,7 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
                 rule_collection=coll, rule_collection_priority=collection_priority(ctx, coll), name=name,
                 source_addresses=srcs, source_group=label, ip_protocols=[proto],
                 destination_addresses=addrs, destination_fqdns=fq, destination_ports=port_list)
-            if fq:
-                notes.append("FQDNs in network rules need DNS proxy enabled on the firewall (and clients using it as DNS server)")
+            if fq:  # what DNS proxy they need is said by the engine, which knows the policy's DNS settings
                 notes.extend(f"{n} attributed from DNS: {ip} is {attribution_text(ip, ctx.dns_detail)}"
                              for n in fq for ip in derived[n][:5])
             if any(t == "tag" for t, _v, _i in dests):
@@ -219,7 +219,16 @@ def denied_network(ctx: Context, groups: pl.DataFrame, dns_map: dict[str, set[st
                 risk="medium" if any("/" in a for a in addrs) or any(t == "tag" for t, _v, _i in dests) else "low",
                 rationale=f"denied {proto} traffic from {label} to {len(ips)} address(es) on port(s) {', '.join(port_list)}",
                 window=ctx.window_info, rollout=["add the rule in a new rule collection group after the existing ones"])
-            ctx.add(rec)
+            same = made.get(rid)
+            if same is not None:  # an address proposed on its own that resolves to a name already proposed: one rule
+                same.evidence.destinations = sorted(set(same.evidence.destinations) | set(ips))
+                for k, v in derived.items():
+                    same.evidence.derived_from[k] = sorted(set(same.evidence.derived_from.get(k, [])) | set(v))
+                same.evidence.per_name += rec.evidence.per_name
+                same.evidence.notes += [n for n in notes if n not in same.evidence.notes and "on its own" not in n]
+            else:
+                made[rid] = rec
+                ctx.add(rec)
             sel = cand.filter(pl.col("destination_ip").is_in(ips) & pl.col("sgroup").is_in(list(sg))
                               & (pl.col("protocol") == proto))
             for gkey, port in sel.select("gkey", "destination_port").iter_rows():

@@ -77,7 +77,8 @@ def _build(con, window, baseline, policy, recommend_config, snat_config, dns_con
         out.insert(out.index(next(x for x in out if x.id == "rules")) + 1,
                    timed("policy", estate_sections.policy_section, inp, policy_notes))
     if many:
-        out += [estate_sections.firewall_section(inp, f["firewall"], recs, snat_result) for f in recs.firewalls]
+        out += [estate_sections.firewall_section(inp, f["firewall"], recs, snat_result, dns_result)
+                for f in recs.firewalls]
     if firewall is not None:
         banner = [f"Firewall {fleet.label(firewall)} only ({firewall})."] + list(banner or [])
     t = time.perf_counter()

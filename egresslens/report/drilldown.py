@@ -66,6 +66,7 @@ class Drilldown:
             Table("Sources" if self.kind != "source" else "Destinations", f["peers"], {"hits": INT}),
             Table("Ports", f["ports"], {"hits": INT}),
             Table("Rules that matched", f["rules"], {"hits": INT, "first_seen": TIME, "last_seen": TIME}),
+            *per_firewall_tables(self),
             Table("DNS history", f["dns_names"], {"queries": INT, "failures": INT, "failure_rate": PCT}),
             Table("Recommendations that touch it", f["recommendations"], {"hits": INT}),
             Table("SNAT view of the destination", f["snat"], {"peak_utilisation": PCT, "peak_ports": INT,
@@ -99,11 +100,20 @@ def _dns_names_sql(kind: str) -> str:
 
 
 def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind: str = "auto",
-              policy=None) -> Drilldown:
-    """Every frame of the subject's drilldown. `kind` is one of KINDS, or auto (see detect_kind)."""
-    from egresslens import snat
-    from egresslens.recommend import recommend
+              policy=None, estate=None, firewall: str | None = None) -> Drilldown:
+    """Every frame of the subject's drilldown. `kind` is one of KINDS, or auto (see detect_kind). `estate`:
+    the firewalls and policies (`egresslens.estate`): with several firewalls in the window each one's traffic
+    is judged against its own rules, and a subject seen behind several gets a breakdown per firewall
+    (`frames["firewalls"]`, one row each). `firewall`: one of them only (its name or ARM id, as `--firewall`
+    takes it; ValueError naming the store's firewalls when it matches none), judged against its own rules."""
+    from egresslens import fleet, snat
+    from egresslens.recommend import recommend_fleet
+    from egresslens.recommend.fleet import rules_for
 
+    if firewall is not None:
+        fw = fleet.resolve(con, window, firewall)
+        with fleet.scoped(con, fw):
+            return drilldown(con, window, subject, kind, rules_for(estate, fw, policy), estate)
     kind = detect_kind(con, window, subject) if kind == "auto" else kind
     if kind not in KINDS:
         raise ValueError(f"kind must be auto or one of {', '.join(KINDS)}, not {kind!r}")
@@ -126,7 +136,8 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
                                               sum(hits)::BIGINT AS hits, min(first_seen) AS first_seen,
                                               max(last_seen) AS last_seen
                                        FROM ({flows}) GROUP BY ALL ORDER BY hits DESC, 1, 2, 3, 4, 5 LIMIT 25""", params)
-    recs = recommend(con, window, policy=policy)
+    recs = recommend_fleet(con, window, estate, policy=policy)
+    d.frames["firewalls"] = per_firewall(con, flows, params, estate, policy)
     if kind == "rule":  # its DNS history: the names it matched
         names = frame(con, f"SELECT DISTINCT destination_fqdn AS n FROM ({flows}) WHERE destination_fqdn IS NOT NULL "
                            "LIMIT 500", params)["n"].to_list()
@@ -173,7 +184,73 @@ def drilldown(con: duckdb.DuckDBPyConnection, window: Window, subject: str, kind
     cover = recs.suspicion.coverage
     if cover is not None and not cover.complete:
         d.facts.append(f"coverage: {cover.describe()}")
+    d.facts += firewall_facts(d, len(recs.firewalls))
     return d
+
+
+# -- the subject behind each firewall ---------------------------------------------------------------------
+
+def per_firewall(con: duckdb.DuckDBPyConnection, flows: str, params: dict[str, Any], estate=None,  # noqa: ANN001
+                 policy=None) -> pl.DataFrame:  # noqa: ANN001
+    """One row per firewall the subject was seen behind: its traffic and denies there, the rules that matched
+    there (busiest first) and the policy that firewall evaluates."""
+    from egresslens import fleet
+    from egresslens.recommend.fleet import rules_for
+
+    rows = frame(con, f"""
+      WITH r AS (SELECT firewall, policy, rule_collection, rule, action, sum(hits)::BIGINT AS hits
+                 FROM ({flows}) GROUP BY ALL),
+      t AS (SELECT firewall, coalesce(sum(hits) FILTER (WHERE action = 'Allow'), 0)::BIGINT AS allowed,
+                   coalesce(sum(hits) FILTER (WHERE action = 'Deny'), 0)::BIGINT AS denied,
+                   min(first_seen) AS first_seen, max(last_seen) AS last_seen
+            FROM ({flows}) GROUP BY firewall)
+      SELECT t.*, (SELECT list({{'policy': r.policy, 'collection': r.rule_collection, 'rule': r.rule,
+                                 'action': r.action, 'hits': r.hits}}
+                               ORDER BY r.hits DESC, r.rule_collection NULLS FIRST, r.rule NULLS FIRST, r.action)
+                   FROM r WHERE r.firewall IS NOT DISTINCT FROM t.firewall) AS matched
+      FROM t ORDER BY allowed + denied DESC, firewall""", params)
+    out = []
+    for r in rows.iter_rows(named=True):
+        target = getattr(rules_for(estate, r["firewall"], policy), "target", None) or None
+        matched = r["matched"] or []
+        # a rule the firewall inherits says whose it is (the logs name the policy that holds it)
+        rules = "; ".join(rule_label(m["collection"], m["rule"], m["action"])
+                          + (f" of {m['policy']}" if m["policy"] and m["policy"] != target else "") + f": {m['hits']:,}"
+                          for m in matched[:3])
+        if len(matched) > 3:
+            rules += f"; and {len(matched) - 3} more"
+        total = r["allowed"] + r["denied"]
+        out.append({"firewall": fleet.label(r["firewall"]), "policy": target, "allowed": r["allowed"],
+                    "denied": r["denied"], "deny_share": r["denied"] / total if total else None,
+                    "rules_that_matched": rules, "first_seen": r["first_seen"], "last_seen": r["last_seen"],
+                    "firewall_id": r["firewall"]})
+    return pl.DataFrame(out, schema={"firewall": pl.String, "policy": pl.String, "allowed": pl.Int64,
+                                     "denied": pl.Int64, "deny_share": pl.Float64, "rules_that_matched": pl.String,
+                                     "first_seen": pl.Datetime("us"), "last_seen": pl.Datetime("us"),
+                                     "firewall_id": pl.String})
+
+
+def per_firewall_tables(d: Drilldown) -> list[Table]:
+    """The per-firewall breakdown, for a subject seen behind more than one firewall."""
+    f = d.frames.get("firewalls")
+    if f is None or f.height < 2:
+        return []
+    return [Table("Per firewall", f.drop("firewall_id"), {"allowed": INT, "denied": INT, "deny_share": PCT,
+                                                          "first_seen": TIME, "last_seen": TIME},
+                  note="each firewall's own traffic for the subject and the rules that matched it there (busiest "
+                       "first); policy: the one that firewall evaluates")]
+
+
+def firewall_facts(d: Drilldown, firewalls_in_window: int) -> list[str]:
+    """Which firewalls the subject was seen behind, when the window holds several."""
+    f = d.frames.get("firewalls")
+    if f is None or firewalls_in_window < 2 or not f.height:
+        return []
+    if f.height == 1:
+        return [f"seen behind {f['firewall'][0]} only (of {firewalls_in_window} firewalls in the window)"]
+    each = ", ".join(f"{r['firewall']} ({r['allowed'] + r['denied']:,} events, {r['denied']:,} denied)"
+                     for r in f.head(5).iter_rows(named=True))
+    return [f"seen behind {f.height} firewalls: {each}" + (f" and {f.height - 5} more" if f.height > 5 else "")]
 
 
 def verdict(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001 - egresslens.recommend.Recommendations
@@ -219,6 +296,8 @@ def _destinations(d: Drilldown) -> list[str]:
 
 
 def _touching(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001
+    from egresslens.fleet import label
+
     rows: list[dict[str, Any]] = []
     for r in recs.items:
         names = list(r.evidence.destinations) + [n for v in r.evidence.derived_from.values() for n in v]
@@ -233,9 +312,12 @@ def _touching(d: Drilldown, recs) -> pl.DataFrame:  # noqa: ANN001
                                                                               ("rule_collection_group", "rule_collection", "rule"))))
         if hit:
             rows.append({"kind": r.kind, "title": r.title, "risk": r.risk, "hits": r.evidence.hits,
-                         "rationale": r.rationale})
-    return pl.DataFrame(rows, schema={"kind": pl.String, "title": pl.String, "risk": pl.String, "hits": pl.Int64,
-                                      "rationale": pl.String})
+                         "rationale": r.rationale, "firewall": ", ".join(label(f) for f in r.firewalls) or label(r.firewall),
+                         "policy": r.policy})
+    out = pl.DataFrame(rows, schema={"kind": pl.String, "title": pl.String, "risk": pl.String, "hits": pl.Int64,
+                                     "rationale": pl.String, "firewall": pl.String, "policy": pl.String})
+    # with several firewalls, whose traffic each recommendation serves and the policy it goes to
+    return out if len(getattr(recs, "firewalls", None) or []) > 1 else out.drop("firewall", "policy")
 
 
 def figures(d: Drilldown) -> list[Chart]:

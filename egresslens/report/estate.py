@@ -70,8 +70,8 @@ def fleet_section(inp, recs, snat_result) -> Section:  # noqa: ANN001
     return s
 
 
-def firewall_section(inp, fw: str, recs, snat_result) -> Section:  # noqa: ANN001
-    """One firewall: the policy it evaluates, its proposals and its SNAT findings."""
+def firewall_section(inp, fw: str, recs, snat_result, dns_result=None) -> Section:  # noqa: ANN001
+    """One firewall: the policy it evaluates, its proposals, its SNAT findings and its DNS proxy's health."""
     info = next((f for f in recs.firewalls if f["firewall"] == fw), {})
     name = fleet.label(fw)
     s = Section(anchor(fw), f"Firewall {name}", f"{fw}: what its own traffic asks of the rules it evaluates.")
@@ -97,6 +97,15 @@ def firewall_section(inp, fw: str, recs, snat_result) -> Section:  # noqa: ANN00
         f = f.filter(pl.col("firewall") == fw)
         s.tables.append(Table("SNAT findings", f.select("severity", "destination", "port", "protocol", "peak_utilisation"),
                               {"peak_utilisation": PCT}))
+    dns = next((p for p in getattr(dns_result, "parts", []) if p.firewall == fw), None)
+    if dns is not None and not dns.totals.get("queries"):
+        s.facts.append("DNS proxy: no query in the window (is DNS proxy on, and its log category ingested?).")
+    elif dns is not None and dns.health.height:
+        h = dns.health.row(0, named=True)
+        p95 = "-" if h["p95_latency_s"] is None else f"{h['p95_latency_s'] * 1000:.1f} ms"
+        s.facts.append(f"DNS proxy: {h['queries']:,} queries for {h['names']:,} names, real failures "
+                       f"{h['real_failure_rate']:.1%} (NXDOMAIN {h['nxdomain_rate']:.1%}, search-domain noise "
+                       f"{h['noise_share']:.1%}), upstream errors {h['upstream_errors_rate']:.1%}, p95 latency {p95}.")
     s.summary = {"firewall": fw, "policy": info.get("policy"), "proposals": n}
     return s
 

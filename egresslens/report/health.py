@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
+from egresslens import fleet
 from egresslens.analyse import frame
-from egresslens.report.model import CRITICAL, FINDING, INT, MS, PCT, TIME, WARNING, COMMAND, Section, Table
+from egresslens.report.estate import anchor
+from egresslens.report.model import CRITICAL, COMMAND, FINDING, INT, LINK, MS, PCT, TIME, WARNING, Section, Table
 from egresslens.report.sections import Inputs
 from egresslens.report.signals import suspicion
 
@@ -76,20 +78,37 @@ def dns(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.dns.DnsRes
     by_group = result.by_group.select("source_group", "queries", "nxdomain_rate", "servfail_rate", "refused_rate",
                                       "upstream_errors_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s",
                                       "latency_basis")
-    s.data["groups"] = by_group.head(12)
+    failures = result.failures.select("query_name", "queries", "failures", "failure_rate", "sources")
+    per_firewall = []
+    if result.parts:  # several firewalls: each DNS proxy judged on its own, and every row says whose it is
+        by_group, failures = (df.select(pl.col("firewall").map_elements(fleet.label, return_dtype=pl.String), *cols)
+                              for df, cols in ((result.by_group, by_group.columns), (result.failures, failures.columns)))
+        health = result.health.select(
+            pl.col("firewall").map_elements(fleet.label, return_dtype=pl.String),
+            pl.col("firewall").map_elements(lambda f: "#" + anchor(f), return_dtype=pl.String).alias("section"),
+            "queries", "names", "real_failure_rate", "nxdomain_rate", "servfail_rate", "upstream_errors_rate",
+            "noise_share", "p50_latency_s", "p95_latency_s", "p99_latency_s")
+        per_firewall = [Table("Per firewall", health, {
+            "section": LINK, "queries": INT, "names": INT, "real_failure_rate": PCT, "nxdomain_rate": PCT,
+            "servfail_rate": PCT, "upstream_errors_rate": PCT, "noise_share": PCT, "p50_latency_s": MS,
+            "p95_latency_s": MS, "p99_latency_s": MS},
+            note="each firewall's DNS proxy over its own queries; real failures leave search-domain noise out")]
+        s.facts.append(f"{len(result.parts)} firewalls, each judged on its own queries; suspicious zones and "
+                       "compromised sources are one assessment of them all.")
+    s.data["groups"] = (by_group.with_columns(pl.format("{}: {}", "firewall", "source_group").alias("source_group"))
+                        if "firewall" in by_group.columns else by_group).head(12)
     zones_t = zones.head(MAX_ROWS).with_columns(pl.col("zone").map_elements(lambda z: inp.drill("fqdn", z),
                                                                             return_dtype=pl.String).alias("drilldown"))
     comp_t = compromised.head(MAX_ROWS).with_columns(pl.col("source_ip").map_elements(
         lambda ip: inp.drill("source", ip), return_dtype=pl.String).alias("drilldown"))
     rates = {c: PCT for c in ("nxdomain_rate", "servfail_rate", "refused_rate", "upstream_errors_rate")}
-    s.tables += [
+    s.tables += per_firewall + [
         Table("Per source group", by_group, {"queries": INT, **rates, "p50_latency_s": MS, "p95_latency_s": MS,
                                              "p99_latency_s": MS}),
         Table("Suspicious zones", zones_t, {"queries": INT, "drilldown": COMMAND}, total=zones.height + not_listed,
               note=f"{not_listed:,} newly seen zones without another signal are not listed" if not_listed else ""),
         Table("Compromised sources", comp_t, {"drilldown": COMMAND}, total=compromised.height),
-        Table("Real failures", result.failures.select("query_name", "queries", "failures", "failure_rate", "sources"),
-              {"queries": INT, "failures": INT, "failure_rate": PCT}, limit=15,
+        Table("Real failures", failures, {"queries": INT, "failures": INT, "failure_rate": PCT}, limit=15,
               total=result.failures.height + result.more.get("failures", 0)),
     ]
     s.summary = {**{k: v for k, v in t.items()}, "suspicious_zones": zones.height,

@@ -131,6 +131,9 @@ class EstateDocs:
     files: dict[str, Any] = field(default_factory=dict)  # file name under estate/ -> the JSON written
 
 
+DNS_SETTINGS = {"enableProxy": True, "requireProxyForNetworkRules": True}  # as the portal sets DNS proxy
+
+
 def estate_documents(all_sites: list[Site]) -> EstateDocs:
     """The exports of the simulated estate, as `az` prints them."""
     docs = EstateDocs()
@@ -140,7 +143,7 @@ def estate_documents(all_sites: list[Site]) -> EstateDocs:
                   "resourceGroup": RESOURCE_GROUP, "type": "Microsoft.Network/ipGroups"}]
     policies = [{"id": f"{NET}/firewallPolicies/{PARENT}", "name": PARENT, "basePolicy": None,
                  "childPolicies": [{"id": f"{NET}/firewallPolicies/{s.policy_name}"} for s in policy_sites],
-                 "dnsSettings": {"enableProxy": True}, "firewalls": [], "resourceGroup": RESOURCE_GROUP,
+                 "dnsSettings": DNS_SETTINGS, "firewalls": [], "resourceGroup": RESOURCE_GROUP,
                  "sku": {"tier": "Standard"}, "threatIntelMode": "Alert", "type": "Microsoft.Network/FirewallPolicies"}]
     firewalls = []
     base_groups = None
@@ -160,7 +163,8 @@ def estate_documents(all_sites: list[Site]) -> EstateDocs:
                               "threatIntelMode": "Alert"}
         if s.classic:
             fw.update(_classic(_with_ip_group(aks, sub["aks-nodes"], "ipg-aks-nodes") + own))
-            fw["additionalProperties"] = {"Network.DNS.EnableProxy": "true"}
+            fw["additionalProperties"] = {"Network.DNS.EnableProxy": "true",
+                                          "Network.DNS.RequireProxyForNetworkRules": "true"}
         else:
             if base_groups is None:  # the parent's platform rules, for every region's nodes at once
                 base_groups = _with_ip_group(aks, sub["aks-nodes"], "ipg-aks-nodes")
@@ -171,7 +175,7 @@ def estate_documents(all_sites: list[Site]) -> EstateDocs:
             fw["firewallPolicy"] = {"id": f"{NET}/firewallPolicies/{s.policy_name}"}
             policies.append({"id": f"{NET}/firewallPolicies/{s.policy_name}", "name": s.policy_name,
                              "basePolicy": {"id": f"{NET}/firewallPolicies/{PARENT}"}, "childPolicies": [],
-                             "dnsSettings": {"enableProxy": True}, "firewalls": [{"id": s.arm_id}],
+                             "dnsSettings": DNS_SETTINGS, "firewalls": [{"id": s.arm_id}],
                              "resourceGroup": RESOURCE_GROUP, "sku": {"tier": "Standard"}, "threatIntelMode": "Alert",
                              "type": "Microsoft.Network/FirewallPolicies"})
             docs.files[f"rcg-{s.policy_name}.json"] = _rcg_list(s.policy_name, own)
