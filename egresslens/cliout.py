@@ -381,7 +381,7 @@ class Group(_PlainHelp, typer.core.TyperGroup):
     """The top level and `ingest`: flags without a `<bool>` type in --help, commands in workflow order."""
 
     ORDER = ("ingest", "recommend", "snat", "dns", "report", "drilldown", "nightly", "sql", "simulate", "demo",
-             "files", "loganalytics", "storage", "metrics")
+             "files", "loganalytics", "adx", "storage", "metrics")
 
     def list_commands(self, ctx: Any) -> list[str]:  # noqa: ANN401
         names = super().list_commands(ctx)

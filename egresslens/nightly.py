@@ -48,6 +48,9 @@ class NightlyOptions:
     db: str | None = None
     files: list[Path] = field(default_factory=list)
     workspace_id: str | None = None
+    adx_cluster: str | None = None  # Azure Data Explorer / Fabric Eventhouse (with adx_database)
+    adx_database: str | None = None
+    adx_tables: dict[str, str] = field(default_factory=dict)  # Log Analytics name -> the database's table
     account_url: str | None = None
     containers: list[str] = field(default_factory=list)
     since: str = "24h"
@@ -129,6 +132,21 @@ def ingest(con, opts: NightlyOptions, now: datetime) -> list[str]:  # noqa: ANN0
         except (LogAnalyticsError, ValueError) as exc:
             raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest from Log Analytics failed: {exc}") from None
         done.append(f"loganalytics: {stats.rows:,} rows in {stats.windows} windows "
+                    f"({stats.windows_skipped} already done): {stats.counts.summary()}")
+    if opts.adx_cluster:
+        from azure.identity import DefaultAzureCredential
+
+        from egresslens.analyse import parse_duration
+        from egresslens import ingest as pipeline
+        from egresslens.sources.adx import AdxError, AdxSource, AdxTarget
+
+        try:
+            source = AdxSource(DefaultAzureCredential(), AdxTarget(opts.adx_cluster, opts.adx_database or ""),
+                               tables_map=opts.adx_tables, start=now - parse_duration(opts.since), now=now)
+            stats = source.summary(pipeline.run(con, source))
+        except (AdxError, ValueError) as exc:
+            raise IngestFailed(exitcodes.REMOTE_ERROR, f"ingest from Azure Data Explorer failed: {exc}") from None
+        done.append(f"adx: {stats.rows:,} rows in {stats.windows} windows "
                     f"({stats.windows_skipped} already done): {stats.counts.summary()}")
     if opts.account_url:
         from egresslens.analyse import parse_duration

@@ -9,7 +9,8 @@ registry) against the schema of every table they read, transcribed from Microsof
 (`tests/kusto/tables.json`, each table with its source). Any diagnostic of severity Error fails.
 
 The same templates are analysed once more with their tables renamed, as an Azure Data Explorer database
-holding the Log Analytics schema under other names would have them; every parameter type is rendered
+holding the Log Analytics schema under other names would have them, both as rendered here and as
+`ingest adx` sends them (captured at the loopback cluster, every mode, with and without a firewall); every parameter type is rendered
 with awkward values (the hostile corpus included) and analysed; and deliberately broken queries prove
 that the check fails: a misspelt column, an unknown function, a type mismatch, the `ResourceId` column
 the AzureDiagnostics reference does not list, and the old `1e-06s` timespan literal.
@@ -29,12 +30,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from fakes.adx_server import FakeAdx
 from fakes.loganalytics_server import FakeCredential, FakeLogAnalytics, fixture_tables, legacy_fixture
 from hostile import TEXTS
 
 from egresslens import store
 from egresslens.sources import kql
 from conftest import run_loganalytics
+from egresslens import ingest
+from egresslens.sources.adx import AdxSource, AdxTarget
 from egresslens.sources.loganalytics import RAW_TABLES, Settings, Target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,6 +120,43 @@ def sent_queries() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out.items()))
 
 
+@lru_cache(maxsize=None)
+def sent_adx_queries() -> tuple[tuple[str, str], ...]:
+    """(case, query text) of every request `ingest adx` makes to a database whose tables have other names
+    (`ADX_NAMES`), in every mode, captured at the loopback cluster."""
+    structured = fixture_tables(hours=2, events_per_hour=300, start=START)
+    for t in RAW_TABLES:
+        if t != "AzureDiagnostics" and t not in structured:
+            structured[t] = _empty_table(t)
+    legacy = legacy_fixture(hours=2, events_per_hour=300, start=START)
+    names = {t: ADX_NAMES[t] for t in RAW_TABLES}
+    every = ",".join(t for t in RAW_TABLES if t != "AzureDiagnostics")
+    runs = [  # (case, database tables, firewall, mode, tables)
+        ("adx-raw", structured, "", "raw", "auto"),
+        ("adx-raw-all", structured, "", "raw", every),
+        ("adx-raw-firewall", structured, FIREWALL, "raw", every),
+        ("adx-raw-legacy", legacy, "", "raw", "auto"),
+        ("adx-raw-legacy-firewall", legacy, FIREWALL, "raw", "AzureDiagnostics"),
+        ("adx-summary", structured, "", "summary", "auto"),
+        ("adx-summary-firewall", structured, FIREWALL, "summary", "auto"),
+        ("adx-summary-legacy", legacy, "", "summary", "auto"),
+        ("adx-summary-legacy-firewall", legacy, FIREWALL, "summary", "flows_legacy,dns_legacy"),
+    ]
+    out: dict[str, str] = {}
+    for case, tables, firewall, mode, chosen in runs:
+        con = store.connect_memory()
+        with FakeAdx("FirewallLogs", tables=dict(tables), mapping=names) as fake:
+            source = AdxSource(FakeCredential(), AdxTarget(fake.endpoint, "FirewallLogs", firewall=firewall),
+                               tables_map=names, start=START, end=END, now=END + timedelta(hours=1), mode=mode,
+                               tables=chosen, settings=Settings(backoff_base=0.001))
+            ingest.run(con, source)
+            for r in fake.requests:
+                assert r.status == 200, (case, r.template, r.status)
+                out.setdefault(f"{case}/{r.template}", r.query)
+        con.close()
+    return tuple(sorted(out.items()))
+
+
 def _renderings() -> dict[str, str]:
     """Every template rendered with its tables renamed (an Azure Data Explorer database)."""
     values = {"time_start": START, "time_end": END, "ingest_start": START, "ingest_end": END, "firewall": FIREWALL}
@@ -182,7 +223,7 @@ def diagnostics() -> dict[str, list[dict]]:
     package = _package()
     workspace = {t: s["columns"] for t, s in SCHEMAS.items()}
     queries = [{"id": k, "database": "workspace", "text": v} for k, v in sent_queries()]
-    queries += [{"id": k, "database": "adx", "text": v} for k, v in _renderings().items()]
+    queries += [{"id": k, "database": "adx", "text": v} for k, v in {**_renderings(), **dict(sent_adx_queries())}.items()]
     queries += [{"id": k, "database": "workspace", "text": v} for k, v in {**_literal_queries(), **_broken()}.items()]
     request = {"databases": {"workspace": workspace, "adx": {ADX_NAMES[t]: c for t, c in workspace.items()}},
                "queries": queries}
@@ -211,6 +252,16 @@ def test_every_template_is_sent_in_every_variant():
 
 def test_every_query_sent_is_clean():
     bad = {case: _errors(case) for case, _ in sent_queries() if _errors(case)}
+    assert not bad, json.dumps(bad, indent=1)
+
+
+def test_every_query_sent_to_azure_data_explorer_is_clean():
+    sent = dict(sent_adx_queries())
+    for name in kql.template_names():
+        cases = {k.split("/")[0] for k in sent if k.split("/")[1] == name}
+        assert any("firewall" in c for c in cases) and any("firewall" not in c for c in cases), (name, cases)
+    assert '["fw-azfwnetworkrule.v2"]' in sent["adx-raw/raw_AZFWNetworkRule"]
+    bad = {case: _errors(case) for case in sent if _errors(case)}
     assert not bad, json.dumps(bad, indent=1)
 
 

@@ -102,8 +102,7 @@ def ingest_loganalytics(
 
     Exit codes: 0 done, 2 bad arguments, 4 Azure refused (credential, access, workspace, table), 5 some records quarantined.
     """
-    from egresslens import ingest
-    from egresslens.sources.loganalytics import LogAnalyticsError, LogAnalyticsSource, Settings, Target
+    from egresslens.sources.loganalytics import LogAnalyticsSource, Settings, Target
 
     if bool(workspace_id) == bool(resource_id):
         raise fail("give exactly one of --workspace-id or --resource-id", exitcodes.USAGE)
@@ -118,16 +117,26 @@ def ingest_loganalytics(
     except typer.BadParameter as exc:
         raise fail(exc, exitcodes.USAGE) from None
     settings = Settings(row_cap=row_cap, max_concurrency=max_concurrency)
+    target = Target(workspace_id=workspace_id, resource_id=resource_id, firewall=firewall)
+    run_query_source(lambda on_progress: LogAnalyticsSource(
+        default_credential(), target, start=t0, end=t1, tables=tables, mode=mode, endpoint=endpoint, settings=settings,
+        on_progress=on_progress), mode=mode, db=db, wait=wait, json_out=json_out, quiet=quiet)
+
+
+def run_query_source(make_source, *, mode: str, db: Optional[Path], wait: float, json_out: bool, quiet: bool) -> None:
+    """Run a query source (Log Analytics, Azure Data Explorer: `make_source(on_progress)`) as a command: its
+    progress bars, one sentence and exit code 4 for what Azure refused, 2 for a bad argument, 130 on Ctrl-C,
+    the run's last line, and exit 5 when records were quarantined."""
+    from egresslens import ingest
+    from egresslens.sources.loganalytics import LogAnalyticsError
+
     con = open_store(db, wait=wait)
     bar, on_progress = _table_progress(quiet or json_out)
     try:
-        source = LogAnalyticsSource(default_credential(), Target(workspace_id=workspace_id, resource_id=resource_id,
-                                                                 firewall=firewall),
-                                    start=t0, end=t1, tables=tables, mode=mode, endpoint=endpoint, settings=settings,
-                                    on_progress=on_progress)
+        source = make_source(on_progress)
         with bar:
             stats = source.summary(ingest.run(con, source))
-    except LogAnalyticsError as exc:
+    except LogAnalyticsError as exc:  # and AdxError, one of them
         raise fail(exc, exitcodes.REMOTE_ERROR) from None
     except ValueError as exc:
         raise fail(exc, exitcodes.USAGE) from None
@@ -137,6 +146,12 @@ def ingest_loganalytics(
         _print_unknown_categories(con, stats.run_id, json_out)
     finally:
         con.close()
+    print_query_run(stats, mode, json_out)
+    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
+
+
+def print_query_run(stats, mode: str, json_out: bool) -> None:
+    """The last line of a query source's run (Log Analytics, Azure Data Explorer): JSON, or one sentence."""
     summary = {"run_id": stats.run_id, "mode": mode, **stats.as_dict()}
     if json_out:
         print(json.dumps(summary))
@@ -145,7 +160,6 @@ def ingest_loganalytics(
         print(f"run {summary['run_id']}: {stats.rows:,} rows in {stats.windows} windows "
               f"({stats.windows_skipped} already done, {stats.splits} splits), {stats.queries} queries, "
               f"{stats.retries} retries, {stats.bytes:,} bytes; {what}")
-    raise typer.Exit(exitcodes.PARTIAL if stats.counts.quarantined else exitcodes.OK)
 
 
 def ingest_metrics(

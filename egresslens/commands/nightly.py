@@ -33,6 +33,9 @@ def nightly_command(
     db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
     files: Optional[list[Path]] = typer.Option(None, "--files", help="Ingest these files or directories first (repeatable)."),
     workspace_id: Optional[str] = typer.Option(None, "--workspace-id", help="Ingest from this Log Analytics workspace first (DefaultAzureCredential)."),
+    adx_cluster: Optional[str] = typer.Option(None, "--adx-cluster", help="Ingest from this Azure Data Explorer cluster (or Fabric Eventhouse query URI) first, with --adx-database."),
+    adx_database: Optional[str] = typer.Option(None, "--adx-database", help="The database for --adx-cluster."),
+    adx_table_map: Optional[Path] = typer.Option(None, "--adx-table-map", help='Table names for --adx-cluster: {"tables": {"AZFWNetworkRule": "MyTable", ...}} (JSON or .toml).'),
     account_url: Optional[str] = typer.Option(None, "--account-url", help="Ingest the storage-account archive first (with --container)."),
     container: Optional[list[str]] = typer.Option(None, "--container", help="Archive container for --account-url (repeatable), e.g. insights-logs-azfwnetworkrule."),
     since: str = typer.Option("24h", "--since", help="Report window (and how far back to ingest)."),
@@ -63,6 +66,18 @@ def nightly_command(
         raise fail(f"--fail-on must be one of {', '.join(FAIL_ON)}", exitcodes.USAGE)
     if workspace_id and not _GUID.match(workspace_id):
         raise fail(f"--workspace-id must be the workspace ID (a GUID), not {workspace_id!r}", exitcodes.USAGE)
+    adx_tables: dict[str, str] = {}
+    if adx_cluster or adx_database or adx_table_map:
+        from egresslens.commands.ingest_adx import read_table_map
+        from egresslens.sources.adx import check_cluster, parse_mapping
+
+        try:
+            if not (adx_cluster and adx_database and adx_database.strip()):
+                raise ValueError("--adx-cluster and --adx-database go together")
+            adx_cluster = check_cluster(adx_cluster)
+            adx_tables = parse_mapping([], read_table_map(adx_table_map) if adx_table_map else None)
+        except ValueError as exc:
+            raise fail(exc, exitcodes.USAGE) from None
     if account_url and not container:
         raise fail("--account-url needs at least one --container (e.g. insights-logs-azfwnetworkrule)", exitcodes.USAGE)
     try:
@@ -78,6 +93,8 @@ def nightly_command(
     except ValueError as exc:
         raise fail(exc, exitcodes.USAGE) from None
     opts = NightlyOptions(out_dir=out_dir, db=db, files=list(files or []), workspace_id=workspace_id,
+                          adx_cluster=adx_cluster, adx_database=adx_database.strip() if adx_database else None,
+                          adx_tables=adx_tables,
                           account_url=account_url, containers=list(container or []), since=since,
                           compare_to=compare_to or None, estate=read_estate(policy), fail_on=fail_on,
                           keep_days=keep_days, firewall_ids=list(firewall_id or []), policy_ids=list(policy_id or []),

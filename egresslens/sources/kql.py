@@ -118,10 +118,15 @@ _NOT_CODE_RE = re.compile(r"""//[^\n]*|@"[^"]*"|@'[^']*'|"(?:[^"\\\n]|\\.)*"|'(?
 _TABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_ .-]{1,256}$")  # what Azure Data Explorer allows in a table name
 
 
-def _map_tables(text: str, tables: dict[str, str]) -> str:
+def check_table_mapping(tables: dict[str, str]) -> None:
+    """Raise KqlError unless every pair maps a template's table name to a name Azure Data Explorer allows."""
     for src, dst in tables.items():
-        if not _NAME_RE.match(src) or not isinstance(dst, str) or not _TABLE_NAME_RE.match(dst):
+        if not isinstance(src, str) or not _NAME_RE.match(src) or not isinstance(dst, str) or not _TABLE_NAME_RE.match(dst):
             raise KqlError(f"invalid table name mapping {src!r} -> {dst!r}")
+
+
+def _map_tables(text: str, tables: dict[str, str]) -> str:
+    check_table_mapping(tables)
     pattern = re.compile(r"(?<![\w.\[])(" + "|".join(map(re.escape, sorted(tables, key=len, reverse=True)))
                          + r")(?![\w\]])")
     out, pos = [], 0

@@ -131,6 +131,7 @@ class LogAnalyticsSource:
     windows (the units), several queries at a time. Read `summary(result)` after `ingest.run`."""
 
     kind = "loganalytics"
+    error = LogAnalyticsError  # what a permanent failure raises, with its one sentence for the user
 
     def __init__(self, credential, target: Target, *, start: datetime, end: datetime | None = None,
                  tables: list[str] | str = "auto", mode: str = "raw", endpoint: str | None = None,
@@ -147,7 +148,7 @@ class LogAnalyticsSource:
         if self.t0 >= self.t1:
             raise ValueError("the start of the time range must be before its end")
         self.tables_arg = tables
-        self.querier = Querier(credential, target, endpoint=endpoint, settings=self.settings)
+        self.querier = self._querier(credential, endpoint)
         self.stats = Stats()
         self.on_progress = on_progress or (lambda event, table, info: None)
         self.description = f"{target.scope} mode={mode} {_iso(self.t0)}..{_iso(self.t1)}"
@@ -156,8 +157,16 @@ class LogAnalyticsSource:
         self._progress: dict = {}
         self._wire_con = None
 
+    def _querier(self, credential, endpoint: str | None):
+        """What runs one rendered query (`run(query, timespan, what=)` -> QueryResult); Azure Data Explorer has its own."""
+        return Querier(credential, self.target, endpoint=endpoint, settings=self.settings)
+
+    def _render(self, name: str, **values) -> str:
+        """The template `name` rendered with typed values (a source whose tables have other names maps them here)."""
+        return kql.load(name).render(**values)
+
     def failure_message(self, exc: BaseException) -> str:
-        return str(exc) if isinstance(exc, LogAnalyticsError) else errors.sentence(exc)
+        return str(exc) if isinstance(exc, self.error) else errors.sentence(exc)
 
     def summary(self, result) -> Stats:
         """The run's statistics, with the loop's counts (`ingest.run`'s result)."""
@@ -168,7 +177,7 @@ class LogAnalyticsSource:
 
     # keys in ingest_sources
     def _key(self, table: str, *rest: str) -> str:
-        return "|".join(("loganalytics", self.target.scope, self.target.firewall.lower(), self.mode, table, *rest))
+        return "|".join((self.kind, self.target.scope, self.target.firewall.lower(), self.mode, table, *rest))
 
     def _ingest_range(self) -> tuple[datetime, datetime]:
         return self.t0 - self.settings.ingest_margin, self.now - self.settings.ingestion_lag
@@ -199,8 +208,8 @@ class LogAnalyticsSource:
                 chosen = [t for t in _listify(self.tables_arg)]
                 bad = [t for t in chosen if t not in SUMMARY_TABLES]
                 if bad:
-                    raise LogAnalyticsError(f"Summary mode reads the tables {', '.join(SUMMARY_TABLES)}, "
-                                            f"not {', '.join(bad)}.")
+                    raise self.error(f"Summary mode reads the tables {', '.join(SUMMARY_TABLES)}, "
+                                     f"not {', '.join(bad)}.")
                 return [t for t in SUMMARY_TABLES if t in chosen]
             found = self._detect()
             wanted = {s for t in found for s in _SUMMARY_FOR_TABLE.get(t, ())}
@@ -209,7 +218,7 @@ class LogAnalyticsSource:
             chosen = _listify(self.tables_arg)
             bad = [t for t in chosen if t not in RAW_TABLES]
             if bad:
-                raise LogAnalyticsError(
+                raise self.error(
                     f"Unknown table {bad[0]!r}: choose from {', '.join(RAW_TABLES)} (or --tables auto).")
             return chosen
         found = self._detect()
@@ -218,9 +227,8 @@ class LogAnalyticsSource:
     def _detect(self) -> set[str]:
         """The tables (structured AZFW*, legacy AzureDiagnostics) with records in the range."""
         i0, i1 = self._ingest_range()
-        q = kql.load("detect").render(time_start=self.t0, time_end=self.t1, ingest_start=i0,
-                                      ingest_end=max(i1, i0 + timedelta(microseconds=1)),
-                                      firewall=self.target.firewall)
+        q = self._render("detect", time_start=self.t0, time_end=self.t1, ingest_start=i0,
+                         ingest_end=max(i1, i0 + timedelta(microseconds=1)), firewall=self.target.firewall)
         res = self.querier.run(q, (self.t0, self.t1), what="table detection")
         self._account(None, res)
         if res.table is None or res.table.num_rows == 0:
@@ -272,11 +280,11 @@ class LogAnalyticsSource:
 
     def _query(self, w: _Window, s: datetime, e: datetime, tpl: str) -> QueryResult:
         if self.mode == "raw":
-            q = kql.load(f"raw_{w.table}").render(time_start=self.t0, time_end=self.t1, ingest_start=s, ingest_end=e,
-                                                  firewall=self.target.firewall)
+            q = self._render(f"raw_{w.table}", time_start=self.t0, time_end=self.t1, ingest_start=s, ingest_end=e,
+                             firewall=self.target.firewall)
             span = (self.t0, self.t1)
         else:
-            q = kql.load(SUMMARY_TEMPLATES[tpl][0]).render(time_start=s, time_end=e, firewall=self.target.firewall)
+            q = self._render(SUMMARY_TEMPLATES[tpl][0], time_start=s, time_end=e, firewall=self.target.firewall)
             span = (s, e)
         return self.querier.run(q, span, what=f"{tpl or w.table} {_iso(s)}..{_iso(e)}")
 
@@ -312,7 +320,7 @@ class LogAnalyticsSource:
                         n = res.table.num_rows if res.table is not None else 0
                         if res.partial or n >= st.row_cap:
                             if e - s <= st.min_window:
-                                failure = failure or LogAnalyticsError(
+                                failure = failure or self.error(
                                     f"{w.table}: a window of {e - s} still exceeds the result limit "
                                     f"({res.partial_reason or f'{n} rows'}); cannot split further.")
                                 continue
@@ -347,7 +355,7 @@ class LogAnalyticsSource:
             self.on_progress("retry", table or "", {"retries": res.retries})
 
     def _source(self, table: str) -> str:
-        return f"loganalytics:{self.target.scope}:{table}"
+        return f"{self.kind}:{self.target.scope}:{table}"
 
     def _decoder(self):
         """An in-memory DuckDB of this reader's own, to decode summaries' wire form (never the store)."""
@@ -373,7 +381,7 @@ class LogAnalyticsSource:
             try:
                 groups = summary_wire.decode(self._decoder(), res.table, summary_wire.WIRES[SUMMARY_TEMPLATES[tpl][1]])
             except summary_wire.WireError as exc:
-                raise LogAnalyticsError(f"The summary of {tpl} {_iso(s)}..{_iso(e)} came back malformed: {exc}.") from None
+                raise self.error(f"The summary of {tpl} {_iso(s)}..{_iso(e)} came back malformed: {exc}.") from None
             w.parts.append(groups.append_column("Format", pa.array([fmt] * n, pa.string())))
         self.on_progress("rows", w.table, {"rows": n})
 

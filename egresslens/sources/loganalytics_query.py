@@ -69,7 +69,7 @@ def utc_naive(dt: datetime) -> datetime:
 
 # -- the query client ----------------------------------------------------------------------------
 
-class _RateLimiter:
+class RateLimiter:
     """At most `n` query starts in any 30-second span (the service allows 200 per identity)."""
 
     def __init__(self, n: int, sleep):
@@ -111,7 +111,7 @@ class Querier:
         self.endpoint = endpoint or "https://api.loganalytics.io"
         self.client = LogsQueryClient(credential, **kwargs)
         self.insecure = self.endpoint.startswith("http://")
-        self.limiter = _RateLimiter(settings.requests_per_30s, settings.sleep)
+        self.limiter = RateLimiter(settings.requests_per_30s, settings.sleep)
 
     def close(self) -> None:
         self.client.close()
@@ -150,7 +150,7 @@ class Querier:
                 else:
                     res = self.client.query_workspace(self.target.workspace_id, query, **kwargs)
             except ClientAuthenticationError as exc:
-                raise LogAnalyticsError(_credential_sentence(exc)) from None
+                raise LogAnalyticsError(credential_sentence(exc)) from None
             except HttpResponseError as exc:
                 status = exc.status_code or seen.get("status")
                 if status in TRANSIENT_STATUS:
@@ -178,18 +178,7 @@ class Querier:
             "(throttled or unavailable); completed windows are stored, re-run later to resume.")
 
     def _retry_delay(self, attempt: int, headers) -> float:
-        st = self.settings
-        ra = None
-        for key in ("Retry-After", "retry-after", "x-ms-retry-after-ms"):
-            v = headers.get(key) if headers else None
-            if v:
-                try:
-                    ra = float(v) / (1000 if key.endswith("-ms") else 1)
-                except ValueError:
-                    ra = None
-                break
-        backoff = min(st.backoff_max, st.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        return min(ra, st.max_retry_after) if ra is not None else backoff
+        return retry_delay(self.settings, attempt, headers)
 
     def _permanent_sentence(self, status, exc, what: str) -> str:
         where = (f"resource {self.target.resource_id}" if self.target.resource_id
@@ -210,9 +199,25 @@ class Querier:
                     "firewall's diagnostic settings, or use --tables auto.")
         if not status:  # no answer from the service: the cause is on this side (credential, network)
             if "Credential" in text:
-                return _credential_sentence(exc)
+                return credential_sentence(exc)
             return f"Log Analytics at {self.endpoint} did not answer the query for {what} ({cause(exc)})."
         return f"Log Analytics refused the query for {what} ({status}): {(inner or text).splitlines()[0]}"
+
+
+def retry_delay(st: Settings, attempt: int, headers) -> float:
+    """Seconds to wait before attempt `attempt` + 1: the service's Retry-After (or x-ms-retry-after-ms) when it
+    sent one, capped at `max_retry_after`; else exponential backoff with jitter."""
+    ra = None
+    for key in ("Retry-After", "retry-after", "x-ms-retry-after-ms"):
+        v = headers.get(key) if headers else None
+        if v:
+            try:
+                ra = float(v) / (1000 if key.endswith("-ms") else 1)
+            except ValueError:
+                ra = None
+            break
+    backoff = min(st.backoff_max, st.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    return min(ra, st.max_retry_after) if ra is not None else backoff
 
 
 def _inner_message(exc) -> str:
@@ -239,7 +244,7 @@ def _inner_message(exc) -> str:
         return ""
 
 
-def _credential_sentence(exc) -> str:
+def credential_sentence(exc) -> str:
     return ("No usable Azure credential: sign in with `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
             "AZURE_CLIENT_SECRET (or use a managed / workload identity) "
             f"({cause(exc)}).")

@@ -46,6 +46,9 @@ class FakeCredential:
         self.scopes.append(scopes)
         return AccessToken(self.token, int(time.time()) + 3600)
 
+    def close(self) -> None:  # a client that owns the credential (azure-kusto-data's) closes it
+        pass
+
 
 @dataclass
 class Fault:
@@ -89,7 +92,7 @@ class FakeLogAnalytics:
     def start(self) -> "FakeLogAnalytics":
         fake = self
 
-        class Handler(_Handler):
+        class Handler(self.handler_base()):
             server_fake = fake
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -97,6 +100,10 @@ class FakeLogAnalytics:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         return self
+
+    def handler_base(self) -> type:
+        """The request handler this server runs (a subclass of the fake answers in its own format)."""
+        return _Handler
 
     @property
     def endpoint(self) -> str:
@@ -149,12 +156,32 @@ class FakeLogAnalytics:
             return _error(400, "BadArgumentError", "The request had some invalid properties",
                           "query text differs from every known template") + (name, params, 0)
         span = _parse_timespan(body.get("timespan"))
+        frame = self.result_frame(name, params, span, resource)
+        if not isinstance(frame, pl.DataFrame):
+            return frame + (name, params, 0)
+        doc: dict = {}
+        rows = frame.height
+        if frame.height > self.row_cap:
+            frame = frame.head(self.row_cap)
+            doc["error"] = {
+                "code": "PartialError",
+                "message": "There were some errors when processing your query.",
+                "details": [{"code": "EngineError", "message": "Something went wrong processing your query on the server.",
+                             "innererror": {"code": "-2133196797",
+                                            "message": ROW_CAP_MESSAGE.format(cap=self.row_cap)}}],
+            }
+        doc = {"tables": [_table_json(frame)], **doc}
+        # compact, as the service writes it (no blank after a separator: the service's bodies quoted in
+        # azure-sdk-for-js's monitor-query, and Microsoft's published examples)
+        return 200, {}, json.dumps(doc, separators=(",", ":")).encode(), name, params, min(rows, self.row_cap)
+
+    def result_frame(self, name: str, params: dict, span, resource: str | None):
+        """What the template `name` returns for these parameters: a frame, or (status, headers, body) of an error."""
         if name.startswith("raw_"):
             table = name[4:]
             if table not in self.tables:
                 return _error(400, "BadArgumentError", "The request had some invalid properties",
-                              f"'where' operator: Failed to resolve table or column expression named '{table}'") \
-                    + (name, params, 0)
+                              f"'where' operator: Failed to resolve table or column expression named '{table}'")
             frame = self._window(self.tables[table], params, span, resource, ingest=True)
             frame = frame.with_columns(IngestionTime=pl.col("_Ingest")).drop("_Ingest")
             if table == "AzureDiagnostics":
@@ -176,22 +203,8 @@ class FakeLogAnalytics:
             frame = wire_form(self._summary_legacy(name, params, span, resource),
                               summary_wire.FLOWS if name == "summary_flows_legacy" else summary_wire.DNS)
         else:
-            return _error(400, "BadArgumentError", "unsupported template", name) + (name, params, 0)
-        doc: dict = {}
-        rows = frame.height
-        if frame.height > self.row_cap:
-            frame = frame.head(self.row_cap)
-            doc["error"] = {
-                "code": "PartialError",
-                "message": "There were some errors when processing your query.",
-                "details": [{"code": "EngineError", "message": "Something went wrong processing your query on the server.",
-                             "innererror": {"code": "-2133196797",
-                                            "message": ROW_CAP_MESSAGE.format(cap=self.row_cap)}}],
-            }
-        doc = {"tables": [_table_json(frame)], **doc}
-        # compact, as the service writes it (no blank after a separator: the service's bodies quoted in
-        # azure-sdk-for-js's monitor-query, and Microsoft's published examples)
-        return 200, {}, json.dumps(doc, separators=(",", ":")).encode(), name, params, min(rows, self.row_cap)
+            return _error(400, "BadArgumentError", "unsupported template", name)
+        return frame
 
     def _window(self, df: pl.DataFrame, p: dict, span, resource: str | None, ingest: bool) -> pl.DataFrame:
         cond = (pl.col("TimeGenerated") >= p["time_start"]) & (pl.col("TimeGenerated") < p["time_end"])
