@@ -319,6 +319,19 @@ def fit_table(title: str | None, cols: Sequence[Col], rows: Iterable[Sequence[st
     return table, [cols[i].name for i in range(len(cols)) if i not in keep]
 
 
+def hanging(console: Any, rows: Sequence[tuple[str, str]]) -> None:  # noqa: ANN401 - a rich Console
+    """Label and text (Rich markup, log text already through `escape.terminal`), a long text wrapping
+    under itself rather than under its label."""
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, text in rows:
+        grid.add_row(label, text)
+    console.print(grid)
+
+
 def dropped_note(dropped: list[str], wider: str = "a wider terminal or --format json") -> str:
     return f"[dim]not shown to fit the width: {', '.join(dropped)} ({wider})[/dim]" if dropped else ""
 

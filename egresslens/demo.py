@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egresslens import exitcodes, store
+from egresslens.cliout import hanging
 from egresslens.escape import terminal
 
 
@@ -34,16 +35,6 @@ def _top_denied(con) -> Table:
     for dest, proto, port, hits, sources in rows:
         table.add_row(terminal(dest), terminal(proto), "" if port is None else str(port), f"{hits:,}", str(sources))
     return table
-
-
-def _hanging(console: Console, rows: list[tuple[str, str]]) -> None:
-    """Label and text, a long text wrapping under itself rather than under its label."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True)
-    grid.add_column(overflow="fold")
-    for label, text in rows:
-        grid.add_row(label, text)
-    console.print(grid)
 
 
 def _analyse(con, logs: Path, console: Console):  # noqa: ANN202
@@ -82,7 +73,7 @@ def _report(con, db_path: Path, logs: Path, directory: Path, console: Console): 
     console.rule(f"6. egresslens report --since 24h --policy {terminal(logs / 'policy.json')} --out {terminal(out)} "
                  f"({time.perf_counter() - t:.1f} s)")
     console.print(", ".join(f"{report.count(s)} {s}" for s in ("critical", "finding", "warning")), markup=False)
-    _hanging(console, [(f"  {f.severity}:", terminal(f.message)) for f in report.findings[:8]])
+    hanging(console, [(f"  {f.severity}:", terminal(f.message)) for f in report.findings[:8]])
     return out, report
 
 
@@ -105,7 +96,7 @@ def _drilldown(con, logs: Path, directory: Path, console: Console, source: str) 
     console.rule(f"7. egresslens drilldown {source} --policy {terminal(logs / 'policy.json')} --out {terminal(out)} "
                  f"({time.perf_counter() - t:.1f} s)")
     v = d.verdict
-    _hanging(console, [("verdict:", f"{v.verdict}" + (f" since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "")
+    hanging(console, [("verdict:", f"{v.verdict}" + (f" since {v.since:%Y-%m-%d %H:%M:%S} UTC" if v.since else "")
                          + (f"; reached {terminal(', '.join(v.reached[:5]))}" if v.reached else ""))])
     return out
 
@@ -174,7 +165,7 @@ def run_demo(directory: Path, *, events_per_hour: int, seed: int, console: Conso
     finally:
         con.close()
     console.rule("What this day shows")
-    _hanging(console, [("-", terminal(line)) for line in shows(snat_result, recs, built, drill)])
+    hanging(console, [("-", terminal(line)) for line in shows(snat_result, recs, built, drill)])
     policy = terminal(logs / "policy.json")
     console.print(f"next (README, Quick start): export EGRESSLENS_DB={terminal(db_path)}; "
                   f"egresslens recommend --policy {policy}", overflow="fold")

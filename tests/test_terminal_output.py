@@ -246,3 +246,22 @@ def test_a_table_breaks_a_name_after_its_dots_and_dashes_never_inside_a_label():
             parts.append(domain[i])
         assert all(p[-1] in ".-" for p in parts[:-1]), parts  # each line ends after a dot or a dash
     assert "1,440" in text
+
+
+def test_on_a_narrow_screen_each_snat_fix_is_printed_under_the_table_a_line_per_option(tmp_path):
+    db, _ = simulated_store(tmp_path, hours=24, events_per_hour=300, batch=True)
+    doc = json.loads(_run(["snat", "--since", "30d", "--json"], 80, db))
+    fixes = [f["fix"] for f in doc["findings"]]
+    assert fixes  # the nightly backup's destination is over the warning level
+    for width in (80, 100):
+        out = _run(["snat", "--since", "30d"], width, db)
+        dropped = re.search(r"not shown to fit the width: ([^(]*)", out.replace("\n", " "))
+        assert dropped is None or "fix" not in dropped.group(1)  # shown, not left out
+        below = out.split("\nFixes\n", 1)[1]
+        options = re.split(r"\n  - ", "\n" + below)[1:]
+        as_read = [" ".join(line.strip() for line in o.splitlines() if not line.startswith(("warning", "critical")))
+                   for o in options]
+        assert as_read == [part for fix in fixes for part in fix.split("; ")]  # every option, whole, in order
+        assert max(len(line) for line in out.splitlines()) <= width
+    wide = _run(["snat", "--since", "30d"], 200, db)
+    assert "\nFixes\n" not in wide and "fix" in wide.split("Destinations near SNAT exhaustion", 1)[1]

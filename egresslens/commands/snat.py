@@ -164,8 +164,11 @@ def to_csv(results, names) -> str:  # noqa: ANN001
     return buf.getvalue()
 
 
+FIX_COLUMN_MIN_WIDTH = 120  # narrower screens print each destination's fix under the table
+
+
 def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 - rich Console, SnatResult
-    from egresslens.cliout import KEEP, NUM, Col, dropped_note, fit_table
+    from egresslens.cliout import KEEP, NUM, Col, dropped_note, fit_table, hanging
 
     console.print(f"[bold]SNAT capacity{' of ' + _t(title) if title else ''}[/bold] {result.window.describe()}")
     console.print(f"Assumes: {_t(result.config.describe())}")
@@ -186,9 +189,12 @@ def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 -
             console.print(f"Busiest: {_t(peak['busiest_destination'])}, peak {peak['estimate']:.0%} "
                           f"({peak['ports']:,.0f} ports) at {peak['minute']:%Y-%m-%d %H:%M} UTC.")
     else:
+        # the fix is what a reader acts on: on a narrow screen it goes under the table at full width, a line
+        # per option, rather than into a column a few words wide
+        fix_below = console.width < FIX_COLUMN_MIN_WIDTH
         cols = [Col("severity", KEEP), Col("destination", min_width=22), Col("peak", NUM), Col("ports", NUM, priority=3),
                 Col("peak at (UTC)", KEEP, priority=2), Col("min. over warning", NUM, priority=1),
-                Col("exhaustion in", KEEP, priority=4), Col("fix", min_width=16, priority=5)]
+                Col("exhaustion in", KEEP, priority=4), Col("fix", min_width=16, priority=5)][:7 if fix_below else 8]
         rows = []
         for r in result.findings.iter_rows(named=True):
             sev = "[red]critical[/red]" if r["severity"] == "critical" else "[yellow]warning[/yellow]"
@@ -196,11 +202,16 @@ def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 -
             rows.append([sev, _t(f"{r['destination']}:{r['port']}/{r['protocol']}"), f"{r['peak_utilisation']:.0%}",
                          f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
                          "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min"),
-                         _t(r["fix"] or "")])
+                         _t(r["fix"] or "")][:len(cols)])
         t, dropped = fit_table("Destinations near SNAT exhaustion", cols, rows, console.width, show_lines=True)
         console.print(t)
         if dropped:
             console.print(dropped_note(dropped, "a wider terminal, --format csv or --json"))
+        if fix_below:
+            console.print("\n[bold]Fixes[/bold]")
+            for row, r in zip(rows, result.findings.iter_rows(named=True)):
+                console.print(f"{row[0]} {row[1]}")
+                hanging(console, [("  -", _t(part)) for part in (r["fix"] or "no fix found").split("; ")])
     if result.metric_fit.height:
         def pct(v):  # noqa: ANN001, ANN202
             return "-" if v is None else f"{v:.0%}"
