@@ -332,6 +332,18 @@ def hanging(console: Any, rows: Sequence[tuple[str, str]]) -> None:  # noqa: ANN
     console.print(grid)
 
 
+PROSE_BELOW_WIDTH = 120  # narrower screens print a table's long prose column (a fix, evidence) under the table
+
+
+def prose_below(console: Any, heading: str, items: Sequence[tuple[str, Sequence[str]]]) -> None:  # noqa: ANN401
+    """What a narrow table left out, at the full width: `heading`, then each row's head line (Rich markup)
+    and its parts, a line each, wrapping under themselves."""
+    console.print(f"\n[bold]{heading}[/bold]")
+    for head, parts in items:
+        console.print(head)
+        hanging(console, [("  -", part) for part in parts])
+
+
 def dropped_note(dropped: list[str], wider: str = "a wider terminal or --format json") -> str:
     return f"[dim]not shown to fit the width: {', '.join(dropped)} ({wider})[/dim]" if dropped else ""
 

@@ -265,3 +265,21 @@ def test_on_a_narrow_screen_each_snat_fix_is_printed_under_the_table_a_line_per_
         assert max(len(line) for line in out.splitlines()) <= width
     wide = _run(["snat", "--since", "30d"], 200, db)
     assert "\nFixes\n" not in wide and "fix" in wide.split("Destinations near SNAT exhaustion", 1)[1]
+
+
+def test_on_a_narrow_screen_a_compromised_sources_evidence_is_printed_under_the_table_a_line_each(store):
+    db, _ = store
+    doc = json.loads(_run(["dns", "--json"], 80, db))
+    sources = doc["suspicion"]["sources"]
+    assert sources  # the simulated day's compromised pod
+    out = _run(["dns"], 80, db)
+    table = out.split("Compromised sources", 1)[1].split("\nEvidence\n", 1)[0]
+    assert "evidence" not in table  # no column a few words wide
+    below = out.split("\nEvidence\n", 1)[1].split("\nPer source group", 1)[0]
+    for s in sources:
+        assert f"\n{s['source_ip']}\n" in "\n" + below
+        as_read = " ".join(line.strip() for line in below.splitlines())
+        for e in s["evidence"][:5]:
+            assert f"- {e['kind']}: {e['detail']}" in as_read  # whole, on lines of its own
+    wide = _run(["dns"], 200, db)
+    assert "\nEvidence\n" not in wide and "evidence" in wide.split("Compromised sources", 1)[1]

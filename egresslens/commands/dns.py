@@ -72,22 +72,26 @@ def _fit(console, title: str, cols, rows, wider: str = "a wider terminal or --js
 
 def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, suspicion.Suspicion
     """Compromised sources with their evidence and time window (log text escaped for the terminal)."""
-    from egresslens.cliout import KEEP, NUM, Col
+    from egresslens.cliout import KEEP, NUM, PROSE_BELOW_WIDTH, Col, prose_below
 
     if susp.sources.height == 0:
         console.print("[green]No compromised sources.[/green]")
         return
+    below = console.width < PROSE_BELOW_WIDTH  # the evidence at the full width under the table, not in a column
     cols = [Col("source", KEEP), Col("first contact", KEEP, priority=3), Col("last seen", KEEP, priority=2),
-            Col("hours", NUM, priority=1), Col("evidence", min_width=24)]
-    rows = []
+            Col("hours", NUM, priority=1), Col("evidence", min_width=24)][:4 if below else 5]
+    rows, evidence = [], []
     for r in susp.sources.iter_rows(named=True):
         ev = r["evidence"]
+        evidence.append([_t(f"{e['kind']}: {e['detail']}") for e in ev[:5]]
+                        + ([f"and {len(ev) - 5} more (dns --json lists them all)"] if len(ev) > 5 else []))
         rows.append([f"[red]{_t(r['source_ip'])}[/red]", f"{r['first_seen']:%Y-%m-%d %H:%M}",
                      f"{r['last_seen']:%Y-%m-%d %H:%M}", "-" if r.get("hours_seen") is None else str(r["hours_seen"]),
-                     "\n".join([_t(f"{e['kind']}: {e['detail']}") for e in ev[:5]]
-                               + ([f"and {len(ev) - 5} more (dns --json lists them all)"] if len(ev) > 5 else []))])
+                     "\n".join(evidence[-1])][:len(cols)])
     _fit(console, "Compromised sources (cut out of every proposed rule; nothing only they asked for is proposed)",
          cols, rows)
+    if below:
+        prose_below(console, "Evidence", [(row[0], parts) for row, parts in zip(rows, evidence)])
 
 
 def render(console, result, top: int = 10) -> None:  # noqa: ANN001 - rich Console, DnsResult

@@ -164,11 +164,8 @@ def to_csv(results, names) -> str:  # noqa: ANN001
     return buf.getvalue()
 
 
-FIX_COLUMN_MIN_WIDTH = 120  # narrower screens print each destination's fix under the table
-
-
 def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 - rich Console, SnatResult
-    from egresslens.cliout import KEEP, NUM, Col, dropped_note, fit_table, hanging
+    from egresslens.cliout import KEEP, NUM, PROSE_BELOW_WIDTH, Col, dropped_note, fit_table, prose_below
 
     console.print(f"[bold]SNAT capacity{' of ' + _t(title) if title else ''}[/bold] {result.window.describe()}")
     console.print(f"Assumes: {_t(result.config.describe())}")
@@ -191,7 +188,7 @@ def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 -
     else:
         # the fix is what a reader acts on: on a narrow screen it goes under the table at full width, a line
         # per option, rather than into a column a few words wide
-        fix_below = console.width < FIX_COLUMN_MIN_WIDTH
+        fix_below = console.width < PROSE_BELOW_WIDTH
         cols = [Col("severity", KEEP), Col("destination", min_width=22), Col("peak", NUM), Col("ports", NUM, priority=3),
                 Col("peak at (UTC)", KEEP, priority=2), Col("min. over warning", NUM, priority=1),
                 Col("exhaustion in", KEEP, priority=4), Col("fix", min_width=16, priority=5)][:7 if fix_below else 8]
@@ -208,10 +205,8 @@ def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 -
         if dropped:
             console.print(dropped_note(dropped, "a wider terminal, --format csv or --json"))
         if fix_below:
-            console.print("\n[bold]Fixes[/bold]")
-            for row, r in zip(rows, result.findings.iter_rows(named=True)):
-                console.print(f"{row[0]} {row[1]}")
-                hanging(console, [("  -", _t(part)) for part in (r["fix"] or "no fix found").split("; ")])
+            prose_below(console, "Fixes", [(f"{row[0]} {row[1]}", [_t(p) for p in (r["fix"] or "no fix found").split("; ")])
+                                           for row, r in zip(rows, result.findings.iter_rows(named=True))])
     if result.metric_fit.height:
         def pct(v):  # noqa: ANN001, ANN202
             return "-" if v is None else f"{v:.0%}"
