@@ -316,3 +316,25 @@ def test_the_report_reads_plainly_ports_as_logged_actions_named_axes_with_titles
             title = (layout.get(axis) or {}).get("title") or {}
             title = title.get("text") if isinstance(title, dict) else title
             assert title, (axis, fig.get("data", [{}])[0].get("type"))
+
+
+
+def test_within_a_severity_a_compromised_workload_and_threat_intelligence_come_first(tmp_path):
+    from egresslens.report.model import CRITICAL, FINDING, Finding, urgency
+
+    # the demo's day: a dependency newly denied (section `changes`) beside a compromised pod
+    found = [Finding(CRITICAL, "changes", "registry.npmjs.org:443 is denied now"), Finding(FINDING, "snat", "SNAT warning"),
+             Finding(CRITICAL, "snat", "SNAT critical"), Finding(CRITICAL, "threats", "120 threat-intel/IDPS events"),
+             Finding(CRITICAL, "dns", "source 10.244.3.17 looks compromised")]
+    assert [(f.severity, f.section) for f in sorted(found, key=urgency)] == [
+        (CRITICAL, "dns"), (CRITICAL, "threats"), (CRITICAL, "changes"), (CRITICAL, "snat"), (FINDING, "snat")]
+    # and so the report reads: a dependency newly denied and a threat-intel hit on one day, the hit first
+    day = START + timedelta(days=1)
+    db = make_store(tmp_path / "s.duckdb", flow(START, "pkg.example.com", rule="allow-pkg", n=20)
+                    + flow(day, "pkg.example.com", "Deny", n=20), threats=threat(day, "c2.evil.example", "known C2 server"))
+    assert _exit(db, tmp_path, "--fail-on", "critical") == exitcodes.CRITICAL
+    findings = json.loads((tmp_path / "out.json").read_text())["findings"]
+    # the source that reached the C2 name is compromised (dns), then the hit itself (threats), then the change
+    assert [f["section"] for f in findings if f["severity"] == CRITICAL] == ["dns", "threats", "changes"]
+    first_item = (tmp_path / "out.html").read_text(encoding="utf-8").split('<ul class="findings">', 1)[1].split("</li>")[0]
+    assert "looks compromised" in first_item

@@ -22,7 +22,8 @@ from importlib import resources
 from typing import Any
 
 from egresslens.escape import html, script_json
-from egresslens.report.model import CODE, COMMAND, FLOAT, INT, LINK, MS, PCT, SEVERITIES, Chart, Report, Section, Table, cell_text
+from egresslens.report.model import (CODE, COMMAND, FLOAT, INT, LINK, MS, PCT, SEVERITIES, Chart, Report, Section, Table,
+                                     cell_text, urgency)
 
 _NUMERIC = (INT, FLOAT, PCT, MS)
 _LONG = 40  # a cell of prose (a fix, a reason): kept wide enough to read, the table scrolls in its box instead
@@ -140,10 +141,9 @@ def chart(c: Chart) -> str:
 def findings_list(findings) -> str:  # noqa: ANN001
     if not findings:
         return '<p class="sev-ok">Nothing to act on.</p>'
-    order = {s: i for i, s in enumerate(SEVERITIES)}
     items = "".join(f'<li><span class="sev sev-{html(f.severity)}">{html(f.severity)}</span>'
                     f'<a href="#{html(f.section)}">{html(f.section)}</a>: {html(f.message)}</li>'
-                    for f in sorted(findings, key=lambda f: order[f.severity]))
+                    for f in sorted(findings, key=urgency))
     return f'<ul class="findings">{items}</ul>'
 
 

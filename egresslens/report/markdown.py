@@ -7,7 +7,7 @@ Text cells go through :func:`egresslens.escape.markdown`, commands through
 from __future__ import annotations
 
 from egresslens.escape import markdown, markdown_code
-from egresslens.report.model import CODE, COMMAND, SEVERITIES, Report, Section, Table, cell_text
+from egresslens.report.model import CODE, COMMAND, SEVERITIES, Report, Section, Table, cell_text, urgency
 
 
 def _table(t: Table) -> list[str]:
@@ -31,9 +31,8 @@ def _table(t: Table) -> list[str]:
 def _findings(findings) -> list[str]:  # noqa: ANN001
     if not findings:
         return ["Nothing to act on.", ""]
-    order = {s: i for i, s in enumerate(SEVERITIES)}
     return [f"- **{f.severity}** ({f.section}): {markdown(f.message)}"
-            for f in sorted(findings, key=lambda f: order[f.severity])] + [""]
+            for f in sorted(findings, key=urgency)] + [""]
 
 
 def _section(s: Section) -> list[str]:

@@ -19,6 +19,15 @@ FINDING = "finding"  # something to act on: a SNAT warning, denied traffic with 
 WARNING = "warning"  # worth a look: stale or gappy data, quarantined records, newly seen domains
 SEVERITIES = (CRITICAL, FINDING, WARNING)
 FAIL_ON = ("finding", "warning", "critical")
+# Within a severity, the findings about a compromised workload or threat intelligence come first: they are
+# acted on (isolate, deny) before a capacity or a policy change; the other sections keep report order.
+URGENT_SECTIONS = ("dns", "threats")
+
+
+def urgency(f: Finding) -> tuple[int, int]:
+    """The sort key of findings: most severe first, then :data:`URGENT_SECTIONS`."""
+    return SEVERITIES.index(f.severity), (URGENT_SECTIONS.index(f.section) if f.section in URGENT_SECTIONS
+                                          else len(URGENT_SECTIONS))
 
 
 @dataclass
@@ -112,8 +121,8 @@ class Report:
 
     @property
     def findings(self) -> list[Finding]:
-        """Every finding, most severe first (sections in report order within a severity)."""
-        return sorted((f for s in self.sections for f in s.findings), key=lambda f: SEVERITIES.index(f.severity))
+        """Every finding, most urgent first (:func:`urgency`; sections in report order after that)."""
+        return sorted((f for s in self.sections for f in s.findings), key=urgency)
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
