@@ -146,7 +146,7 @@ def _utilisation_axis(th: dict, peak: float | None) -> dict[str, Any]:
     """0 % up to a little over the critical level (or the peak): the thresholds are always in view, as ticks."""
     top = max(float(th["critical"]) * 1.1, float(peak or 0) * 1.1, 0.05)
     ticks = sorted({0.0, round(top / 4, 2), round(top / 2, 2), float(th["warning"]), float(th["critical"])})
-    return dict(title="SNAT ports in use (% of capacity)", tickformat=".0%", range=[0, top], tickmode="array",
+    return dict(title="ports in use (% of capacity)", tickformat=".0%", range=[0, top], tickmode="array",
                 tickvals=[t for t in ticks if t <= top], gridcolor="rgba(128,128,128,0.25)")
 
 
