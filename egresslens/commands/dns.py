@@ -79,15 +79,15 @@ def render_compromised(console, susp) -> None:  # noqa: ANN001 - rich Console, s
         return
     below = console.width < PROSE_BELOW_WIDTH  # the evidence at the full width under the table, not in a column
     cols = [Col("source", KEEP), Col("first contact", KEEP, priority=3), Col("last seen", KEEP, priority=2),
-            Col("hours", NUM, priority=1), Col("evidence", min_width=24)][:4 if below else 5]
+            Col("hours", NUM, priority=1)] + ([] if below else [Col("evidence", min_width=24)])
     rows, evidence = [], []
     for r in susp.sources.iter_rows(named=True):
         ev = r["evidence"]
         evidence.append([_t(f"{e['kind']}: {e['detail']}") for e in ev[:5]]
                         + ([f"and {len(ev) - 5} more (dns --json lists them all)"] if len(ev) > 5 else []))
         rows.append([f"[red]{_t(r['source_ip'])}[/red]", f"{r['first_seen']:%Y-%m-%d %H:%M}",
-                     f"{r['last_seen']:%Y-%m-%d %H:%M}", "-" if r.get("hours_seen") is None else str(r["hours_seen"]),
-                     "\n".join(evidence[-1])][:len(cols)])
+                     f"{r['last_seen']:%Y-%m-%d %H:%M}", "-" if r.get("hours_seen") is None else str(r["hours_seen"])]
+                    + ([] if below else ["\n".join(evidence[-1])]))
     _fit(console, "Compromised sources (cut out of every proposed rule; nothing only they asked for is proposed)",
          cols, rows)
     if below:

@@ -191,15 +191,15 @@ def render(console, result, title: str | None = None) -> None:  # noqa: ANN001 -
         fix_below = console.width < PROSE_BELOW_WIDTH
         cols = [Col("severity", KEEP), Col("destination", min_width=22), Col("peak", NUM), Col("ports", NUM, priority=3),
                 Col("peak at (UTC)", KEEP, priority=2), Col("min. over warning", NUM, priority=1),
-                Col("exhaustion in", KEEP, priority=4), Col("fix", min_width=16, priority=5)][:7 if fix_below else 8]
+                Col("exhaustion in", KEEP, priority=4)] + ([] if fix_below else [Col("fix", min_width=16, priority=5)])
         rows = []
         for r in result.findings.iter_rows(named=True):
             sev = "[red]critical[/red]" if r["severity"] == "critical" else "[yellow]warning[/yellow]"
             tte = r["minutes_to_exhaustion"]
             rows.append([sev, _t(f"{r['destination']}:{r['port']}/{r['protocol']}"), f"{r['peak_utilisation']:.0%}",
                          f"{r['peak_ports']:,.0f}", f"{r['peak_minute']:%Y-%m-%d %H:%M}", str(r["minutes_warning"]),
-                         "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min"),
-                         _t(r["fix"] or "")][:len(cols)])
+                         "-" if tte is None or tte != tte else ("now" if tte == 0 else f"{tte:.0f} min")]
+                        + ([] if fix_below else [_t(r["fix"] or "")]))
         t, dropped = fit_table("Destinations near SNAT exhaustion", cols, rows, console.width, show_lines=True)
         console.print(t)
         if dropped:
