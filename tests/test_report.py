@@ -319,6 +319,15 @@ def test_the_report_reads_plainly_ports_as_logged_actions_named_axes_with_titles
 
 
 
+def test_a_finding_counts_in_words_one_zone_two_zones():
+    from egresslens.report.model import counted
+    assert counted(1, "newly seen domain") == "1 newly seen domain"
+    assert counted(2, "newly seen domain") == "2 newly seen domains"
+    assert counted(0, "source") == "0 sources"
+    assert counted(12_040, "threat-intel/IDPS event") == "12,040 threat-intel/IDPS events"
+    assert counted(3, "policy", "policies") == "3 policies"
+
+
 def test_within_a_severity_a_compromised_workload_and_threat_intelligence_come_first(tmp_path):
     from egresslens.report.model import CRITICAL, FINDING, Finding, urgency
 

@@ -7,7 +7,7 @@ import polars as pl
 from egresslens import fleet
 from egresslens.analyse import frame
 from egresslens.report.estate import anchor
-from egresslens.report.model import CRITICAL, COMMAND, FINDING, INT, LINK, MS, PCT, TIME, WARNING, Section, Table
+from egresslens.report.model import CRITICAL, COMMAND, FINDING, INT, LINK, MS, PCT, TIME, WARNING, Section, Table, counted
 from egresslens.report.sections import Inputs
 from egresslens.report.signals import suspicion
 
@@ -70,11 +70,12 @@ def dns(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.dns.DnsRes
                         f"({', '.join(r['reasons'])})")
     flagged = zones.filter(pl.col("never_allow"))
     if flagged.height and not compromised.height:
-        s.add(CRITICAL, f"{flagged.height} zones must never be allowed ({', '.join(flagged['zone'].head(3).to_list())})")
+        s.add(CRITICAL, f"{counted(flagged.height, 'zone')} must never be allowed ({', '.join(flagged['zone'].head(3).to_list())})")
     new = zones.filter(~pl.col("never_allow"))
     not_listed = sum(result.suspicion.omitted.values())
     if new.height:
-        s.add(WARNING, f"{new.height + not_listed:,} newly seen domains deserve a look")
+        s.add(WARNING, f"{counted(new.height + not_listed, 'newly seen domain')} "
+                       f"{'deserves' if new.height + not_listed == 1 else 'deserve'} a look")
     by_group = result.by_group.select("source_group", "queries", "nxdomain_rate", "servfail_rate", "refused_rate",
                                       "upstream_errors_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s",
                                       "latency_basis")
@@ -135,7 +136,7 @@ def threats(inp: Inputs) -> Section:
                                FROM threats WHERE time >= $start AND time < $end GROUP BY ALL ORDER BY hour""",
                    inp.params())
     if n:
-        s.add(CRITICAL, f"{n:,} threat-intel/IDPS events from {len(srcs)} sources "
+        s.add(CRITICAL, f"{counted(n, 'threat-intel/IDPS event')} from {counted(len(srcs), 'source')} "
                         f"({', '.join(srcs[:3])}{', ...' if len(srcs) > 3 else ''})")
     else:
         s.facts.append("No threat-intel or IDPS event in the window.")

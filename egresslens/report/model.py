@@ -24,6 +24,11 @@ FAIL_ON = ("finding", "warning", "critical")
 URGENT_SECTIONS = ("dns", "threats")
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and its noun, singular for one: "1 zone", "2 zones", "1,204 sources"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def urgency(f: Finding) -> tuple[int, int]:
     """The sort key of findings: most severe first, then :data:`URGENT_SECTIONS`."""
     return SEVERITIES.index(f.severity), (URGENT_SECTIONS.index(f.section) if f.section in URGENT_SECTIONS

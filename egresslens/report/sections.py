@@ -29,6 +29,7 @@ from egresslens.report.model import (
     WARNING,
     Section,
     Table,
+    counted,
 )
 
 STALE_AFTER = timedelta(hours=3)  # newest event older than this when the report is written: a warning
@@ -288,7 +289,7 @@ def changes(inp: Inputs) -> Section:
     if newly_denied > was_allowed:
         s.add(WARNING, f"{newly_denied - was_allowed:,} destination(s) are newly denied")
     if dropped.height:
-        s.add(WARNING, f"{dropped.height} rule(s) had hits in the comparison window and none now")
+        s.add(WARNING, f"{counted(dropped.height, 'rule')} had hits in the comparison window and none now")
     newly_seen = counts.pop("newly seen")
     s.data["counts"] = pl.DataFrame({"change": ["denied now, allowed before", "newly denied", "newly allowed",
                                                 "newly seen", "rules dropped to zero"],
