@@ -302,6 +302,25 @@ def test_archive_blobs_are_read_hour_by_hour_across_every_path_given(tmp_path):
     assert discover([b, containers[0], a])[:2] == [b, a], "other files in the order given, before the archive"
 
 
+def test_an_event_id_is_the_md5_of_its_canonical_text_as_first_defined(tmp_path):
+    """The id's definition never changes (a re-ingest of old logs must find their events): the table's name
+    and every canonical column as text, NULL as chr(0), joined by chr(31), MD5 read as a 128-bit number."""
+    blob = tmp_path / "PT1H.json"
+    blob.write_text("\n".join(RECORDS) + "\n")
+    db = tmp_path / "s.duckdb"
+    assert _ingest(db, blob).stored == 4
+    con = store.connect(db, read_only=True)
+    for table in ("flows", "dns_queries", "threats"):
+        text = (f"concat_ws(chr(31), '{table}', "
+                + ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(0))" for c in canonical_columns(TABLES_BY_NAME[table]))
+                + ")")
+        (differ,) = con.execute(f"SELECT count(*) FILTER (event_id <> md5_number({text})::UUID) "
+                                   f"FROM {table}").fetchall()[0]
+        assert differ == 0, table
+    assert con.execute("SELECT count(*) FROM flows").fetchall()[0][0] >= 1
+    con.close()
+
+
 def test_a_store_with_event_ids_as_md5_text_is_upgraded_and_keeps_every_event_once(tmp_path):
     """Stores written before event ids became UUIDs held the MD5 as 32 hex characters: opened for writing, they
     are upgraded in place to the same digests, so a re-ingest of the same logs adds nothing."""
