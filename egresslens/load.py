@@ -195,20 +195,20 @@ class Loader:
         if not until:
             return
         latest = {p.source: p for p in until}
-        rows = pa.table({
-            "source": pa.array(list(latest), pa.string()),
-            **{k: pa.array([getattr(p, k) for p in latest.values()], pa.int64())
-               for k in ("size", "mtime_ns", "records_done", "offset_done")},
-            "complete": pa.array([bool(p.complete) for p in latest.values()], pa.bool_()),
-        })
         con = self.con
-        con.register("progress_rows", rows)
+        # the rows as list parameters, not an Arrow table: building Arrow arrays from Python lists imports
+        # pandas where it is installed (0.16 s, once a process)
+        con.execute("CREATE OR REPLACE TEMP TABLE progress_rows AS SELECT unnest($source::VARCHAR[]) AS source, "
+                    + ", ".join(f"unnest(${k}::BIGINT[]) AS {k}" for k in _PROGRESS_NUMBERS)
+                    + ", unnest($complete::BOOLEAN[]) AS complete",
+                    {"source": list(latest), "complete": [bool(p.complete) for p in latest.values()],
+                     **{k: [getattr(p, k) for p in latest.values()] for k in _PROGRESS_NUMBERS}})
         try:
             con.execute("DELETE FROM ingest_sources WHERE source IN (SELECT source FROM progress_rows)")
             con.execute("INSERT INTO ingest_sources SELECT source, size, mtime_ns, records_done, offset_done, "
                         "complete, ? FROM progress_rows", [_utcnow()])
         finally:
-            con.unregister("progress_rows")
+            con.execute("DROP TABLE IF EXISTS progress_rows")
         marks = [p for p in latest.values() if p.fingerprint is not None]
         if marks:
             con.executemany("INSERT OR REPLACE INTO storage_blobs VALUES (?, ?, ?, ?, ?, ?)",
@@ -237,6 +237,9 @@ class Loader:
         self.con.execute("UPDATE ingest_runs SET finished_at = ?, status = ?, message = ? WHERE run_id = ?",
                          [_utcnow(), status, message, self.run_id])
         return self.counts
+
+
+_PROGRESS_NUMBERS = ("size", "mtime_ns", "records_done", "offset_done")
 
 
 def stored_columns(cols: list[str]) -> str:

@@ -156,3 +156,22 @@ def test_the_loops_batch_sizes_come_from_the_memory_budget(monkeypatch, tmp_path
     monkeypatch.setenv("EGRESSLENS_CHUNK_BYTES", str(1 << 20))  # one size set by hand: the whole read follows it
     assert (Context(progress={}, scratch=tmp_path).limits.batch_bytes,
             Context(progress={}, scratch=tmp_path).limits.whole_bytes) == (1 << 20, 4 << 20)
+
+
+def test_an_archive_ingest_does_not_import_pandas(tmp_path):
+    """Building Arrow arrays from Python lists makes pyarrow import pandas where it is installed (0.16 s a
+    process): an archive read whole, and its progress, never do, so `ingest` starts no heavier than it must."""
+    import subprocess
+    import sys
+
+    container = tmp_path / "insights-logs-azfwnetworkrule"
+    blob = container / "resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.NETWORK/AZUREFIREWALLS/FW/y=2026/m=03/d=01/h=10/m=00/PT1H.json"
+    blob.parent.mkdir(parents=True)
+    # compact, as Azure writes it: the reader takes such a blob whole (`archive.route_of`)
+    blob.write_text("\n".join(json.dumps(json.loads(_record(i)), separators=(",", ":")) for i in range(50)) + "\n")
+    script = ("import sys; from egresslens import ingest, store; "
+              f"con = store.connect({str(tmp_path / 's.duckdb')!r}); "
+              f"counts, _, _ = ingest.ingest_files(con, [{str(container)!r}]); con.close(); "
+              "print(counts.stored, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["50", "False"]
