@@ -203,12 +203,12 @@ class Loader:
                     + ", unnest($complete::BOOLEAN[]) AS complete",
                     {"source": list(latest), "complete": [bool(p.complete) for p in latest.values()],
                      **{k: [getattr(p, k) for p in latest.values()] for k in _PROGRESS_NUMBERS}})
-        try:
-            con.execute("DELETE FROM ingest_sources WHERE source IN (SELECT source FROM progress_rows)")
-            con.execute("INSERT INTO ingest_sources SELECT source, size, mtime_ns, records_done, offset_done, "
-                        "complete, ? FROM progress_rows", [_utcnow()])
-        finally:
-            con.execute("DROP TABLE IF EXISTS progress_rows")
+        # (no DROP in a `finally`: after a failed statement the transaction refuses every statement, and
+        # that refusal would hide the failure; the table goes with the transaction's rollback)
+        con.execute("DELETE FROM ingest_sources WHERE source IN (SELECT source FROM progress_rows)")
+        con.execute("INSERT INTO ingest_sources SELECT source, size, mtime_ns, records_done, offset_done, "
+                    "complete, ? FROM progress_rows", [_utcnow()])
+        con.execute("DROP TABLE progress_rows")
         marks = [p for p in latest.values() if p.fingerprint is not None]
         if marks:
             con.executemany("INSERT OR REPLACE INTO storage_blobs VALUES (?, ?, ?, ?, ?, ?)",
