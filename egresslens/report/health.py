@@ -7,7 +7,8 @@ import polars as pl
 from egresslens import fleet
 from egresslens.analyse import frame
 from egresslens.report.estate import anchor
-from egresslens.report.model import CRITICAL, COMMAND, FINDING, INT, LINK, MS, PCT, TIME, WARNING, Section, Table, counted
+from egresslens.report.model import (CRITICAL, COMMAND, FINDING, INT, LINK, MS, PCT, TIME, WARNING, Section, Table,
+                                     counted)
 from egresslens.report.sections import Inputs
 from egresslens.report.signals import suspicion
 
@@ -70,7 +71,8 @@ def dns(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.dns.DnsRes
                         f"({', '.join(r['reasons'])})")
     flagged = zones.filter(pl.col("never_allow"))
     if flagged.height and not compromised.height:
-        s.add(CRITICAL, f"{counted(flagged.height, 'zone')} must never be allowed ({', '.join(flagged['zone'].head(3).to_list())})")
+        s.add(CRITICAL, f"{counted(flagged.height, 'zone')} must never be allowed "
+                        f"({', '.join(flagged['zone'].head(3).to_list())})")
     new = zones.filter(~pl.col("never_allow"))
     not_listed = sum(result.suspicion.omitted.values())
     if new.height:

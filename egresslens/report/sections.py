@@ -287,7 +287,8 @@ def changes(inp: Inputs) -> Section:
         s.add(CRITICAL, f"and {was_allowed - MAX_CHANGES:,} more destination(s) denied now that were allowed in the "
                         "comparison window")
     if newly_denied > was_allowed:
-        s.add(WARNING, f"{newly_denied - was_allowed:,} destination(s) are newly denied")
+        n = newly_denied - was_allowed
+        s.add(WARNING, f"{counted(n, 'destination')} {'is' if n == 1 else 'are'} newly denied")
     if dropped.height:
         s.add(WARNING, f"{counted(dropped.height, 'rule')} had hits in the comparison window and none now")
     newly_seen = counts.pop("newly seen")
