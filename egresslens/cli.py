@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from egresslens import cliout, escape, exitcodes, store
-from egresslens.cliutil import DB_HELP, WAIT_HELP, byte_progress, fail, guard_all, open_store
+from egresslens.cliutil import WAIT_HELP, DbOption, byte_progress, fail, guard_all, open_store
 from egresslens.commands import register_all
 from egresslens.escape import plain, terminal
 
@@ -35,7 +35,6 @@ console = Console(stderr=True)
 # Azure SDK warnings (a dozen lines per failed credential) would repeat, at length, what the command's
 # one-sentence error already says; they still reach any handler a caller configures.
 logging.getLogger("azure").addHandler(logging.NullHandler())
-DbOption = typer.Option(None, "--db", help=DB_HELP)
 
 
 @ingest_app.command("files")

@@ -130,6 +130,7 @@ POLICY_ID_HELP = "Read this firewall policy, its parents and IP Groups from Azur
 ARM_ENDPOINT_HELP = ("Azure Resource Manager endpoint (sovereign clouds: https://management.usgovcloudapi.net, "
                      "https://management.chinacloudapi.cn).")
 
+DbOption = typer.Option(None, "--db", metavar="FILE", help=DB_HELP)
 FirewallOption = typer.Option(None, "--firewall", help=FIREWALL_HELP)
 PolicyFilesOption = typer.Option(None, "--policy", help=POLICY_HELP)
 FirewallIdOption = typer.Option(None, "--firewall-id", help=FIREWALL_ID_HELP)

@@ -10,7 +10,7 @@ import typer
 
 from egresslens import exitcodes
 from egresslens.cliout import EndOption, JsonOption, OutOption, SinceOption, StartOption, format_option, resolve_format, show, write
-from egresslens.cliutil import DB_HELP, FirewallOption, analysis_window, resolve_firewall
+from egresslens.cliutil import DbOption, FirewallOption, analysis_window, resolve_firewall
 from egresslens.escape import terminal as _t
 
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def dns_command(
-    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    db: Optional[str] = DbOption,
     since: str = SinceOption,
     start: Optional[str] = StartOption,
     end: Optional[str] = EndOption,

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from egresslens import exitcodes
-from egresslens.cliutil import WAIT_HELP, fail
+from egresslens.cliutil import WAIT_HELP, DbOption, fail
 from egresslens.commands import ingest_azure
 
 
@@ -48,7 +48,7 @@ def ingest_adx(
     max_concurrency: int = typer.Option(5, "--max-concurrency", min=1, max=5, help="Parallel queries."),
     firewall: str = typer.Option("", "--firewall", help="Only this firewall's records (its ARM id, the _ResourceId column)."),
     row_cap: int = typer.Option(500_000, "--row-cap", min=1, hidden=True, help="Rows per result before a window is split."),
-    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    db: Optional[Path] = DbOption,
     wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

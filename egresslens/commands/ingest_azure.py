@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from egresslens import exitcodes
-from egresslens.cliutil import WAIT_HELP, fail, open_store
+from egresslens.cliutil import WAIT_HELP, DbOption, fail, open_store
 from egresslens.escape import plain
 
 console = Console(stderr=True)
@@ -93,7 +93,7 @@ def ingest_loganalytics(
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Query endpoint, e.g. https://api.loganalytics.us for US Gov."),
     firewall: str = typer.Option("", "--firewall", help="Only this firewall's records (its ARM id) within the workspace."),
     row_cap: int = typer.Option(500_000, "--row-cap", min=1, hidden=True, help="Rows per result before a window is split."),
-    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    db: Optional[Path] = DbOption,
     wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -169,7 +169,7 @@ def ingest_metrics(
     start: Optional[str] = typer.Option(None, "--start", help="Start, ISO 8601 UTC (with --end)."),
     end: Optional[str] = typer.Option(None, "--end", help="End (exclusive), ISO 8601 UTC."),
     grain: int = typer.Option(1, "--grain-minutes", min=1, help="Time grain in minutes."),
-    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    db: Optional[Path] = DbOption,
     wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
@@ -211,7 +211,7 @@ def ingest_storage(
     connection_string: Optional[str] = typer.Option(None, "--connection-string", envvar="AZURE_STORAGE_CONNECTION_STRING", show_default=False,
                                                     help="Account connection string (key or SAS) instead of Azure sign-in; prefer the env var AZURE_STORAGE_CONNECTION_STRING."),
     force: bool = typer.Option(False, "--force", help="Re-read every blob from the start (duplicates are still skipped)."),
-    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default: $EGRESSLENS_DB or ./egresslens.duckdb)."),
+    db: Optional[Path] = DbOption,
     wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

@@ -10,8 +10,8 @@ import typer
 
 from egresslens import cliout, exitcodes
 from egresslens.cliutil import (
-    DB_HELP,
     ArmEndpointOption,
+    DbOption,
     FirewallIdOption,
     PolicyFilesOption,
     PolicyIdOption,
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 def nightly_command(
     out_dir: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Where the dated reports, latest.html and latest.json go (formerly --out-dir)."),
-    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    db: Optional[str] = DbOption,
     files: Optional[list[Path]] = typer.Option(None, "--files", help="Ingest these files or directories first (repeatable)."),
     workspace_id: Optional[str] = typer.Option(None, "--workspace-id", help="Ingest from this Log Analytics workspace first (DefaultAzureCredential)."),
     adx_cluster: Optional[str] = typer.Option(None, "--adx-cluster", help="Ingest from this Azure Data Explorer cluster (or Fabric Eventhouse query URI) first, with --adx-database."),

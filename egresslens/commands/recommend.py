@@ -12,8 +12,8 @@ import typer
 from egresslens import exitcodes
 from egresslens.cliout import EndOption, JsonOption, OutOption, SinceOption, StartOption, format_option, resolve_format, show, write
 from egresslens.cliutil import (
-    DB_HELP,
     ArmEndpointOption,
+    DbOption,
     FirewallIdOption,
     FirewallOption,
     PolicyFilesOption,
@@ -39,7 +39,7 @@ def recommend_command(
     words: Optional[list[str]] = typer.Argument(None, metavar="[show ID]", show_default=False,
                                                 help="`show ID`: one recommendation with all its evidence (also --id)."),
     rec_id: Optional[str] = typer.Option(None, "--id", metavar="ID", help="Only this recommendation (its id, or the start of it), with all its evidence."),
-    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    db: Optional[str] = DbOption,
     since: str = SinceOption,
     start: Optional[str] = StartOption,
     end: Optional[str] = EndOption,

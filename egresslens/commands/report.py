@@ -10,8 +10,8 @@ import typer
 from egresslens import exitcodes
 from egresslens.cliout import EndOption, JsonOption, SinceOption, StartOption, format_option, resolve_format
 from egresslens.cliutil import (
-    DB_HELP,
     ArmEndpointOption,
+    DbOption,
     FirewallIdOption,
     FirewallOption,
     PolicyFilesOption,
@@ -45,7 +45,7 @@ def given_estate(db, policy, firewall_id, policy_id, arm_endpoint):  # noqa: ANN
 
 
 def report_command(
-    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    db: Optional[str] = DbOption,
     since: str = SinceOption,
     start: Optional[str] = StartOption,
     end: Optional[str] = EndOption,
@@ -101,7 +101,7 @@ def report_command(
 def drilldown_command(
     subject: str = typer.Argument(..., help="An FQDN, a destination IP, a source IP or a rule name."),
     kind: str = typer.Option("auto", "--kind", metavar="KIND", help="auto, fqdn, destination (IP), source (IP) or rule."),
-    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    db: Optional[str] = DbOption,
     since: str = SinceOption,
     start: Optional[str] = StartOption,
     end: Optional[str] = EndOption,

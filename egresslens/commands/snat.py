@@ -12,7 +12,7 @@ from egresslens import exitcodes
 from egresslens.cliout import EndOption, JsonOption, OutOption, SinceOption, StartOption, format_option, resolve_format, show, write
 from egresslens.cliutil import (
     ARM_ENDPOINT_HELP,
-    DB_HELP,
+    DbOption,
     FirewallOption,
     analysis_window,
     fail,
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
 
 
 def snat_command(
-    db: Optional[str] = typer.Option(None, "--db", metavar="FILE", help=DB_HELP),
+    db: Optional[str] = DbOption,
     since: str = SinceOption,
     start: Optional[str] = StartOption,
     end: Optional[str] = EndOption,
