@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from egresslens import errors, normalise, stage
 from egresslens.azfw import ROUTES
@@ -218,6 +217,8 @@ class Pipeline:
             self._flush_group(key)
 
     def _flush_group(self, key: tuple) -> None:
+        import pyarrow as pa  # here, not at the top: a run DuckDB reads alone never loads Arrow
+
         group = self.groups.pop(key, [])
         if not group:
             return

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from egresslens import canonical, redact, store
 from egresslens.schema import DNS_QUERIES, EVENT_TABLES, FLOWS, THREATS, Table
 from egresslens.sources.batch import Counts, MetricPoints, Progress, Reject, Rollups
+
+if TYPE_CHECKING:  # Arrow is imported where a table of Python values is built (rejects, rollups)
+    import pyarrow as pa
 
 
 def _utcnow() -> datetime:
@@ -131,6 +134,8 @@ class Loader:
                         [(found[p], s, p, self.run_id) for s, p in rows if p in found])
 
     def _quarantine(self, rejects: list[Reject]) -> int:
+        import pyarrow as pa
+
         table = pa.table({
             "source": [r.source for r in rejects], "position": pa.array([r.position for r in rejects], pa.int64()),
             "record_index": pa.nulls(len(rejects), pa.int32()), "raw": [r.raw for r in rejects],
@@ -310,6 +315,7 @@ def _replace_rollups(con, run_id: int, rollups: Rollups) -> int:
     con.execute(f"DELETE FROM {target} WHERE hour >= ? AND hour < ?{fw_filter}", [rollups.start, rollups.end, *fw_params])
     if not parts:
         return 0
+    import pyarrow as pa
     con.register("rollup_all", pa.concat_tables(parts, promote_options="permissive"))
     # a firewall that logs both ways in an hour (two diagnostic settings) is counted once: from its
     # structured tables

@@ -514,10 +514,15 @@ def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes
 
 def _empty_stage(con: duckdb.DuckDBPyConnection) -> None:
     """The canonical statements read the legacy stage too: the fast route empties it first (it holds the
-    last batch's rows). Once the stage exists, emptying it keeps its columns (the same for every batch)."""
+    last batch's rows). Once the stage exists, emptying it keeps its columns (the same for every batch); a
+    stage already empty, with its views, is left as it is (each statement here costs a few ms to plan)."""
     made = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name IN "
-                                      "('stage_generic', 'stage_legacy')").fetchall()}
-    if made == {"stage_generic", "stage_legacy"}:
+                                      "('stage_generic', 'stage_legacy') UNION ALL SELECT view_name FROM "
+                                      "duckdb_views() WHERE temporary AND view_name IN ('stage', 'legacy')").fetchall()}
+    if made == {"stage_generic", "stage_legacy", "stage", "legacy"} and not con.execute(
+            "SELECT (SELECT count(*) FROM stage_generic) + (SELECT count(*) FROM stage_legacy)").fetchall()[0][0]:
+        return
+    if {"stage_generic", "stage_legacy"} <= made:
         con.execute("CREATE OR REPLACE TEMP TABLE stage_generic AS SELECT * FROM stage_generic LIMIT 0")
         con.execute("CREATE OR REPLACE TEMP TABLE stage_legacy AS SELECT * FROM stage_legacy LIMIT 0")
     else:

@@ -15,15 +15,17 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string
 from egresslens.sources.batch import CsvFile, JsonDocument, Limits, Lines, Reject, Rows
 from egresslens.sources.lines import SAMPLE_BYTES, sample
+
+if TYPE_CHECKING:  # Arrow and NumPy are imported where Arrow batches are staged: a run DuckDB reads alone never loads them
+    import pyarrow as pa
 
 
 @dataclass
@@ -81,6 +83,9 @@ def _lines(con, lines: pa.Table, limits: Limits) -> Iterator[Part]:
     # Lines are numbered here (rid) so that, without envelopes, the batch is a view over the Arrow data:
     # no copy of the raw text. Envelopes are exploded into a spillable table, normalised `part_rows`
     # records at a time (one line may hold millions of records).
+    import numpy as np
+    import pyarrow as pa
+
     lines = lines.append_column("rid", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
     con.register("raw_lines", chunked(lines))
     try:
@@ -137,6 +142,9 @@ def register_tabular(con: duckdb.DuckDBPyConnection, rows: pa.Table, *, source: 
 
     Each row is also a JSON object record (`raw`), computed only where it is read: by the generic
     route and for the quarantine. Rows the fast route takes are read from their columns."""
+    import numpy as np
+    import pyarrow as pa
+
     names = rows.column_names
     rows = rows.append_column("rid", pa.array(np.arange(1, rows.num_rows + 1, dtype=np.int64)))
     if "Type" not in names and log_table is not None:
@@ -165,6 +173,8 @@ ARROW_CHUNK_ROWS = 16_384
 
 def chunked(table: pa.Table) -> pa.Table:
     """The same rows in chunks of at most ARROW_CHUNK_ROWS (slices: no copy)."""
+    import pyarrow as pa
+
     return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK_ROWS), table.schema)
 
 

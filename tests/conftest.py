@@ -9,7 +9,7 @@ import pytest
 
 from egresslens import store
 from egresslens import ingest
-from egresslens.sources.batch import LINE_SCHEMA, Batch, Lines, Unit
+from egresslens.sources.batch import Batch, Lines, Unit, line_schema
 
 FIREWALL_ID = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000001/RESOURCEGROUPS/HUB/PROVIDERS/MICROSOFT.NETWORK/AZUREFIREWALLS/FW-HUB"
 
@@ -41,7 +41,7 @@ class RecordsSource:
         raws = self.raws
         yield Batch(unit.key, Lines(pa.table({"source": [unit.key] * len(raws), "position": list(range(1, len(raws) + 1)),
                                               "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws},
-                                             schema=LINE_SCHEMA)))
+                                             schema=line_schema())))
 
 
 def ingest_raw(con, raws: list[str], source: str = "test"):

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import rows
 from egresslens import ingest, store
-from egresslens.sources.batch import LINE_SCHEMA, Batch, Context, Lines, Progress, Reject, Unit
+from egresslens.sources.batch import Batch, Context, Lines, Progress, Reject, Unit, line_schema
 from egresslens.sources.files import FilesSource
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -54,7 +54,7 @@ class PagedSource:
                 if page == 3 else []
             table = pa.table({"source": ["paged"] * len(raws), "position": [page * self.per_page + i + 2 for i in
                                                                              range(len(raws))],
-                              "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws}, schema=LINE_SCHEMA)
+                              "record_index": pa.nulls(len(raws), pa.int32()), "raw": raws}, schema=line_schema())
             yield Batch("paged", Lines(table), rejects=rejects, gather=False,
                         until=[Progress("paged", offset_done=page + 1, complete=page + 1 == self.pages)])
 
@@ -158,20 +158,27 @@ def test_the_loops_batch_sizes_come_from_the_memory_budget(monkeypatch, tmp_path
             Context(progress={}, scratch=tmp_path).limits.whole_bytes) == (1 << 20, 4 << 20)
 
 
-def test_an_archive_ingest_does_not_import_pandas(tmp_path):
-    """Building Arrow arrays from Python lists makes pyarrow import pandas where it is installed (0.16 s a
-    process): an archive read whole, and its progress, never do, so `ingest` starts no heavier than it must."""
+@pytest.mark.parametrize("fmt,layout", [("structured", "storage"), ("legacy", "storage"), ("structured", "csv")])
+def test_an_ingest_duckdb_reads_whole_loads_neither_arrow_numpy_nor_pandas(tmp_path, fmt, layout):
+    """`egresslens ingest files` on a storage archive (either form) or a CSV export, each read whole by
+    DuckDB: Arrow, NumPy and pandas are for batches Python builds, and importing them costs about 0.12 s of
+    every run (pyarrow imports pandas, where it is installed, as soon as it builds arrays from Python lists,
+    as progress once did), so a run that builds none never loads them."""
     import subprocess
     import sys
+    from datetime import datetime
 
-    container = tmp_path / "insights-logs-azfwnetworkrule"
-    blob = container / "resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.NETWORK/AZUREFIREWALLS/FW/y=2026/m=03/d=01/h=10/m=00/PT1H.json"
-    blob.parent.mkdir(parents=True)
-    # compact, as Azure writes it: the reader takes such a blob whole (`archive.route_of`)
-    blob.write_text("\n".join(json.dumps(json.loads(_record(i)), separators=(",", ":")) for i in range(50)) + "\n")
-    script = ("import sys; from egresslens import ingest, store; "
-              f"con = store.connect({str(tmp_path / 's.duckdb')!r}); "
-              f"counts, _, _ = ingest.ingest_files(con, [{str(container)!r}]); con.close(); "
-              "print(counts.stored, 'pandas' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["50", "False"]
+    from egresslens.simulate import simulate_to_dir
+
+    data = tmp_path / "logs"
+    simulate_to_dir(data, start=datetime(2026, 3, 1), hours=1, events_per_hour=300, seed=3, fmt=fmt, layout=layout)
+    for meta in ("truth.json", "policy.json"):
+        (data / meta).unlink()
+    script = ("import sys; from egresslens.cli import app\n"
+              f"sys.argv = ['egresslens', 'ingest', 'files', {str(data)!r}, '--db', {str(tmp_path / 's.duckdb')!r}]\n"
+              "try:\n    app()\nexcept SystemExit as e:\n    code = e.code\n"
+              "print(code, *sorted(m for m in ('pyarrow', 'numpy', 'pandas') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    summary, loaded = run.stdout.splitlines()[0], run.stdout.splitlines()[-1]
+    assert "quarantined 0" in summary and "stored 0" not in summary
+    assert loaded == "0", f"the run loaded {loaded.split()[1:]}"

@@ -21,13 +21,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # Arrow is imported where a batch is built: a run DuckDB reads alone never loads it
+    import pyarrow as pa
 
-# The raw records of a `Lines` batch: one JSON text per record, where it came from.
-LINE_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()), ("record_index", pa.int32()),
-                         ("raw", pa.string())])
+
+@cache
+def line_schema() -> pa.Schema:
+    """The raw records of a `Lines` batch: one JSON text per record, where it came from."""
+    import pyarrow as pa
+
+    return pa.schema([("source", pa.string()), ("position", pa.int64()), ("record_index", pa.int32()),
+                      ("raw", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class Counts:
 
 @dataclass(frozen=True)
 class Lines:
-    """Records as JSON text (`LINE_SCHEMA`), each in any shape the normaliser knows: an archive or Event Hub
+    """Records as JSON text (`line_schema()`), each in any shape the normaliser knows: an archive or Event Hub
     record, an envelope of records, a Log Analytics row as an object."""
     table: pa.Table
 

@@ -1,7 +1,7 @@
 """JSON Lines text into record batches: bytes in, whole lines out, with no Python work per line.
 
 One splitter serves every reader of line-oriented logs (local files, blobs fetched in ranges). It is fed
-the bytes of a unit in order and hands back the complete lines as an Arrow table (`LINE_SCHEMA`), keeping
+the bytes of a unit in order and hands back the complete lines as an Arrow table (`line_schema()`), keeping
 count of the bytes and lines consumed (the progress a resumed read starts from). A line longer than the
 record bound is never held whole: its first bytes are kept for the quarantine, the rest skipped up to its
 end, and it comes back as a `Reject`. Lines that are not UTF-8 are marked (`INVALID_UTF8`), never repaired.
@@ -9,11 +9,12 @@ end, and it comes back as a `Reject`. Lines that are not UTF-8 are marked (`INVA
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
-from egresslens.sources.batch import INVALID_UTF8, LINE_SCHEMA, Reject
+from egresslens.sources.batch import INVALID_UTF8, Reject, line_schema
+
+if TYPE_CHECKING:  # Arrow and NumPy are imported where lines are split: an ingest DuckDB reads alone never loads them
+    import pyarrow as pa
 
 # What a refused line keeps of itself in the quarantine.
 SAMPLE_BYTES = 64 << 10
@@ -49,6 +50,9 @@ def sample(data: bytes) -> str:
 def _utf8_text(block: bytes) -> pa.Array:
     """The chunk as one Arrow string, validated as UTF-8 by Arrow without a Python str (the common case);
     a chunk with a line that is not UTF-8 goes through `decode`, which marks that line."""
+    import numpy as np
+    import pyarrow as pa
+
     buf = pa.py_buffer(block)
     raw = pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(np.array([0, len(block)], dtype=np.int32)), buf])
     try:
@@ -60,6 +64,10 @@ def _utf8_text(block: bytes) -> pa.Array:
 def split_lines(block: bytes, source: str, first_line: int, bound: int) -> tuple[pa.Table, int, list[Reject]]:
     """One chunk of complete lines (no final line end) → (its records, the number of lines, the lines longer
     than `bound`, refused). Blank lines are not records but are counted."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     lines = pc.list_flatten(pc.split_pattern(_utf8_text(block), "\n"))
     if b"\r" in block:
         lines = pc.utf8_rtrim(lines, characters="\r")
@@ -69,7 +77,7 @@ def split_lines(block: bytes, source: str, first_line: int, bound: int) -> tuple
         "position": pa.array(np.arange(first_line, first_line + n, dtype=np.int64)),
         "record_index": pa.nulls(n, pa.int32()),
         "raw": lines,
-    }, schema=LINE_SCHEMA)
+    }, schema=line_schema())
     keep = None
     rejects: list[Reject] = []
     if len(block) > bound:  # only a chunk longer than the bound can hold a line that is
