@@ -33,6 +33,38 @@ _HELPERS = ("ap_k", "ap_c1", "ap_t", "ap_a", "ap_u", "ap_proto", "ap_e", "ap_src
             "ap_url", "ap_tail", "ap_host", "ap_dport")
 
 
+def _split_marker(marker: str) -> tuple[str, str]:
+    """(its leading spaces and dots, the rest) of a marker."""
+    core = marker.lstrip(" .")
+    return marker[: len(marker) - len(core)], core
+
+
+def contains_marker(expr: str, marker: str) -> str:
+    """`contains(expr, marker)`, faster for a marker that begins with a space or a dot (` ThreatIntel: `).
+
+    DuckDB looks for a long marker by its first character, and log text is full of spaces and dots: such a
+    search costs about three times one for the rest of the marker (`ThreatIntel: `), which rules out nearly
+    every line first. The answer is the same: a text holding the marker holds its rest."""
+    lead, core = _split_marker(marker)
+    if not lead or len(core) < 4:
+        return f"contains({expr}, {_lit(marker)})"
+    return f"(contains({expr}, {_lit(core)}) AND contains({expr}, {_lit(marker)}))"
+
+
+def marker_at(expr: str, marker: str) -> str:
+    """`strpos(expr, marker)` (0 when absent), faster for a marker that begins with a space or a dot.
+
+    Where the rest of the marker first occurs is found first (see `contains_marker`): when the marker's lead
+    stands before it, that is where the marker first occurs (an earlier marker would hold an earlier rest);
+    otherwise the marker is looked for whole. Same positions, counted in characters as `strpos` counts."""
+    lead, core = _split_marker(marker)
+    if not lead or len(core) < 4:
+        return f"strpos({expr}, {_lit(marker)})"
+    at, k = f"strpos({expr}, {_lit(core)})", len(lead)
+    return (f"CASE WHEN {at} = 0 THEN 0 WHEN {at} > {k} AND substr({expr}, {at} - {k}, {k}) = {_lit(lead)} "
+            f"THEN {at} - {k} ELSE strpos({expr}, {_lit(marker)}) END")
+
+
 def _port(expr: str) -> str:
     """`expr` is a port number written plainly (ASCII digits without a leading zero, at most 65535), so the
     pattern's `\\d*` takes all of it. Other digits (`0443`, `70000`) fail this test: the pattern reads them."""
@@ -59,7 +91,7 @@ def app_position_sql(source: str) -> str:
     steps = [
         # where each marker first occurs in the message (in the usual shape, each first occurrence is the
         # one the pattern reads: nothing before it holds a space or, for `:`, a colon)
-        ", ".join(f"CASE WHEN target = 'application' THEN strpos(msg, {_lit(m)}) END AS {c}" for c, m in markers.items()),
+        ", ".join(f"CASE WHEN target = 'application' THEN {marker_at('msg', m)} END AS {c}" for c, m in markers.items()),
         "CASE WHEN ap_k > 0 THEN CASE " + " ".join(f"WHEN starts_with(msg, {_lit(p + ' ')}) THEN {_lit(p)}"
                                                    for p in _PROTOCOLS) + " END END AS ap_proto, "
         # the request part ends where ` Url: ` or ` Action: ` begins (with the `.` before it)

@@ -35,7 +35,7 @@ from egresslens.schema import TABLES_BY_NAME
 # DuckDB struct keys are case-insensitive, so these case variants are read by path instead.
 CASE_VARIANTS = ["$.Category", "$.ResourceId", "$.OperationName"]
 
-from egresslens.legacy_position import app_position_sql  # noqa: E402
+from egresslens.legacy_position import app_position_sql, contains_marker  # noqa: E402
 from egresslens.legacy_grammar import (  # noqa: E402  the legacy msg_s grammars
     DNS_ERR_GROUPS, DNS_ERR_RE, DNS_GROUPS, DNS_RE, IDS_GROUPS, IDS_RE, NAT_GROUPS, NAT_RE,
     NET_GROUPS, NET_RE, TI_GROUPS, TI_RE,
@@ -84,9 +84,9 @@ _LEGACY_TARGET = f"""
           OR (starts_with(msg, 'Error: ') AND regexp_matches(msg, '^Error: \\d+ '))
           OR ({_SPACE} AND (regexp_matches(msg, '^\\s*DNS Request:') OR regexp_matches(msg, '^\\s*Error: \\d+ ')))
           THEN 'dns'
-        WHEN contains(msg, ' was DNAT''ed to ') THEN 'nat'
-        WHEN contains(msg, ' ThreatIntel: ') THEN 'threat_intel'
-        WHEN contains(msg, ' Signature: ') AND contains(msg, ' IDS: ') THEN 'idps'
+        WHEN {contains_marker('msg', " was DNAT'ed to ")} THEN 'nat'
+        WHEN {contains_marker('msg', ' ThreatIntel: ')} THEN 'threat_intel'
+        WHEN {contains_marker('msg', ' Signature: ')} AND {contains_marker('msg', ' IDS: ')} THEN 'idps'
         WHEN starts_with(msg, 'HTTPS request') OR starts_with(msg, 'HTTP request') OR starts_with(msg, 'MSSQL request')
           OR ((starts_with(msg, 'HTTP') OR starts_with(msg, 'MSSQL')) AND regexp_matches(msg, '^(HTTPS|HTTP|MSSQL)\\s+request'))
           THEN 'application'

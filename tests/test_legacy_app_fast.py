@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from egresslens import normalise
 from egresslens.escape import sql_string
 from egresslens.legacy_grammar import APP_GROUPS, APP_RE
-from egresslens.legacy_position import app_position_sql
+from egresslens.legacy_position import app_position_sql, contains_marker, marker_at
 
 USUAL = [
     "HTTPS request from 10.240.0.5:49514 to mcr.microsoft.com:443. Action: Allow. Policy: fw-policy. "
@@ -156,3 +156,23 @@ def _messages(draw):
 def test_any_message_made_of_the_grammars_pieces_reads_the_same_by_position_and_by_pattern(messages):
     for msg, _, by_position, by_pattern in _both_ways(messages):
         assert by_position == by_pattern, msg
+
+
+# -- a marker that begins with a space or a dot is found by its rest first, with the same answer -----------
+
+_MARKERS = [". Action: ", ". Url: ", " was DNAT'ed to ", " ThreatIntel: ", " IDS: ", ". Rule: ", " to ", ":"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([*_MARKERS, *(m.lstrip(" .") for m in _MARKERS), " ", ".", ". ", "é",
+                                          "x", "\n", "Action", "Url:"]), max_size=10).map("".join),
+                min_size=1, max_size=30))
+@example(["Action: x. Action: y", "Url: . Url: ", ".Url: ", "Url: x", ". Action: ", "é. Action: ", "  Url: . Url: "])
+def test_a_marker_is_found_where_strpos_and_contains_find_it(texts):
+    for marker in _MARKERS:
+        got = _connection().execute(
+            f"SELECT t, {marker_at('t', marker)}, strpos(t, {sql_string(marker)}), "
+            f"{contains_marker('t', marker)}, contains(t, {sql_string(marker)}) FROM (SELECT unnest($t) AS t)",
+            {"t": texts}).fetchall()
+        for text, at, expected_at, has, expected_has in got:
+            assert (at, has) == (expected_at, expected_has), (marker, text)

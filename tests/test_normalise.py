@@ -263,7 +263,9 @@ def test_any_tail_made_of_the_markers_reads_the_same_by_position_and_by_pattern(
 
 _MESSAGE_PIECES = ["DNS Request:", "Error: ", "Error: 2 ", "HTTPS", "HTTP", "MSSQL", "TCP", "UDP", "ICMP", " request",
                    "request", " ", "  ", "\t", "\n", "\r", "\f", "\v", "\u00a0", " was DNAT'ed to ", " ThreatIntel: ",
-                   " Signature: ", " IDS: ", "1", "x", ":", "."]
+                   " Signature: ", " IDS: ", "1", "x", ":", ".",
+                   # a marker's rest without its space (looked for first: egresslens/legacy_position.py)
+                   "was DNAT'ed to ", "ThreatIntel: ", "Signature: ", "IDS: ", ".IDS: ", "é"]
 
 
 @settings(max_examples=300, deadline=None)
