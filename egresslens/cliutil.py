@@ -13,9 +13,6 @@ import typer.exceptions
 from egresslens import exitcodes
 
 DB_HELP = "Store path (default: $EGRESSLENS_DB, then ./egresslens.duckdb)."
-START_HELP = "Window start, ISO 8601 UTC (overrides --since)."
-END_HELP = "Window end, ISO 8601 UTC (default: newest data)."
-SINCE_HELP = "Window length ending at the newest data (30m, 24h, 7d, 2w)."
 WAIT_HELP = "When another process holds the store, wait up to this many seconds for it (default: do not wait)."
 
 

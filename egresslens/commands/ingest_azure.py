@@ -47,6 +47,20 @@ def time_range(since: Optional[str], start: Optional[str], end: Optional[str]) -
     return now - parse_since(since or "24h"), None
 
 
+# The window of every command that queries Azure (`ingest loganalytics`, `ingest adx`, `ingest metrics`),
+# read by `time_range`; and the table choice and mode of the two that query logs.
+IngestSinceOption = typer.Option(None, "--since", metavar="DURATION", help="How far back, e.g. 24h, 7d (default 24h).")
+IngestStartOption = typer.Option(None, "--start", metavar="TIME", help="Start of the range, ISO 8601 UTC (with --end).")
+IngestEndOption = typer.Option(None, "--end", metavar="TIME", help="End of the range (exclusive), ISO 8601 UTC.")
+TablesOption = typer.Option("auto", "--tables", help="auto, or a comma list of AZFW* tables / AzureDiagnostics, by their "
+                            "Log Analytics names (summary: flows, dns, flows_legacy, dns_legacy).")
+
+
+def mode_option(where: str):  # noqa: ANN201 - a typer Option
+    """`--mode` of a command whose rollups are computed `where` (in the workspace, in the cluster)."""
+    return typer.Option("raw", "--mode", help=f"raw (every record) or summary (hourly rollups computed {where}).")
+
+
 def default_credential():
     from azure.identity import DefaultAzureCredential
 
@@ -84,11 +98,11 @@ def _table_progress(quiet: bool):
 def ingest_loganalytics(
     workspace_id: Optional[str] = typer.Option(None, "--workspace-id", help="Workspace ID (GUID, the workspace's Overview page)."),
     resource_id: Optional[str] = typer.Option(None, "--resource-id", help="Query one firewall's logs by its ARM resource id instead."),
-    since: Optional[str] = typer.Option(None, "--since", help="How far back, e.g. 24h, 7d (default 24h)."),
-    start: Optional[str] = typer.Option(None, "--start", help="Start of the range, ISO 8601 UTC (with --end)."),
-    end: Optional[str] = typer.Option(None, "--end", help="End of the range (exclusive), ISO 8601 UTC."),
-    tables: str = typer.Option("auto", "--tables", help="auto, or a comma list of AZFW* tables / AzureDiagnostics (summary: flows, dns, flows_legacy, dns_legacy)."),
-    mode: str = typer.Option("raw", "--mode", help="raw (every record) or summary (hourly rollups computed in the workspace)."),
+    since: Optional[str] = IngestSinceOption,
+    start: Optional[str] = IngestStartOption,
+    end: Optional[str] = IngestEndOption,
+    tables: str = TablesOption,
+    mode: str = mode_option("in the workspace"),
     max_concurrency: int = typer.Option(5, "--max-concurrency", min=1, max=5, help="Parallel queries (the service runs 5 per identity)."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Query endpoint, e.g. https://api.loganalytics.us for US Gov."),
     firewall: str = typer.Option("", "--firewall", help="Only this firewall's records (its ARM id) within the workspace."),
@@ -165,9 +179,9 @@ def print_query_run(stats, mode: str, json_out: bool) -> None:
 def ingest_metrics(
     resource_id: list[str] = typer.Option(..., "--resource-id", help="Firewall ARM id (repeat for several, same region)."),
     endpoint: str = typer.Option(..., "--endpoint", help="Regional metrics endpoint, e.g. https://westeurope.metrics.monitor.azure.com."),
-    since: Optional[str] = typer.Option(None, "--since", help="How far back, e.g. 24h (default 24h)."),
-    start: Optional[str] = typer.Option(None, "--start", help="Start, ISO 8601 UTC (with --end)."),
-    end: Optional[str] = typer.Option(None, "--end", help="End (exclusive), ISO 8601 UTC."),
+    since: Optional[str] = IngestSinceOption,
+    start: Optional[str] = IngestStartOption,
+    end: Optional[str] = IngestEndOption,
     grain: int = typer.Option(1, "--grain-minutes", min=1, help="Time grain in minutes."),
     db: Optional[Path] = DbOption,
     wait: float = typer.Option(0, "--wait", min=0, help=WAIT_HELP),
