@@ -78,6 +78,9 @@ _LEGACY_TARGET_REGEX = """
       END"""
 # (RE2's \s: tab, line feed, form feed, carriage return, space)
 _SPACE = "left(msg, 1) IN (' ', chr(9), chr(10), chr(12), chr(13))"
+# A DNS line that reports a failed lookup (`^\s*Error: `), told by a prefix test unless it starts with a space.
+_DNS_ERROR = (f"CASE WHEN target = 'dns' THEN starts_with(msg, 'Error: ') "
+              f"OR ({_SPACE} AND regexp_matches(msg, '^\\s*Error: ')) END")
 _LEGACY_TARGET = f"""
       CASE
         WHEN starts_with(msg, 'DNS Request:')
@@ -164,11 +167,11 @@ SELECT rid, ts, firewall, target, log_format,
   CASE target WHEN 'nat' THEN regexp_extract(msg, {_lit(NAT_RE)}, {_groups(NAT_GROUPS)}) END AS nat,
   CASE target WHEN 'threat_intel' THEN regexp_extract(msg, {_lit(TI_RE)}, {_groups(TI_GROUPS)}) END AS ti,
   CASE target WHEN 'idps' THEN regexp_extract(msg, {_lit(IDS_RE)}, {_groups(IDS_GROUPS)}) END AS ids,
-  CASE WHEN target = 'dns' AND NOT regexp_matches(msg, '^\\s*Error: ')
+  CASE WHEN target = 'dns' AND NOT dns_error
        THEN regexp_extract(msg, {_lit(DNS_RE)}, {_groups(DNS_GROUPS)}) END AS dns,
-  CASE WHEN target = 'dns' AND regexp_matches(msg, '^\\s*Error: ')
+  CASE WHEN target = 'dns' AND dns_error
        THEN regexp_extract(msg, {_lit(DNS_ERR_RE)}, {_groups(DNS_ERR_GROUPS)}) END AS dns_err
-FROM ({app_position_sql(lines)})"""
+FROM (SELECT *, {_DNS_ERROR} AS dns_error FROM ({app_position_sql(lines)}))"""
 
 
 def _legacy_sql() -> str:

@@ -279,3 +279,7 @@ def test_the_table_of_a_legacy_message_is_told_by_prefix_tests_as_by_the_pattern
     got = con.execute(f"SELECT {normalise._LEGACY_TARGET}, {normalise._LEGACY_TARGET_REGEX} "
                       "FROM (SELECT unnest($m) AS msg)", {"m": messages}).fetchall()
     assert [a for a, _ in got] == [b for _, b in got]
+    # and a DNS line's failed lookup the same way
+    errors = con.execute(f"SELECT {normalise._DNS_ERROR}, regexp_matches(msg, '^\\s*Error: ') "
+                         "FROM (SELECT 'dns' AS target, unnest($m) AS msg)", {"m": messages}).fetchall()
+    assert [a for a, _ in errors] == [b for _, b in errors]
