@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 
@@ -425,11 +426,14 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
         if table is None:
             return None
         _empty_stage(con)
-        con.execute(canonical_sql(table, tabular_source(relation, names, table)))
+        # the file's lines are counted while DuckDB reads it (a count in C, beside DuckDB's own threads)
+        with ThreadPoolExecutor(1) as pool:
+            lines = pool.submit(_csv_rows, path)
+            con.execute(canonical_sql(table, tabular_source(relation, names, table)))
     except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: row by row
         return None
     rows, refused = con.execute(f"SELECT count(*), count(reject_reason) FROM {_canon(table)}").fetchall()[0]
-    if refused or rows != _csv_rows(path):
+    if refused or rows != lines.result():
         return None
     return [table], rows
 
