@@ -308,6 +308,8 @@ FROM (
 
 
 def _replace_rollups(con, run_id: int, rollups: Rollups) -> int:
+    import pyarrow as pa
+
     target, sql = ("flow_rollups", _FLOW_ROLLUP_SQL) if rollups.kind == "flows" else ("dns_rollups", _DNS_ROLLUP_SQL)
     parts = [p for p in rollups.parts if p.num_rows]
     fw_filter = " AND firewall = ?" if rollups.firewall else ""
@@ -315,7 +317,6 @@ def _replace_rollups(con, run_id: int, rollups: Rollups) -> int:
     con.execute(f"DELETE FROM {target} WHERE hour >= ? AND hour < ?{fw_filter}", [rollups.start, rollups.end, *fw_params])
     if not parts:
         return 0
-    import pyarrow as pa
     con.register("rollup_all", pa.concat_tables(parts, promote_options="permissive"))
     # a firewall that logs both ways in an hour (two diagnostic settings) is counted once: from its
     # structured tables

@@ -24,7 +24,7 @@ from egresslens.escape import sql_string
 from egresslens.sources.batch import CsvFile, JsonDocument, Limits, Lines, Reject, Rows
 from egresslens.sources.lines import SAMPLE_BYTES, sample
 
-if TYPE_CHECKING:  # Arrow and NumPy are imported where Arrow batches are staged: a run DuckDB reads alone never loads them
+if TYPE_CHECKING:  # Arrow and NumPy are imported where Arrow batches are staged: not by a run DuckDB reads alone
     import pyarrow as pa
 
 

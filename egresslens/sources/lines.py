@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from egresslens.sources.batch import INVALID_UTF8, Reject, line_schema
 
-if TYPE_CHECKING:  # Arrow and NumPy are imported where lines are split: an ingest DuckDB reads alone never loads them
+if TYPE_CHECKING:  # Arrow and NumPy are imported where lines are split: not by a run DuckDB reads alone
     import pyarrow as pa
 
 # What a refused line keeps of itself in the quarantine.
