@@ -326,6 +326,7 @@ def test_a_finding_counts_in_words_one_zone_two_zones():
     assert counted(0, "source") == "0 sources"
     assert counted(12_040, "threat-intel/IDPS event") == "12,040 threat-intel/IDPS events"
     assert counted(3, "policy", "policies") == "3 policies"
+    assert counted(1, "rule change") == "1 rule change" and counted(2, "more destination") == "2 more destinations"
 
 
 def test_within_a_severity_a_compromised_workload_and_threat_intelligence_come_first(tmp_path):

@@ -11,7 +11,7 @@ import polars as pl
 
 from egresslens import fleet
 from egresslens.analyse import FLOW_HOURS_SQL, frame
-from egresslens.report.model import FINDING, INT, LINK, PCT, TIME, WARNING, Section, Table
+from egresslens.report.model import FINDING, INT, LINK, PCT, TIME, WARNING, Section, Table, counted
 
 CHANGES_SINCE = timedelta(hours=24)
 
@@ -60,8 +60,9 @@ def fleet_section(inp, recs, snat_result) -> Section:  # noqa: ANN001
             on="firewall", how="left").select(table.columns)
     shared = [x for x in recs.items if len(x.firewalls) > 1]
     if shared:
-        s.facts.append(f"{len(shared)} proposal(s) serve every firewall under a common parent policy and go to that "
-                       "parent once.")
+        one = len(shared) == 1
+        s.facts.append(f"{counted(len(shared), 'proposal')} {'serves' if one else 'serve'} every firewall under a "
+                       f"common parent policy and {'goes' if one else 'go'} to that parent once.")
     s.tables.append(Table("Firewalls", table.drop("denied"), {"connections": INT, "deny_share": PCT, "proposals": INT,
                                                               "snat_peak": PCT, "last_event": TIME, "section": LINK},
                           note="policy: the policy the firewall uses < its parent (evaluated first)", limit=200))
@@ -90,7 +91,7 @@ def firewall_section(inp, fw: str, recs, snat_result, dns_result=None) -> Sectio
                                        "shared": pl.String, "hits": pl.Int64})
     n = sum(1 for x in mine if x.kind != "investigate")
     if n:
-        s.add(FINDING, f"{n} rule change(s) proposed for {name}")
+        s.add(FINDING, f"{counted(n, 'rule change')} proposed for {name}")
     s.tables.append(Table("Proposals", props, {"hits": INT}))
     f = snat_result.findings
     if f.height:

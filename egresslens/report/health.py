@@ -76,8 +76,8 @@ def dns(inp: Inputs, result) -> Section:  # noqa: ANN001 - egresslens.dns.DnsRes
     new = zones.filter(~pl.col("never_allow"))
     not_listed = sum(result.suspicion.omitted.values())
     if new.height:
-        s.add(WARNING, f"{counted(new.height + not_listed, 'newly seen domain')} "
-                       f"{'deserves' if new.height + not_listed == 1 else 'deserve'} a look")
+        n = new.height + not_listed
+        s.add(WARNING, f"{counted(n, 'newly seen domain')} {'deserves' if n == 1 else 'deserve'} a look")
     by_group = result.by_group.select("source_group", "queries", "nxdomain_rate", "servfail_rate", "refused_rate",
                                       "upstream_errors_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s",
                                       "latency_basis")

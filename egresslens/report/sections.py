@@ -284,8 +284,9 @@ def changes(inp: Inputs) -> Section:
         s.add(CRITICAL, f"{r['destination']}:{r['port']} is denied now ({r['hits_now']:,} hits from {r['sources']} "
                         f"sources) but was allowed in the comparison window")
     if was_allowed > MAX_CHANGES:
-        s.add(CRITICAL, f"and {was_allowed - MAX_CHANGES:,} more destination(s) denied now that were allowed in the "
-                        "comparison window")
+        more = was_allowed - MAX_CHANGES
+        s.add(CRITICAL, f"and {counted(more, 'more destination')} denied now that {'was' if more == 1 else 'were'} "
+                        "allowed in the comparison window")
     if newly_denied > was_allowed:
         n = newly_denied - was_allowed
         s.add(WARNING, f"{counted(n, 'destination')} {'is' if n == 1 else 'are'} newly denied")
