@@ -355,7 +355,8 @@ def denied(inp: Inputs, recs, top: int = 15) -> Section:  # noqa: ANN001
                          pl.Series("terraform", tf, pl.String), pl.Series("drilldown", cmds, pl.String))
     adds = [r for r in recs.items if r.kind.startswith("add-")]
     if adds:
-        s.add(FINDING, f"{len(adds)} allow rules are proposed for denied traffic (see recommend)")
+        s.add(FINDING, f"{counted(len(adds), 'allow rule')} {'is' if len(adds) == 1 else 'are'} proposed for denied "
+                       "traffic (see recommend)")
     for w in recs.warnings:
         s.facts.append(f"recommend: {w}")
     s.data["top"] = df.select("destination", "port", "hits", "sources")
@@ -392,10 +393,11 @@ def rules(inp: Inputs, recs, has_policy: bool) -> Section:  # noqa: ANN001
     proposals = pl.DataFrame(rows, schema={"kind": pl.String, "rule": pl.String, "proposal": pl.String,
                                            "why": pl.String, "permissiveness": pl.Float64, "az": pl.String,
                                            "terraform": pl.String, "drilldown": pl.String})
-    for kind, label in (("remove-rule", "unused or shadowed rules to remove"), ("narrow-rule", "over-broad rules to narrow")):
+    for kind, noun, verb in (("remove-rule", "unused or shadowed rule", "remove"),
+                             ("narrow-rule", "over-broad rule", "narrow")):
         n = sum(1 for r in props if r.kind == kind)
         if n:
-            s.add(FINDING, f"{n} {label}")
+            s.add(FINDING, f"{counted(n, noun)} to {verb}")
     s.data["scores"] = scores
     s.tables += [Table("Proposals", proposals, {"permissiveness": "float", "az": CODE, "terraform": CODE,
                                                 "drilldown": COMMAND}),
