@@ -2,7 +2,8 @@
 
     make bench-compare ROWS=1M                     # also 10M; 100M is opt-in (about 60 GB of input)
     .venv/bin/python benchmarks/compare.py --rows 1M [--forms structured,legacy,csv] [--repeat 3]
-        [--contenders egresslens,duckdb,pandas] [--cache .bench-cache] [--out bench-output/compare-1M.json]
+        [--contenders egresslens,duckdb,pandas[,floor,floor-no-ids]] [--cache .bench-cache]
+        [--out bench-output/compare-1M.json]
 
 The simulator writes the input once per size and form into the cache directory (flow events = ROWS;
 their DNS queries and threats come on top). Every contender then reads the SAME files in its own
@@ -18,6 +19,9 @@ small launcher process: see `measure`):
 * `pandas` — the script a user would write for the same answer: `read_json(lines=True)` +
   `json_normalize` (legacy: `str.extract`; CSV: `read_csv`) per file, `concat`, numbers and flags typed,
   protocols, actions and names in one form, `drop_duplicates`, one Parquet file per table, `groupby`.
+* `floor`, `floor-no-ids` (named with `--contenders` only) — where the time between the bare script and
+  EgressLens goes: EgressLens' own reading and canonical SQL streamed straight into a store, without the
+  loop's guarantees, and then without event ids too (`compare_floor.py`).
 
 CPU seconds (user + system, from the same rusage) are printed too: on a shared machine they move less
 than wall time. Forms: `structured` (storage archive of AZFW* categories), `legacy` (storage archive of
@@ -42,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FORMS = {"structured": ("structured", "storage"), "legacy": ("legacy", "storage"), "csv": ("structured", "csv")}
 CONTENDERS = ("egresslens", "duckdb", "pandas")
+FLOORS = ("floor", "floor-no-ids")  # opt-in: compare_floor.py
 HOURS = 24
 
 
@@ -119,7 +124,8 @@ def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None
         cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {path!r}) if {bool(path)} else None; "
                f"sys.argv = ['egresslens', *{args!r}]; from egresslens.cli import app; app()"]
     else:
-        cmd = [sys.executable, str(HERE / "compare_baselines.py"), name, form, str(data), str(db)]
+        script = "compare_floor.py" if name in FLOORS else "compare_baselines.py"
+        cmd = [sys.executable, str(HERE / script), name, form, str(data), str(db)]
     measured = measure(cmd)
     code, stdout, stderr = measured.pop("exit"), measured.pop("stdout"), measured.pop("stderr")
     if code not in (0, 5):  # 5: finished, some records quarantined (the simulator injects a few)
@@ -139,14 +145,14 @@ def best_of(runs: list[dict]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'form':<11}{'contender':<12}{'records':>12}{'seconds':>9}{'CPU s':>8}{'records/s':>12}"
+    lines = [f"{'form':<11}{'contender':<15}{'records':>12}{'seconds':>9}{'CPU s':>8}{'records/s':>12}"
              f"{'peak RSS':>12}{'time / egresslens':>19}"]
     for r in results:
         if "failed" in r:
-            lines.append(f"{r['form']:<11}{r['contender']:<12}  failed after {r['seconds']:.0f} s: {r['failed']}")
+            lines.append(f"{r['form']:<11}{r['contender']:<15}  failed after {r['seconds']:.0f} s: {r['failed']}")
             continue
         ratio = f"{r['vs_egresslens']:.2f}x" if r.get("vs_egresslens") else "-"
-        lines.append(f"{r['form']:<11}{r['contender']:<12}{r['records']:>12,}{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}"
+        lines.append(f"{r['form']:<11}{r['contender']:<15}{r['records']:>12,}{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}"
                      f"{r['records_per_s']:>12,.0f}{r['peak_rss_mib']:>8,.0f} MiB{ratio:>19}")
     return "\n".join(lines)
 
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--forms", default=",".join(FORMS), help="comma list of structured, legacy, csv")
     ap.add_argument("--contenders", default=None,
                     help="comma list of egresslens, duckdb, pandas (default: all; above 10M rows pandas is left "
-                         "out, as it holds every record in memory: name it to run it anyway)")
+                         "out, as it holds every record in memory: name it to run it anyway), and floor, "
+                         "floor-no-ids (only when named)")
     ap.add_argument("--repeat", type=int, default=1, help="run each contender N times and keep the fastest")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"), help="where generated input is kept")
     ap.add_argument("--work", type=Path, default=None, help="where the stores are written (default: cache/work)")
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     forms = [f for f in args.forms.split(",") if f]
     default = ",".join(c for c in CONTENDERS if c != "pandas" or rows <= 10_000_000)
     contenders = [c for c in (args.contenders or default).split(",") if c] + (["egresslens@ref"] if args.ref else [])
-    if unknown := [f for f in forms if f not in FORMS] + [c for c in contenders if c not in (*CONTENDERS, "egresslens@ref")]:
+    if unknown := [f for f in forms if f not in FORMS] + [c for c in contenders if c not in (*CONTENDERS, *FLOORS, "egresslens@ref")]:
         ap.error(f"unknown form or contender: {', '.join(unknown)}")
     work = args.work or args.cache / "work"
     results = []
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             r = best_of([run_contender(name, form, data, work, args.ref) for _ in range(max(1, args.repeat))])
             r.update(form=form, contender=name, records_per_s=r["records"] / r["seconds"])
             results.append(r)
-            print(f"  {form:<10} {name:<10} {r['seconds']:7.1f} s  {r['cpu_seconds']:7.1f} CPU s"
+            print(f"  {form:<10} {name:<13} {r['seconds']:7.1f} s  {r['cpu_seconds']:7.1f} CPU s"
                   f"  {r['peak_rss_mib']:7,.0f} MiB" + (f"  FAILED {r['failed']}" if "failed" in r else ""), flush=True)
         ours = next((r for r in results if r["form"] == form and r["contender"] == "egresslens"
                      and "failed" not in r), None)

@@ -479,13 +479,19 @@ def _query(name: str) -> str:
 
 
 def canonical_sql(name: str, structured: str | None = None, *, append: bool = False) -> str:
-    """The statement that fills ``canon_<table>`` (creates it, or appends to it) with the table's rows
-    from the legacy stage and from `structured` (default: the generic stage), each with its event id."""
-    table = TABLES_BY_NAME[name]
-    query = _query(name).replace("{STRUCTURED}", structured or staged_source(name))
+    """The statement that fills ``canon_<table>`` (creates it, or appends to it) with
+    :func:`canonical_select`'s rows."""
     target = _CANON_TABLE[name]
     head = f"INSERT INTO {target}" if append else f"CREATE OR REPLACE TEMP TABLE {target} AS"
-    return (f"{head} SELECT CASE WHEN reject_reason IS NULL THEN {event_id_sql(table)} END AS event_id, * "
+    return f"{head} {canonical_select(name, structured)}"
+
+
+def canonical_select(name: str, structured: str | None = None) -> str:
+    """The table's canonical rows from the legacy stage and from `structured` (default: the generic stage),
+    each with its event id (NULL when refused) and `reject_reason`."""
+    table = TABLES_BY_NAME[name]
+    query = _query(name).replace("{STRUCTURED}", structured or staged_source(name))
+    return (f"SELECT CASE WHEN reject_reason IS NULL THEN {event_id_sql(table)} END AS event_id, * "
             f"FROM (\n{query}\n)")
 
 

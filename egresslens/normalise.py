@@ -28,7 +28,7 @@ import duckdb
 from egresslens.azfw import (  # noqa: F401  (re-exported: the normaliser's vocabulary)
     ENVELOPE_FIELDS, FAST_CATEGORIES, FLAT_FIELDS, LEGACY, LEGACY_CATEGORIES, STRUCTURED_FIELDS, STRUCTURED_TARGETS,
 )
-from egresslens.canonical import TARGETS_OF, _groups, canon_table, canonical_sql, structured_fields
+from egresslens.canonical import TARGETS_OF, _groups, canon_table, canonical_select, canonical_sql, structured_fields
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string as _lit
 from egresslens.schema import TABLES_BY_NAME
@@ -298,33 +298,52 @@ def _read_json_columns(spec: dict) -> str:
     return "{" + ", ".join(f"{_lit(k)}: {_lit(sql_type(v))}" for k, v in spec.items()) + "}"
 
 
+def archive_records(paths: list[str], name: str) -> str:
+    """The records of whole JSON Lines files as DuckDB's JSON reader reads them (every thread, no line
+    handed over from Python): `rid` the file's index in `paths`, `r` the record in the shape the route
+    `name` parses (a table's fields, or LEGACY's message text)."""
+    spec = _LEGACY_SPEC if name == LEGACY else _fast_spec(name)
+    files = "[" + ", ".join(_lit(p) for p in paths) + "]"
+    index = "CASE filename " + " ".join(f"WHEN {_lit(p)} THEN {i}" for i, p in enumerate(paths)) + " END"
+    return (f"SELECT {index} AS rid, {{'time': time, 'category': category, 'resourceId': resourceId, "
+            f"'properties': properties}} AS r FROM read_json({files}, format = 'newline_delimited', "
+            f"columns = {_read_json_columns(spec)}, filename = true, compression = 'none', "
+            "hive_partitioning = false, maximum_object_size = 16777216)")
+
+
+def whole_file_selects(con: duckdb.DuckDBPyConnection, name: str, source: str) -> dict[str, str]:
+    """The canonical rows (`canonical.canonical_select`) of files read whole, by table: `name` a table and
+    `source` its structured rows (`fast_source` over `archive_records`, or `csv_records`), or `name`
+    LEGACY and `source` legacy records (`archive_records`), which are staged first (every table's
+    grammars read them), for each table they fill."""
+    _empty_stage(con)
+    if name != LEGACY:
+        return {name: canonical_select(name, source)}
+    con.execute(_legacy_stage_sql(source))
+    con.execute(_legacy_sql())
+    present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage_legacy WHERE target IS NOT NULL"
+                                         ).fetchall()}
+    return {table: canonical_select(table) for table, targets in TARGETS_OF.items() if targets & present}
+
+
 def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: str
                       ) -> tuple[dict[int, int], set[int], list[str]]:
-    """Whole JSON Lines files, read by DuckDB's JSON reader (every thread, no line handed over from Python),
-    into canonical rows, as the fast route would read their lines: the files of one table's categories
-    into `canon_<table>`, or (`name` LEGACY) legacy files, their message text read by the grammars, into
-    the tables their records belong to.
+    """Whole JSON Lines files (`archive_records`) into canonical rows, as the fast route would read their
+    lines: the files of one table's categories into `canon_<table>`, or (`name` LEGACY) legacy files,
+    their message text read by the grammars, into the tables their records belong to.
 
     A file holding anything the fast route would not confirm, a record that is refused, or a line the
     reader cannot take is left out whole, to be read line by line (where every record gets its
     position and its quarantine reason). Returns ({file index: records taken}, {file indexes left out},
     the tables built). The rows' `rid` is their file's index in `paths`."""
-    _empty_stage(con)
-    spec = _LEGACY_SPEC if name == LEGACY else _fast_spec(name)
-    files = "[" + ", ".join(_lit(p) for p in paths) + "]"
-    index = "CASE filename " + " ".join(f"WHEN {_lit(p)} THEN {i}" for i, p in enumerate(paths)) + " END"
-    parsed = (f"SELECT {index} AS rid, {{'time': time, 'category': category, 'resourceId': resourceId, "
-              f"'properties': properties}} AS r FROM read_json({files}, format = 'newline_delimited', "
-              f"columns = {_read_json_columns(spec)}, filename = true, compression = 'none', "
-              "hive_partitioning = false, maximum_object_size = 16777216)")
+    parsed = archive_records(paths, name)
     try:
-        if name == LEGACY:
-            built = _archive_legacy(con, parsed)
-        else:
-            con.execute(canonical_sql(name, fast_source(name, parsed)))
-            built = [name]
+        selects = whole_file_selects(con, name, parsed if name == LEGACY else fast_source(name, parsed))
+        for table, select in selects.items():
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_canon(table)} AS {select}")
     except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: every file line by line
         return {}, set(range(len(paths))), []
+    built = list(selects)
     tables = [_canon(n) for n in built]
     refused = [f"SELECT rid FROM {t} WHERE log_format = {_lit(UNCONFIRMED)} OR reject_reason IS NOT NULL "
                "OR rid IS NULL" for t in tables]
@@ -340,18 +359,6 @@ def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: st
         for rid, n in con.execute(f"SELECT rid, count(*) FROM {t} GROUP BY rid").fetchall():
             taken[rid] = taken.get(rid, 0) + n
     return taken, bad - {None}, built
-
-
-def _archive_legacy(con: duckdb.DuckDBPyConnection, parsed: str) -> list[str]:
-    """Legacy records (`parsed`) into the stage, through the grammars, into the canonical rows of every
-    table they belong to; returns those tables."""
-    con.execute(_legacy_stage_sql(parsed))
-    con.execute(_legacy_sql())
-    present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage_legacy WHERE target IS NOT NULL").fetchall()}
-    built = [name for name, targets in TARGETS_OF.items() if targets & present]
-    for name in built:
-        con.execute(canonical_sql(name))
-    return built
 
 
 def _confirmed(categories: tuple[str, ...]) -> str:
@@ -395,14 +402,12 @@ def _tabular_ok(columns: list[str]) -> bool:
             and not _NOT_TABULAR & set(columns))
 
 
-def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | None) -> tuple[list[str], int] | None:
-    """A CSV export of one table's categories read by DuckDB's CSV reader on every thread, straight into that
-    table's canonical rows (`canon_<table>`), as the tabular route reads its rows: (the table, rows read).
-
-    None, with nothing built, unless every line of the file is a row the table takes and none is refused:
-    a file with a malformed line, a refused row, rows of another table or values spanning lines is read
-    row by row instead (`egresslens/stage.py`), where every line keeps its number and every refusal its
-    reason. `log_table` is the table the file is named after (its rows may lack `Type`)."""
+def csv_records(path: str, log_table: str | None) -> tuple[str, str] | None:
+    """A CSV export of one table's categories as DuckDB's CSV reader reads it (every thread), as that
+    table's structured rows, as the tabular route reads its rows: (the table, its rows for
+    `whole_file_selects`). None when its head says it cannot be read whole: a header that is not one line
+    in this dialect, or naming a column twice, or columns or a first row that are not of one table the fast
+    route takes. `log_table` is the table the file is named after (its rows may lack `Type`)."""
     head = _csv_head(path)
     if head is None:
         return None
@@ -412,24 +417,39 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
     types = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in columns) + "}"
     read = (f"read_csv({_lit(path)}, columns = {types}, header = true, auto_detect = false, delim = ',', "
             "quote = '\"', escape = '\"', strict_mode = false, null_padding = false)")
+    names = [c.split(" [", 1)[0].strip() for c in columns]
+    select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
+    if "Type" not in names and log_table is not None:
+        select.append(f"{_lit(log_table)}::VARCHAR AS Type")
+        names.append("Type")
+    if not _tabular_ok(names):
+        return None
+    kind = (head[1][columns.index("Type")] if head[1] and "Type" in columns else None) or log_table
+    table = next((t for t, cats in FAST_CATEGORIES.items() if kind in cats), None)
+    if table is None:
+        return None
+    relation = f"(SELECT 0::BIGINT AS rid, {', '.join(select)} FROM {read})"
+    return table, tabular_source(relation, names, table)
+
+
+def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | None) -> tuple[list[str], int] | None:
+    """A CSV export of one table's categories (`csv_records`) straight into that table's canonical rows
+    (`canon_<table>`): (the table, rows read).
+
+    None, with nothing built, unless every line of the file is a row the table takes and none is refused:
+    a file with a malformed line, a refused row, rows of another table or values spanning lines is read
+    row by row instead (`egresslens/stage.py`), where every line keeps its number and every refusal its
+    reason."""
     try:
-        names = [c.split(" [", 1)[0].strip() for c in columns]
-        select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
-        if "Type" not in names and log_table is not None:
-            select.append(f"{_lit(log_table)}::VARCHAR AS Type")
-            names.append("Type")
-        if not _tabular_ok(names):
+        found = csv_records(path, log_table)
+        if found is None:
             return None
-        relation = f"(SELECT 0::BIGINT AS rid, {', '.join(select)} FROM {read})"
-        kind = (head[1][columns.index("Type")] if head[1] and "Type" in columns else None) or log_table
-        table = next((t for t, cats in FAST_CATEGORIES.items() if kind in cats), None)
-        if table is None:
-            return None
-        _empty_stage(con)
+        table, source = found
         # the file's lines are counted while DuckDB reads it (a count in C, beside DuckDB's own threads)
         with ThreadPoolExecutor(1) as pool:
             lines = pool.submit(_csv_rows, path)
-            con.execute(canonical_sql(table, tabular_source(relation, names, table)))
+            select = whole_file_selects(con, table, source)[table]
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_canon(table)} AS {select}")
     except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: row by row
         return None
     rows, refused = con.execute(f"SELECT count(*), count(reject_reason) FROM {_canon(table)}").fetchall()[0]

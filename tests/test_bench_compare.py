@@ -76,3 +76,27 @@ def test_the_profile_names_where_a_legacy_and_a_structured_archive_spend_their_t
         assert profile["stages_s"][stage] > 0, profile  # the blobs were read whole, by DuckDB
         assert profile["stages_s"].keys() == profile["stages_cpu_s"].keys()
         assert abs(sum(profile["stages_s"].values()) - profile["wall_s"]) < 1e-6
+
+
+def test_the_floor_stores_the_rows_egresslens_stores_and_without_ids_only_the_ids_are_missing(tmp_path):
+    """`floor` runs EgressLens' own canonical SQL without the loop: on every form it must store exactly what
+    `ingest files` stores (event ids included), or its time would measure some other work."""
+    import duckdb
+
+    compare = _compare()
+    tables = ("flows", "dns_queries", "threats")
+    for form in ("structured", "legacy", "csv"):
+        data = compare.dataset(tmp_path / "cache", 2400, form)
+        stored = {}
+        for name in ("egresslens", "floor", "floor-no-ids"):
+            run = compare.run_contender(name, form, data, tmp_path / "work" / name)
+            assert "failed" not in run, run
+            con = duckdb.connect(str(tmp_path / "work" / name / f"{name}-{form}.duckdb"), read_only=True)
+            stored[name] = {t: sorted(con.execute(f"SELECT * EXCLUDE (ingest_run_id) FROM {t}").fetchall(), key=repr)
+                            for t in tables}
+            con.close()
+        assert sum(map(len, stored["egresslens"].values())) > 2400, form  # flows, their DNS queries, threats
+        assert stored["floor"] == stored["egresslens"], form
+        for t in tables:  # (the event id is each table's first column)
+            assert [r[1:] for r in stored["floor-no-ids"][t]] == sorted((r[1:] for r in stored["floor"][t]), key=repr)
+            assert all(r[0] is None for r in stored["floor-no-ids"][t])
