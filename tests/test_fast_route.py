@@ -475,3 +475,18 @@ def test_csv_exports_read_whole_by_duckdb_store_what_reading_them_row_by_row_sto
     assert whole["flows"] and whole["dns_queries"]
     assert {"AZFWApplicationRule.csv", "AZFWDnsQuery.csv"} <= set(taken) and taken.count("AZFWNetworkRule.csv") == 2
     assert not {"refused.csv", "malformed.csv", "spanning.csv"} & set(taken)
+
+
+def test_a_csv_export_larger_than_a_whole_read_is_still_read_whole_with_the_same_rows(tmp_path, monkeypatch):
+    """A whole read bounds the archive blobs DuckDB reads in one statement; a CSV export of any size is read
+    whole (its canonical rows spill, as the row-by-row route's table does), not row by row."""
+    exports = tmp_path / "exports"
+    simulate_to_dir(exports, hours=2, events_per_hour=300, seed=4, layout="csv")
+    (exports / "truth.json").unlink()
+    (exports / "policy.json").unlink()
+    monkeypatch.setenv("EGRESSLENS_ARCHIVE_FILE_BYTES", str(32 << 10))
+    big = exports / "AZFWApplicationRule.csv"
+    assert big.stat().st_size > 32 << 10
+    whole, rows, taken = _csv_whole_and_by_rows(exports, tmp_path, monkeypatch)
+    assert whole == rows and whole["flows"]
+    assert big.name in taken
