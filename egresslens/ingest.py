@@ -307,7 +307,6 @@ class Pipeline:
         return counts
 
 
-
 def plan(units: list[Unit]) -> list[Unit]:
     """The order units are read in: archive blobs DuckDB reads first, route by route (each route's whole
     blobs, gathered into full reads, before its large ones read in pieces, whose time range then holds only
