@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from compare_baselines import _files  # the baselines' own list of a table's archive blobs
 from egresslens import normalise, store
 from egresslens.azfw import FAST_CATEGORIES, LEGACY
 from egresslens.load import stored_columns
@@ -38,9 +39,7 @@ def reads(form: str, data: Path) -> list[tuple[str, str]]:
         return [(LEGACY, normalise.archive_records(files, LEGACY))] if files else []
     groups = []
     for table, categories in FAST_CATEGORIES.items():
-        files = sorted(f for c in categories
-                       for f in glob.glob(str(data / f"insights-logs-{c.lower()}" / "**" / "*.json"), recursive=True))
-        if files:
+        if files := _files(data, categories):
             groups.append((table, normalise.fast_source(table, normalise.archive_records(files, table))))
     return groups
 
