@@ -32,6 +32,7 @@ from egresslens.canonical import TARGETS_OF, _groups, canon_table, canonical_sel
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string as _lit
 from egresslens.schema import TABLES_BY_NAME
+from egresslens.stage import csv_columns
 
 # DuckDB struct keys are case-insensitive, so these case variants are read by path instead.
 CASE_VARIANTS = ["$.Category", "$.ResourceId", "$.OperationName"]
@@ -417,11 +418,7 @@ def csv_records(path: str, log_table: str | None) -> tuple[str, str] | None:
     types = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in columns) + "}"
     read = (f"read_csv({_lit(path)}, columns = {types}, header = true, auto_detect = false, delim = ',', "
             "quote = '\"', escape = '\"', strict_mode = false, null_padding = false)")
-    names = [c.split(" [", 1)[0].strip() for c in columns]
-    select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
-    if "Type" not in names and log_table is not None:
-        select.append(f"{_lit(log_table)}::VARCHAR AS Type")
-        names.append("Type")
+    select, names = csv_columns(columns, log_table)
     if not _tabular_ok(names):
         return None
     kind = (head[1][columns.index("Type")] if head[1] and "Type" in columns else None) or log_table

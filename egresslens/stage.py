@@ -203,11 +203,7 @@ def _csv(con, export: CsvFile, source: str, limits: Limits) -> Iterator[Part]:
             "rejects_scan = 'csv_scans', strict_mode = false, null_padding = false, parallel = false)",
             {"path": export.path}).fetchall()[0][0]
         columns = [c for (c,) in con.execute("SELECT name FROM pragma_table_info('temp.main.csv_rows')").fetchall()][1:]
-        names = [c.split(" [", 1)[0].strip() for c in columns]
-        select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
-        if "Type" not in names and export.log_table is not None:
-            select.append(f"{sql_string(export.log_table)}::VARCHAR AS Type")
-            names.append("Type")
+        select, names = csv_columns(columns, export.log_table)
         rejects = [Reject(source, int(line), text or "", f"malformed CSV line: {err}") for line, text, err in con.execute(
             "SELECT line, ltrim(any_value(csv_line), chr(13) || chr(10)), arg_min(error_message, column_idx) "
             "FROM csv_rejects GROUP BY line ORDER BY line").fetchall()]
@@ -221,6 +217,17 @@ def _csv(con, export: CsvFile, source: str, limits: Limits) -> Iterator[Part]:
                        rejects=rejects if last else [], last=last)
     finally:
         _drop_csv_tables(con)
+
+
+def csv_columns(columns: list[str], log_table: str | None) -> tuple[list[str], list[str]]:
+    """An export's header as the log's columns: (SELECT list, column names). `TimeGenerated [UTC]` is
+    `TimeGenerated`, and an export without `Type` gets the table it is named after (`log_table`)."""
+    names = [c.split(" [", 1)[0].strip() for c in columns]
+    select = [f"{_ident(c)} AS {_ident(n)}" for c, n in zip(columns, names)]
+    if "Type" not in names and log_table is not None:
+        select.append(f"{sql_string(log_table)}::VARCHAR AS Type")
+        names.append("Type")
+    return select, names
 
 
 def _drop_csv_tables(con) -> None:
