@@ -8,11 +8,15 @@ ingest path is timed as it runs (wall seconds, and this process's CPU seconds ov
 a shared machine they move less than wall time); the stages are:
 
 - archive read + canonical: whole structured archive blobs read by DuckDB's JSON reader straight into
-  canonical rows, with event ids;
-- legacy archive read: whole legacy blobs read by DuckDB's JSON reader into the stage;
+  canonical rows, with event ids, and straight into the store (the write is in this stage), or staged
+  when they cannot be stored whole;
+- legacy archive read: whole legacy blobs read by DuckDB's JSON reader into the stage; canonical +
+  insert: their canonical rows straight into the store;
 - CSV read + canonical: a CSV export of one table read by DuckDB's CSV reader straight into canonical
-  rows, with event ids; CSV read: an export read row by row (something in it needs line numbers) into
-  a temporary table first;
+  rows, with event ids, and into the store as the archive blobs are; CSV read: an export read row by
+  row (something in it needs line numbers) into a temporary table first;
+- insert check + de-dup: the checks of rows inserted straight from the reader, and deleting from them
+  an event twice or already stored;
 - route: the fast route's guess per line; fast parse + canonical: lines parsed straight into their
   table's canonical rows; legacy fast parse: legacy lines into the stage;
 - generic stage: every other record, one wide parse;
@@ -40,9 +44,11 @@ from egresslens import ingest
 
 STAGES = [  # (stage, pattern over the statement's first words), first match wins
     ("route", r"TEMP TABLE batch_route|SELECT route, count"),
-    ("archive read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_json\("),
+    ("archive read + canonical", r"(TEMP TABLE canon_\w+ AS |INSERT INTO \w+ \(event_id.* FROM \( ?)SELECT CASE .*read_json\("),
     ("legacy archive read", r"TEMP TABLE stage_legacy AS .*read_json\("),
-    ("CSV read + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*read_csv\("),
+    ("CSV read + canonical", r"(TEMP TABLE canon_\w+ AS |INSERT INTO \w+ \(event_id.* FROM \( ?)SELECT CASE .*read_csv\("),
+    ("canonical + insert", r"INSERT INTO \w+ \(event_id.* FROM \( ?SELECT CASE WHEN reject_reason"),
+    ("insert check + de-dup", r"WHERE rowid [<>]|max\(rowid\)"),
     ("CSV read", r"TEMP TABLE csv_rows AS"),
     ("fast parse + canonical", r"TEMP TABLE canon_\w+ AS SELECT CASE .*json_transform\(b\.raw"),
     ("legacy fast parse", r"TEMP TABLE stage_legacy AS SELECT rid, time_text"),

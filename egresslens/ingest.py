@@ -264,18 +264,26 @@ class Pipeline:
         return taken
 
     def read_archive(self, paths: list[str], route: str, until: list[Progress]) -> set[int]:
-        """Files of one route read by DuckDB's JSON reader (`normalise.normalise_archive`), committed with the
-        progress of those taken whole (`until`, one per path; a whole file's record count is what DuckDB
-        read). Returns the indexes of the files taken."""
+        """Files of one route read by DuckDB's JSON reader, committed with the progress of those taken whole
+        (`until`, one per path; a whole file's record count is what DuckDB read). Straight into the store
+        when every record is stored (`normalise.whole_archive`), else staged (`normalise.normalise_archive`),
+        which leaves out the files it cannot take. Returns the indexes of the files taken."""
+        whole = normalise.whole_archive(self.con, paths, route)
+        if whole is not None and self.loader.commit_whole(
+                whole.selects, whole.records,
+                lambda held: _taken(until, {i: held.get(i, 0) for i in range(len(paths))})) is not None:
+            return set(range(len(paths)))
+        self._stop_if_interrupted()
         taken, _, built = normalise.normalise_archive(self.con, paths, route)
         if not taken:
             return set()
-        done = [replace(until[i], records_done=n) if until[i].complete and not until[i].records_done else until[i]
-                for i, n in sorted(taken.items())]
-        for i, p in zip(sorted(taken), done):
-            until[i] = p
-        self.loader.commit(built, sum(taken.values()), done, staged_rejects=False)
+        self.loader.commit(built, sum(taken.values()), _taken(until, taken), staged_rejects=False)
         return set(taken)
+
+    def _stop_if_interrupted(self) -> None:
+        """A Ctrl-C DuckDB turned into an error inside a statement stops the run here."""
+        if self.ctrl_c.hit:
+            raise KeyboardInterrupt
 
     # -- committing --------------------------------------------------------------------------------------------
     def commit(self, batch: Batch) -> Counts:
@@ -288,9 +296,10 @@ class Pipeline:
             counts = self.loader.replace_rollups(records, batch.until)
         elif isinstance(records, MetricPoints):
             counts = self.loader.replace_metrics(records, batch.until)
-        # a CSV export of one table, of any size, read by DuckDB on every thread straight into canonical rows;
-        # its rows are held as the row-by-row route holds the file's, in a table DuckDB spills beyond the
-        # budget: a larger export costs disk, not memory (3.1 GB: 32 s at a peak of 1.3 GiB, 44 s by rows)
+        # a CSV export of one table, of any size, read by DuckDB on every thread straight into the store; if
+        # it cannot be stored whole, staged whole (which finds out whether any row is refused: then row by row)
+        elif isinstance(records, CsvFile) and (direct := self._csv_whole(records, batch)) is not None:
+            counts = direct
         elif isinstance(records, CsvFile) and (
                 whole := normalise.normalise_csv(self.con, records.path, records.log_table)) is not None:
             counts = self.loader.commit(whole[0], whole[1], batch.until, batch.rejects, staged_rejects=False)
@@ -305,6 +314,24 @@ class Pipeline:
         for p in batch.until:
             self.done[p.source] = p
         return counts
+
+    def _csv_whole(self, export: CsvFile, batch: Batch) -> Counts | None:
+        """A CSV export straight into the store (`normalise.whole_csv`), or None: read it staged."""
+        whole = None if batch.rejects else normalise.whole_csv(self.con, export.path, export.log_table)
+        counts = None if whole is None else self.loader.commit_whole(whole.selects, whole.records,
+                                                                     lambda held: batch.until)
+        if counts is None:
+            self._stop_if_interrupted()
+        return counts
+
+
+def _taken(until: list[Progress], taken: dict[int, int]) -> list[Progress]:
+    """The progress of the files taken ({index: records read}): a complete file's records are those read.
+    `until` is updated in place (the loop then notes each file's progress as done)."""
+    for i, n in taken.items():
+        if until[i].complete and not until[i].records_done:
+            until[i] = replace(until[i], records_done=n)
+    return [until[i] for i in sorted(taken)]
 
 
 def plan(units: list[Unit]) -> list[Unit]:

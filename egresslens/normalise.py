@@ -18,10 +18,9 @@ the same rows on every corpus.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import duckdb
 
@@ -32,7 +31,7 @@ from egresslens.canonical import TARGETS_OF, _groups, canon_table, canonical_sel
 from egresslens.escape import sql_identifier as _ident
 from egresslens.escape import sql_string as _lit
 from egresslens.schema import TABLES_BY_NAME
-from egresslens.stage import csv_columns
+from egresslens.stage import count_lines, counted_beside, csv_columns, csv_head
 
 # DuckDB struct keys are case-insensitive, so these case variants are read by path instead.
 CASE_VARIANTS = ["$.Category", "$.ResourceId", "$.OperationName"]
@@ -362,6 +361,43 @@ def normalise_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: st
     return taken, bad - {None}, built
 
 
+@dataclass(frozen=True)
+class WholeFiles:
+    """Files DuckDB reads whole, ready to be stored straight from its reader, with no staging table:
+    `selects` each table's canonical rows (`canonical_select`), and `records()` {file index: records the
+    file holds} (counted while DuckDB reads). The files are taken only if every record they hold became a
+    row that is neither refused (no event id) nor unconfirmed (its log format not one the store knows);
+    otherwise they are read the staged way (`normalise_archive`, `normalise_csv`), which finds the record
+    and its reason. The selects carry no filter: one would be pushed into the reader's scan."""
+    selects: dict[str, str]
+    records: Callable[[], dict[int, int] | None]
+
+
+def whole_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: str) -> WholeFiles | None:
+    """Whole JSON Lines files of one route (`archive_records`, as `normalise_archive` reads them), or None
+    when DuckDB cannot read them (a line it cannot take). A structured file holds one record a line, counted
+    beside DuckDB's threads; legacy records are staged first, so their count is the stage's."""
+    parsed = archive_records(paths, name)
+    if name != LEGACY:
+        return WholeFiles(whole_file_selects(con, name, fast_source(name, parsed)),
+                          counted_beside(lambda: {i: count_lines(p) for i, p in enumerate(paths)}))
+    try:
+        selects = whole_file_selects(con, LEGACY, parsed)
+    except (duckdb.Error, UnicodeDecodeError):
+        return None
+    held = dict(con.execute("SELECT rid, count(*) FROM stage_legacy GROUP BY rid").fetchall())
+    return WholeFiles(selects, lambda: None if None in held else held)
+
+
+def whole_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | None) -> WholeFiles | None:
+    """A CSV export of one table's categories (`csv_records`), one row a line (counted beside DuckDB's
+    threads: a value spanning lines makes the counts differ), or None when its head says it cannot be
+    read whole."""
+    if (found := csv_records(path, log_table)) is None:
+        return None
+    return WholeFiles(whole_file_selects(con, *found), counted_beside(lambda: {0: count_lines(path) - 1}))
+
+
 def _confirmed(categories: tuple[str, ...]) -> str:
     """What the generic route would conclude of a parsed record, checked: an envelope (properties is an
     object) of one of the categories, naming its firewall, without legacy message text."""
@@ -409,7 +445,7 @@ def csv_records(path: str, log_table: str | None) -> tuple[str, str] | None:
     `whole_file_selects`). None when its head says it cannot be read whole: a header that is not one line
     in this dialect, or naming a column twice, or columns or a first row that are not of one table the fast
     route takes. `log_table` is the table the file is named after (its rows may lack `Type`)."""
-    head = _csv_head(path)
+    head = csv_head(path)
     if head is None:
         return None
     columns = head[0]
@@ -442,41 +478,15 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
         if found is None:
             return None
         table, source = found
-        # the file's lines are counted while DuckDB reads it (a count in C, beside DuckDB's own threads)
-        with ThreadPoolExecutor(1) as pool:
-            lines = pool.submit(_csv_rows, path)
-            select = whole_file_selects(con, table, source)[table]
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_canon(table)} AS {select}")
+        lines = counted_beside(lambda: {0: count_lines(path) - 1})  # while DuckDB reads the file
+        select = whole_file_selects(con, table, source)[table]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_canon(table)} AS {select}")
     except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: row by row
         return None
     rows, refused = con.execute(f"SELECT count(*), count(reject_reason) FROM {_canon(table)}").fetchall()[0]
-    if refused or rows != lines.result():
+    if refused or lines() != {0: rows}:
         return None
     return [table], rows
-
-
-def _csv_head(path: str) -> tuple[list[str], list[str] | None] | None:
-    """A CSV export's header and first row (None when there is none), read from its first MB only; None
-    when the header is not whole in it, or names a column twice."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 20).decode("utf-8", errors="replace").lstrip("\ufeff")
-    rows = list(csv.reader(io.StringIO(head)))
-    if not rows or (len(rows) < 2 and len(head) >= 1 << 20) or len(set(rows[0])) != len(rows[0]):
-        return None
-    # (the last row read may be cut short: a whole first row has a row after it, or ends the file)
-    first = rows[1] if len(rows) > 2 or (len(rows) == 2 and len(head) < 1 << 20) else None
-    return rows[0], first if first is not None and len(first) == len(rows[0]) else None
-
-
-def _csv_rows(path: str) -> int:
-    """The data rows of a CSV file if no value spans lines: its lines but the header (blank ones included,
-    so that a file with any is read row by row)."""
-    lines, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(16 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    return lines - 1 + (last != b"\n")
 
 
 def normalise_batch(con: duckdb.DuckDBPyConnection, *, fast: bool = True, routes: dict | None = None,

@@ -10,9 +10,12 @@ in parts: `stage` yields once per part, with `batch` (and, for tabular rows, the
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -246,6 +249,45 @@ def original_csv_lines(path: str, wanted: set[int]) -> dict[int, str]:
                 if len(found) == len(wanted):
                     break
     return found
+
+
+def csv_head(path: str) -> tuple[list[str], list[str] | None] | None:
+    """A CSV export's header and first row (None when there is none), read from its first MB only; None
+    when the header is not whole in it, or names a column twice."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20).decode("utf-8", errors="replace").lstrip("\ufeff")
+    rows = list(csv.reader(io.StringIO(head)))
+    if not rows or (len(rows) < 2 and len(head) >= 1 << 20) or len(set(rows[0])) != len(rows[0]):
+        return None
+    # (the last row read may be cut short: a whole first row has a row after it, or ends the file)
+    first = rows[1] if len(rows) > 2 or (len(rows) == 2 and len(head) < 1 << 20) else None
+    return rows[0], first if first is not None and len(first) == len(rows[0]) else None
+
+
+def count_lines(path: str) -> int:
+    """A file's lines, blank ones included, the last counted whether or not a newline ends it (a CSV
+    export's rows if no value spans lines: its lines but the header; a file with blank lines then counts
+    more lines than rows, so it is read row by row)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def counted_beside(count: Callable[[], dict[int, int]]) -> Callable[[], dict[int, int] | None]:
+    """`count` run in a thread of its own (a count in C, beside DuckDB's threads); None if it failed."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(count)
+    pool.shutdown(wait=False)
+
+    def result() -> dict[int, int] | None:
+        try:
+            return future.result()
+        except OSError:
+            return None
+    return result
 
 
 # -- JSON documents ---------------------------------------------------------------------------------

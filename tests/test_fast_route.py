@@ -309,8 +309,9 @@ def _store_contents(db: Path) -> dict:
 
 
 def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dict, dict, int]:
-    """Ingest a directory as usual and with every file read line by line; return both stores' contents
-    and the files DuckDB read whole."""
+    """Ingest a directory as usual, with the blobs read whole staged first (not inserted straight from
+    DuckDB's reader: the store must be the same) and with every file read line by line; return the usual
+    and the line-by-line stores' contents and the files DuckDB read whole."""
     from egresslens import ingest
     from egresslens.sources import archive
 
@@ -323,9 +324,55 @@ def archive_and_lines(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dic
         return taken
 
     monkeypatch.setattr(ingest.Pipeline, "read_archive", spy)
+    route_of = archive.route_of
     by_archive, by_lines = _stores_by(directory, tmp_path, monkeypatch, archive, "route_of",
-                                      (("archive", archive.route_of), ("lines", lambda *a, **k: None)))
-    return by_archive, by_lines, whole
+                                      (("archive", route_of), ("lines", lambda *a, **k: None)))
+    taken, whole[:] = list(whole), []
+    monkeypatch.setattr(archive, "route_of", route_of)
+    # blobs read whole are inserted straight from DuckDB's reader; staged first, they store the same
+    (by_staged,) = _stores_by(directory, tmp_path, monkeypatch, normalise, "whole_archive",
+                              (("staged", lambda *a: None),))
+    assert by_staged == by_archive and sorted(whole) == sorted(taken)
+    return by_archive, by_lines, taken
+
+
+@pytest.mark.parametrize("fmt", ["structured", "legacy"])
+def test_blobs_inserted_straight_from_duckdb_leave_out_what_the_staged_insert_leaves_out(tmp_path, monkeypatch, fmt):
+    """Rows inserted straight from DuckDB's reader are checked in their transaction: an event twice in one
+    read (a blob delivered again under another name) or already stored (a run with --force) is deleted
+    from what was inserted, as the staged insert never inserts it: the same rows, the same counts."""
+    from egresslens import ingest
+    from egresslens.load import Loader
+
+    logs = tmp_path / "logs"
+    simulate_to_dir(logs, hours=2, events_per_hour=300, seed=8, fmt=fmt)
+    blob = sorted(logs.rglob("PT1H.json"))[0]
+    again = blob.parent.parent / "m=30" / "PT1H.json"
+    again.parent.mkdir()
+    again.write_bytes(blob.read_bytes())
+    straight, real = [], Loader.commit_whole
+
+    def spy(self, *args):
+        got = real(self, *args)
+        straight.append(got)
+        return got
+
+    monkeypatch.setattr(Loader, "commit_whole", spy)
+    stores = {}
+    for label, whole_archive in (("straight", normalise.whole_archive), ("staged", lambda *a: None)):
+        monkeypatch.setattr(normalise, "whole_archive", whole_archive)
+        db = tmp_path / f"{label}.duckdb"
+        con = store.connect(db)
+        try:
+            first, _, _ = ingest.ingest_files(con, [logs])
+            forced, _, _ = ingest.ingest_files(con, [logs], force=True)
+        finally:
+            con.close()
+        stores[label] = _store_contents(db)
+        assert first.duplicates >= blob.read_text().count("\n") and first.balanced
+        assert forced.stored == 0 and forced.duplicates == forced.read == first.read
+    assert stores["straight"] == stores["staged"]
+    assert straight and all(c is not None for c in straight)  # every read went straight in
 
 
 def _stores_by(directory: Path, tmp_path: Path, monkeypatch, module, name: str, variants) -> list[dict]:
@@ -436,19 +483,40 @@ def test_legacy_blobs_with_anything_odd_fall_back_to_the_line_reader_with_the_sa
 # -- CSV exports read whole by DuckDB (normalise.normalise_csv) ---------------------------------------
 
 def _csv_whole_and_by_rows(directory: Path, tmp_path: Path, monkeypatch) -> tuple[dict, dict, list[str]]:
-    """Ingest the exports in `directory` as usual and with every export read row by row: both stores'
-    contents, and the exports DuckDB read whole."""
-    whole, real = [], normalise.normalise_csv
+    """Ingest the exports in `directory` as usual, with every export that is read whole staged first
+    (not inserted straight from DuckDB's reader), and with every export read row by row: the usual
+    store's contents (the staged one's must be the same), the row-by-row store's, and the exports read
+    whole as usual."""
+    from egresslens import ingest
 
-    def spy(con, path, log_table):
-        got = real(con, path, log_table)
+    whole, straight, direct, staged = [], [], ingest.Pipeline._csv_whole, normalise.normalise_csv
+
+    def direct_spy(self, export, batch):
+        got = direct(self, export, batch)
+        if got is not None:
+            whole.append(Path(export.path).name)
+            straight.append(Path(export.path).name)
+        return got
+
+    def staged_spy(con, path, log_table):
+        got = staged(con, path, log_table)
         if got is not None:
             whole.append(Path(path).name)
         return got
 
-    by_whole, by_rows = _stores_by(directory, tmp_path, monkeypatch, normalise, "normalise_csv",
-                                   (("whole", spy), ("rows", lambda *a: None)))
-    return by_whole, by_rows, whole
+    def ingested(label: str, direct_route, staged_route) -> tuple[dict, list[str]]:
+        whole.clear()
+        monkeypatch.setattr(normalise, "normalise_csv", staged_route)
+        (contents,) = _stores_by(directory, tmp_path, monkeypatch, ingest.Pipeline, "_csv_whole",
+                                 ((label, direct_route),))
+        return contents, sorted(whole)
+
+    by_direct, taken = ingested("direct", direct_spy, staged_spy)
+    by_staged, taken_staged = ingested("staged", lambda *a: None, staged_spy)
+    by_rows, none_taken = ingested("rows", lambda *a: None, lambda *a: None)
+    assert by_direct == by_staged and taken == taken_staged and not none_taken
+    assert sorted(straight) == taken  # an export the staged route reads whole goes straight into the store
+    return by_direct, by_rows, taken
 
 
 def test_csv_exports_read_whole_by_duckdb_store_what_reading_them_row_by_row_stores(tmp_path, monkeypatch):
