@@ -1,11 +1,12 @@
 """Write a normalised batch to the store: one transaction with its rows, its quarantine and its progress.
 
 The ingest loop (egresslens/ingest.py) hands each batch here once the normaliser has built its canonical
-rows (`canon_*`) and its refusals (`stage_rejects`). A batch is committed whole or not at all, together
-with the progress of its units, so a run killed at any point leaves the store consistent and a re-run
-resumes with no duplicate and no gap. Invariant, per batch and per run: records read = stored +
-duplicates + quarantined. Rollups and metric points, computed where the logs are, replace what the store
-held for their hours and points, in a transaction of their own.
+rows (`canon_*`) and its refusals (`stage_rejects`), or, for files DuckDB reads whole, the canonical
+statements themselves, whose rows go straight into the store (`commit_whole`). A batch is committed
+whole or not at all, together with the progress of its units, so a run killed at any point leaves the
+store consistent and a re-run resumes with no duplicate and no gap. Invariant, per batch and per run:
+records read = stored + duplicates + quarantined. Rollups and metric points, computed where the logs
+are, replace what the store held for their hours and points, in a transaction of their own.
 """
 
 from __future__ import annotations
