@@ -7,8 +7,9 @@
 
 The simulator writes the input once per size and form into the cache directory (flow events = ROWS;
 their DNS queries and threats come on top). Every contender then reads the SAME files in its own
-process, from the page cache (the input is read once before a form's contenders: `warm`), so each one's peak RSS is measured alone from outside (the child's rusage, `os.wait4`, taken by a
-small launcher process: see `measure`):
+process, from the page cache (the input is read once before a form's contenders: `warm`), so each one's
+peak RSS is measured alone from outside (the child's rusage, `os.wait4`, taken by a small launcher
+process: see `measure`):
 
 * `egresslens` — `egresslens ingest files DIR` into a fresh store: every guarantee on (event ids,
   de-duplication, quarantine, resumable batches, run accounting).
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for form in forms:
         data = dataset(args.cache, rows, form)
         if not warm(data):
-            print(f"  {form}: the input is larger than half the memory: every contender reads it from disk", flush=True)
+            print(f"  {form}: the input is larger than half the memory: every contender reads it from disk",
+                  flush=True)
         for name in contenders:
             r = best_of([run_contender(name, form, data, work, args.ref) for _ in range(max(1, args.repeat))])
             r.update(form=form, contender=name, records_per_s=r["records"] / r["seconds"])
