@@ -466,7 +466,7 @@ def csv_records(path: str, log_table: str | None) -> tuple[str, str] | None:
 
 
 def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | None) -> tuple[list[str], int] | None:
-    """A CSV export of one table's categories (`csv_records`) straight into that table's canonical rows
+    """A CSV export of one table's categories (`whole_csv`) staged into that table's canonical rows
     (`canon_<table>`): (the table, rows read).
 
     None, with nothing built, unless every line of the file is a row the table takes and none is refused:
@@ -474,17 +474,15 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
     row by row instead (`egresslens/stage.py`), where every line keeps its number and every refusal its
     reason."""
     try:
-        found = csv_records(path, log_table)
-        if found is None:
+        whole = whole_csv(con, path, log_table)
+        if whole is None:
             return None
-        table, source = found
-        lines = counted_beside(lambda: {0: count_lines(path) - 1})  # while DuckDB reads the file
-        select = whole_file_selects(con, table, source)[table]
+        ((table, select),) = whole.selects.items()
         con.execute(f"CREATE OR REPLACE TEMP TABLE {_canon(table)} AS {select}")
     except (duckdb.Error, UnicodeDecodeError):  # a line the reader cannot take: row by row
         return None
     rows, refused = con.execute(f"SELECT count(*), count(reject_reason) FROM {_canon(table)}").fetchall()[0]
-    if refused or lines() != {0: rows}:
+    if refused or whole.records() != {0: rows}:
         return None
     return [table], rows
 
