@@ -3,7 +3,7 @@
 A source only reads (egresslens/sources/batch.py): it lists its units and yields batches of raw records
 with their progress. This loop owns everything else, for every source: the order units are read in and
 which batches are gathered into one transaction (small files into batches of `batch_bytes`, whole archive
-blobs into reads of `whole_bytes`, query windows by table), normalisation (egresslens/stage.py, then the
+blobs and CSV exports into reads of `whole_bytes`, query windows by table), normalisation (egresslens/stage.py, then the
 SQL of egresslens/normalise.py and canonical.py), event ids and de-duplication, the insert, the
 quarantine and the progress, committed together (egresslens/load.py), the resume rules, the counts (read
 = stored + duplicates + quarantined), Ctrl-C, the progress bar, and one bad file never stopping a run.
@@ -84,6 +84,7 @@ class Pipeline:
         self.done: dict[str, Progress] = {}  # the last progress committed per unit, this run
         self.groups: dict[tuple, list[Batch]] = {}  # gathered batches, by what they can be staged with
         self.files: dict[str, list[tuple[Unit, Batch]]] = {}  # whole archive blobs gathered, by route
+        self.exports: list[Batch] = []  # CSV exports gathered, to be read whole together
         self.advance = lambda n: None
         self.ctrl_c = _CtrlC()
 
@@ -143,12 +144,17 @@ class Pipeline:
         try:
             self._read(unit)
         except Exception as exc:  # noqa: BLE001 - any failure of one unit is reported, the run goes on
-            if self.ctrl_c.hit:
-                raise KeyboardInterrupt from exc
-            if self.loader.write_failed is not None:
-                raise  # the store cannot be written (a full disk): no unit can be, the run stops
-            self.drop(unit.key)
-            self.results[unit.key] = UnitResult(unit.key, "skipped", problem=explain(exc))
+            self._skip(unit.key, exc)
+
+    def _skip(self, key: str, exc: Exception) -> None:
+        """A unit that failed is skipped with its reason (what was gathered of it is dropped); the run goes on,
+        unless it was Ctrl-C or the store cannot be written (a full disk: no unit can be)."""
+        if self.ctrl_c.hit:
+            raise KeyboardInterrupt from exc
+        if self.loader.write_failed is not None:
+            raise exc
+        self.drop(key)
+        self.results[key] = UnitResult(key, "skipped", problem=explain(exc))
 
     def _read(self, unit: Unit, *, again: bool = False) -> None:
         batches = self.source.read(unit, self.ctx)
@@ -192,6 +198,11 @@ class Pipeline:
                 group = self.files.setdefault(records.route, [])
             group.append((unit, batch))
             return True
+        if isinstance(records, CsvFile) and batch.gather and not batch.rejects:
+            if self.exports and sum(b.bytes for b in self.exports) + batch.bytes > self.limits.whole_bytes:
+                self._flush_exports()
+            self.exports.append(batch)
+            return True
         if batch.gather and (records is None or isinstance(records, (Lines, Rows))):
             key = ("rows", batch.source, records.log_table) if isinstance(records, Rows) else ("lines",)
             group = self.groups.setdefault(key, [])
@@ -209,10 +220,12 @@ class Pipeline:
             self.groups[name] = [b for b in group if b.source != key]
         for route, group in self.files.items():
             self.files[route] = [(u, b) for u, b in group if b.source != key]
+        self.exports = [b for b in self.exports if b.source != key]
 
     def flush(self) -> None:
         for route in list(self.files):
             self._flush_files(route)
+        self._flush_exports()
         for key in list(self.groups):
             self._flush_group(key)
 
@@ -237,6 +250,26 @@ class Pipeline:
         group = self.files.pop(route, [])
         if group:
             self.read_files(group)
+
+    def _flush_exports(self) -> None:
+        """The CSV exports gathered (up to `whole_bytes`), straight into the store in one transaction; when
+        they cannot all be, each alone (`commit`: straight, or staged, or row by row), a failure skipping it."""
+        group, self.exports = self.exports, []
+        if len(group) > 1:
+            try:
+                counts = self._csv_whole(group)
+            except Exception:  # noqa: BLE001 - each export is read again alone, which reports any failure
+                if self.ctrl_c.hit or self.loader.write_failed is not None:
+                    raise
+                counts = None
+            if counts is not None:
+                self.done.update((p.source, p) for b in group for p in b.until)
+                return
+        for batch in group:
+            try:
+                self.commit(batch)
+            except Exception as exc:  # noqa: BLE001 - as a unit that fails while it is read
+                self._skip(batch.source, exc)
 
     # -- archive blobs read whole by DuckDB ------------------------------------------------------------------
     def read_files(self, group: list[tuple[Unit, Batch]]) -> set[int]:
@@ -298,7 +331,7 @@ class Pipeline:
             counts = self.loader.replace_metrics(records, batch.until)
         # a CSV export of one table, of any size, read by DuckDB on every thread straight into the store; if
         # it cannot be stored whole, staged whole (which finds out whether any row is refused: then row by row)
-        elif isinstance(records, CsvFile) and (direct := self._csv_whole(records, batch)) is not None:
+        elif isinstance(records, CsvFile) and (direct := self._csv_whole([batch])) is not None:
             counts = direct
         elif isinstance(records, CsvFile) and (
                 whole := normalise.normalise_csv(self.con, records.path, records.log_table)) is not None:
@@ -315,11 +348,13 @@ class Pipeline:
             self.done[p.source] = p
         return counts
 
-    def _csv_whole(self, export: CsvFile, batch: Batch) -> Counts | None:
-        """A CSV export straight into the store (`normalise.whole_csv`), or None: read it staged."""
-        whole = None if batch.rejects else normalise.whole_csv(self.con, export.path, export.log_table)
-        counts = None if whole is None else self.loader.commit_whole(whole.selects, whole.records,
-                                                                     lambda held: batch.until)
+    def _csv_whole(self, group: list[Batch]) -> Counts | None:
+        """CSV exports straight into the store in one transaction (`normalise.whole_csv`), or None, with
+        nothing written: read them staged."""
+        exports = [(b.records.path, b.records.log_table) for b in group]
+        whole = None if any(b.rejects for b in group) else normalise.whole_csv(self.con, exports)
+        until = [p for b in group for p in b.until]
+        counts = None if whole is None else self.loader.commit_whole(whole.selects, whole.records, lambda held: until)
         if counts is None:
             self._stop_if_interrupted()
         return counts

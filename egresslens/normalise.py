@@ -28,8 +28,7 @@ from egresslens.azfw import (  # noqa: F401  (re-exported: the normaliser's voca
     ENVELOPE_FIELDS, FAST_CATEGORIES, FLAT_FIELDS, LEGACY, LEGACY_CATEGORIES, STRUCTURED_FIELDS, STRUCTURED_TARGETS,
 )
 from egresslens.canonical import TARGETS_OF, _groups, canon_table, canonical_select, canonical_sql, structured_fields
-from egresslens.escape import sql_identifier as _ident
-from egresslens.escape import sql_string as _lit
+from egresslens.escape import sql_identifier as _ident, sql_string as _lit
 from egresslens.schema import TABLES_BY_NAME
 from egresslens.stage import count_lines, counted_beside, csv_columns, csv_head
 
@@ -389,13 +388,18 @@ def whole_archive(con: duckdb.DuckDBPyConnection, paths: list[str], name: str) -
     return WholeFiles(selects, lambda: None if None in held else held)
 
 
-def whole_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | None) -> WholeFiles | None:
-    """A CSV export of one table's categories (`csv_records`), one row a line (counted beside DuckDB's
-    threads: a value spanning lines makes the counts differ), or None when its head says it cannot be
-    read whole."""
-    if (found := csv_records(path, log_table)) is None:
+def whole_csv(con: duckdb.DuckDBPyConnection, exports: list[tuple[str, str | None]]) -> WholeFiles | None:
+    """CSV exports (path, the table it is named after), each of one table's categories (`csv_records`, `rid`
+    its index), read by one statement per table, one row a line (counted beside DuckDB's threads: a value
+    spanning lines makes the counts differ), or None when an export's head says it cannot be read whole."""
+    found = [csv_records(path, log_table, rid=i) for i, (path, log_table) in enumerate(exports)]
+    if not found or None in found:
         return None
-    return WholeFiles(whole_file_selects(con, *found), counted_beside(lambda: {0: count_lines(path) - 1}))
+    rows: dict[str, list[str]] = {}
+    for table, source in found:
+        rows.setdefault(table, []).append(f"SELECT * FROM {source}")
+    return WholeFiles({t: whole_file_selects(con, t, f"({' UNION ALL '.join(r)})")[t] for t, r in rows.items()},
+                      counted_beside(lambda: {i: count_lines(p) - 1 for i, (p, _) in enumerate(exports)}))
 
 
 def _confirmed(categories: tuple[str, ...]) -> str:
@@ -439,12 +443,12 @@ def _tabular_ok(columns: list[str]) -> bool:
             and not _NOT_TABULAR & set(columns))
 
 
-def csv_records(path: str, log_table: str | None) -> tuple[str, str] | None:
+def csv_records(path: str, log_table: str | None, *, rid: int = 0) -> tuple[str, str] | None:
     """A CSV export of one table's categories as DuckDB's CSV reader reads it (every thread), as that
     table's structured rows, as the tabular route reads its rows: (the table, its rows for
     `whole_file_selects`). None when its head says it cannot be read whole: a header that is not one line
     in this dialect, or naming a column twice, or columns or a first row that are not of one table the fast
-    route takes. `log_table` is the table the file is named after (its rows may lack `Type`)."""
+    route takes. `log_table`: the table the file is named after (its rows may lack `Type`); `rid`: the rows'."""
     head = csv_head(path)
     if head is None:
         return None
@@ -461,7 +465,7 @@ def csv_records(path: str, log_table: str | None) -> tuple[str, str] | None:
     table = next((t for t, cats in FAST_CATEGORIES.items() if kind in cats), None)
     if table is None:
         return None
-    relation = f"(SELECT 0::BIGINT AS rid, {', '.join(select)} FROM {read})"
+    relation = f"(SELECT {int(rid)}::BIGINT AS rid, {', '.join(select)} FROM {read})"
     return table, tabular_source(relation, names, table)
 
 
@@ -474,7 +478,7 @@ def normalise_csv(con: duckdb.DuckDBPyConnection, path: str, log_table: str | No
     row by row instead (`egresslens/stage.py`), where every line keeps its number and every refusal its
     reason."""
     try:
-        whole = whole_csv(con, path, log_table)
+        whole = whole_csv(con, [(path, log_table)])
         if whole is None:
             return None
         ((table, select),) = whole.selects.items()

@@ -491,11 +491,12 @@ def _csv_whole_and_by_rows(directory: Path, tmp_path: Path, monkeypatch) -> tupl
 
     whole, straight, direct, staged = [], [], ingest.Pipeline._csv_whole, normalise.normalise_csv
 
-    def direct_spy(self, export, batch):
-        got = direct(self, export, batch)
+    def direct_spy(self, group):
+        got = direct(self, group)
         if got is not None:
-            whole.append(Path(export.path).name)
-            straight.append(Path(export.path).name)
+            names = [Path(b.records.path).name for b in group]
+            whole.extend(names)
+            straight.extend(names)
         return got
 
     def staged_spy(con, path, log_table):
@@ -558,3 +559,60 @@ def test_a_csv_export_larger_than_a_whole_read_is_still_read_whole_with_the_same
     whole, rows, taken = _csv_whole_and_by_rows(exports, tmp_path, monkeypatch)
     assert whole == rows and whole["flows"]
     assert big.name in taken
+
+
+def _csv_exports(tmp_path: Path, seed: int) -> Path:
+    exports = tmp_path / "exports"
+    simulate_to_dir(exports, hours=2, events_per_hour=300, seed=seed, layout="csv")
+    (exports / "truth.json").unlink()
+    (exports / "policy.json").unlink()
+    return exports
+
+
+def test_csv_exports_are_stored_together_in_one_transaction_with_the_rows_each_alone_stores(tmp_path, monkeypatch):
+    """The exports of a run are gathered, up to a whole read's bytes, and go into the store in one
+    transaction (one statement per table: no overlap with rows of another export to look for): the same
+    rows and counts as each export read alone, in its own transaction."""
+    from egresslens import ingest
+
+    exports = _csv_exports(tmp_path, seed=6)
+    names = sorted(p.name for p in exports.glob("*.csv"))
+    groups, real = [], ingest.Pipeline._csv_whole
+
+    def spy(self, group):
+        groups.append(sorted(Path(b.records.path).name for b in group))
+        return real(self, group)
+
+    monkeypatch.setattr(ingest.Pipeline, "_csv_whole", spy)
+    (together,) = _stores_by(exports, tmp_path, monkeypatch, ingest.Pipeline, "_csv_whole", (("together", spy),))
+    assert groups == [names] and len(names) >= 5
+    groups.clear()
+    monkeypatch.setenv("EGRESSLENS_ARCHIVE_FILE_BYTES", "1")  # a whole read of one byte: one export at a time
+    (alone,) = _stores_by(exports, tmp_path, monkeypatch, ingest.Pipeline, "_csv_whole", (("alone", spy),))
+    assert sorted(groups) == [[n] for n in names]
+    assert together == alone and together["flows"] and together["dns_queries"]
+
+
+def test_an_export_gone_before_its_group_is_read_is_skipped_with_its_reason_and_the_others_are_stored(tmp_path,
+                                                                                                      monkeypatch):
+    from egresslens import ingest
+
+    exports = _csv_exports(tmp_path, seed=7)
+    gone = exports / "AZFWNetworkRule.csv"
+    network_rows = len(gone.read_text().splitlines()) - 1
+    real = ingest.Pipeline._flush_exports
+
+    def remove_then_flush(self):
+        gone.unlink(missing_ok=True)
+        real(self)
+
+    monkeypatch.setattr(ingest.Pipeline, "_flush_exports", remove_then_flush)
+    con = store.connect(tmp_path / "store.duckdb")
+    counts, results, _ = ingest.ingest_files(con, [exports])
+    skipped = {Path(r.path).name: r.problem for r in results if r.fmt == "skipped"}
+    assert list(skipped) == ["AZFWNetworkRule.csv"] and "No such file" in skipped["AZFWNetworkRule.csv"]
+    assert network_rows and counts.read == counts.stored + counts.duplicates + counts.quarantined
+    kinds = dict(con.execute("SELECT kind, count(*) FROM flows GROUP BY kind").fetchall())
+    assert "network" not in kinds and kinds["application"] and counts.per_table["dns_queries"]
+    assert con.execute("SELECT count(*) FROM ingest_sources WHERE source LIKE '%AZFWNetworkRule.csv'").fetchall() == [(0,)]
+    con.close()

@@ -197,7 +197,8 @@ def whole_file(path: Path, key: str, done: Progress, ctx: Context, records, fmt:
         if bound is not None and size > bound:
             yield _too_large(path, key, done, size, fmt, bound)
         else:
-            yield Batch(key, records(path, None), until=[done], gather=False, bytes=size, status=fmt)
+            # the file stays as it is after the reader moves on: the loop may read it with others
+            yield Batch(key, records(path, None), until=[done], bytes=size, status=fmt)
         return
     scratch = Path(f"{ctx.scratch}.document")
     try:
