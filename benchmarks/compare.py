@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -153,6 +154,16 @@ def run_contender(name: str, form: str, data: Path, work: Path, ref: Path | None
     return {**measured, "records": records, "detail": report}
 
 
+def in_rounds(contenders: list[str], repeat: int, run: Callable[[str], dict]) -> dict[str, list[dict]]:
+    """Each contender's runs, `repeat` rounds of one run each, in turn: the machine slowing down for a few
+    minutes (a shared host) slows every contender's run of those rounds, not the runs of one contender."""
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
+    for _ in range(max(1, repeat)):
+        for name in contenders:
+            runs[name].append(run(name))
+    return runs
+
+
 def best_of(runs: list[dict]) -> dict:
     """The fastest of repeated runs (the others are kept in `runs`): on a shared machine, noise only adds."""
     ok = [r for r in runs if "failed" not in r] or runs
@@ -181,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of egresslens, duckdb, pandas (default: all; above 10M rows pandas is left "
                          "out, as it holds every record in memory: name it to run it anyway), and floor, "
                          "floor-no-ids (only when named)")
-    ap.add_argument("--repeat", type=int, default=1, help="run each contender N times and keep the fastest")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each contender N times, in turns (round by round), and keep the fastest")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"), help="where generated input is kept")
     ap.add_argument("--work", type=Path, default=None, help="where the stores are written (default: cache/work)")
     ap.add_argument("--ref", type=Path, default=None,
@@ -201,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         if not warm(data):
             print(f"  {form}: the input is larger than half the memory: every contender reads it from disk",
                   flush=True)
+        runs = in_rounds(contenders, args.repeat, lambda name: run_contender(name, form, data, work, args.ref))
         for name in contenders:
-            r = best_of([run_contender(name, form, data, work, args.ref) for _ in range(max(1, args.repeat))])
+            r = best_of(runs[name])
             r.update(form=form, contender=name, records_per_s=r["records"] / r["seconds"])
             results.append(r)
             print(f"  {form:<10} {name:<13} {r['seconds']:7.1f} s  {r['cpu_seconds']:7.1f} CPU s"

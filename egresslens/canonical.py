@@ -206,7 +206,7 @@ WITH legacy_rows AS (
     f_Protocol IS NULL AS unparsed
   FROM {{STRUCTURED}}
 ), unioned AS (
-  SELECT * FROM legacy_canon UNION ALL BY NAME SELECT * FROM structured_canon
+  {{ROWS}}
 )
 SELECT rid, log_format, unparsed,
   time, firewall, kind,
@@ -281,7 +281,7 @@ WITH legacy_rows AS (
   FROM {{STRUCTURED}}
 ), unioned AS (
   SELECT *, (nullif(trim(error_message), '') IS NOT NULL OR coalesce({_int('error_number')}, 0) <> 0) AS failed
-  FROM (SELECT * FROM legacy_rows UNION ALL BY NAME SELECT * FROM structured_rows)
+  FROM ({{ROWS}})
 )
 SELECT rid, log_format, unparsed, time, firewall,
   -- a failed query keeps its client when named (structured rows; legacy error lines name none)
@@ -366,7 +366,7 @@ SELECT rid, log_format, unparsed, time, firewall, kind,
     {_bad_port('source_port', 'source port')}
     {_bad_port('destination_port', 'destination port')}
   END AS reject_reason
-FROM (SELECT * FROM legacy_rows UNION ALL BY NAME SELECT * FROM structured_rows)
+FROM ({{ROWS}})
 """
 
 
@@ -486,11 +486,23 @@ def canonical_sql(name: str, structured: str | None = None, *, append: bool = Fa
     return f"{head} {canonical_select(name, structured)}"
 
 
-def canonical_select(name: str, structured: str | None = None) -> str:
+# The relations each table's statement unions, {ROWS}: its legacy rows and its structured rows.
+_ROWS = {"flows": ("legacy_canon", "structured_canon"), "dns_queries": ("legacy_rows", "structured_rows"),
+         "threats": ("legacy_rows", "structured_rows")}
+
+
+def canonical_select(name: str, structured: str | None = None, *, legacy: bool = True) -> str:
     """The table's canonical rows from the legacy stage and from `structured` (default: the generic stage),
-    each with its event id (NULL when refused) and `reject_reason`."""
+    each with its event id (NULL when refused) and `reject_reason`. `legacy` False: `structured` alone, for
+    a source that holds no legacy record (files read whole, of one table's structured categories); the same
+    rows and types, without planning the legacy branch (0.02-0.05 s a statement)."""
     table = TABLES_BY_NAME[name]
-    query = _query(name).replace("{STRUCTURED}", structured or staged_source(name))
+    query = _query(name)
+    if name in _ROWS:  # (before the source goes in: a file's name may hold any text)
+        legacy_rows, structured_rows = _ROWS[name]
+        query = query.replace("{ROWS}", (f"SELECT * FROM {legacy_rows} UNION ALL BY NAME " if legacy else "")
+                              + f"SELECT * FROM {structured_rows}")
+    query = query.replace("{STRUCTURED}", structured or staged_source(name))
     return (f"SELECT CASE WHEN reject_reason IS NULL THEN {event_id_sql(table)} END AS event_id, * "
             f"FROM (\n{query}\n)")
 

@@ -317,7 +317,7 @@ def whole_file_selects(con: duckdb.DuckDBPyConnection, name: str, source: str) -
     grammars read them), for each table they fill."""
     _empty_stage(con)
     if name != LEGACY:
-        return {name: canonical_select(name, source)}
+        return {name: canonical_select(name, source, legacy=False)}
     con.execute(_legacy_stage_sql(source))
     con.execute(_legacy_sql())
     present = {t for (t,) in con.execute("SELECT DISTINCT target FROM stage_legacy WHERE target IS NOT NULL"

@@ -100,3 +100,13 @@ def test_the_floor_stores_the_rows_egresslens_stores_and_without_ids_only_the_id
         for t in tables:  # (the event id is each table's first column)
             assert [r[1:] for r in stored["floor-no-ids"][t]] == sorted((r[1:] for r in stored["floor"][t]), key=repr)
             assert all(r[0] is None for r in stored["floor-no-ids"][t])
+
+
+def test_repeated_runs_take_turns_so_a_machine_slowing_down_slows_every_contender_alike():
+    compare = _compare()
+    order = []
+    runs = compare.in_rounds(["egresslens", "duckdb", "pandas"], 3,
+                             lambda name: order.append(name) or {"seconds": len(order)})
+    assert order == ["egresslens", "duckdb", "pandas"] * 3
+    assert [r["seconds"] for r in runs["duckdb"]] == [2, 5, 8]
+    assert [len(r) for r in runs.values()] == [3, 3, 3] and compare.in_rounds(["a"], 0, lambda n: {})["a"] == [{}]
