@@ -57,8 +57,7 @@ class Loader:
                     "head_md5 FROM ingest_sources s LEFT JOIN storage_blobs b USING (source)").fetchall()}
 
     # -- one transaction -------------------------------------------------------------------------------
-    def _transaction(self, work, counts: Counts, until: list[Progress] | Callable[[], list[Progress]], *,
-                     checkpoint: bool = False) -> Counts:
+    def _transaction(self, work, counts: Counts, until: list[Progress] | Callable[[], list[Progress]]) -> Counts:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -67,10 +66,7 @@ class Loader:
             con.execute("""UPDATE ingest_runs SET records_read = records_read + ?, stored = stored + ?,
                            duplicates = duplicates + ?, quarantined = quarantined + ? WHERE run_id = ?""",
                         [counts.read, counts.stored, counts.duplicates, counts.quarantined, self.run_id])
-            if checkpoint:
-                self._commit_checkpointing()
-            else:
-                con.execute("COMMIT")
+            con.execute("COMMIT")
         except BaseException as exc:
             store.rollback(con)
             if not isinstance(exc, (AssertionError, KeyboardInterrupt, _NotWhole)):
@@ -78,17 +74,6 @@ class Loader:
             raise
         self.counts.add(counts)
         return counts
-
-    def _commit_checkpointing(self) -> None:
-        """COMMIT as a checkpoint, for a transaction that wrote most of its rows to the store file already
-        (DuckDB's optimistic writes of files read whole): the rows it still holds in memory (a table's last
-        row group, smaller than a row group) go to the file once, not to the WAL first and to the file again
-        at the next checkpoint (1M CSV records: 0.14 s, against 0.11 s of WAL and 0.10 s of checkpoint)."""
-        self.con.execute("SET checkpoint_threshold = '0 bytes'")
-        try:
-            self.con.execute("COMMIT")
-        finally:
-            self.con.execute(f"SET checkpoint_threshold = '{store.CHECKPOINT_THRESHOLD}'")
 
     def commit(self, built: list[str], read: int, until: list[Progress], rejects: Iterable[Reject] = (), *,
                staged_rejects: bool = True, original_lines=None) -> Counts:
@@ -165,7 +150,7 @@ class Loader:
             counts.duplicates = counts.read - counts.stored
 
         try:
-            return self._transaction(work, Counts(), lambda: until(held), checkpoint=True)
+            return self._transaction(work, Counts(), lambda: until(held))
         except _NotWhole:
             return None
 

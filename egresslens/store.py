@@ -15,7 +15,6 @@ from egresslens.schema import ALL_TABLES, EVENT_TABLES, create_table_sql
 
 DEFAULT_DB = "egresslens.duckdb"
 DB_ENV = "EGRESSLENS_DB"
-CHECKPOINT_THRESHOLD = "256MB"  # the WAL a store's connection lets grow before it checkpoints (_configure)
 
 
 def resolve_db_path(db: str | os.PathLike[str] | None = None) -> Path:
@@ -36,7 +35,7 @@ def _configure(con: duckdb.DuckDBPyConnection, db_path: Path | None) -> None:
     con.execute("SET preserve_insertion_order = false")
     # Checkpoint less often than the 16 MB default: each batch commits tens of MB, and a checkpoint
     # per batch costs more than the batch's own work. A killed run still replays the WAL.
-    con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+    con.execute("SET checkpoint_threshold = '256MB'")
 
 
 class StoreBusy(RuntimeError):

@@ -618,22 +618,6 @@ def test_an_export_gone_before_its_group_is_read_is_skipped_with_its_reason_and_
     con.close()
 
 
-def test_exports_stored_whole_reach_the_store_file_at_their_commit_not_the_wal_first(tmp_path):
-    """Their commit checkpoints: the rows DuckDB still held in memory are written to the file once, not to
-    the WAL and then again to the file when the store is closed (the WAL keeps only the run's own row)."""
-    from egresslens import ingest
-
-    exports = _csv_exports(tmp_path, seed=9)
-    db = tmp_path / "store.duckdb"
-    con = store.connect(db)
-    threshold = con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()
-    counts, _, _ = ingest.ingest_files(con, [exports])
-    wal = Path(f"{db}.wal")
-    assert counts.stored > 1000 and (wal.stat().st_size if wal.exists() else 0) < 16 << 10
-    assert con.execute("SELECT current_setting('checkpoint_threshold')").fetchall() == threshold
-    con.close()
-
-
 def test_a_statement_without_the_legacy_branch_gives_the_same_rows_and_types_from_structured_records(tmp_path):
     """Files read whole of one table's structured categories hold no legacy record: their statement leaves
     the legacy branch out (`legacy=False`), and gives what the full statement gives, column for column."""
